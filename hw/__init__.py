@@ -1,0 +1,1 @@
+"""Amaranth gateware. Never imports deconvsr.sw (host-only code)."""

@@ -1,0 +1,1 @@
+"""Simulation harness: generated Verilog under Verilator/Icarus via cocotb, simulated device."""

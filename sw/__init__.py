@@ -1,0 +1,1 @@
+"""Host side: transforms, golden models, quantisation, driver, CLI."""
