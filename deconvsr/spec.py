@@ -1,0 +1,99 @@
+"""The engine specification: one frozen object that the gateware constructor, the host program
+compiler, the driver (through ``identify``) and the tests all take.
+
+Board sizes live here as named specs so that the host can compare what it reads back from a
+device with what it expects.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from .arith import DEFAULT_ARITH, ArithSpec
+
+__all__ = ["EngineSpec", "SPECS", "GATEWARE_VERSION"]
+
+GATEWARE_VERSION = 1
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Sizes of one engine instance.
+
+    Members
+    -------
+    lanes : number of MAC units P (power of two)
+    act_depth : words per feature-map buffer (a word holds ``lanes`` activations)
+    weight_depth : words of weight memory (a word holds ``lanes`` weights)
+    bias_depth : bias/requantisation entries
+    out_bytes : bytes of the final-output memory
+    max_layers : layer descriptors
+    dim_bits : width of the row/column counters (frames up to ``2**dim_bits - 1``)
+    arith : the arithmetic contract
+
+    Raises
+    ------
+    ValueError
+        naming the field, its value and the limit.
+    """
+
+    name: str = "sim"
+    lanes: int = 16
+    act_depth: int = 8192
+    weight_depth: int = 8192
+    bias_depth: int = 1024
+    out_bytes: int = 65536
+    max_layers: int = 8
+    dim_bits: int = 10
+    arith: ArithSpec = field(default=DEFAULT_ARITH)
+
+    def __post_init__(self):
+        if not isinstance(self.lanes, int) or not _pow2(self.lanes) or self.lanes > 256:
+            raise ValueError(f"lanes must be a power of two in 1..256, not {self.lanes!r}")
+        for name in ("act_depth", "weight_depth", "bias_depth", "out_bytes", "max_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 1 <= value <= 1 << 22:
+                raise ValueError(f"{name} must be an integer in 1..{1 << 22}, not {value!r}")
+        if not isinstance(self.dim_bits, int) or not 4 <= self.dim_bits <= 14:
+            raise ValueError(f"dim_bits must be an integer in 4..14, not {self.dim_bits!r}")
+
+    # Identification ROM: what `identify` reads back (Space.ID), little-endian.
+    _ID_FORMAT = "<4sHHHHIIIIHBBBBBB"
+
+    def id_bytes(self) -> bytes:
+        a = self.arith
+        return struct.pack(self._ID_FORMAT, b"DCSR", GATEWARE_VERSION, self.lanes,
+                           self.max_layers, self.dim_bits, self.act_depth, self.weight_depth,
+                           self.bias_depth, self.out_bytes, 0, a.weight_bits, a.act_bits,
+                           a.acc_bits, a.mult_bits, a.shift_max, 0)
+
+    @classmethod
+    def from_id_bytes(cls, raw: bytes, name: str = "device") -> "EngineSpec":
+        size = struct.calcsize(cls._ID_FORMAT)
+        if len(raw) < size:
+            raise ValueError(f"identification is {len(raw)} bytes, expected {size}")
+        (magic, version, lanes, max_layers, dim_bits, act_depth, weight_depth, bias_depth,
+         out_bytes, _, wb, ab, accb, mb, sm, _) = struct.unpack(cls._ID_FORMAT, raw[:size])
+        if magic != b"DCSR":
+            raise ValueError(f"identification magic is {magic!r}, expected b'DCSR'")
+        if version != GATEWARE_VERSION:
+            raise ValueError(f"gateware version {version} is not the supported {GATEWARE_VERSION}")
+        return cls(name=name, lanes=lanes, act_depth=act_depth, weight_depth=weight_depth,
+                   bias_depth=bias_depth, out_bytes=out_bytes, max_layers=max_layers,
+                   dim_bits=dim_bits, arith=ArithSpec(wb, ab, accb, mb, sm))
+
+
+# Named specs. Board sizes are refined by the board bring-up; "sim" is the default simulated
+# device. Sizes must keep the memories within each FPGA's RAM.
+SPECS = {
+    "sim": EngineSpec(),
+    "icebreaker": EngineSpec(name="icebreaker", lanes=16, act_depth=4096, weight_depth=4096,
+                             bias_depth=256, out_bytes=32768, max_layers=4),
+    "ulx3s-85f": EngineSpec(name="ulx3s-85f", lanes=64, act_depth=4096, weight_depth=2048,
+                            bias_depth=512, out_bytes=65536, max_layers=8),
+}

