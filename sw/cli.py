@@ -17,7 +17,7 @@ __all__ = ["CLIError", "main"]
 
 # Subcommand modules, in the order `deconvsr --help` lists them.
 COMMANDS = [
-    "convert", "costmodel", "bench",
+    "convert", "costmodel", "bench", "models", "eval", "train",
 ]
 
 

@@ -31,7 +31,8 @@ import numpy as np
 from .reference import conv2d, deconv2d, nearest_upsample, pixel_shuffle
 from .transforms import Deconv, TransformError, resize_to_deconv, subpixel_to_deconv
 
-__all__ = ["NetworkError", "Layer", "Network", "DeconvLayer", "DeconvNetwork", "KINDS"]
+__all__ = ["NetworkError", "Layer", "Network", "DeconvLayer", "DeconvNetwork", "KINDS", "ARCHS",
+           "arch_layers"]
 
 KINDS = ("conv", "subpixel", "resize")
 
@@ -335,3 +336,45 @@ class Network:
             layers.append(Layer(kind, w, b, int(d["padding"]), bool(d["relu"]), r,
                                 d.get("mode", "CRD"), lname))
         return cls(tuple(layers), name, dict(meta or {}))
+
+
+# Architectures that `deconvsr train` builds -------------------------------------------------
+def _arch_layers(spec, r, last):
+    """``spec`` = [(c_out, k), ...] for the hidden convs then the last layer's kernel size."""
+    layers, c = [], 1
+    for i, (c_out, k) in enumerate(spec[:-1]):
+        layers.append({"kind": "conv", "c_in": c, "c_out": c_out, "k": k, "padding": k // 2,
+                       "relu": True, "name": f"conv{i + 1}"})
+        c = c_out
+    k = spec[-1]
+    d = {"kind": last, "c_in": c, "c_out": 1, "k": k, "padding": k // 2, "relu": False,
+         "r": r, "name": f"conv{len(spec)}"}
+    if last == "subpixel":
+        d["mode"] = "CRD"
+    layers.append(d)
+    return layers
+
+
+ARCHS = {
+    # The paper's evaluation network (§7): PyTorch examples super-resolution model.
+    "espcn-paper": lambda r: _arch_layers([(64, 5), (64, 3), (32, 3), 3], r, "subpixel"),
+    # Same body, nearest-resize-convolution output layer.
+    "resize-paper": lambda r: _arch_layers([(64, 5), (64, 3), (32, 3), 3], r, "resize"),
+    # Edge-sized for the iCE40UP5K engine: a few KB of int8 weights.
+    "edge": lambda r: _arch_layers([(16, 5), (16, 3), 3], r, "subpixel"),
+}
+
+
+def arch_layers(arch: str, r: int) -> list[dict]:
+    """Layer descriptions (no weights) of a named architecture at upscale ``r``.
+
+    Raises
+    ------
+    NetworkError
+        for an unknown architecture or a bad ``r``.
+    """
+    if arch not in ARCHS:
+        raise NetworkError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    if isinstance(r, bool) or not isinstance(r, int) or not 2 <= r <= 8:
+        raise NetworkError(f"scale must be an integer in 2..8, not {r!r}")
+    return ARCHS[arch](r)

@@ -1,0 +1,61 @@
+"""``deconvsr train``: train a network on a folder of images (needs the ``train`` extra)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from .cli import EXIT_INPUT, EXIT_NOT_FOUND, CLIError
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    from .network import ARCHS
+    p = subparsers.add_parser(
+        "train", help="train a super-resolution network (needs torch)",
+        description="Train on any folder of photographs: BT.601 Y channel, random LR/HR patch "
+                    "pairs (Pillow bicubic degradation, as eval), flips/rotations, Adam. Writes "
+                    "OUT.npz + OUT.json with the training record and calibrated activation "
+                    "ranges.")
+    p.add_argument("--data", required=True, help="folder of training images")
+    p.add_argument("--arch", required=True, choices=sorted(ARCHS), help="architecture")
+    p.add_argument("--scale", type=int, required=True, help="upscale factor r")
+    p.add_argument("-o", "--output", required=True, help="output path (OUT.npz + OUT.json)")
+    p.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget (default 5)")
+    p.add_argument("--batch", type=int, default=32, help="patches per step (default 32)")
+    p.add_argument("--patch", type=int, default=24, help="LR patch side (default 24)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--loss", choices=("l1", "mse"), default="l1")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .imaging import ImageError
+    from .network import NetworkError
+    from .train import TrainError, train
+    from .zoo import save_model
+
+    if not Path(args.data).exists():
+        raise CLIError(f"{args.data}: no such directory", EXIT_NOT_FOUND)
+    name = Path(args.output).with_suffix("").name if args.output.endswith(".npz") \
+        else Path(args.output).name
+    command = "deconvsr " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+        if len(sys.argv) > 1 and sys.argv[1] == "train" else ""
+    if not command:
+        command = (f"deconvsr train --data {args.data} --arch {args.arch} --scale {args.scale} "
+                   f"-o {args.output} --minutes {args.minutes}")
+    try:
+        net = train(args.data, args.arch, args.scale, minutes=args.minutes, batch=args.batch,
+                    patch=args.patch, lr=args.lr, loss=args.loss, threads=args.threads,
+                    seed=args.seed, name=name, command=command)
+    except (TrainError, ImageError, NetworkError) as e:
+        raise CLIError(str(e), EXIT_INPUT) from None
+    npz, js = save_model(net, args.output)
+    t = net.meta["training"]
+    print(f"trained {name}: {t['steps']} steps in {t['seconds']} s, final {t['loss']} loss "
+          f"{t['final_loss']:.5f}; wrote {npz} and {js}")
+    return 0

@@ -1,0 +1,183 @@
+"""Post-training quantisation of a float network into the bit-exact integer model.
+
+Scales (real value = integer x scale):
+
+* activations: the input is the 8-bit Y plane (scale ``1/255``); each hidden layer's output
+  scale is ``range / act_max`` where ``range`` is a calibrated activation range (a high
+  percentile of that layer's float output on sample images, see :func:`calibrate`); the last
+  layer's output scale is ``1/255``, so it emits the 8-bit image directly (saturation = clamp).
+* weights: per output channel of the *transformed* deconvolution kernel (the weight
+  convolution of a resize layer sums weights, so scales are chosen after the transform):
+  ``s_w[o] = max|W_d[:, o]| / weight_max``.
+* bias: ``round(b / (s_x s_w[o]))`` in the accumulator's units (periodic, per phase).
+* requantisation: ``M[o] = s_x s_w[o] / s_y`` approximated by ``mult / 2**shift`` with the
+  largest ``shift`` that keeps ``mult`` within ``mult_bits`` (maximum precision).
+
+Calibrated ranges are stored in the model file (``calibration.act_ranges``), so quantising a
+shipped model is deterministic and needs no images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..arith import DEFAULT_ARITH, ArithSpec
+from .intmodel import QLayer, run_network
+from .network import Network
+
+__all__ = ["QuantizeError", "calibrate", "quantize", "mult_shift", "run_quantized",
+           "DEFAULT_PERCENTILE"]
+
+DEFAULT_PERCENTILE = 99.999
+
+
+class QuantizeError(ValueError):
+    """A network that cannot be quantised (missing calibration, scale out of range, ...)."""
+
+
+def calibrate(network: Network, lr_planes, *, percentile: float = DEFAULT_PERCENTILE,
+              max_samples: int = 2_000_000) -> dict:
+    """Activation ranges of every hidden layer on ``lr_planes`` (float ``(H, W)`` in
+    ``[0, 1]``): the ``percentile`` of all output values (and the maximum, for reference).
+
+    Also records the mean of every layer's input channels (``input_means``), used by
+    :func:`quantize` for bias correction.
+
+    Returns ``{"method", "percentile", "act_ranges", "act_max", "input_means"}``
+    (JSON-ready).
+    """
+    per_layer = [[] for _ in network.layers[:-1]]
+    sums = [np.zeros(layer.c_in) for layer in network.layers]
+    count = 0
+    for plane in lr_planes:
+        acts = network.activations(plane)
+        ins = [np.asarray(plane, np.float64)[None]] + acts[:-1]
+        for i, x in enumerate(ins):
+            sums[i] += x.sum(axis=(1, 2))
+        count += np.asarray(plane).size
+        for i, a in enumerate(acts[:-1]):
+            flat = a.ravel()
+            step = max(1, flat.size * len(lr_planes) // max_samples)
+            per_layer[i].append(flat[::step])
+    ranges, maxima = [], []
+    for vals in per_layer:
+        v = np.concatenate(vals)
+        ranges.append(float(np.percentile(v, percentile)))
+        maxima.append(float(v.max()))
+    means = [[round(float(v), 6) for v in s / count] for s in sums]
+    return {"method": "percentile", "percentile": percentile,
+            "act_ranges": [round(x, 6) for x in ranges], "act_max": [round(x, 6) for x in maxima],
+            "input_means": means}
+
+
+def mult_shift(m_real, spec: ArithSpec = DEFAULT_ARITH, *, name: str = "layer"):
+    """Per-channel ``(mult, shift)`` int arrays with ``mult / 2**shift ~= m_real``, the largest
+    shift (most precision) such that ``mult <= mult_max`` and ``shift <= shift_max``.
+
+    Raises
+    ------
+    QuantizeError
+        if a multiplier needs more than ``mult_bits`` even at shift 0.
+    """
+    m_real = np.asarray(m_real, dtype=np.float64)
+    mult = np.zeros(m_real.shape, np.int64)
+    shift = np.zeros(m_real.shape, np.int64)
+    for idx, m in np.ndenumerate(m_real):
+        if not m > 0:
+            continue
+        s = min(spec.shift_max, int(math.floor(math.log2(spec.mult_max / m))))
+        if s < 0:
+            raise QuantizeError(f"{name}: requantisation multiplier {m:.4g} needs more than "
+                                f"{spec.mult_bits} bits (activation range too small?)")
+        q = int(round(m * 2.0 ** s))
+        while q > spec.mult_max:            # rounding up across the limit
+            s -= 1
+            q = int(round(m * 2.0 ** s))
+        mult[idx], shift[idx] = q, s
+    return mult, shift
+
+
+def _phase_error(err, stride, padding, means):
+    """Expected accumulator error per output phase: ``sum(err * mean_x)`` over the taps that
+    feed phase ``(fy, fx)`` (taps ``a`` with ``(a - P_d) mod S == fy``)."""
+    k = err.shape[2]
+    e = np.einsum("ioab,i->oab", err, means)            # (C_out, K, K)
+    out = np.zeros((err.shape[1], stride, stride))
+    ph = (np.arange(k) - padding) % stride
+    for fy in range(stride):
+        for fx in range(stride):
+            out[:, fy, fx] = e[:, ph == fy][:, :, ph == fx].sum(axis=(1, 2))
+    return out
+
+
+def quantize(network: Network, act_ranges=None, spec: ArithSpec = DEFAULT_ARITH, *,
+             input_means=None, bias_correction: bool = True) -> list[QLayer]:
+    """The integer model (list of :class:`QLayer`) of ``network``.
+
+    ``act_ranges`` (one per hidden layer) default to the calibration stored in
+    ``network.meta``. With ``bias_correction``, the expected error that weight rounding
+    causes on each output phase (rounding error times the mean input, ``input_means`` per layer
+    and channel, default from the calibration) is subtracted from the periodic bias: the first
+    layer sees the image's large mean, which would otherwise shift every feature.
+
+    Raises
+    ------
+    QuantizeError
+        without calibration, with the wrong number of ranges, or if a layer does not fit
+        ``spec``.
+    """
+    dn = network.to_deconv()
+    n = len(dn.layers)
+    if act_ranges is None:
+        act_ranges = network.meta.get("calibration", {}).get("act_ranges")
+        if act_ranges is None:
+            raise QuantizeError(f"{network.name}: no calibrated activation ranges; calibrate "
+                                "on sample images first (quantize.calibrate)")
+    act_ranges = [float(a) for a in act_ranges]
+    if input_means is None and bias_correction:
+        input_means = network.meta.get("calibration", {}).get("input_means")
+    if len(act_ranges) != n - 1:
+        raise QuantizeError(f"{network.name}: {len(act_ranges)} activation ranges for "
+                            f"{n - 1} hidden layers")
+    s_x = 1.0 / 255
+    out = []
+    for i, dl in enumerate(dn.layers):
+        d = dl.deconv
+        if i < n - 1:
+            if not act_ranges[i] > 0:
+                raise QuantizeError(f"{network.name}: {dl.name}: activation range must be "
+                                    f"> 0, not {act_ranges[i]}")
+            s_y = act_ranges[i] / spec.act_max
+        else:
+            s_y = 1.0 / 255
+        w = np.asarray(d.weight, np.float64)
+        b = np.asarray(d.bias, np.float64)
+        maxabs = np.abs(w).max(axis=(0, 2, 3))
+        # Also keep the bias within the accumulator (matters only for near-zero kernels).
+        bias_need = np.abs(b).max(axis=(1, 2)) / (s_x * 2.0 ** (spec.acc_bits - 3))
+        s_w = np.maximum(maxabs / spec.weight_max, bias_need)
+        s_w = np.where(s_w > 0, s_w, 1.0)
+        wq = np.clip(np.rint(w / s_w[None, :, None, None]), spec.weight_min, spec.weight_max)
+        if bias_correction and input_means is not None:
+            means = np.asarray(input_means[i], np.float64)
+            if means.shape != (d.c_in,):
+                raise QuantizeError(f"{network.name}: {dl.name}: {means.size} input means for "
+                                    f"{d.c_in} input channels")
+            err = wq * s_w[None, :, None, None] - w
+            b = b - _phase_error(err, d.stride, d.padding, means)
+        bq = np.rint(b / (s_x * s_w)[:, None, None])
+        mult, shift = mult_shift(s_x * s_w / s_y, spec, name=f"{network.name}: {dl.name}")
+        try:
+            out.append(QLayer(wq.astype(np.int64), bq.astype(np.int64), mult, shift, d.stride,
+                              d.padding, name=dl.name, spec=spec))
+        except ValueError as e:
+            raise QuantizeError(f"{network.name}: {e}") from None
+        s_x = s_y
+    return out
+
+
+def run_quantized(qlayers, y_lr_u8) -> np.ndarray:
+    """The integer model on an 8-bit LR Y plane: uint8 HR Y plane."""
+    return run_network(np.asarray(y_lr_u8, dtype=np.uint8), qlayers)[0]

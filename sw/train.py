@@ -1,0 +1,182 @@
+"""Training of the super-resolution networks (needs the optional ``torch`` extra).
+
+Data: any folder of photographs. Each is converted to its 8-bit BT.601 studio-range Y plane,
+cropped to a multiple of ``r`` and degraded exactly as :mod:`deconvsr.sw.imaging` does for
+evaluation (Pillow bicubic, rounded to 8 bits). Training samples random aligned LR/HR patch
+pairs with the 8 flips/rotations, L1 (or MSE) loss, Adam with a cosine learning-rate decay over
+a wall-clock budget. After training, activation ranges are calibrated on training images and
+stored in the model file so that quantising at load time needs no images.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .imaging import degrade, list_images, load_rgb, rgb_to_ycbcr, to_u8, crop_to_multiple
+from .network import Network, arch_layers
+
+__all__ = ["TrainError", "load_pairs", "train", "build_torch_model"]
+
+
+class TrainError(ValueError):
+    """Bad training input (missing torch, no images, ...)."""
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise TrainError("training needs PyTorch: pip install torch==2.13.0 (the 'train' "
+                         "extra)") from None
+    return torch
+
+
+def load_pairs(data_dir, r: int, *, min_lr: int = 24):
+    """``[(lr, hr), ...]`` float32 planes in ``[0, 1]`` (LR ``(h, w)``, HR ``(r h, r w)``)."""
+    pairs = []
+    for path in list_images(data_dir):
+        y = to_u8(rgb_to_ycbcr(load_rgb(path))[..., 0])
+        y = crop_to_multiple(y, r)
+        if min(y.shape) < r * min_lr:
+            continue
+        lr = degrade(y, r)
+        pairs.append((lr.astype(np.float32) / 255, y.astype(np.float32) / 255))
+    if not pairs:
+        raise TrainError(f"{data_dir}: no image large enough ({r * min_lr} pixels a side)")
+    return pairs
+
+
+def build_torch_model(layers):
+    """A ``torch.nn.Sequential`` for layer descriptions (see :func:`arch_layers`)."""
+    torch = _torch()
+    nn = torch.nn
+    mods = []
+    for d in layers:
+        rows = d["c_out"] * (d["r"] ** 2 if d["kind"] == "subpixel" else 1)
+        if d["kind"] == "resize":
+            mods.append(nn.Upsample(scale_factor=d["r"], mode="nearest"))
+        conv = nn.Conv2d(d["c_in"], rows, d["k"], padding=d["padding"])
+        if d["relu"]:
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+        else:
+            nn.init.normal_(conv.weight, std=0.1 / math.sqrt(d["c_in"] * d["k"] ** 2))
+            nn.init.constant_(conv.bias, 0.45)
+        mods.append(conv)
+        if d["kind"] == "subpixel":
+            mods.append(nn.PixelShuffle(d["r"]))
+        if d["relu"]:
+            mods.append(nn.ReLU())
+    return nn.Sequential(*mods)
+
+
+def torch_to_network(model, layers, name) -> Network:
+    convs = [m for m in model if m.__class__.__name__ == "Conv2d"]
+    arrays = {}
+    for i, conv in enumerate(convs):
+        arrays[f"L{i}.weight"] = conv.weight.detach().double().numpy()
+        arrays[f"L{i}.bias"] = conv.bias.detach().double().numpy()
+    return Network.from_arrays(layers, arrays, name=name)
+
+
+def _batch(pairs, rng, r, batch, patch):
+    xs = np.empty((batch, 1, patch, patch), np.float32)
+    ys = np.empty((batch, 1, patch * r, patch * r), np.float32)
+    for b in range(batch):
+        lr, hr = pairs[rng.integers(len(pairs))]
+        i = rng.integers(lr.shape[0] - patch + 1)
+        j = rng.integers(lr.shape[1] - patch + 1)
+        x = lr[i:i + patch, j:j + patch]
+        y = hr[r * i:r * (i + patch), r * j:r * (j + patch)]
+        t = rng.integers(8)
+        if t & 1:
+            x, y = x[::-1], y[::-1]
+        if t & 2:
+            x, y = x[:, ::-1], y[:, ::-1]
+        if t & 4:
+            x, y = x.T, y.T
+        xs[b, 0], ys[b, 0] = x, y
+    return xs, ys
+
+
+def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
+          patch: int = 24, lr: float = 1e-3, loss: str = "l1", threads: int = 2,
+          seed: int = 0, name: str = "model", command: str = "", progress: bool = True,
+          calibrate_images: int = 16) -> Network:
+    """Train ``arch`` at upscale ``r`` for ``minutes`` of wall-clock time; returns the float
+    network with ``meta`` (arch, training record, calibration) filled in.
+
+    Raises
+    ------
+    TrainError
+        without torch, or for unusable data/parameters.
+    """
+    torch = _torch()
+    from tqdm import tqdm
+
+    from .quantize import calibrate
+
+    if loss not in ("l1", "mse"):
+        raise TrainError(f"loss must be 'l1' or 'mse', not {loss!r}")
+    if not minutes > 0:
+        raise TrainError(f"--minutes must be > 0, not {minutes}")
+    layers = arch_layers(arch, r)
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    pairs = load_pairs(data_dir, r, min_lr=patch)
+    model = build_torch_model(layers)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    crit = torch.nn.L1Loss() if loss == "l1" else torch.nn.MSELoss()
+    budget = minutes * 60.0
+    t0 = time.monotonic()
+    step, recent = 0, []
+    bar = tqdm(total=int(budget), unit="s", disable=not progress, desc=f"train {name}",
+               mininterval=2.0)
+    shown = 0
+    while True:
+        frac = (time.monotonic() - t0) / budget
+        if frac >= 1:
+            break
+        cur_lr = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = cur_lr
+        xs, ys = _batch(pairs, rng, r, batch, patch)
+        out = model(torch.from_numpy(xs))
+        err = crit(out, torch.from_numpy(ys))
+        opt.zero_grad()
+        err.backward()
+        opt.step()
+        step += 1
+        recent.append(err.item())
+        recent = recent[-200:]
+        el = int(time.monotonic() - t0)
+        if el > shown:
+            bar.update(min(el, int(budget)) - shown)
+            shown = min(el, int(budget))
+            bar.set_postfix(step=step, loss=f"{np.mean(recent):.5f}", lr=f"{cur_lr:.1e}")
+    bar.close()
+    seconds = time.monotonic() - t0
+    final = float(np.mean(recent))
+    net = torch_to_network(model.eval(), layers, name)
+    # Calibration on (a deterministic subset of) the training images, whole LR planes.
+    cal_idx = np.linspace(0, len(pairs) - 1, min(calibrate_images, len(pairs))).astype(int)
+    calib = calibrate(net, [pairs[i][0] for i in cal_idx])
+    calib["images"] = f"{len(cal_idx)} training images (LR Y planes)"
+    meta = {
+        "arch": arch,
+        "training": {
+            "command": command, "dataset": Path(data_dir).name, "images": len(pairs),
+            "minutes": minutes, "seconds": round(seconds, 1), "steps": step, "batch": batch,
+            "lr_patch": patch, "loss": loss, "final_loss": round(final, 6), "adam_lr": lr,
+            "seed": seed, "threads": threads, "torch": torch.__version__,
+            "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"),
+        },
+        "calibration": calib,
+    }
+    return Network(net.layers, name, meta)

@@ -1,0 +1,168 @@
+"""The model zoo: the networks shipped in ``deconvsr/sw/models/`` and loading any model file.
+
+A model file is a pair ``NAME.npz`` (float32 weights ``L<i>.weight``, ``L<i>.bias`` in
+``Conv2d`` layout) + ``NAME.json`` (metadata: ``format``, ``arch``, ``scale``, ``layers``,
+``training`` record, ``calibration`` with the activation ranges used by the quantiser).
+:func:`load_model` also accepts ONNX (``.onnx``) and PyTorch ``state_dict`` (``.pt``/``.pth``)
+files through :mod:`deconvsr.sw.importers`.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .network import Network, NetworkError
+
+__all__ = ["ModelError", "MODELS_DIR", "FORMAT", "shipped_names", "load_model", "save_model",
+           "model_info", "fits_budget"]
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+FORMAT = "deconvsr-model/1"
+
+
+class ModelError(ValueError):
+    """A model that cannot be found or loaded. ``not_found`` tells the CLI which exit code."""
+
+    def __init__(self, message: str, *, not_found: bool = False):
+        super().__init__(message)
+        self.not_found = not_found
+
+
+def shipped_names() -> list[str]:
+    """Names of the shipped models (sorted)."""
+    return sorted(p.stem for p in MODELS_DIR.glob("*.json") if p.with_suffix(".npz").exists())
+
+
+def save_model(network: Network, path) -> tuple[Path, Path]:
+    """Write ``path.npz`` + ``path.json`` (a ``.npz``/``.json`` suffix on ``path`` is dropped).
+
+    ``network.meta`` is written into the JSON next to ``format``, ``name``, ``scale``, ``layers``.
+    """
+    path = Path(path)
+    if path.suffix in (".npz", ".json"):
+        path = path.with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    npz, js = path.with_name(path.name + ".npz"), path.with_name(path.name + ".json")
+    np.savez_compressed(npz, **network.arrays())
+    meta = {"format": FORMAT, "name": path.name, "scale": network.scale,
+            "layers": network.layer_dicts(), **{k: v for k, v in network.meta.items()
+                                                 if k not in ("format", "name", "layers")}}
+    js.write_text(json.dumps(meta, indent=1) + "\n")
+    return npz, js
+
+
+def _load_npz(npz: Path, js: Path) -> Network:
+    name = npz.stem
+    if not js.exists():
+        raise ModelError(f"{npz}: the metadata file {js.name} is missing next to it")
+    try:
+        meta = json.loads(js.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{js}: corrupted metadata (not JSON: {e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(
+            meta.get("layers"), list):
+        raise ModelError(f"{js}: not a deconvsr model description (format {FORMAT!r} with "
+                         "'layers' expected)")
+    try:
+        with np.load(npz, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise ModelError(f"{npz}: no such file", not_found=True) from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ModelError(f"{npz}: corrupted weight file ({type(e).__name__}: {e})") from None
+    try:
+        net = Network.from_arrays(meta["layers"], arrays, name=name, meta=meta)
+    except (KeyError, TypeError) as e:
+        raise ModelError(f"{js}: layer description lacks or mistypes field {e}") from None
+    except NetworkError as e:
+        raise ModelError(str(e)) from None
+    if int(meta.get("scale", net.scale)) != net.scale:
+        raise ModelError(f"{js}: says scale {meta['scale']} but its layers upscale by "
+                         f"{net.scale}")
+    return net
+
+
+def load_model(name_or_path) -> Network:
+    """A shipped model by name, or a file: ``.npz`` (+ ``.json``), ``.onnx``, ``.pt``/``.pth``.
+
+    The network is validated (supported family). Raises :class:`ModelError` with one clear
+    line for an unknown name, a missing/corrupted file, shape mismatches or an unsupported
+    layer.
+    """
+    s = str(name_or_path)
+    path = Path(s)
+    try:
+        if path.suffix.lower() in (".npz", ".json"):
+            base = path.with_suffix("")
+            npz, js = base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
+            if not npz.exists():
+                raise ModelError(f"{npz}: no such file", not_found=True)
+            net = _load_npz(npz, js)
+        elif path.suffix.lower() in (".onnx", ".pt", ".pth"):
+            if not path.exists():
+                raise ModelError(f"{path}: no such file", not_found=True)
+            from .importers import ImportError_, import_onnx, import_state_dict
+            try:
+                net = (import_onnx(path) if path.suffix.lower() == ".onnx"
+                       else import_state_dict(path))
+            except ImportError_ as e:
+                raise ModelError(str(e)) from None
+        elif (MODELS_DIR / f"{s}.json").exists():
+            net = _load_npz(MODELS_DIR / f"{s}.npz", MODELS_DIR / f"{s}.json")
+        else:
+            known = ", ".join(shipped_names()) or "none"
+            if path.exists():
+                raise ModelError(f"{s}: unknown model file type {path.suffix!r} (use .npz, "
+                                 ".onnx, .pt or .pth)")
+            raise ModelError(f"unknown model {s!r}: not a shipped model ({known}) nor an "
+                             "existing file", not_found=True)
+        return net.validate()
+    except NetworkError as e:
+        raise ModelError(str(e)) from None
+
+
+def fits_budget(network: Network, *, max_channels: int | None = None,
+                weight_bytes: int | None = None) -> bool:
+    """Whether an engine with at most ``max_channels`` channels per layer and
+    ``weight_bytes`` of int8 weight storage (after the transform) can hold ``network``.
+
+    This is the hook for engine specs: the engine code passes its board's budget.
+    """
+    if max_channels is not None and network.max_channels > max_channels:
+        return False
+    if weight_bytes is not None and deconv_weight_bytes(network) > weight_bytes:
+        return False
+    return True
+
+
+def deconv_weight_bytes(network: Network) -> int:
+    """Bytes of int8 weights after the transform (what the engine stores)."""
+    return int(sum(layer.deconv.weight.size for layer in network.to_deconv().layers))
+
+
+# Engine budgets known so far. The engine code may register its board specs here:
+# name -> dict(max_channels=..., weight_bytes=...).
+ENGINE_BUDGETS: dict[str, dict] = {}
+
+
+def model_info(network: Network) -> dict:
+    """Summary for ``deconvsr models``."""
+    meta = network.meta
+    train = meta.get("training", {})
+    return {
+        "name": network.name,
+        "scale": network.scale,
+        "arch": meta.get("arch"),
+        "layers": network.describe(),
+        "macs_per_lr_pixel": network.macs_per_lr_pixel,
+        "weight_bytes": deconv_weight_bytes(network),
+        "params": network.weight_count,
+        "max_channels": network.max_channels,
+        "fits": [n for n, b in ENGINE_BUDGETS.items() if fits_budget(network, **b)],
+        "trained": ({k: train.get(k) for k in ("dataset", "minutes", "steps", "final_loss",
+                                                "loss", "command")} if train else None),
+    }
