@@ -118,18 +118,21 @@ class ArithSpec:
             if arr.size and (arr.min() < lo or arr.max() > hi):
                 bad = arr.min() if arr.min() < lo else arr.max()
                 raise ValueError(f"{name}: {field} value {int(bad)} is outside {lo}..{hi}")
-        # Worst case of the accumulator: every tap of a phase at full-scale activation.
+        # Worst case of the accumulator: every tap of a phase at full-scale activation. The
+        # bias phase is y mod S but the kernel phase is (y + P_d) mod S, so (without P_d) any
+        # bias phase may meet any kernel phase: take each channel's extreme bias.
         stride = bias.shape[1]
         k = weight.shape[2]
         worst = 0
+        b_hi = np.maximum(bias.astype(np.int64).max(axis=(1, 2), initial=0), 0)
+        b_lo = np.minimum(bias.astype(np.int64).min(axis=(1, 2), initial=0), 0)
         for fy in range(stride):
             for fx in range(stride):
                 taps = weight[:, :, fy::stride, fx::stride].astype(np.int64)
                 pos = np.clip(taps, 0, None).sum(axis=(0, 2, 3)) * self.act_max
                 neg = np.clip(taps, None, 0).sum(axis=(0, 2, 3)) * self.act_max
-                b = bias[:, fy, fx].astype(np.int64)
-                worst = max(worst, int((pos + np.maximum(b, 0)).max(initial=0)),
-                            int(-(neg + np.minimum(b, 0)).min(initial=0)) - 1)
+                worst = max(worst, int((pos + b_hi).max(initial=0)),
+                            int(-(neg + b_lo).min(initial=0)) - 1)
         if worst > self.acc_max:
             raise ValueError(f"{name}: accumulator can reach {worst}, beyond the "
                              f"{self.acc_bits}-bit limit {self.acc_max} (K={k}, C_in={weight.shape[0]})")
@@ -152,7 +155,8 @@ def requantize(acc, mult, shift, spec: ArithSpec = DEFAULT_ARITH):
     # (32-bit acc, 16-bit m) the product fits in 49 bits, so int64 is exact. Guard anyway.
     if spec.product_bits > 63:
         t = np.vectorize(lambda a, m, r: a * m + r, otypes=[object])(acc, mult, rnd)
-        q = np.vectorize(lambda t_, s: t_ >> s, otypes=[object])(t, shift).astype(np.int64)
+        q = np.vectorize(lambda t_, s: min(max(t_ >> s, -1), spec.act_max + 1),  # fit int64
+                         otypes=[object])(t, shift).astype(np.int64)
     else:
         q = np.right_shift(acc * mult + rnd, shift)
     out = np.clip(q, 0, spec.act_max)
