@@ -355,9 +355,10 @@ def stdd(x, weight, stride=1, padding=0, bias=None, *, dtype=np.float64):
 
 
 def strd(x, weight, stride=1, padding=0, bias=None, *, dtype=np.float64):
-    """STRD vectorised: materialise the zero-inserted input (padded by ``K_d - 1 - P_d``, or
-    cropped when P_d is larger), then im2col (sliding windows) and one tensordot with the
-    rotated kernel. S^2 times the useful MACs: slow by design."""
+    """STRD vectorised: materialise the zero-inserted input (padded by K_d - 1, then cropped by
+    P_d), then a stride-1 convolution with the rotated kernel, one ``(C_out, C_in)`` product per
+    tap over the shifted map (memory stays at one map, no K_d^2-fold im2col). S^2 times the
+    useful MACs, (1 - 1/S^2) of them on inserted zeros: slow by design."""
     xa, wa, s, p, pb, h_out, w_out = _fast_prepare(x, weight, stride, padding, bias, dtype)
     c_in, h, w = xa.shape
     _, c_out, k, _ = wa.shape
@@ -365,10 +366,12 @@ def strd(x, weight, stride=1, padding=0, bias=None, *, dtype=np.float64):
     z = np.zeros((c_in, (h - 1) * s + 1 + 2 * e, (w - 1) * s + 1 + 2 * e), dtype=xa.dtype)
     z[:, e:e + (h - 1) * s + 1:s, e:e + (w - 1) * s + 1:s] = xa
     z = z[:, p:p + h_out + k - 1, p:p + w_out + k - 1]
-    win = sliding_window_view(z, (k, k), axis=(1, 2))          # (C_in, H_out, W_out, K, K)
-    rot = wa[:, :, ::-1, ::-1]
-    out = np.tensordot(rot, win, axes=([0, 2, 3], [0, 3, 4]))  # (C_out, H_out, W_out)
-    return _add_bias(np.ascontiguousarray(out), pb, s)
+    out = np.zeros((c_out, h_out, w_out), dtype=xa.dtype)
+    for a in range(k):
+        for b in range(k):
+            tap = wa[:, :, k - 1 - a, k - 1 - b].T                    # (C_out, C_in)
+            out += np.tensordot(tap, z[:, a:a + h_out, b:b + w_out], axes=(1, 0))
+    return _add_bias(out, pb, s)
 
 
 def revd(x, weight, stride=1, padding=0, bias=None, *, dtype=np.float64):
