@@ -1,0 +1,383 @@
+"""Board tops: the portable core (the SoC: link + engine) on an amaranth-boards platform.
+
+A board top only adds what a board needs around the unchanged core:
+
+* a PLL from the board oscillator to the engine clock (iCEBreaker: ``SB_PLL40_PAD`` from the
+  12 MHz pin; ULX3S: ``EHXPLLL`` from 25 MHz) and a reset held until the PLL locks;
+* the core's UART on the board's USB serial resource (``uart``), SPI (the alternative link) on
+  header pins added as a platform resource from ``constraints/boards.toml``;
+* LEDs: heartbeat (clock running), link activity, and the core's status bits if it has any.
+
+Pins come from the platform's resources only; the extras (clock target, baud, SPI pins) are
+data in ``constraints/boards.toml``.
+
+    from deconvsr.hw.boards import BOARDS, BoardTop
+    board = BOARDS["icebreaker"]
+    platform = board.platform()
+    plan = platform.prepare(BoardTop(board), name="deconvsr_icebreaker")
+
+The core is chosen by :func:`make_core` (the one line to change when the core changes).
+"""
+
+
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth import Cat, ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.build import Resource
+from amaranth.lib import wiring
+from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
+from amaranth.lib.wiring import In, Out
+
+from deconvsr.spec import SPECS, EngineSpec
+
+__all__ = ["CONSTRAINTS_DIR", "Board", "BOARDS", "BoardError", "PLLParams", "ice40_pll",
+           "ecp5_pll", "LoopbackCore", "make_core", "BoardTop", "load_board_extras"]
+
+CONSTRAINTS_DIR = Path(__file__).resolve().parent.parent / "constraints"
+
+
+class BoardError(ValueError):
+    """A board name, clock or pin description that cannot be used."""
+
+
+# --------------------------------------------------------------------------------------------
+# PLL parameter search (software models of icepll / ecppll, checked against them in the tests)
+
+@dataclass(frozen=True)
+class PLLParams:
+    """Divider settings of one PLL output. ``fout_hz`` is what the settings achieve."""
+    fin_hz: float
+    fout_hz: float
+    fvco_hz: float
+    ref_div: int       #: iCE40: DIVR + 1; ECP5: CLKI_DIV
+    fb_div: int        #: iCE40: DIVF + 1; ECP5: CLKFB_DIV
+    out_div: int       #: iCE40: 2 ** DIVQ; ECP5: CLKOP_DIV
+    filter_range: int = 0  #: iCE40 only
+
+
+def ice40_pll(fin_hz: float, fout_hz: float) -> PLLParams:
+    """Dividers of an iCE40 ``SB_PLL40_*`` in SIMPLE feedback mode closest to ``fout_hz``.
+
+    Same search and limits as IceStorm's ``icepll`` (PFD 10..133 MHz, VCO 533..1066 MHz,
+    output 16..275 MHz). Raises :class:`BoardError` if no setting reaches the range.
+    """
+    if not 10e6 <= fin_hz <= 133e6:
+        raise BoardError(f"iCE40 PLL input must be 10..133 MHz, not {fin_hz / 1e6:g} MHz")
+    if not 16e6 <= fout_hz <= 275e6:
+        raise BoardError(f"iCE40 PLL output must be 16..275 MHz, not {fout_hz / 1e6:g} MHz")
+    best = None
+    for divr in range(16):
+        fpfd = fin_hz / (divr + 1)
+        if not 10e6 <= fpfd <= 133e6:
+            continue
+        for divf in range(128):
+            fvco = fpfd * (divf + 1)
+            if not 533e6 <= fvco <= 1066e6:
+                continue
+            for divq in range(1, 7):
+                fout = fvco / (1 << divq)
+                if best is None or abs(fout - fout_hz) < abs(best.fout_hz - fout_hz):
+                    filt = next((i for i, lim in enumerate((17e6, 26e6, 44e6, 66e6, 101e6), 1)
+                                 if fpfd < lim), 6)
+                    best = PLLParams(fin_hz, fout, fvco, divr + 1, divf + 1, 1 << divq, filt)
+    if best is None:
+        raise BoardError(f"no iCE40 PLL setting for {fin_hz / 1e6:g} -> {fout_hz / 1e6:g} MHz")
+    return best
+
+
+def ecp5_pll(fin_hz: float, fout_hz: float) -> PLLParams:
+    """Dividers of an ECP5 ``EHXPLLL`` (CLKOP fed back) closest to ``fout_hz``.
+
+    Same search as prjtrellis' ``ecppll`` (PFD 3.125..400 MHz, VCO 400..800 MHz, ties broken by
+    the VCO nearest 600 MHz). Raises :class:`BoardError` when out of range.
+    """
+    if not 8e6 <= fin_hz <= 400e6:
+        raise BoardError(f"ECP5 PLL input must be 8..400 MHz, not {fin_hz / 1e6:g} MHz")
+    if not 3.125e6 <= fout_hz <= 400e6:
+        raise BoardError(f"ECP5 PLL output must be 3.125..400 MHz, not {fout_hz / 1e6:g} MHz")
+    best = None
+    for in_div in range(1, 129):
+        fpfd = fin_hz / in_div
+        if not 3.125e6 <= fpfd <= 400e6:
+            continue
+        for fb_div in range(1, 81):
+            for out_div in range(1, 129):
+                fvco = fpfd * fb_div * out_div
+                if not 400e6 <= fvco <= 800e6:
+                    continue
+                fout = fpfd * fb_div
+                key = (round(abs(fout - fout_hz), 3), abs(fvco - 600e6))
+                if best is None or key < best[0]:
+                    best = (key, PLLParams(fin_hz, fout, fvco, in_div, fb_div, out_div))
+    if best is None:
+        raise BoardError(f"no ECP5 PLL setting for {fin_hz / 1e6:g} -> {fout_hz / 1e6:g} MHz")
+    return best[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Boards
+
+@dataclass(frozen=True)
+class Board:
+    """One supported board: its platform, engine spec, clocks, baud and tool options.
+
+    ``spi`` maps ``cs_n/clk/copi/cipo`` to connector pins on ``spi_conn``.
+    """
+    name: str
+    family: str                    #: "ice40" or "ecp5"
+    platform_name: str             #: class name in amaranth_boards
+    platform_module: str
+    osc: str                       #: oscillator resource name
+    sync_hz: float                 #: engine + link clock target
+    baud: int
+    spec: EngineSpec
+    spi_conn: tuple = ()
+    spi: dict = field(default_factory=dict)
+    leds: int = 2                  #: LEDs the top drives (of the platform's ``led`` resources)
+    synth_opts: str = ""
+    programmer: tuple = ()         #: command (without the bitstream) that programs the board
+    bitstream_ext: str = "bin"
+
+    def platform(self):
+        """A fresh amaranth-boards platform with the SPI resource added."""
+        import importlib
+        cls = getattr(importlib.import_module(self.platform_module), self.platform_name)
+        platform = cls()
+        if self.spi:
+            from amaranth_boards.resources import SPIResource
+            platform.add_resources([SPIResource("spi", 0, role="peripheral",
+                                                conn=tuple(self.spi_conn), **self.spi,
+                                                attrs=self._io_attrs())])
+        return platform
+
+    def _io_attrs(self):
+        from amaranth.build import Attrs
+        return Attrs(IO_STANDARD="SB_LVCMOS") if self.family == "ice40" else \
+            Attrs(IO_TYPE="LVCMOS33")
+
+    def pll(self) -> PLLParams:
+        osc_hz = {"ice40": 12e6, "ecp5": 25e6}[self.family]
+        return (ice40_pll if self.family == "ice40" else ecp5_pll)(osc_hz, self.sync_hz)
+
+    @property
+    def clk_hz(self) -> float:
+        """The engine clock the PLL actually makes."""
+        return self.pll().fout_hz
+
+
+def load_board_extras(path=None) -> dict:
+    """The per-board extras from ``constraints/boards.toml`` (or ``path``)."""
+    path = Path(path) if path else CONSTRAINTS_DIR / "boards.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BoardError(f"board constraints file {path} is missing") from None
+    except tomllib.TOMLDecodeError as e:
+        raise BoardError(f"board constraints file {path}: {e}") from None
+    for name, entry in data.items():
+        for key in ("sync_mhz", "baud"):
+            if not isinstance(entry.get(key), (int, float)) or entry[key] <= 0:
+                raise BoardError(f"{path}: [{name}] {key} must be a positive number, "
+                                 f"not {entry.get(key)!r}")
+        spi = entry.get("spi", {})
+        missing = {"conn", "cs_n", "clk", "copi", "cipo"} - set(spi)
+        if spi and missing:
+            raise BoardError(f"{path}: [{name}.spi] lacks {', '.join(sorted(missing))}")
+    return data
+
+
+def _make_boards() -> dict[str, Board]:
+    extras = load_board_extras()
+    common = {
+        "icebreaker": dict(family="ice40", platform_name="ICEBreakerPlatform",
+                           platform_module="amaranth_boards.icebreaker", osc="clk12", leds=2,
+                           synth_opts="-dsp", programmer=("iceprog",), bitstream_ext="bin"),
+        "ulx3s-85f": dict(family="ecp5", platform_name="ULX3S_85F_Platform",
+                          platform_module="amaranth_boards.ulx3s", osc="clk25", leds=8,
+                          programmer=("openFPGALoader", "-b", "ulx3s"), bitstream_ext="bit"),
+    }
+    boards = {}
+    for name, kw in common.items():
+        if name not in extras:
+            raise BoardError(f"constraints/boards.toml has no [{name}] section")
+        ex = extras[name]
+        spi = dict(ex.get("spi", {}))
+        conn = tuple(spi.pop("conn", ()))
+        if conn:
+            conn = (conn[0], int(conn[1]))
+        boards[name] = Board(name=name, sync_hz=float(ex["sync_mhz"]) * 1e6,
+                             baud=int(ex["baud"]), spec=SPECS[name], spi_conn=conn, spi=spi,
+                             **kw)
+    return boards
+
+
+BOARDS: dict[str, Board] = _make_boards()
+
+
+# --------------------------------------------------------------------------------------------
+# Cores
+
+class LoopbackCore(wiring.Component):
+    """Stand-in core for board bring-up: echoes the UART and SPI lines.
+
+    Same pin-level signature as the SoC's board-facing side: ``rx``/``tx`` (idle high),
+    ``spi_*`` (``spi_cs`` active high), ``status`` (LED bits). ``tx`` is ``rx`` delayed by two
+    clocks (a synchroniser); ``spi_cipo`` is ``spi_copi`` registered on the SPI clock's rising
+    edge as sampled in the ``sync`` domain.
+    """
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    spi_cs: In(1)
+    spi_clk: In(1)
+    spi_copi: In(1)
+    spi_cipo: Out(1)
+    status: Out(2)
+
+    def elaborate(self, platform):
+        m = Module()
+        rx = Signal(init=1)
+        m.submodules.rx_sync = FFSynchronizer(self.rx, rx, init=1)
+        m.d.sync += self.tx.eq(rx)
+        copi, sck, cs = Signal(), Signal(), Signal()
+        m.submodules.spi_sync = FFSynchronizer(
+            Cat(self.spi_copi, self.spi_clk, self.spi_cs), Cat(copi, sck, cs))
+        sck_q = Signal()
+        m.d.sync += sck_q.eq(sck)
+        with m.If(cs & sck & ~sck_q):
+            m.d.sync += self.spi_cipo.eq(copi)
+        m.d.comb += self.status.eq(0)
+        return m
+
+
+def make_core(board: Board, *, link: str = "uart"):
+    """The core a board top wraps. Swap the stand-in for the SoC here (one line)."""
+    if link not in ("uart", "spi"):
+        raise BoardError(f"link must be 'uart' or 'spi', not {link!r}")
+    return LoopbackCore()
+
+
+# --------------------------------------------------------------------------------------------
+# The board top
+
+class BoardTop(Elaboratable):
+    """PLL, reset, pins and LEDs around ``core`` (default :func:`make_core`).
+
+    LEDs: 0 heartbeat (~1.5 Hz from the PLL clock: the PLL runs and locked), 1 link activity
+    (stretched ~20 ms per edge on rx or SPI clock); on boards with more LEDs, the core's
+    ``status`` bits follow.
+    """
+
+    def __init__(self, board: Board, core=None, *, link: str = "uart"):
+        if not isinstance(board, Board):
+            raise TypeError(f"board must be a Board, not {board!r}")
+        self.board = board
+        self.link = link
+        self.core = core if core is not None else make_core(board, link=link)
+
+    # Clocking -------------------------------------------------------------------------------
+    def _pll_ice40(self, m, platform, clk, locked):
+        p = self.board.pll()
+        osc = platform.request(self.board.osc, dir="-")
+        m.submodules.pll = Instance(
+            "SB_PLL40_PAD",
+            p_FEEDBACK_PATH="SIMPLE",
+            p_DIVR=p.ref_div - 1, p_DIVF=p.fb_div - 1, p_DIVQ=int(math.log2(p.out_div)),
+            p_FILTER_RANGE=p.filter_range,
+            i_PACKAGEPIN=osc.io,
+            i_RESETB=1, i_BYPASS=0,
+            o_PLLOUTGLOBAL=clk,
+            o_LOCK=locked)
+
+    def _pll_ecp5(self, m, platform, clk, locked):
+        p = self.board.pll()
+        osc = platform.request(self.board.osc, dir="i")
+        clkop = clk
+        m.submodules.pll = Instance(
+            "EHXPLLL",
+            a_FREQUENCY_PIN_CLKI=f"{p.fin_hz / 1e6:g}",
+            a_FREQUENCY_PIN_CLKOP=f"{p.fout_hz / 1e6:g}",
+            a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+            a_MFG_GMCREF_SEL="2",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
+            p_CLKI_DIV=p.ref_div, p_CLKFB_DIV=p.fb_div,
+            p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p.out_div,
+            p_CLKOP_CPHASE=p.out_div - 1, p_CLKOP_FPHASE=0,
+            p_FEEDBK_PATH="CLKOP",
+            i_CLKI=osc.i, i_CLKFB=clkop, i_RST=0, i_STDBY=0,
+            i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+            i_PLLWAKESYNC=0, i_ENCLKOP=0,
+            o_CLKOP=clkop, o_LOCK=locked)
+
+    def elaborate(self, platform):
+        # The PLL clock drives one domain, ``sync``, for link and engine alike: a single clock
+        # keeps the core portable and the timing report to one number per board. Reset is held
+        # while the PLL is unlocked and for 2**10 clocks after (iCE40 BRAM needs a few us after
+        # configuration before reads return data).
+        m = Module()
+        board = self.board
+        m.domains.sync = ClockDomain("sync")
+        locked = Signal()
+        clk = Signal(name="pll_clk")
+        if platform is None:
+            raise BoardError("BoardTop needs a platform (use the core for simulation)")
+        if board.family == "ice40":
+            self._pll_ice40(m, platform, clk, locked)
+        else:
+            self._pll_ecp5(m, platform, clk, locked)
+        # No clock constraint on ``clk``: nextpnr derives the PLL output's frequency from the
+        # dividers and the oscillator's constraint (synthesis renames the net anyway).
+        m.d.comb += ClockSignal("sync").eq(clk)
+
+        m.domains.por = ClockDomain("por", local=True)
+        m.d.comb += ClockSignal("por").eq(clk)
+        m.submodules.lock_sync = ResetSynchronizer(~locked, domain="por")
+        por_count = Signal(10)
+        por_done = Signal()
+        with m.If(por_count == (1 << len(por_count)) - 1):
+            m.d.por += por_done.eq(1)
+        with m.Else():
+            m.d.por += por_count.eq(por_count + 1)
+        m.submodules.rst_sync = ResetSynchronizer(~por_done, domain="sync")
+
+        m.submodules.core = core = self.core
+        uart = platform.request("uart", 0)
+        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        if board.spi:
+            spi = platform.request("spi", 0)
+            m.d.comb += [core.spi_cs.eq(spi.cs.i), core.spi_clk.eq(spi.clk.i),
+                         core.spi_copi.eq(spi.copi.i), spi.cipo.o.eq(core.spi_cipo),
+                         spi.cipo.oe.eq(spi.cs.i)]
+            link_clk = spi.clk.i
+        else:
+            link_clk = 0
+
+        # LEDs. A free-running counter (no compare: only its carry chain limits Fmax) gives the
+        # heartbeat and a ~5 ms tick; link activity reloads a 3-bit stretch counter.
+        beat_bits = max(1, int(math.log2(board.clk_hz)))       # MSB toggles every ~1 s
+        tick_bit = max(1, int(math.log2(board.clk_hz / 200)))  # ~200 Hz
+        beat = Signal(beat_bits)
+        m.d.sync += beat.eq(beat + 1)
+        beat_led = beat[-1]
+        tick_q = Signal()
+        tick = Signal()
+        m.d.sync += tick_q.eq(beat[tick_bit])
+        m.d.comb += tick.eq(beat[tick_bit] & ~tick_q)
+        act = Signal(3)
+        line = Signal(2, init=1)
+        line_q = Signal(2, init=1)
+        m.submodules.act_sync = FFSynchronizer(Cat(uart.rx.i, link_clk), line, init=1)
+        m.d.sync += line_q.eq(line)
+        with m.If(line != line_q):
+            m.d.sync += act.eq(4)
+        with m.Elif(tick & (act != 0)):
+            m.d.sync += act.eq(act - 1)
+        led_bits = [beat_led, act != 0, *(core.status[i] for i in range(len(core.status)))]
+        for i in range(board.leds):
+            led = platform.request("led", i)
+            m.d.comb += led.o.eq(led_bits[i] if i < len(led_bits) else 0)
+        return m

