@@ -224,3 +224,58 @@ def test_shape_messages():
         al.revd2(np.zeros((1, 3, 3)), np.zeros((1, 1, 3, 3)), band=0)
     with pytest.raises(ValueError, match="mode must be 'CRD' or 'DCR', not 'XYZ'"):
         al.pixel_shuffle_loop(np.zeros((4, 1, 1)), 2, "XYZ")
+
+
+# deconvsr bench golden (structure and agreement check; timings are not asserted) ---------
+
+def test_bench_golden_json_structure(capsys):
+    import json
+
+    from deconvsr.sw.cli import main
+    rc = main(["bench", "golden", "--size", "5", "4", "--repeat", "1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["ok"] and out["agree"]
+    assert out["layer"] == dict(c_in=32, c_out=1, k=9, stride=3, padding=3, h=5, w=4,
+                                h_out=15, w_out=12)
+    assert set(out["algorithms"]) == set(al.ALGORITHMS)
+    for row in out["algorithms"].values():
+        assert row["agree"] and row["max_abs_err"] < 1e-4 and row["median_s"] > 0
+        assert row["ratio_vs_onnxruntime"] == pytest.approx(row["median_s"]
+                                                            / out["onnxruntime"]["median_s"])
+    assert set(out["transforms"]) == {"subpixel_to_deconv", "resize_to_deconv",
+                                      "deconv_to_subpixel"}
+    assert out["threads"]["onnxruntime_intra_op"] == 1
+    assert out["revd2_goal"]["ratio"] == out["algorithms"]["REVD2"]["ratio_vs_onnxruntime"]
+
+
+def test_bench_golden_detects_disagreement(monkeypatch, capsys):
+    from deconvsr.sw.cli import main
+
+    def off_by_one_row(x, weight, stride, padding, bias=None, *, dtype=np.float64):
+        y = al.revd2(x, weight, stride, padding, bias, dtype=dtype)
+        return np.roll(y, 1, axis=1)
+
+    monkeypatch.setitem(al.FAST, "REVD2", off_by_one_row)
+    rc = main(["bench", "golden", "--size", "5", "4", "--repeat", "1", "--algorithms",
+               "revd2,stdd"])
+    text = capsys.readouterr().out
+    assert rc == 1
+    assert "some golden models disagree with onnxruntime" in text
+    rows = [ln.split() for ln in text.splitlines() if ln.startswith(("REVD2  ", "STDD  "))]
+    assert [(r[0], r[-1]) for r in rows] == [("REVD2", "NO"), ("STDD", "yes")]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench"], "choose a benchmark: golden"),
+    (["bench", "golden", "--repeat", "0"], "--repeat must be >= 1, not 0"),
+    (["bench", "golden", "--size", "0", "4"], "h must be an integer >= 1, not 0"),
+    (["bench", "golden", "--threads", "0"], "threads must be an integer >= 1, not 0"),
+    (["bench", "golden", "--algorithms", "FOO", "--size", "3", "3"],
+     "algorithm must be one of STDD, STRD, REVD, REVD2, TDC, not 'FOO'"),
+])
+def test_bench_user_errors(argv, message, capsys):
+    from deconvsr.sw.cli import main
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err == f"deconvsr bench: error: {message}\n"
