@@ -87,7 +87,8 @@ def mult_shift(m_real, spec: ArithSpec = DEFAULT_ARITH, *, name: str = "layer"):
     for idx, m in np.ndenumerate(m_real):
         if not m > 0:
             continue
-        s = min(spec.shift_max, int(math.floor(math.log2(spec.mult_max / m))))
+        # Largest s with round(m * 2**s) <= mult_max, i.e. m * 2**s < mult_max + 0.5.
+        s = min(spec.shift_max, int(math.floor(math.log2((spec.mult_max + 0.5) / m))))
         if s < 0:
             raise QuantizeError(f"{name}: requantisation multiplier {m:.4g} needs more than "
                                 f"{spec.mult_bits} bits (activation range too small?)")

@@ -20,7 +20,8 @@ import numpy as np
 from .imaging import degrade, list_images, load_rgb, rgb_to_ycbcr, to_u8, crop_to_multiple
 from .network import Network, arch_layers
 
-__all__ = ["TrainError", "load_pairs", "train", "build_torch_model"]
+__all__ = ["TrainError", "load_pairs", "train", "build_torch_model", "recalibrate",
+           "calibrate_on_pairs"]
 
 
 class TrainError(ValueError):
@@ -104,10 +105,26 @@ def _batch(pairs, rng, r, batch, patch):
     return xs, ys
 
 
+def calibrate_on_pairs(network: Network, pairs, n: int = 8) -> dict:
+    """Calibrate on ``n`` evenly spaced training images (whole LR planes); deterministic."""
+    from .quantize import calibrate
+
+    idx = np.linspace(0, len(pairs) - 1, min(n, len(pairs))).astype(int)
+    calib = calibrate(network, [pairs[i][0] for i in idx])
+    calib["images"] = f"{len(idx)} training images (LR Y planes)"
+    return calib
+
+
+def recalibrate(network: Network, data_dir, n: int = 8) -> Network:
+    """The same network with its calibration recomputed on ``data_dir`` (numpy only)."""
+    calib = calibrate_on_pairs(network, load_pairs(data_dir, network.scale), n)
+    return Network(network.layers, network.name, {**network.meta, "calibration": calib})
+
+
 def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
           patch: int = 24, lr: float = 1e-3, loss: str = "l1", threads: int = 2,
           seed: int = 0, name: str = "model", command: str = "", progress: bool = True,
-          calibrate_images: int = 16) -> Network:
+          calibrate_images: int = 8) -> Network:
     """Train ``arch`` at upscale ``r`` for ``minutes`` of wall-clock time; returns the float
     network with ``meta`` (arch, training record, calibration) filled in.
 
@@ -118,8 +135,6 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
     """
     torch = _torch()
     from tqdm import tqdm
-
-    from .quantize import calibrate
 
     if loss not in ("l1", "mse"):
         raise TrainError(f"loss must be 'l1' or 'mse', not {loss!r}")
@@ -164,10 +179,7 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
     seconds = time.monotonic() - t0
     final = float(np.mean(recent))
     net = torch_to_network(model.eval(), layers, name)
-    # Calibration on (a deterministic subset of) the training images, whole LR planes.
-    cal_idx = np.linspace(0, len(pairs) - 1, min(calibrate_images, len(pairs))).astype(int)
-    calib = calibrate(net, [pairs[i][0] for i in cal_idx])
-    calib["images"] = f"{len(cal_idx)} training images (LR Y planes)"
+    calib = calibrate_on_pairs(net, pairs, calibrate_images)
     meta = {
         "arch": arch,
         "training": {

@@ -1,0 +1,115 @@
+"""The quantiser: scales, mult/shift, bias correction, integer model vs float."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deconvsr.arith import DEFAULT_ARITH, ArithSpec
+from deconvsr.sw.intmodel import QLayer
+from deconvsr.sw.network import Network
+from deconvsr.sw.quantize import QuantizeError, calibrate, mult_shift, quantize, run_quantized
+
+try:
+    from .test_network import random_network, real_plane
+except ImportError:  # tests/ is not a package: rootdir on sys.path
+    from test_network import random_network, real_plane
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=1e-9, max_value=60000.0))
+def test_mult_shift_is_the_most_precise_fit(m):
+    mult, shift = mult_shift(np.array([m]))
+    q, s = int(mult[0]), int(shift[0])
+    assert 0 < q <= DEFAULT_ARITH.mult_max and 0 <= s <= DEFAULT_ARITH.shift_max
+    assert abs(q / 2.0 ** s - m) <= 2.0 ** -(s + 1) * (1 + 1e-9)   # nearest at that shift
+    # Maximal precision: one more shift bit would not fit.
+    assert s == DEFAULT_ARITH.shift_max or round(m * 2.0 ** (s + 1)) > DEFAULT_ARITH.mult_max
+
+
+def test_mult_shift_limits():
+    with pytest.raises(QuantizeError, match="L: requantisation multiplier 7e\\+04 needs more "
+                                            "than 16 bits"):
+        mult_shift(np.array([70000.0]), name="L")
+    mult, shift = mult_shift(np.array([0.0, 1.0]))
+    assert mult[0] == 0 and mult[1] == 32768 and shift[1] == 15
+    small = ArithSpec(mult_bits=8, shift_max=4)
+    mult, shift = mult_shift(np.array([0.001]), small)
+    assert shift[0] == 4 and mult[0] == 0
+
+
+def _calibrated(net, planes):
+    return Network(net.layers, net.name, {"calibration": calibrate(net, planes)})
+
+
+@pytest.mark.parametrize("kind,r", [("subpixel", 3), ("resize", 3), ("subpixel", 2)])
+def test_integer_model_tracks_float(rng, kind, r):
+    net = random_network(rng, kind, r)
+    x = real_plane(36, 40)
+    net = _calibrated(net, [x])
+    q = quantize(net)
+    assert all(isinstance(layer, QLayer) for layer in q)
+    assert [layer.stride for layer in q] == [1, 1, r]
+    dn = net.to_deconv()
+    assert [(a.k, a.padding) for a in q] == [(d.deconv.k, d.deconv.padding) for d in dn.layers]
+    x8 = np.rint(x * 255).astype(np.uint8)
+    ref = net.forward(x8 / 255.0) * 255
+    out = run_quantized(q, x8)
+    assert out.dtype == np.uint8 and out.shape == ref.shape
+    err = np.abs(out - ref)
+    assert err.mean() < 0.8 and err.max() <= 6       # a few LSB at most
+    # Weights use the int8 range per output channel.
+    for layer in q:
+        assert np.abs(layer.weight).max(axis=(0, 2, 3)).min() >= 126
+
+
+def test_bias_correction_removes_the_mean_error(rng):
+    net = random_network(rng, "subpixel", 2, widths=(8, 8))
+    x = real_plane(48, 48)
+    net = _calibrated(net, [x])
+    x8 = np.rint(x * 255).astype(np.uint8)
+    ref = net.forward(x8 / 255.0) * 255
+    bias_err = []
+    for bc in (False, True):
+        out = run_quantized(quantize(net, bias_correction=bc), x8).astype(float)
+        bias_err.append(abs((out - ref).mean()))
+    assert bias_err[1] < bias_err[0] or bias_err[1] < 0.05
+
+
+def test_resize_scales_chosen_after_the_transform(rng):
+    """The weight convolution sums r^2 taps: scaling the trained kernel would overflow int8."""
+    net = random_network(rng, "resize", 3)
+    net = _calibrated(net, [real_plane()])
+    last = quantize(net)[-1]
+    w_d = net.to_deconv().layers[-1].deconv.weight
+    s_w = np.abs(w_d).max() / 127
+    assert np.allclose(last.weight, np.rint(w_d / s_w), atol=1)
+    assert np.abs(last.weight).max() == 127
+
+
+def test_quantize_errors(rng):
+    net = random_network(rng)
+    with pytest.raises(QuantizeError, match="rand: no calibrated activation ranges"):
+        quantize(net)
+    with pytest.raises(QuantizeError, match="rand: 1 activation ranges for 2 hidden layers"):
+        quantize(net, [1.0])
+    with pytest.raises(QuantizeError, match=r"layer 1 \(c1\): activation range must be > 0"):
+        quantize(net, [1.0, 0.0])
+
+
+def test_quantize_is_deterministic(rng):
+    net = _calibrated(random_network(rng), [real_plane()])
+    a, b = quantize(net), quantize(net)
+    for la, lb in zip(a, b):
+        for f in ("weight", "bias", "mult", "shift"):
+            assert np.array_equal(getattr(la, f), getattr(lb, f))
+
+
+def test_calibrate_records_ranges_and_means(rng):
+    net = random_network(rng)
+    x = real_plane()
+    cal = calibrate(net, [x], percentile=100)
+    acts = net.activations(x)
+    assert cal["act_ranges"] == pytest.approx([a.max() for a in acts[:-1]], rel=1e-5)
+    assert cal["input_means"][0] == pytest.approx([x.mean()], rel=1e-5)
+    assert cal["input_means"][1] == pytest.approx(acts[0].mean(axis=(1, 2)), rel=1e-4, abs=1e-6)
