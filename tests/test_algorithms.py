@@ -228,11 +228,19 @@ def test_shape_messages():
 
 # deconvsr bench golden (structure and agreement check; timings are not asserted) ---------
 
-def test_bench_golden_json_structure(capsys):
+@pytest.fixture
+def bench_cli(monkeypatch):
+    """``deconvsr.sw.cli.main`` with only the bench subcommand registered (other subcommands
+    are other modules' business and must not break these tests)."""
+    from deconvsr.sw import cli
+    monkeypatch.setattr(cli, "COMMANDS", ["bench"])
+    return cli.main
+
+
+def test_bench_golden_json_structure(bench_cli, capsys):
     import json
 
-    from deconvsr.sw.cli import main
-    rc = main(["bench", "golden", "--size", "5", "4", "--repeat", "1", "--json"])
+    rc = bench_cli(["bench", "golden", "--size", "5", "4", "--repeat", "1", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["ok"] and out["agree"]
     assert out["layer"] == dict(c_in=32, c_out=1, k=9, stride=3, padding=3, h=5, w=4,
@@ -248,15 +256,13 @@ def test_bench_golden_json_structure(capsys):
     assert out["revd2_goal"]["ratio"] == out["algorithms"]["REVD2"]["ratio_vs_onnxruntime"]
 
 
-def test_bench_golden_detects_disagreement(monkeypatch, capsys):
-    from deconvsr.sw.cli import main
-
+def test_bench_golden_detects_disagreement(bench_cli, monkeypatch, capsys):
     def off_by_one_row(x, weight, stride, padding, bias=None, *, dtype=np.float64):
         y = al.revd2(x, weight, stride, padding, bias, dtype=dtype)
         return np.roll(y, 1, axis=1)
 
     monkeypatch.setitem(al.FAST, "REVD2", off_by_one_row)
-    rc = main(["bench", "golden", "--size", "5", "4", "--repeat", "1", "--algorithms",
+    rc = bench_cli(["bench", "golden", "--size", "5", "4", "--repeat", "1", "--algorithms",
                "revd2,stdd"])
     text = capsys.readouterr().out
     assert rc == 1
@@ -273,9 +279,8 @@ def test_bench_golden_detects_disagreement(monkeypatch, capsys):
     (["bench", "golden", "--algorithms", "FOO", "--size", "3", "3"],
      "algorithm must be one of STDD, STRD, REVD, REVD2, TDC, not 'FOO'"),
 ])
-def test_bench_user_errors(argv, message, capsys):
-    from deconvsr.sw.cli import main
-    rc = main(argv)
+def test_bench_user_errors(bench_cli, argv, message, capsys):
+    rc = bench_cli(argv)
     err = capsys.readouterr().err
     assert rc == 2
     assert err == f"deconvsr bench: error: {message}\n"
