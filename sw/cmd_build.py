@@ -1,0 +1,79 @@
+"""``deconvsr build``: the bitstream of a board (yosys + nextpnr + pack), with its utilisation
+and Fmax, failing when the design does not fit or misses timing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .cli import EXIT_INPUT, CLIError
+
+__all__ = ["register", "EXIT_TIMING", "default_dir"]
+
+EXIT_TIMING = 5  #: the bitstream was built but does not fit or misses timing
+
+
+def default_dir(board: str) -> Path:
+    return Path("build") / board
+
+
+def _boards() -> list[str]:
+    from deconvsr.hw.boards import BOARDS
+    return list(BOARDS)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "build", help="build the bitstream of a board",
+        description="Synthesise (yosys), place and route (nextpnr) and pack the board top "
+                    "(PLL, UART on the USB serial, SPI on a header, LEDs, the core). Tools: "
+                    "YoWASP when installed (DECONVSR_TOOLCHAIN=system for the system's), or "
+                    "YOSYS/NEXTPNR_ICE40/ICEPACK/NEXTPNR_ECP5/ECPPACK if set. Exit code 5 when "
+                    "the design does not fit or misses timing (the reports are still written).")
+    p.add_argument("--board", required=True, choices=_boards())
+    p.add_argument("-o", "--output", type=Path, metavar="DIR",
+                   help="build directory (default build/BOARD)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--sync-mhz", type=float, metavar="MHZ",
+                   help="engine clock target instead of the board's (constraints/boards.toml)")
+    p.add_argument("--link", choices=("uart", "spi"), default="uart",
+                   help="host link the core listens on (default uart)")
+    p.add_argument("--json", action="store_true", help="print the build result as JSON")
+    p.set_defaults(func=run)
+
+
+def format_result(result) -> str:
+    lines = [f"{result.board}: {result.bitstream} ({result.core}, {result.macs} MAC units)"]
+    for name, res in result.utilisation.items():
+        lines.append(f"  {name:6s} {res.used:6d} / {res.available:6d}  {res.percent:5.1f} %")
+    if result.lut is not None:
+        lines.append(f"  (yosys: {result.lut} LUT4, {result.ff} FF)")
+    for clk, mhz in result.fmax.items():
+        lines.append(f"  Fmax {clk}: {mhz:.1f} MHz (constraint {result.constraint[clk]:.1f} "
+                     f"MHz)")
+    verdict = "meets timing" if result.meets_timing else "MISSES TIMING"
+    lines.append(f"  engine clock {result.target_mhz:.2f} MHz: {verdict}")
+    lines.append(f"  build {result.seconds:.1f} s (synthesis {result.synth_seconds:.1f} s, "
+                 f"place and route {result.pnr_seconds:.1f} s)")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from .build import BuildError, build, check
+
+    outdir = args.output or default_dir(args.board)
+    try:
+        result = build(args.board, outdir, seed=args.seed, sync_mhz=args.sync_mhz,
+                       link=args.link, check_result=False)
+    except BuildError as e:
+        raise CLIError(str(e), EXIT_INPUT) from None
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+    else:
+        print(format_result(result))
+        print(f"  in {outdir}")
+    try:
+        check(result)
+    except BuildError as e:
+        raise CLIError(str(e), EXIT_TIMING) from None
+    return 0
