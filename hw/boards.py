@@ -28,7 +28,7 @@ from pathlib import Path
 
 from amaranth import Cat, ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
 from amaranth.build import Resource
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
@@ -271,9 +271,15 @@ class BoardTop(Elaboratable):
     ``status`` bits follow.
     """
 
-    def __init__(self, board: Board, core=None, *, link: str = "uart"):
+    def __new__(cls, board: Board, core=None, *, link: str = "uart", **kwargs):
+        # Validate before the object exists, so a refused top is not reported as unused.
         if not isinstance(board, Board):
             raise TypeError(f"board must be a Board, not {board!r}")
+        if link not in ("uart", "spi"):
+            raise BoardError(f"link must be 'uart' or 'spi', not {link!r}")
+        return super().__new__(cls, **kwargs)
+
+    def __init__(self, board: Board, core=None, *, link: str = "uart"):
         self.board = board
         self.link = link
         self.core = core if core is not None else make_core(board, link=link)
@@ -294,7 +300,7 @@ class BoardTop(Elaboratable):
 
     def _pll_ecp5(self, m, platform, clk, locked):
         p = self.board.pll()
-        osc = platform.request(self.board.osc, dir="i")
+        m.submodules.osc_buf = osc = io.Buffer("i", platform.request(self.board.osc, dir="-"))
         clkop = clk
         m.submodules.pll = Instance(
             "EHXPLLL",
@@ -345,14 +351,20 @@ class BoardTop(Elaboratable):
         m.submodules.rst_sync = ResetSynchronizer(~por_done, domain="sync")
 
         m.submodules.core = core = self.core
-        uart = platform.request("uart", 0)
-        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(uart_rx.i), uart_tx.o.eq(core.tx)]
         if board.spi:
-            spi = platform.request("spi", 0)
-            m.d.comb += [core.spi_cs.eq(spi.cs.i), core.spi_clk.eq(spi.clk.i),
-                         core.spi_copi.eq(spi.copi.i), spi.cipo.o.eq(core.spi_cipo),
-                         spi.cipo.oe.eq(spi.cs.i)]
-            link_clk = spi.clk.i
+            spi = platform.request("spi", 0, dir="-")
+            bufs = {}
+            for sub in ("cs", "clk", "copi"):
+                bufs[sub] = m.submodules[f"spi_{sub}"] = io.Buffer("i", getattr(spi, sub))
+            m.submodules.spi_cipo = cipo = io.Buffer("o", spi.cipo)
+            m.d.comb += [core.spi_cs.eq(bufs["cs"].i), core.spi_clk.eq(bufs["clk"].i),
+                         core.spi_copi.eq(bufs["copi"].i), cipo.o.eq(core.spi_cipo),
+                         cipo.oe.eq(bufs["cs"].i)]     # drive CIPO only while selected
+            link_clk = bufs["clk"].i
         else:
             link_clk = 0
 
@@ -370,7 +382,7 @@ class BoardTop(Elaboratable):
         act = Signal(3)
         line = Signal(2, init=1)
         line_q = Signal(2, init=1)
-        m.submodules.act_sync = FFSynchronizer(Cat(uart.rx.i, link_clk), line, init=1)
+        m.submodules.act_sync = FFSynchronizer(Cat(uart_rx.i, link_clk), line, init=1)
         m.d.sync += line_q.eq(line)
         with m.If(line != line_q):
             m.d.sync += act.eq(4)
@@ -378,6 +390,6 @@ class BoardTop(Elaboratable):
             m.d.sync += act.eq(act - 1)
         led_bits = [beat_led, act != 0, *(core.status[i] for i in range(len(core.status)))]
         for i in range(board.leds):
-            led = platform.request("led", i)
+            m.submodules[f"led_{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
             m.d.comb += led.o.eq(led_bits[i] if i < len(led_bits) else 0)
         return m

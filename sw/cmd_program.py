@@ -28,11 +28,12 @@ def register(subparsers) -> None:
 
 
 def program_command(board, bitstream: Path, *, flash: bool = False,
-                    which=shutil.which) -> list[str]:
+                    which=None) -> list[str]:
     """The programmer command line for ``board``, with the first installed tool.
 
     Raises :class:`CLIError` (exit code 4) when no programmer is installed.
     """
+    which = which or shutil.which
     candidates = []
     if board.family == "ice40":
         candidates.append(["iceprog", *([] if flash else ["-S"]), str(bitstream)])
