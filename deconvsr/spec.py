@@ -28,9 +28,11 @@ class EngineSpec:
     Members
     -------
     lanes : number of MAC units P (power of two)
-    act_depth : words per feature-map buffer (a word holds ``lanes`` activations)
+    act_depth : words per feature-map buffer (a word holds ``lanes`` activations; power of
+        two). There are two such buffers (ping-pong): layer ``i`` reads one, writes the other.
     weight_depth : words of weight memory (a word holds ``lanes`` weights)
-    bias_depth : bias/requantisation entries
+    bias_depth : bias/requantisation entries (one per virtual output channel
+        ``(o, phase)`` of each layer, see :mod:`deconvsr.descriptor`)
     out_bytes : bytes of the final-output memory
     max_layers : layer descriptors
     dim_bits : width of the row/column counters (frames up to ``2**dim_bits - 1``)
@@ -44,7 +46,7 @@ class EngineSpec:
 
     name: str = "sim"
     lanes: int = 16
-    act_depth: int = 8192
+    act_depth: int = 16384
     weight_depth: int = 8192
     bias_depth: int = 1024
     out_bytes: int = 65536
@@ -59,6 +61,11 @@ class EngineSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or not 1 <= value <= 1 << 22:
                 raise ValueError(f"{name} must be an integer in 1..{1 << 22}, not {value!r}")
+        if not _pow2(self.act_depth):
+            raise ValueError(f"act_depth must be a power of two, not {self.act_depth!r}")
+        if self.act_depth * self.lanes * 2 > 1 << 24:
+            raise ValueError(f"act_depth * lanes * 2 = {self.act_depth * self.lanes * 2} bytes "
+                             f"exceeds the 24-bit bus address space")
         if not isinstance(self.dim_bits, int) or not 4 <= self.dim_bits <= 14:
             raise ValueError(f"dim_bits must be an integer in 4..14, not {self.dim_bits!r}")
 

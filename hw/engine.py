@@ -1,0 +1,579 @@
+"""The deconvolution engine: P MAC lanes running REVD2 (output-stationary gather) over every
+layer of a network from on-chip layer descriptors, behind the host bus.
+
+See ``docs/engine.md`` for the dataflow and :mod:`deconvsr.descriptor` for the descriptor,
+the requantisation entries and the byte addressing of every bus space.
+"""
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..bus import BusSignature, CtrlReg, Space
+from ..descriptor import (ADDR, COUNTERS, DESC_BYTES, DIM, ENTRY_BYTES, BiasEntry,
+                          LayerDescriptor)
+from ..spec import EngineSpec
+from .requant import Requant
+
+__all__ = ["Engine"]
+
+
+def _log2(n: int) -> int:
+    return n.bit_length() - 1
+
+
+class _Ctl(data.Struct):
+    """Control travelling with each MAC cycle down the pipeline."""
+    valid: 1
+    first: 1
+    last: 1
+    in_frame: 1
+    vg_last: 1
+    by: signed(DIM + 2)
+    bx: signed(DIM + 2)
+    obase: signed(ADDR + 2)
+    v0: unsigned(DIM)
+
+
+class _OutTag(data.Struct):
+    """Where a requantised output goes."""
+    write: 1          # inside the output frame
+    zero: 1           # outside the valid window: write 0
+    addr: signed(ADDR + 2)
+    lane: 8
+
+
+class Engine(wiring.Component):
+    """The deconvolution engine.
+
+    Parameters
+    ----------
+    spec : :class:`EngineSpec` (lanes, memory depths, arithmetic)
+
+    Members
+    -------
+    bus : Out(:class:`BusSignature`) (that signature is written from the engine side:
+        ``cmd`` flows in, ``rsp`` out): host commands and read responses. ``cmd`` is accepted
+        when no read response is pending (a read takes 2 cycles before its byte is offered on
+        ``rsp``; ``rsp.valid`` stays up until ``rsp.ready``). Memory spaces are accessible
+        while the engine is idle; while busy, their reads return 0 and writes are ignored
+        (CTRL, COUNT and ID always work).
+    busy : Out(1), high from a start command until the last layer's last output is written.
+
+    Timing: one MAC cycle per (block, virtual group, input channel word, tap); the MAC
+    pipeline is 3 + log2(Pi) cycles deep and stalls only when the requantisation side has not
+    finished the previous group (a group of ``cw*T*T`` cycles produces ``Pv`` outputs, drained
+    one per cycle). Layers run back to back; between layers the pipeline drains (about
+    ``10 + Pv`` cycles).
+
+    Raises
+    ------
+    TypeError
+        if ``spec`` is not an :class:`EngineSpec`.
+    """
+
+    def __init__(self, spec: EngineSpec):
+        if not isinstance(spec, EngineSpec):
+            raise TypeError(f"spec must be an EngineSpec, not {spec!r}")
+        self.spec = spec
+        super().__init__({"bus": Out(BusSignature()), "busy": Out(1)})
+
+    def elaborate(self, platform):
+        # Design choice: lanes are organised as Pv groups of Pi lanes over a *broadcast* input
+        # word, with virtual output channels (channel, phase) along the groups, so that both
+        # C_in = 1 (first layer) and C_out = 1 (last layer) keep every lane busy. The adder
+        # tree over the lanes is registered at every level; the accumulators tap the level
+        # log2(Pi) of the layer together with the control delayed by the same amount.
+        spec = self.spec
+        P = spec.lanes
+        L = _log2(P)
+        a = spec.arith
+        m = Module()
+
+        # ---- memories -------------------------------------------------------------------
+        desc_mem = Memory(shape=unsigned(DESC_BYTES * 8), depth=spec.max_layers, init=[])
+        w_mem = Memory(shape=unsigned(P * 8), depth=spec.weight_depth, init=[])
+        b_mem = Memory(shape=unsigned(ENTRY_BYTES * 8), depth=spec.bias_depth, init=[])
+        act_mem = [Memory(shape=unsigned(P * 8), depth=spec.act_depth, init=[])
+                   for _ in range(2)]
+        out_mem = Memory(shape=unsigned(8), depth=spec.out_bytes, init=[])
+        id_bytes = spec.id_bytes()
+        id_mem = Memory(shape=unsigned(8), depth=len(id_bytes), init=list(id_bytes))
+        m.submodules.desc_mem = desc_mem
+        m.submodules.w_mem = w_mem
+        m.submodules.b_mem = b_mem
+        m.submodules.act0_mem = act_mem[0]
+        m.submodules.act1_mem = act_mem[1]
+        m.submodules.out_mem = out_mem
+        m.submodules.id_mem = id_mem
+        desc_rd = desc_mem.read_port()
+        desc_wr = desc_mem.write_port(granularity=8)
+        w_rd = w_mem.read_port()
+        w_wr = w_mem.write_port(granularity=8)
+        b_rd = b_mem.read_port()
+        b_wr = b_mem.write_port(granularity=8)
+        act_rd = [mem.read_port() for mem in act_mem]
+        act_wr = [mem.write_port(granularity=8) for mem in act_mem]
+        out_rd = out_mem.read_port()
+        out_wr = out_mem.write_port()
+        id_rd = id_mem.read_port()
+
+        # ---- control state ----------------------------------------------------------------
+        busy = Signal()
+        done = Signal()
+        error = Signal()
+        n_layers = Signal(8)
+        layer = Signal(8)
+        desc = Signal(LayerDescriptor)
+        start = Signal()
+        soft_reset = Signal()
+        m.d.comb += self.busy.eq(busy)
+
+        counters = {name: Signal(32, name=f"cnt_{name}") for name in COUNTERS}
+
+        # ---- sequencer registers (pipeline stage 0) -----------------------------------------
+        SW = DIM + 2
+        kx = Signal(4)
+        ky = Signal(4)
+        cg = Signal(9)
+        vg = Signal(DIM)
+        qx = Signal(signed(SW))
+        qy = Signal(signed(SW))
+        ix = Signal(signed(SW))
+        iy = Signal(signed(SW))
+        plane = Signal(signed(ADDR + 2))
+        rowoff = Signal(signed(ADDR + 2))
+        qyw = Signal(signed(ADDR + 2))
+        w_addr = Signal(ADDR)
+        by = Signal(signed(SW))
+        bx = Signal(signed(SW))
+        obase = Signal(signed(ADDR + 2))
+        obase_row = Signal(signed(ADDR + 2))
+        v0 = Signal(DIM)
+        pv = Signal(range(P + 1))
+        m.d.comb += pv.eq(P >> desc.lvl)
+
+        last_kx = kx == desc.t - 1
+        last_ky = ky == desc.t - 1
+        last_cg = cg == desc.cw - 1
+        last_vg = vg == desc.n_vg - 1
+        last_qx = qx == desc.qx1
+        last_qy = qy == desc.qy1
+        in_frame = Signal()
+        m.d.comb += in_frame.eq((iy >= 0) & (iy < desc.h_in) & (ix >= 0) & (ix < desc.w_in))
+
+        # ---- the MAC pipeline -------------------------------------------------------------
+        adv = Signal()          # the whole MAC pipeline advances this cycle
+        issuing = Signal()      # the sequencer offers a MAC cycle
+        ctl0 = Signal(_Ctl)
+        m.d.comb += [
+            ctl0.valid.eq(issuing),
+            ctl0.first.eq((cg == 0) & (ky == 0) & (kx == 0)),
+            ctl0.last.eq(last_cg & last_ky & last_kx),
+            ctl0.in_frame.eq(in_frame),
+            ctl0.vg_last.eq(last_vg),
+            ctl0.by.eq(by), ctl0.bx.eq(bx), ctl0.obase.eq(obase), ctl0.v0.eq(v0),
+        ]
+        act_addr = Signal(signed(ADDR + 2))
+        m.d.comb += act_addr.eq(plane + rowoff + ix)
+
+        # Stage 1: memory read data (read ports enabled by adv hold their data on a stall).
+        ctl = [ctl0]
+        ctl1 = Signal(_Ctl)
+        with m.If(adv):
+            m.d.sync += ctl1.eq(ctl0)
+        ctl.append(ctl1)
+        in_buf1 = desc.in_buf
+        act_word = Signal(P * 8)
+        m.d.comb += act_word.eq(Mux(in_buf1, act_rd[1].data, act_rd[0].data))
+
+        # Stage 2: products. Lane l = g*Pi + j takes activation byte j = l mod Pi.
+        prods = []
+        for lane in range(P):
+            act_sel = Signal(8, name=f"act_sel{lane}")
+            with m.Switch(desc.lvl):
+                for k in range(L + 1):
+                    with m.Case(k):
+                        j = lane & ((1 << k) - 1)
+                        m.d.comb += act_sel.eq(act_word.word_select(j, 8))
+            wgt = w_rd.data.word_select(lane, 8).as_signed()
+            prod = Signal(signed(a.act_bits + a.weight_bits + 1), name=f"prod{lane}")
+            with m.If(adv):
+                m.d.sync += prod.eq(Mux(ctl1.in_frame, act_sel * wgt, 0))
+            prods.append(prod)
+        ctl2 = Signal(_Ctl)
+        with m.If(adv):
+            m.d.sync += ctl2.eq(ctl1)
+        ctl.append(ctl2)
+
+        # Stages 2 + k: adder tree level k (registered).
+        levels = [prods]
+        for k in range(1, L + 1):
+            prev = levels[-1]
+            cur = []
+            for i in range(len(prev) // 2):
+                s = Signal(signed(a.act_bits + a.weight_bits + 1 + k), name=f"sum{k}_{i}")
+                with m.If(adv):
+                    m.d.sync += s.eq(prev[2 * i] + prev[2 * i + 1])
+                cur.append(s)
+            levels.append(cur)
+            c = Signal(_Ctl, name=f"ctl{2 + k}")
+            with m.If(adv):
+                m.d.sync += c.eq(ctl[-1])
+            ctl.append(c)
+
+        # Accumulators tap level lvl with the control of stage 2 + lvl.
+        ctl_acc = Signal(_Ctl)
+        with m.Switch(desc.lvl):
+            for k in range(L + 1):
+                with m.Case(k):
+                    m.d.comb += ctl_acc.eq(ctl[2 + k])
+        hold_full = Signal()
+        hold_release = Signal()
+        hold = [Signal(signed(a.acc_bits), name=f"hold{g}") for g in range(P)]
+        hold_meta = Signal(_Ctl)
+        push = Signal()
+        m.d.comb += [
+            adv.eq(~(ctl_acc.valid & ctl_acc.last & hold_full & ~hold_release)),
+            push.eq(adv & ctl_acc.valid & ctl_acc.last),
+        ]
+        for g in range(P):
+            acc = Signal(signed(a.acc_bits), name=f"acc{g}")
+            acc_in = Signal(signed(a.acc_bits), name=f"acc_in{g}")
+            with m.Switch(desc.lvl):
+                for k in range(L + 1):
+                    if g < P >> k:
+                        with m.Case(k):
+                            m.d.comb += acc_in.eq(levels[k][g])
+            acc_new = Signal(signed(a.acc_bits), name=f"acc_new{g}")
+            m.d.comb += acc_new.eq(Mux(ctl_acc.first, acc_in, acc + acc_in))
+            with m.If(adv & ctl_acc.valid):
+                m.d.sync += acc.eq(acc_new)
+            with m.If(push):
+                m.d.sync += hold[g].eq(acc_new)
+        with m.If(push):
+            m.d.sync += [hold_full.eq(1), hold_meta.eq(ctl_acc)]
+        with m.Elif(hold_release):
+            m.d.sync += hold_full.eq(0)
+
+        # ---- drain: requantise the held group, one output per cycle ----------------------
+        dg = Signal(range(P + 1))
+        d_cnt = Signal(range(P + 1))
+        m.d.comb += d_cnt.eq(Mux(hold_meta.vg_last, desc.pv_last, pv))
+        m.d.comb += hold_release.eq(hold_full & (dg == d_cnt - 1))
+        with m.If(hold_full):
+            m.d.sync += dg.eq(Mux(hold_release, 0, dg + 1))
+        m.d.comb += b_rd.addr.eq(desc.b_base + hold_meta.v0 + dg)  # bus shares it when idle
+        d1_valid = Signal()
+        d1_acc = Signal(signed(a.acc_bits))
+        d1_meta = Signal(_Ctl)
+        m.d.sync += [
+            d1_valid.eq(hold_full),
+            d1_acc.eq(Array(hold)[dg]),
+            d1_meta.eq(hold_meta),
+        ]
+        entry = Signal(BiasEntry)
+        m.d.comb += entry.eq(b_rd.data)
+        oy = Signal(signed(SW + 1))
+        ox = Signal(signed(SW + 1))
+        m.d.comb += [oy.eq(d1_meta.by + entry.fy), ox.eq(d1_meta.bx + entry.fx)]
+        m.submodules.requant = requant = Requant(a, _OutTag)
+        shift_w = len(requant.i.payload.shift)
+        m.d.comb += [
+            requant.i.valid.eq(d1_valid),
+            requant.i.payload.acc.eq(d1_acc),
+            requant.i.payload.bias.eq(entry.bias),
+            requant.i.payload.mult.eq(entry.mult),
+            requant.i.payload.shift.eq(entry.shift[:shift_w]),
+            requant.i.payload.tag.write.eq((oy >= 0) & (oy < desc.h_out) &
+                                           (ox >= 0) & (ox < desc.w_out)),
+            requant.i.payload.tag.zero.eq((oy < desc.vy0) | (oy >= desc.vy1) |
+                                          (ox < desc.vx0) | (ox >= desc.vx1)),
+            requant.i.payload.tag.addr.eq(d1_meta.obase + entry.off),
+            requant.i.payload.tag.lane.eq(entry.lane),
+        ]
+        # Write stage.
+        o_tag = requant.o.payload.tag
+        o_data = Signal(8)
+        o_we = Signal()
+        m.d.comb += [
+            o_data.eq(Mux(o_tag.zero, 0, requant.o.payload.data)),
+            o_we.eq(requant.o.valid & o_tag.write),
+        ]
+
+        # ---- sequencer / layer FSM ----------------------------------------------------------
+        pipe_busy = Signal()
+        d2_valid = Signal()     # requant's first stage
+        m.d.sync += d2_valid.eq(d1_valid)
+        m.d.comb += pipe_busy.eq(Cat([c.valid for c in ctl[1:]]).any() | hold_full |
+                                 d1_valid | d2_valid | requant.o.valid)
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.d.sync += [layer.eq(0), busy.eq(1)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += desc_rd.addr.eq(layer)
+                m.next = "LATCH"
+                with m.If(soft_reset):
+                    m.next = "IDLE"
+            with m.State("LATCH"):
+                m.d.sync += desc.eq(desc_rd.data)
+                m.d.sync += counters["desc_reads"].eq(counters["desc_reads"] + 1)
+                m.next = "INIT"
+                with m.If(soft_reset):
+                    m.next = "IDLE"
+            with m.State("INIT"):
+                m.d.sync += [
+                    kx.eq(0), ky.eq(0), cg.eq(0), vg.eq(0), v0.eq(0),
+                    qx.eq(desc.qx0), qy.eq(desc.qy0), ix.eq(desc.qx0), iy.eq(desc.qy0),
+                    plane.eq(desc.in_base), rowoff.eq(desc.row0), qyw.eq(desc.row0),
+                    w_addr.eq(desc.w_base),
+                    by.eq(desc.by0), bx.eq(desc.bx0),
+                    obase.eq(desc.obase0), obase_row.eq(desc.obase0),
+                ]
+                m.next = "RUN"
+                with m.If(soft_reset):
+                    m.next = "IDLE"
+            with m.State("RUN"):
+                m.d.comb += issuing.eq(1)
+                with m.If(adv):
+                    m.d.sync += w_addr.eq(w_addr + 1)
+                    with m.If(~last_kx):
+                        m.d.sync += [kx.eq(kx + 1), ix.eq(ix - 1)]
+                    with m.Else():
+                        m.d.sync += [kx.eq(0), ix.eq(qx)]
+                        with m.If(~last_ky):
+                            m.d.sync += [ky.eq(ky + 1), iy.eq(iy - 1),
+                                         rowoff.eq(rowoff - desc.w_in)]
+                        with m.Else():
+                            m.d.sync += [ky.eq(0), iy.eq(qy), rowoff.eq(qyw)]
+                            with m.If(~last_cg):
+                                m.d.sync += [cg.eq(cg + 1), plane.eq(plane + desc.hw_in)]
+                            with m.Else():
+                                m.d.sync += [cg.eq(0), plane.eq(desc.in_base)]
+                                with m.If(~last_vg):
+                                    m.d.sync += [vg.eq(vg + 1), v0.eq(v0 + pv)]
+                                with m.Else():
+                                    m.d.sync += [vg.eq(0), v0.eq(0), w_addr.eq(desc.w_base)]
+                                    with m.If(~last_qx):
+                                        m.d.sync += [qx.eq(qx + 1), ix.eq(qx + 1),
+                                                     bx.eq(bx + desc.stride),
+                                                     obase.eq(obase + desc.stride)]
+                                    with m.Else():
+                                        m.d.sync += [
+                                            qx.eq(desc.qx0), ix.eq(desc.qx0), bx.eq(desc.bx0),
+                                            qy.eq(qy + 1), iy.eq(qy + 1),
+                                            qyw.eq(qyw + desc.w_in),
+                                            rowoff.eq(qyw + desc.w_in),
+                                            by.eq(by + desc.stride),
+                                            obase_row.eq(obase_row + desc.orow),
+                                            obase.eq(obase_row + desc.orow),
+                                        ]
+                                        with m.If(last_qy):
+                                            m.next = "FLUSH"
+                with m.If(soft_reset):
+                    m.next = "IDLE"
+            with m.State("FLUSH"):
+                with m.If(~pipe_busy):
+                    m.d.sync += [layer.eq(layer + 1),
+                                 counters["layers_done"].eq(counters["layers_done"] + 1)]
+                    with m.If(layer + 1 >= n_layers):
+                        m.d.sync += [busy.eq(0), done.eq(1)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "LOAD"
+                with m.If(soft_reset):
+                    m.next = "IDLE"
+
+        # ---- engine memory ports (engine side) --------------------------------------------
+        for b in range(2):
+            m.d.comb += act_rd[b].addr.eq(act_addr)
+        m.d.comb += w_rd.addr.eq(w_addr)
+        out_buf = ~desc.in_buf
+        # Read enables: hold the data while stalled.
+        with m.If(busy):
+            m.d.comb += [act_rd[0].en.eq(adv), act_rd[1].en.eq(adv), w_rd.en.eq(adv)]
+            with m.If(o_we & ~desc.to_out):
+                for b in range(2):
+                    with m.If(out_buf == b):
+                        m.d.comb += [
+                            act_wr[b].addr.eq(o_tag.addr),
+                            act_wr[b].data.eq(o_data.replicate(P)),
+                            act_wr[b].en.eq(1 << o_tag.lane),
+                        ]
+            with m.If(o_we & desc.to_out):
+                m.d.comb += [out_wr.addr.eq(o_tag.addr), out_wr.data.eq(o_data),
+                             out_wr.en.eq(1)]
+
+        # ---- counters ---------------------------------------------------------------------
+        issue = issuing & adv
+        useful = Signal(range(P + 1))
+        m.d.comb += useful.eq(Mux(in_frame, desc.useful[last_cg][last_vg], 0))
+
+        def inc(name, cond, amount=1):
+            with m.If(cond):
+                m.d.sync += counters[name].eq(counters[name] + amount)
+
+        with m.If(busy):
+            inc("cycles_busy", 1)
+            inc("cycles_stalled", issuing & ~adv)
+            inc("mac_used", issue, useful)
+            m.d.sync += counters["mac_idle"].eq(counters["mac_idle"] + P - Mux(issue, useful, 0))
+            inc("act0_reads", issue & in_frame & ~desc.in_buf)
+            inc("act1_reads", issue & in_frame & desc.in_buf)
+            inc("act0_writes", o_we & ~desc.to_out & (out_buf == 0))
+            inc("act1_writes", o_we & ~desc.to_out & (out_buf == 1))
+            inc("weight_reads", issue)
+            inc("bias_reads", hold_full)
+            inc("out_writes", o_we & desc.to_out)
+
+        # ---- host bus -----------------------------------------------------------------------
+        cmd = self.bus.cmd
+        rsp = self.bus.rsp
+        rd_pending = Signal()       # read issued last cycle, data on the ports now
+        rd_space = Signal(Space)
+        rd_lane = Signal(8)
+        rd_ok = Signal()            # address in range and memory accessible
+        rd_addr = Signal(ADDR)
+        rsp_valid = Signal()
+        rsp_data = Signal(8)
+        m.d.comb += [cmd.ready.eq(~rd_pending & ~rsp_valid),
+                     rsp.valid.eq(rsp_valid), rsp.payload.eq(rsp_data)]
+        with m.If(rsp.valid & rsp.ready):
+            m.d.sync += rsp_valid.eq(0)
+
+        haddr = cmd.payload.addr
+        hdata = cmd.payload.data
+        take = cmd.valid & cmd.ready
+        hwrite = take & cmd.payload.write
+        hread = take & ~cmd.payload.write
+        space = cmd.payload.space
+        lp = _log2(P)
+        act_bytes = spec.act_depth * P
+        lb = _log2(act_bytes)
+
+        def ranged(limit):
+            return haddr < limit
+
+        # Which byte of a wide word, and whether the access is legal.
+        lane_of = {Space.WEIGHT: haddr[:lp] if lp else Const(0, 1),
+                   Space.ACT: haddr[:lp] if lp else Const(0, 1),
+                   Space.DESC: haddr[:_log2(DESC_BYTES)],
+                   Space.BIAS: haddr[:_log2(ENTRY_BYTES)]}
+        legal = Signal()
+        with m.Switch(space):
+            with m.Case(Space.ID):
+                m.d.comb += legal.eq(ranged(len(id_bytes)))
+            with m.Case(Space.CTRL):
+                m.d.comb += legal.eq(1)
+            with m.Case(Space.COUNT):
+                m.d.comb += legal.eq(ranged(4 * len(COUNTERS)))
+            with m.Case(Space.DESC):
+                m.d.comb += legal.eq(~busy & ranged(spec.max_layers * DESC_BYTES))
+            with m.Case(Space.WEIGHT):
+                m.d.comb += legal.eq(~busy & ranged(spec.weight_depth * P))
+            with m.Case(Space.BIAS):
+                m.d.comb += legal.eq(~busy & ranged(spec.bias_depth * ENTRY_BYTES))
+            with m.Case(Space.ACT):
+                m.d.comb += legal.eq(~busy & ranged(2 * act_bytes))
+            with m.Case(Space.OUT):
+                m.d.comb += legal.eq(~busy & ranged(spec.out_bytes))
+
+        act_sel_h = haddr[lb] if lb < ADDR else Const(0, 1)
+        # Host-side port driving while idle.
+        with m.If(~busy):
+            m.d.comb += [
+                desc_rd.addr.eq(haddr >> _log2(DESC_BYTES)),
+                w_rd.addr.eq(haddr >> lp),
+                b_rd.addr.eq(haddr >> _log2(ENTRY_BYTES)),
+                act_rd[0].addr.eq(haddr[lp:lb]),
+                act_rd[1].addr.eq(haddr[lp:lb]),
+                act_rd[0].en.eq(hread), act_rd[1].en.eq(hread),
+                w_rd.en.eq(hread),
+            ]
+            # desc_rd is also used by the FSM in LOAD, which only happens while busy.
+        m.d.comb += [out_rd.addr.eq(haddr), id_rd.addr.eq(haddr)]
+
+        with m.If(hwrite & legal):
+            with m.Switch(space):
+                with m.Case(Space.DESC):
+                    m.d.comb += [desc_wr.addr.eq(haddr >> _log2(DESC_BYTES)),
+                                 desc_wr.data.eq(hdata.replicate(DESC_BYTES)),
+                                 desc_wr.en.eq(1 << lane_of[Space.DESC])]
+                with m.Case(Space.WEIGHT):
+                    m.d.comb += [w_wr.addr.eq(haddr >> lp),
+                                 w_wr.data.eq(hdata.replicate(P)),
+                                 w_wr.en.eq(1 << lane_of[Space.WEIGHT])]
+                with m.Case(Space.BIAS):
+                    m.d.comb += [b_wr.addr.eq(haddr >> _log2(ENTRY_BYTES)),
+                                 b_wr.data.eq(hdata.replicate(ENTRY_BYTES)),
+                                 b_wr.en.eq(1 << lane_of[Space.BIAS])]
+                with m.Case(Space.ACT):
+                    for b in range(2):
+                        with m.If(act_sel_h == b):
+                            m.d.comb += [act_wr[b].addr.eq(haddr[lp:lb]),
+                                         act_wr[b].data.eq(hdata.replicate(P)),
+                                         act_wr[b].en.eq(1 << lane_of[Space.ACT])]
+                with m.Case(Space.CTRL):
+                    with m.Switch(haddr):
+                        with m.Case(CtrlReg.START_STATUS):
+                            with m.If(~busy):
+                                with m.If((hdata == 0) | (hdata > spec.max_layers)):
+                                    m.d.sync += [error.eq(1), done.eq(0)]
+                                with m.Else():
+                                    m.d.comb += start.eq(1)
+                                    m.d.sync += [n_layers.eq(hdata), done.eq(0),
+                                                 error.eq(0)]
+                                    for c in counters.values():
+                                        m.d.sync += c.eq(0)
+                        with m.Case(CtrlReg.RESET):
+                            m.d.comb += soft_reset.eq(1)
+
+        with m.If(hread):
+            m.d.sync += [rd_pending.eq(1), rd_space.eq(space), rd_ok.eq(legal),
+                         rd_addr.eq(haddr)]
+            with m.Switch(space):
+                for sp, lane in lane_of.items():
+                    with m.Case(sp):
+                        m.d.sync += rd_lane.eq(lane)
+                with m.Case(Space.ACT):
+                    pass
+        with m.If(rd_pending):
+            m.d.sync += [rd_pending.eq(0), rsp_valid.eq(1)]
+            byte = Signal(8)
+            with m.If(rd_ok):
+                with m.Switch(rd_space):
+                    with m.Case(Space.ID):
+                        m.d.comb += byte.eq(id_rd.data)
+                    with m.Case(Space.CTRL):
+                        with m.If(rd_addr == CtrlReg.START_STATUS):
+                            m.d.comb += byte.eq(Cat(busy, done, error))
+                    with m.Case(Space.COUNT):
+                        cnt_bytes = Array(Cat(*counters.values()).word_select(i, 8)
+                                          for i in range(4 * len(COUNTERS)))
+                        m.d.comb += byte.eq(cnt_bytes[rd_addr[:8]])
+                    with m.Case(Space.DESC):
+                        m.d.comb += byte.eq(desc_rd.data.word_select(rd_lane, 8))
+                    with m.Case(Space.WEIGHT):
+                        m.d.comb += byte.eq(w_rd.data.word_select(rd_lane, 8))
+                    with m.Case(Space.BIAS):
+                        m.d.comb += byte.eq(b_rd.data.word_select(rd_lane, 8))
+                    with m.Case(Space.ACT):
+                        sel = rd_addr[lb] if lb < ADDR else Const(0, 1)
+                        m.d.comb += byte.eq(Mux(sel, act_rd[1].data, act_rd[0].data)
+                                            .word_select(rd_lane, 8))
+                    with m.Case(Space.OUT):
+                        m.d.comb += byte.eq(out_rd.data)
+            m.d.sync += rsp_data.eq(byte)
+
+        # ---- soft reset -------------------------------------------------------------------
+        with m.If(soft_reset):
+            m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
+                         d1_valid.eq(0)]
+            for c in ctl[1:]:
+                m.d.sync += c.valid.eq(0)
+            for c in counters.values():
+                m.d.sync += c.eq(0)
+        return m

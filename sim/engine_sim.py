@@ -1,0 +1,175 @@
+"""Run engine programs (:class:`deconvsr.sw.program.Program`) on the RTL (cocotb + Verilator or
+Icarus on the generated Verilog) or on :class:`EngineModel`, a behavioural twin in NumPy that
+executes the same memory images (descriptors, packed weights, entries) the way the sequencer
+does. Both return the outputs and the performance counters.
+
+    res = run_programs([prog1, prog2], spec, backend="rtl", build_dir=...)
+    res[0]["out"], res[0]["counters"], res[0]["cycles"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..bus import Space
+from ..descriptor import (COUNTERS, DESC_BYTES, ENTRY_BYTES, BiasEntry, LayerDescriptor,
+                          unpack)
+from ..spec import EngineSpec
+
+__all__ = ["EngineModel", "run_programs", "program_ops"]
+
+
+class EngineModel:
+    """Behavioural twin of :class:`deconvsr.hw.engine.Engine` at the bus level (byte spaces,
+    start), computing each layer from the memory images with NumPy. Counters are not
+    modelled (all zero)."""
+
+    def __init__(self, spec: EngineSpec):
+        p = spec.lanes
+        self.spec = spec
+        self.mem = {
+            Space.DESC: bytearray(spec.max_layers * DESC_BYTES),
+            Space.WEIGHT: bytearray(spec.weight_depth * p),
+            Space.BIAS: bytearray(spec.bias_depth * ENTRY_BYTES),
+            Space.ACT: bytearray(2 * spec.act_depth * p),
+            Space.OUT: bytearray(spec.out_bytes),
+            Space.ID: bytearray(spec.id_bytes()),
+            Space.COUNT: bytearray(4 * len(COUNTERS)),
+        }
+
+    def write(self, space, addr, data: bytes):
+        mem = self.mem[Space(space)]
+        n = max(0, min(len(data), len(mem) - addr))
+        mem[addr:addr + n] = data[:n]
+
+    def read(self, space, addr, n) -> bytes:
+        mem = self.mem[Space(space)]
+        return bytes(mem[addr:addr + n]).ljust(n, b"\0")
+
+    def start(self, n_layers: int):
+        for i in range(n_layers):
+            raw = bytes(self.mem[Space.DESC][i * DESC_BYTES:(i + 1) * DESC_BYTES])
+            self._layer(unpack(LayerDescriptor, raw), raw)
+
+    def _layer(self, d, raw):
+        spec = self.spec
+        p = spec.lanes
+        word = int.from_bytes(raw, "little")
+        # useful is not needed by the model
+        pi = 1 << d["lvl"]
+        pv = p // pi
+        t, s = d["t"], d["stride"]
+        act = np.frombuffer(bytes(self.mem[Space.ACT]), dtype=np.uint8).reshape(2, spec.act_depth, p)
+        src = act[d["in_buf"]].astype(np.int64)
+        wts = np.frombuffer(bytes(self.mem[Space.WEIGHT]), dtype=np.int8).reshape(-1, p)
+        ents = bytes(self.mem[Space.BIAS])
+        qy = np.arange(d["qy0"], d["qy1"] + 1)
+        qx = np.arange(d["qx0"], d["qx1"] + 1)
+        nby, nbx = len(qy), len(qx)
+        lane_src = np.arange(p) & (pi - 1)
+        del word
+        for vg in range(d["n_vg"]):
+            acc = np.zeros((nby, nbx, p), dtype=np.int64)
+            for cg in range(d["cw"]):
+                for ky in range(t):
+                    for kx in range(t):
+                        iy = qy - ky
+                        ix = qx - kx
+                        ok = ((iy >= 0) & (iy < d["h_in"]))[:, None] & \
+                             ((ix >= 0) & (ix < d["w_in"]))[None, :]
+                        addr = d["in_base"] + cg * d["hw_in"] + iy[:, None] * d["w_in"] + ix[None, :]
+                        addr = np.where(ok, addr, 0)
+                        x = np.where(ok[..., None], src[addr % spec.act_depth], 0)[..., lane_src]
+                        w = wts[d["w_base"] + ((vg * d["cw"] + cg) * t + ky) * t + kx].astype(np.int64)
+                        acc += x * w
+            sums = acc.reshape(nby, nbx, pv, pi).sum(axis=3)
+            cnt = d["pv_last"] if vg == d["n_vg"] - 1 else pv
+            for g in range(cnt):
+                v = vg * pv + g
+                e = unpack(BiasEntry, ents[(d["b_base"] + v) * ENTRY_BYTES:
+                                           (d["b_base"] + v + 1) * ENTRY_BYTES])
+                from ..arith import requantize
+                q = requantize(sums[:, :, g] + e["bias"], e["mult"], e["shift"], spec.arith)
+                by = d["by0"] + s * np.arange(nby)
+                bx = d["bx0"] + s * np.arange(nbx)
+                oy = (by + e["fy"])[:, None] + 0 * bx[None, :]
+                ox = (bx + e["fx"])[None, :] + 0 * by[:, None]
+                inside = (oy >= 0) & (oy < d["h_out"]) & (ox >= 0) & (ox < d["w_out"])
+                inwin = (oy >= d["vy0"]) & (oy < d["vy1"]) & (ox >= d["vx0"]) & (ox < d["vx1"])
+                val = np.where(inwin, q, 0)
+                addr = d["obase0"] + d["orow"] * np.arange(nby)[:, None] + \
+                    s * np.arange(nbx)[None, :] + e["off"]
+                for a, vv in zip(addr[inside], val[inside]):
+                    if d["to_out"]:
+                        self.mem[Space.OUT][a] = vv
+                    else:
+                        base = (1 - d["in_buf"]) * spec.act_depth * p
+                        self.mem[Space.ACT][base + a * p + e["lane"]] = vv
+
+
+def program_ops(prog) -> list:
+    """The bus operations of one program run, as JSON-able lists:
+    ``["w", space, addr, hex]``, ``["start", n]``, ``["r", space, addr, n]``."""
+    ops = [["w", Space(sp).value, int(addr), bytes(data).hex()] for sp, addr, data in prog.setup + prog.inputs]
+    ops.append(["start", prog.n_layers])
+    ops.append(["r", Space.OUT.value, prog.out_addr, prog.out_len])
+    ops.append(["r", Space.COUNT.value, 0, 4 * len(COUNTERS)])
+    return ops
+
+
+def _decode(prog, reads, cycles=None, wall=None):
+    from ..sw.program import decode_counters
+    return {"out": prog.decode(reads[0]), "counters": decode_counters(reads[1]),
+            "cycles": cycles, "wall": wall}
+
+
+def run_programs(progs, spec: EngineSpec, *, backend="rtl", build_dir=None, simulator="verilator",
+                 idle=0.0, backpressure=0.0, seed=0, extra_ops=None):
+    """Run each program (setup + inputs + start + read OUT + read COUNT) in order in one
+    simulator process; returns a list of dicts ``out``, ``counters``, ``cycles`` (run cycles
+    from start to not busy), ``wall`` (seconds of simulator wall time of the run).
+
+    ``idle``/``backpressure``: probabilities of an idle cycle on ``cmd.valid`` and of
+    ``rsp.ready`` low, per cycle (RTL only). ``extra_ops``: a list of op lists run first
+    (for bus tests); their reads are returned as ``result[-1]["extra"]``.
+    """
+    if backend == "model":
+        results = []
+        for prog in progs:
+            model = EngineModel(spec)
+            for sp, addr, data in prog.setup + prog.inputs:
+                model.write(sp, addr, data)
+            model.start(prog.n_layers)
+            results.append(_decode(prog, [model.read(Space.OUT, prog.out_addr, prog.out_len),
+                                          bytes(4 * len(COUNTERS))]))
+        return results
+    from ..hw.engine import Engine
+    from .harness import run_cocotb
+    if build_dir is None:
+        raise ValueError("build_dir is required for the rtl backend")
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [program_ops(p) for p in progs]
+    if extra_ops is not None:
+        jobs.insert(0, extra_ops)
+    case = build_dir / f"case_{os.getpid()}_{time.monotonic_ns()}.json"
+    result = case.with_suffix(".out.json")
+    case.write_text(json.dumps({"jobs": jobs, "idle": idle, "backpressure": backpressure,
+                                "seed": seed}))
+    run_cocotb(lambda: Engine(spec), "deconvsr.sim.tb_engine", toplevel=f"engine_{spec.name}",
+               build_dir=build_dir, simulator=simulator,
+               env={"DECONVSR_CASE": str(case), "DECONVSR_RESULT": str(result)})
+    res = json.loads(result.read_text())
+    out = []
+    if extra_ops is not None:
+        extra = res.pop(0)
+    for prog, r in zip(progs, res):
+        out.append(_decode(prog, [bytes.fromhex(h) for h in r["reads"]], r["cycles"], r["wall"]))
+    if extra_ops is not None:
+        out.append({"extra": [bytes.fromhex(h) for h in extra["reads"]]})
+    return out
