@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 from deconvsr.spec import SPECS, EngineSpec
 
 __all__ = ["CONSTRAINTS_DIR", "Board", "BOARDS", "BoardError", "PLLParams", "ice40_pll",
-           "ecp5_pll", "LoopbackCore", "make_core", "BoardTop", "load_board_extras"]
+           "ecp5_pll", "LoopbackCore", "CORES", "DEFAULT_CORE", "make_core", "BoardTop", "load_board_extras"]
 
 CONSTRAINTS_DIR = Path(__file__).resolve().parent.parent / "constraints"
 
@@ -222,49 +222,68 @@ BOARDS: dict[str, Board] = _make_boards()
 # Cores
 
 class LoopbackCore(wiring.Component):
-    """Stand-in core for board bring-up: echoes the UART and SPI lines.
+    """Stand-in core for board bring-up: echoes the UART and the SPI.
 
-    Same pin-level signature as the SoC's board-facing side: ``rx``/``tx`` (idle high),
-    ``spi_*`` (``spi_cs`` active high), ``status`` (LED bits). ``tx`` is ``rx`` delayed by two
-    clocks (a synchroniser); ``spi_cipo`` is ``spi_copi`` registered on the SPI clock's rising
-    edge as sampled in the ``sync`` domain.
+    The board-facing members of the SoC (:mod:`deconvsr.hw.soc`): ``rx``/``tx`` (idle high),
+    ``sck``/``copi``/``cipo``/``cs_n`` (SPI mode 0), ``idle``. ``tx`` is ``rx`` through a
+    2-flop synchroniser and a register; ``cipo`` is ``copi`` as sampled at the last rising
+    ``sck`` edge while selected (a 1-bit SPI echo).
     """
     rx: In(1, init=1)
     tx: Out(1, init=1)
-    spi_cs: In(1)
-    spi_clk: In(1)
-    spi_copi: In(1)
-    spi_cipo: Out(1)
-    status: Out(2)
+    sck: In(1)
+    copi: In(1)
+    cipo: Out(1)
+    cs_n: In(1, init=1)
+    idle: Out(1)
 
     def elaborate(self, platform):
         m = Module()
         rx = Signal(init=1)
         m.submodules.rx_sync = FFSynchronizer(self.rx, rx, init=1)
         m.d.sync += self.tx.eq(rx)
-        copi, sck, cs = Signal(), Signal(), Signal()
+        copi, sck, cs_n = Signal(), Signal(), Signal(init=1)
         m.submodules.spi_sync = FFSynchronizer(
-            Cat(self.spi_copi, self.spi_clk, self.spi_cs), Cat(copi, sck, cs))
+            Cat(self.copi, self.sck, self.cs_n), Cat(copi, sck, cs_n), init=0b100)
         sck_q = Signal()
         m.d.sync += sck_q.eq(sck)
-        with m.If(cs & sck & ~sck_q):
-            m.d.sync += self.spi_cipo.eq(copi)
-        m.d.comb += self.status.eq(0)
+        with m.If(~cs_n & sck & ~sck_q):
+            m.d.sync += self.cipo.eq(copi)
+        m.d.comb += self.idle.eq(rx & cs_n)
         return m
 
 
-def make_core(board: Board, *, link: str = "uart"):
-    """The core a board top wraps. Swap the stand-in for the SoC here (one line)."""
+CORES = ("engine", "twin", "loopback")
+DEFAULT_CORE = "engine"
+
+
+def make_core(board: Board, *, link: str = "uart", core: str = DEFAULT_CORE):
+    """The core a board top wraps: the SoC (``deconvsr.hw.soc``) with the real engine
+    (``"engine"``) or its behavioural twin (``"twin"``), or the :class:`LoopbackCore`.
+
+    Raises :class:`BoardError` for an unknown link/core or when the SoC is not available.
+    """
     if link not in ("uart", "spi"):
         raise BoardError(f"link must be 'uart' or 'spi', not {link!r}")
-    return LoopbackCore()
+    if core not in CORES:
+        raise BoardError(f"core must be one of {', '.join(CORES)}, not {core!r}")
+    if core == "loopback":
+        return LoopbackCore()
+    try:
+        from .soc import SpiSoC, UartSoC
+    except ImportError as e:
+        raise BoardError(f"the SoC is not available ({e}); use core 'loopback'") from None
+    if link == "uart":
+        return UartSoC(board.spec, engine=core, clk_hz=int(board.clk_hz), baud=board.baud)
+    return SpiSoC(board.spec, engine=core, clk_hz=int(board.clk_hz))
 
 
 # --------------------------------------------------------------------------------------------
 # The board top
 
 class BoardTop(Elaboratable):
-    """PLL, reset, pins and LEDs around ``core`` (default :func:`make_core`).
+    """PLL, reset, pins and LEDs around ``core``: a component, or a name for
+    :func:`make_core` (``"engine"``, ``"twin"``, ``"loopback"``; default ``"engine"``).
 
     LEDs: 0 heartbeat (~1.5 Hz from the PLL clock: the PLL runs and locked), 1 link activity
     (stretched ~20 ms per edge on rx or SPI clock); on boards with more LEDs, the core's
@@ -277,12 +296,16 @@ class BoardTop(Elaboratable):
             raise TypeError(f"board must be a Board, not {board!r}")
         if link not in ("uart", "spi"):
             raise BoardError(f"link must be 'uart' or 'spi', not {link!r}")
+        if isinstance(core, str) and core not in CORES:
+            raise BoardError(f"core must be one of {', '.join(CORES)}, not {core!r}")
         return super().__new__(cls, **kwargs)
 
     def __init__(self, board: Board, core=None, *, link: str = "uart"):
         self.board = board
         self.link = link
-        self.core = core if core is not None else make_core(board, link=link)
+        if core is None or isinstance(core, str):
+            core = make_core(board, link=link, core=core or DEFAULT_CORE)
+        self.core = core
 
     # Clocking -------------------------------------------------------------------------------
     def _pll_ice40(self, m, platform, clk, locked):
@@ -351,22 +374,29 @@ class BoardTop(Elaboratable):
         m.submodules.rst_sync = ResetSynchronizer(~por_done, domain="sync")
 
         m.submodules.core = core = self.core
+        members = core.signature.members
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
-        m.d.comb += [core.rx.eq(uart_rx.i), uart_tx.o.eq(core.tx)]
+        if "rx" in members:
+            m.d.comb += [core.rx.eq(uart_rx.i), uart_tx.o.eq(core.tx)]
+        else:
+            m.d.comb += uart_tx.o.eq(1)                 # idle line
+        link_clk = 0
         if board.spi:
             spi = platform.request("spi", 0, dir="-")
             bufs = {}
             for sub in ("cs", "clk", "copi"):
                 bufs[sub] = m.submodules[f"spi_{sub}"] = io.Buffer("i", getattr(spi, sub))
             m.submodules.spi_cipo = cipo = io.Buffer("o", spi.cipo)
-            m.d.comb += [core.spi_cs.eq(bufs["cs"].i), core.spi_clk.eq(bufs["clk"].i),
-                         core.spi_copi.eq(bufs["copi"].i), cipo.o.eq(core.spi_cipo),
-                         cipo.oe.eq(bufs["cs"].i)]     # drive CIPO only while selected
             link_clk = bufs["clk"].i
-        else:
-            link_clk = 0
+            m.d.comb += cipo.oe.eq(bufs["cs"].i)        # drive CIPO only while selected
+            if "sck" in members:
+                # the resource's cs is active high (PinsN); the core's cs_n is active low
+                m.d.comb += [core.cs_n.eq(~bufs["cs"].i), core.sck.eq(bufs["clk"].i),
+                             core.copi.eq(bufs["copi"].i), cipo.o.eq(core.cipo)]
+        status = [~core.idle] if "idle" in members else []
+        status += [core.waiting] if "waiting" in members else []
 
         # LEDs. A free-running counter (no compare: only its carry chain limits Fmax) gives the
         # heartbeat and a ~5 ms tick; link activity reloads a 3-bit stretch counter.
@@ -388,7 +418,7 @@ class BoardTop(Elaboratable):
             m.d.sync += act.eq(4)
         with m.Elif(tick & (act != 0)):
             m.d.sync += act.eq(act - 1)
-        led_bits = [beat_led, act != 0, *(core.status[i] for i in range(len(core.status)))]
+        led_bits = [beat_led, act != 0, *status]
         for i in range(board.leds):
             m.submodules[f"led_{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
             m.d.comb += led.o.eq(led_bits[i] if i < len(led_bits) else 0)
