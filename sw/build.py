@@ -51,7 +51,15 @@ _TOOLS = {"YOSYS": "yosys", "NEXTPNR_ICE40": "nextpnr-ice40", "ICEPACK": "icepac
 
 
 class BuildError(RuntimeError):
-    """The bitstream cannot be built, does not fit or misses timing (one-line message)."""
+    """The bitstream cannot be built, does not fit or misses timing (one-line message).
+
+    ``kind`` is ``"tool"`` (a tool is missing or failed), ``"fit"`` (more resources than the
+    device has) or ``"timing"`` (Fmax below the target).
+    """
+
+    def __init__(self, message: str, kind: str = "tool"):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -197,6 +205,17 @@ def _ice40_ff(cells: dict[str, int]) -> int:
     return sum(n for c, n in cells.items() if c.startswith("SB_DFF"))
 
 
+def _log_utilisation(log_text: str, family: str) -> dict[str, Resource]:
+    """The "Device utilisation" table nextpnr logs before placing (also when it cannot)."""
+    names = _CELL_NAMES[family]
+    util = {}
+    for cell, used, avail in re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%",
+                                        log_text, re.M):
+        if cell in names:
+            util[names[cell]] = Resource(int(used), int(avail))
+    return util
+
+
 def _first_error(*logs: Path) -> str | None:
     for path in logs:
         if path.exists():
@@ -210,14 +229,15 @@ def _first_error(*logs: Path) -> str | None:
 # The flow
 
 def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_SEED,
-          prefer: str | None = None, sync_mhz: float | None = None,
+          prefer: str | None = None, sync_mhz: float | None = None, spec=None,
           check_result: bool = True) -> BuildResult:
     """Build ``board`` (a name or :class:`deconvsr.hw.boards.Board`) into ``outdir``.
 
     Writes ``outdir/deconvsr_<board>.{bin,bit}``, the nextpnr log (``.tim``) and report
     (``.report.json``), the yosys log (``.rpt``) and ``build.json``. Raises
     :class:`BuildError` if a tool fails (with nextpnr's or yosys' first error line), the design
-    does not fit, or (when ``check_result``) it misses timing.
+    does not fit, or (when ``check_result``) it misses timing. ``core`` is a component or a
+    :func:`deconvsr.hw.boards.make_core` name; ``spec`` replaces the board's engine spec.
     """
     from dataclasses import replace
 
@@ -229,6 +249,8 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
         board = BOARDS[board]
     if sync_mhz is not None:
         board = replace(board, sync_hz=sync_mhz * 1e6)
+    if spec is not None:
+        board = replace(board, spec=spec)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     name = f"deconvsr_{board.name.replace('-', '_')}"
@@ -256,7 +278,14 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
                            stdout=subprocess.DEVNULL if step == "pack" else None,
                            stderr=subprocess.STDOUT if step == "pack" else None)
     except subprocess.CalledProcessError:
-        err = _first_error(outdir / f"{name}.tim", outdir / f"{name}.rpt")
+        tim = outdir / f"{name}.tim"
+        if step == "pnr" and tim.exists():
+            util = _log_utilisation(tim.read_text(errors="replace"), board.family)
+            over = [f"{k} {v.used}/{v.available}" for k, v in util.items()
+                    if v.used > v.available]
+            if over:
+                raise BuildError(f"{board.name}: does not fit: {', '.join(over)}", "fit")
+        err = _first_error(tim, outdir / f"{name}.rpt")
         what = {"synth": "synthesis (yosys)", "pnr": "place and route (nextpnr)",
                 "pack": "bitstream packing"}[step]
         raise BuildError(f"{board.name}: {what} failed: {err or 'see logs in ' + str(outdir)}")
@@ -308,7 +337,7 @@ def check(result: BuildResult) -> None:
     over = [f"{k} {v.used}/{v.available}" for k, v in result.utilisation.items()
             if v.used > v.available]
     if over:
-        raise BuildError(f"{result.board}: does not fit: {', '.join(over)}")
+        raise BuildError(f"{result.board}: does not fit: {', '.join(over)}", "fit")
     misses = [f"{clk} {result.fmax.get(clk, 0.0):.1f} MHz < {target:.1f} MHz"
               for clk, target in result.constraint.items()
               if result.fmax.get(clk, 0.0) < target]
@@ -318,7 +347,7 @@ def check(result: BuildResult) -> None:
         misses.append(f"{result.sync_clock} {result.fmax_mhz:.1f} MHz < target "
                       f"{result.target_mhz:.1f} MHz")
     if misses:
-        raise BuildError(f"{result.board}: misses timing: {'; '.join(misses)}")
+        raise BuildError(f"{result.board}: misses timing: {'; '.join(misses)}", "timing")
 
 
 def load_result(outdir) -> BuildResult:

@@ -38,6 +38,12 @@ def register(subparsers) -> None:
                    help="engine clock target instead of the board's (constraints/boards.toml)")
     p.add_argument("--link", choices=("uart", "spi"), default="uart",
                    help="host link the core listens on (default uart)")
+    p.add_argument("--core", choices=("engine", "twin", "loopback"), default="engine",
+                   help="what the board top wraps: the SoC with the engine (default), the SoC "
+                        "with the engine's behavioural twin, or a UART/SPI loopback")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a field of the board's engine spec, e.g. --set lanes=32 "
+                        "--set act_depth=1024 (repeatable)")
     p.add_argument("--json", action="store_true", help="print the build result as JSON")
     p.set_defaults(func=run)
 
@@ -58,15 +64,40 @@ def format_result(result) -> str:
     return "\n".join(lines)
 
 
+def spec_with(spec, settings):
+    """``spec`` with ``FIELD=VALUE`` overrides (integers). Raises :class:`CLIError`."""
+    from dataclasses import fields, replace
+    names = {f.name for f in fields(spec)} - {"arith", "name"}
+    changes = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or key not in names:
+            raise CLIError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
+                           f"{', '.join(sorted(names))}", EXIT_INPUT)
+        try:
+            changes[key] = int(value, 0)
+        except ValueError:
+            raise CLIError(f"--set {item!r}: {value!r} is not an integer", EXIT_INPUT) from None
+    try:
+        return replace(spec, **changes) if changes else spec
+    except ValueError as e:
+        raise CLIError(f"--set: {e}", EXIT_INPUT) from None
+
+
 def run(args) -> int:
+    from deconvsr.hw.boards import BOARDS, BoardError
+
     from .build import BuildError, build, check
 
     outdir = args.output or default_dir(args.board)
+    spec = spec_with(BOARDS[args.board].spec, args.set)
     try:
         result = build(args.board, outdir, seed=args.seed, sync_mhz=args.sync_mhz,
-                       link=args.link, check_result=False)
-    except BuildError as e:
+                       link=args.link, core=args.core, spec=spec, check_result=False)
+    except BoardError as e:
         raise CLIError(str(e), EXIT_INPUT) from None
+    except BuildError as e:
+        raise CLIError(str(e), EXIT_TIMING if e.kind == "fit" else EXIT_INPUT) from None
     if args.json:
         print(json.dumps(result.to_json(), indent=1))
     else:

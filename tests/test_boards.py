@@ -335,3 +335,38 @@ def test_link_bytes_counts_payload_and_framing():
     assert big["from_device"] >= 64 * 64 * 9
     chunks_out = -(-64 * 64 * 9 // proto.MAX_PAYLOAD)
     assert big["to_device"] >= 64 * 64 + chunks_out * proto.request_overhead(False)
+
+
+NEXTPNR_LOG = """Info: Device utilisation:
+Info: \t         ICESTORM_LC:   15669/   5280   296%
+Info: \t        ICESTORM_RAM:     457/     30  1523%
+Info: \t               SB_IO:       9/     39    23%
+Info: \t        ICESTORM_DSP:      18/      8   225%
+ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'ICESTORM_DSP'
+"""
+
+
+def test_log_utilisation_names_the_overfull_resources():
+    util = flow._log_utilisation(NEXTPNR_LOG, "ice40")
+    assert {k: (v.used, v.available) for k, v in util.items()} == {
+        "LC": (15669, 5280), "EBR": (457, 30), "IO": (9, 39), "DSP": (18, 8)}
+
+
+def test_spec_overrides():
+    from deconvsr.sw.cmd_build import spec_with
+    spec = BOARDS["ulx3s-85f"].spec
+    new = spec_with(spec, ["lanes=32", "act_depth=0x400"])
+    assert (new.lanes, new.act_depth, new.weight_depth) == (32, 1024, spec.weight_depth)
+    with pytest.raises(CLIError, match=r"--set 'lane=3': expected FIELD=VALUE with FIELD one"):
+        spec_with(spec, ["lane=3"])
+    with pytest.raises(CLIError, match=r"--set 'lanes=x': 'x' is not an integer"):
+        spec_with(spec, ["lanes=x"])
+    with pytest.raises(CLIError, match=r"--set: lanes must be a power of two"):
+        spec_with(spec, ["lanes=3"])
+
+
+def test_ci_script_is_executable():
+    script = Path(__file__).resolve().parent.parent / ".ci" / "build-bitstreams"
+    assert script.stat().st_mode & 0o111
+    text = script.read_text()
+    assert "icebreaker" in text and "ulx3s-85f" in text and "YoWASP" in text
