@@ -22,14 +22,15 @@ Host byte addressing of the bus spaces (``deconvsr.bus.Space``):
   ``H x W``, at word ``base`` keeps channel ``c`` of pixel ``(y, x)`` in word
   ``base + (c // P)*H*W + y*W + x``, lane ``c % P``;
 * ``OUT``: byte ``base + o*H*W + y*W + x``;
-* ``COUNT``: ``4 * index + byte`` of the 32-bit counters named in :data:`COUNTERS`.
+* ``COUNT``: ``4 * index + byte`` of the 32-bit counters named in :data:`COUNTERS`, and the
+  per-layer snapshots from :data:`SNAP_BASE`.
 """
 
 
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data
 
-__all__ = ["LayerDescriptor", "BiasEntry", "DESC_BYTES", "ENTRY_BYTES", "COUNTERS",
+__all__ = ["LayerDescriptor", "BiasEntry", "DESC_BYTES", "ENTRY_BYTES", "COUNTERS", "SNAP_BASE",
            "pack", "unpack"]
 
 DESC_BYTES = 64
@@ -43,6 +44,11 @@ ENTRY_BYTES = 16
 COUNTERS = ("cycles_busy", "cycles_stalled", "mac_used", "mac_idle",
             "act0_reads", "act0_writes", "act1_reads", "act1_writes",
             "weight_reads", "bias_reads", "out_writes", "desc_reads", "layers_done")
+
+#: ``COUNT`` offset of the per-layer snapshots: layer ``i`` at ``SNAP_BASE + 8*i``, two 32-bit
+#: little-endian values taken at the end of the layer: ``cycles_busy`` and ``mac_used``
+#: (cumulative since start; the host takes differences).
+SNAP_BASE = 256
 
 DIM = 16      # width of sizes and block coordinates
 ADDR = 24     # width of memory addresses

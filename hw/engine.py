@@ -11,7 +11,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..bus import BusSignature, CtrlReg, Space
-from ..descriptor import (ADDR, COUNTERS, DESC_BYTES, DIM, ENTRY_BYTES, BiasEntry,
+from ..descriptor import (ADDR, COUNTERS, DESC_BYTES, DIM, ENTRY_BYTES, SNAP_BASE, BiasEntry,
                           LayerDescriptor)
 from ..spec import EngineSpec
 from .requant import Requant
@@ -118,6 +118,11 @@ class Engine(wiring.Component):
         out_rd = out_mem.read_port()
         out_wr = out_mem.write_port()
         id_rd = id_mem.read_port()
+        # Per-layer snapshots of (cycles_busy, mac_used) at the end of each layer.
+        snap_mem = Memory(shape=unsigned(64), depth=spec.max_layers, init=[])
+        m.submodules.snap_mem = snap_mem
+        snap_wr = snap_mem.write_port()
+        snap_rd = snap_mem.read_port()
 
         # ---- control state ----------------------------------------------------------------
         busy = Signal()
@@ -377,6 +382,9 @@ class Engine(wiring.Component):
                     m.next = "IDLE"
             with m.State("FLUSH"):
                 with m.If(~pipe_busy):
+                    m.d.comb += [snap_wr.addr.eq(layer), snap_wr.en.eq(1),
+                                 snap_wr.data.eq(Cat((counters["cycles_busy"] + 1)[:32],
+                                                     counters["mac_used"]))]
                     m.d.sync += [layer.eq(layer + 1),
                                  counters["layers_done"].eq(counters["layers_done"] + 1)]
                     with m.If(layer + 1 >= n_layers):
@@ -469,7 +477,9 @@ class Engine(wiring.Component):
             with m.Case(Space.CTRL):
                 m.d.comb += legal.eq(1)
             with m.Case(Space.COUNT):
-                m.d.comb += legal.eq(ranged(4 * len(COUNTERS)))
+                m.d.comb += legal.eq(ranged(4 * len(COUNTERS)) |
+                                     ((haddr >= SNAP_BASE) &
+                                      ranged(SNAP_BASE + 8 * spec.max_layers)))
             with m.Case(Space.DESC):
                 m.d.comb += legal.eq(~busy & ranged(spec.max_layers * DESC_BYTES))
             with m.Case(Space.WEIGHT):
@@ -494,7 +504,8 @@ class Engine(wiring.Component):
                 w_rd.en.eq(hread),
             ]
             # desc_rd is also used by the FSM in LOAD, which only happens while busy.
-        m.d.comb += [out_rd.addr.eq(haddr), id_rd.addr.eq(haddr)]
+        m.d.comb += [out_rd.addr.eq(haddr), id_rd.addr.eq(haddr),
+                     snap_rd.addr.eq((haddr - SNAP_BASE) >> 3)]
 
         with m.If(hwrite & legal):
             with m.Switch(space):
@@ -553,7 +564,10 @@ class Engine(wiring.Component):
                     with m.Case(Space.COUNT):
                         cnt_bytes = Array(Cat(*counters.values()).word_select(i, 8)
                                           for i in range(4 * len(COUNTERS)))
-                        m.d.comb += byte.eq(cnt_bytes[rd_addr[:8]])
+                        with m.If(rd_addr < SNAP_BASE):
+                            m.d.comb += byte.eq(cnt_bytes[rd_addr[:8]])
+                        with m.Else():
+                            m.d.comb += byte.eq(snap_rd.data.word_select(rd_addr[:3], 8))
                     with m.Case(Space.DESC):
                         m.d.comb += byte.eq(desc_rd.data.word_select(rd_lane, 8))
                     with m.Case(Space.WEIGHT):

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arith import requantize
 from ..bus import Space
-from ..descriptor import (COUNTERS, DESC_BYTES, ENTRY_BYTES, BiasEntry, LayerDescriptor,
-                          unpack)
+from ..descriptor import (COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry,
+                          LayerDescriptor, unpack)
 from ..spec import EngineSpec
 
 __all__ = ["EngineModel", "run_programs", "program_ops"]
@@ -54,13 +55,11 @@ class EngineModel:
     def start(self, n_layers: int):
         for i in range(n_layers):
             raw = bytes(self.mem[Space.DESC][i * DESC_BYTES:(i + 1) * DESC_BYTES])
-            self._layer(unpack(LayerDescriptor, raw), raw)
+            self._layer(unpack(LayerDescriptor, raw))
 
-    def _layer(self, d, raw):
+    def _layer(self, d):
         spec = self.spec
         p = spec.lanes
-        word = int.from_bytes(raw, "little")
-        # useful is not needed by the model
         pi = 1 << d["lvl"]
         pv = p // pi
         t, s = d["t"], d["stride"]
@@ -72,7 +71,6 @@ class EngineModel:
         qx = np.arange(d["qx0"], d["qx1"] + 1)
         nby, nbx = len(qy), len(qx)
         lane_src = np.arange(p) & (pi - 1)
-        del word
         for vg in range(d["n_vg"]):
             acc = np.zeros((nby, nbx, p), dtype=np.int64)
             for cg in range(d["cw"]):
@@ -93,7 +91,6 @@ class EngineModel:
                 v = vg * pv + g
                 e = unpack(BiasEntry, ents[(d["b_base"] + v) * ENTRY_BYTES:
                                            (d["b_base"] + v + 1) * ENTRY_BYTES])
-                from ..arith import requantize
                 q = requantize(sums[:, :, g] + e["bias"], e["mult"], e["shift"], spec.arith)
                 by = d["by0"] + s * np.arange(nby)
                 bx = d["bx0"] + s * np.arange(nbx)
@@ -119,13 +116,23 @@ def program_ops(prog) -> list:
     ops.append(["start", prog.n_layers])
     ops.append(["r", Space.OUT.value, prog.out_addr, prog.out_len])
     ops.append(["r", Space.COUNT.value, 0, 4 * len(COUNTERS)])
+    ops.append(["r", Space.COUNT.value, SNAP_BASE, 8 * prog.n_layers])
     return ops
 
 
 def _decode(prog, reads, cycles=None, wall=None):
+    """``layers``: per layer ``cycles`` and ``mac_used`` from the snapshots (differences)."""
     from ..sw.program import decode_counters
+    layers = []
+    prev = (0, 0)
+    snaps = reads[2] if len(reads) > 2 else b""
+    for i in range(len(snaps) // 8):
+        cyc = int.from_bytes(snaps[8 * i:8 * i + 4], "little")
+        used = int.from_bytes(snaps[8 * i + 4:8 * i + 8], "little")
+        layers.append({"cycles": cyc - prev[0], "mac_used": used - prev[1]})
+        prev = (cyc, used)
     return {"out": prog.decode(reads[0]), "counters": decode_counters(reads[1]),
-            "cycles": cycles, "wall": wall}
+            "layers": layers, "cycles": cycles, "wall": wall}
 
 
 def run_programs(progs, spec: EngineSpec, *, backend="rtl", build_dir=None, simulator="verilator",

@@ -2,9 +2,9 @@
 :func:`deconvsr.sim.engine_sim.program_ops`) from the JSON file ``$DECONVSR_CASE`` and writes
 the read bytes, the run cycles and the wall time per job to ``$DECONVSR_RESULT``.
 
-The driver inserts idle cycles on ``cmd.valid`` and the monitor drops ``rsp.ready`` at random
-with the probabilities given in the case file. The bus protocol is checked on the fly: a read
-returns exactly one byte, in order, and ``cmd.valid`` never depends on ``cmd.ready``.
+The driver inserts idle cycles on ``cmd.valid`` and drops ``rsp.ready`` at random with the
+probabilities given in the case file; once offered, a command stays valid until taken. The
+protocol is checked on the fly: a read returns exactly one byte, in order; writes none.
 """
 
 import json
@@ -16,8 +16,11 @@ import cocotb
 from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 
-from deconvsr.bus import BusCommand, Space
+from deconvsr.bus import BusCommand, CtrlReg, Space
+
+CLOCK_NS = 10
 
 _FIELDS = {name: field.offset for name, field in data.Layout.cast(BusCommand)}
 
@@ -28,53 +31,49 @@ def _payload(space, write, addr, byte):
 
 
 class BusDriver:
+    """Drives ``cmd`` and takes ``rsp`` in one per-cycle loop while a transfer is in progress
+    (no Python runs per cycle while the engine computes)."""
+
     def __init__(self, dut, rng, idle, backpressure):
         self.dut = dut
         self.rng = rng
         self.idle = idle
         self.backpressure = backpressure
-        self.expected = 0
-        self.received = []
 
-    async def send(self, space, write, addr, byte):
+    async def transfer(self, space, write, addr, data=b"", n=0):
+        """Send ``len(data)`` writes or ``n`` reads at consecutive addresses; return the read
+        bytes. Checks one response per read, in order, none for writes."""
         dut = self.dut
-        while self.idle and self.rng.random() < self.idle:
-            dut.bus__cmd__valid.value = 0
-            await RisingEdge(dut.clk)
-        dut.bus__cmd__payload.value = _payload(space, write, addr, byte)
-        dut.bus__cmd__valid.value = 1
-        while True:
+        count = len(data) if write else n
+        sent = 0
+        received = []
+        valid = 0
+        while sent < count or len(received) < (0 if write else n):
+            if not valid and sent < count and not (self.idle and self.rng.random() < self.idle):
+                valid = 1
+                dut.bus__cmd__payload.value = _payload(space, write, addr + sent,
+                                                       data[sent] if write else 0)
+            dut.bus__cmd__valid.value = valid
+            ready = int(not (self.backpressure and self.rng.random() < self.backpressure))
+            dut.bus__rsp__ready.value = ready
             await ReadOnly()
-            accepted = int(dut.bus__cmd__ready.value)
-            await RisingEdge(dut.clk)
-            if accepted:
-                break
-        dut.bus__cmd__valid.value = 0
-        if not write:
-            self.expected += 1
-
-    async def monitor(self):
-        dut = self.dut
-        while True:
-            ready = not (self.backpressure and self.rng.random() < self.backpressure)
-            dut.bus__rsp__ready.value = int(ready)
-            await ReadOnly()
+            if valid and int(dut.bus__cmd__ready.value):
+                sent += 1
+                valid = 0
             if ready and int(dut.bus__rsp__valid.value):
-                self.received.append(int(dut.bus__rsp__payload.value))
+                received.append(int(dut.bus__rsp__payload.value))
             await RisingEdge(dut.clk)
-
-    async def read(self, space, addr, n):
-        start = len(self.received)
-        for i in range(n):
-            await self.send(space, 0, addr + i, 0)
-        while len(self.received) < start + n:
-            await RisingEdge(self.dut.clk)
-        # A few more cycles: no extra response may appear.
+        dut.bus__cmd__valid.value = 0
+        dut.bus__rsp__ready.value = 1
+        # No further response may appear.
         for _ in range(3):
-            await RisingEdge(self.dut.clk)
-        assert len(self.received) == start + n, \
-            f"{len(self.received) - start} responses for {n} reads"
-        return bytes(self.received[start:start + n])
+            await ReadOnly()
+            if int(dut.bus__rsp__valid.value):
+                raise AssertionError(f"unexpected response after {n} reads / {len(data)} writes")
+            await RisingEdge(dut.clk)
+        if len(received) != (0 if write else n):
+            raise AssertionError(f"{len(received)} responses for {n} reads")
+        return bytes(received)
 
 
 @cocotb.test()
@@ -82,7 +81,7 @@ async def run_case(dut):
     with open(os.environ["DECONVSR_CASE"]) as f:
         case = json.load(f)
     rng = random.Random(case.get("seed", 0))
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
     dut.bus__cmd__valid.value = 0
     dut.bus__rsp__ready.value = 0
     dut.rst.value = 1
@@ -90,7 +89,6 @@ async def run_case(dut):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     drv = BusDriver(dut, rng, case.get("idle", 0.0), case.get("backpressure", 0.0))
-    cocotb.start_soon(drv.monitor())
     results = []
     for job in case["jobs"]:
         reads = []
@@ -99,24 +97,20 @@ async def run_case(dut):
         for op in job:
             if op[0] == "w":
                 _, space, addr, hexdata = op
-                for i, b in enumerate(bytes.fromhex(hexdata)):
-                    await drv.send(space, 1, addr + i, b)
+                await drv.transfer(space, 1, addr, bytes.fromhex(hexdata))
             elif op[0] == "r":
                 _, space, addr, n = op
-                reads.append((await drv.read(space, addr, n)).hex())
+                reads.append((await drv.transfer(space, 0, addr, n=n)).hex())
             elif op[0] == "start":
                 t0 = time.perf_counter()
-                await drv.send(Space.CTRL.value, 1, 0, op[1])
-                # The start is accepted at the edge just awaited; busy rises there.
-                await ReadOnly()
-                assert int(dut.busy.value) == 1, "engine did not start"
-                n = 0
-                await RisingEdge(dut.clk)
-                n += 1
+                await drv.transfer(Space.CTRL.value, 1, CtrlReg.START_STATUS, bytes([op[1]]))
+                # transfer() returns 3 cycles after the start was accepted; busy rose at it.
+                start_ns = get_sim_time(unit="ns") - 3 * CLOCK_NS
+                if not int(dut.busy.value):
+                    raise AssertionError("engine did not start (or finished within 3 cycles)")
                 # Count cycles until busy falls, without a Python callback per cycle.
-                start_ns = cocotb.utils.get_sim_time(unit="ns")
                 await FallingEdge(dut.busy)
-                cycles = int(round((cocotb.utils.get_sim_time(unit="ns") - start_ns) / 10)) + 1
+                cycles = int(round((get_sim_time(unit="ns") - start_ns) / CLOCK_NS))
                 wall = time.perf_counter() - t0
                 await RisingEdge(dut.clk)
             elif op[0] == "wait":
