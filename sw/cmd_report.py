@@ -3,7 +3,7 @@
 Frame rate of a network at ``H x W`` -> ``rH x rW``:
 
 * compute: engine cycles per frame / clock. Cycles come from the RTL simulation of the engine
-  (``deconvsr.sim.engine_sim.frame_cycles``) when it is available, else they are the *ideal*
+  (``deconvsr.sw.bench_engine.frame_cycles(network, spec, h, w)``) when it is available, else they are the *ideal*
   bound ``ceil(MACs / MAC units)`` and labelled so. Shown at the PLL clock the bitstream runs at
   and at the reported Fmax (what a faster PLL setting could reach).
 * link: bytes on the wire per frame (input written, output read, RUN/WAIT, with the protocol's
@@ -79,8 +79,8 @@ def link_bytes(h: int, w: int, r: int, *, max_payload: int | None = None) -> dic
 
 def compute_cycles(network, spec, h: int, w: int) -> tuple[int, str]:
     """(engine cycles for one frame, source): RTL simulation if available, else ideal."""
-    try:
-        from deconvsr.sim.engine_sim import frame_cycles
+    try:  # the engine owner's RTL-measured cycles (``deconvsr bench engine``), when provided
+        from deconvsr.sw.bench_engine import frame_cycles
     except ImportError:
         frame_cycles = None
     if frame_cycles is not None:

@@ -1,0 +1,58 @@
+"""System test of a board's core: the SoC the board top wraps (UART link + engine, the board's
+engine spec), simulated at the board's clock and baud rate, runs one small frame sent by the
+host driver over the simulated UART; the result must equal the bit-exact integer model.
+
+Uses the simulated device (``deconvsr.sim.device_sim``: Verilator + ``sim/tb_soc.py`` bridge).
+Slow: the first run builds the engine with Verilator (cached by content hash afterwards).
+"""
+
+import numpy as np
+import pytest
+
+from deconvsr.hw.boards import BOARDS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("board_name", ["icebreaker"])
+def test_board_core_runs_a_frame_over_the_uart(board_name, rng):
+    sim = pytest.importorskip("deconvsr.sim.device_sim")
+    from deconvsr.bus import Space
+    from deconvsr.sim.harness import available_simulators
+    from deconvsr.sw.bench_engine import random_qlayer
+    from deconvsr.sw.driver import Driver
+    from deconvsr.sw.intmodel import run_network
+    from deconvsr.sw.program import compile_network
+    from deconvsr.sw.transport import open_transport
+
+    if "verilator" not in available_simulators():
+        pytest.skip("verilator not installed")
+    board = BOARDS[board_name]
+    # the core of the board top is the SoC built for the board's clock and baud
+    div = round(board.clk_hz / board.baud)
+    assert div >= 8, "the UART needs at least 8 clocks per bit"
+
+    x = rng.integers(0, 256, size=(1, 6, 6), dtype=np.uint8)
+    # a x2 deconvolution (the last layer of a sub-pixel network): 6x6 -> 12x12
+    layer = random_qlayer(rng, 1, 1, 4, 2, 1, x=x)
+    prog = compile_network([layer], x.shape, board.spec)
+    want = run_network(x, [layer])
+
+    with sim.SimDevice(top="uart", engine="engine", spec=board.spec.name,
+                       clk_hz=int(board.clk_hz), baud=board.baud) as dev:
+        transport = open_transport(dev.url, baud=board.baud)
+        try:
+            drv = Driver(transport, timeout=60.0)
+            info = drv.identify()
+            for space, addr, data in prog.writes():
+                drv.write(space, addr, data)
+            drv.wait()
+            got = prog.decode(drv.read(Space.OUT, prog.out_addr, prog.out_len))
+            sim_ps = dev.sim_time_ps()
+        finally:
+            transport.close()
+    assert info is not None
+    np.testing.assert_array_equal(got.reshape(want.shape), want)
+    # simulated time covers at least the bits that crossed the line at the board's baud
+    line_bytes = len(x.tobytes()) + want.size
+    assert sim_ps >= line_bytes * 10 * 1e12 / board.baud
