@@ -1,0 +1,197 @@
+"""Link + engine tops.
+
+* :class:`Link`: the portable link core, line bytes in and out as streams, bus initiator out:
+  ``Unstuffer -> Deframer -> Decoder -> Framer -> Stuffer``.
+* :class:`StreamSoC`: link + engine with the line bytes as stream ports (fast simulation: the
+  simulated device feeds host bytes straight in).
+* :class:`UartSoC`: link + engine behind an 8N1 UART (``rx``/``tx`` pins), with a receive FIFO.
+* :class:`SpiSoC`: link + engine behind the SPI peripheral (mode 0).
+
+The engine is ``"twin"`` (:class:`~deconvsr.hw.bus_twin.BusTwin`), ``"engine"`` (the real
+:class:`deconvsr.hw.engine.Engine`) or any callable ``spec -> Component`` with a
+``bus: Out(BusSignature())`` member (the responder side, as ``deconvsr.bus`` documents).
+
+``idle`` (every top): nothing in progress and no frame being received: the simulated device
+may stop simulated time until the host sends more. ``waiting``: inside a request frame with no
+byte offered (the deframer's watchdog is counting).
+"""
+
+from amaranth import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out, connect
+
+from ..bus import BusSignature
+from ..spec import SPECS, EngineSpec
+from .decoder import LINK_KIND_SPI, LINK_KIND_STREAM, LINK_KIND_UART, Decoder
+from .framing import Deframer, Framer, Stuffer, Unstuffer
+
+__all__ = ["Link", "StreamSoC", "UartSoC", "SpiSoC", "make_engine", "DEFAULT_CLK_HZ",
+           "DEFAULT_BAUD"]
+
+DEFAULT_CLK_HZ = 48_000_000
+DEFAULT_BAUD = 3_000_000
+
+
+def make_engine(engine, spec: EngineSpec):
+    if engine == "twin":
+        from .bus_twin import BusTwin
+        return BusTwin(spec)
+    if engine == "engine":
+        from .engine import Engine
+        return Engine(spec)
+    if callable(engine):
+        return engine(spec)
+    raise ValueError(f"engine must be 'twin', 'engine' or a callable, not {engine!r}")
+
+
+class Link(wiring.Component):
+    """Line bytes ``i`` -> requests on ``bus`` -> replies as line bytes ``o``.
+
+    ``timeout``: inter-byte watchdog, in cycles (a request frame that stalls this long is
+    answered with TIMEOUT and dropped).
+    """
+
+    i: In(stream.Signature(8))
+    o: Out(stream.Signature(8))
+    bus: In(BusSignature())   # flipped: the link is the initiator (cmd out, rsp in)
+    overrun: In(1)
+    idle: Out(1)
+    waiting: Out(1)
+
+    def __init__(self, *, kind=LINK_KIND_STREAM, clk_hz=DEFAULT_CLK_HZ, baud=0, timeout=None):
+        if timeout is None:
+            timeout = max(1024, clk_hz // 1000)    # 1 ms
+        self._decoder_args = dict(kind=kind, clk_hz=clk_hz, baud=baud)
+        self._timeout = timeout
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unstuffer = unstuffer = Unstuffer()
+        m.submodules.deframer = deframer = Deframer(timeout=self._timeout)
+        m.submodules.decoder = decoder = Decoder(**self._decoder_args)
+        m.submodules.framer = framer = Framer()
+        m.submodules.stuffer = stuffer = Stuffer()
+        wiring.connect(m, wiring.flipped(self.i), unstuffer.i)
+        connect(m, unstuffer.o, deframer.i)
+        connect(m, deframer.o, decoder.rx)
+        connect(m, decoder.tx_hdr, framer.hdr)
+        connect(m, decoder.tx_data, framer.data)
+        connect(m, framer.o, stuffer.i)
+        connect(m, stuffer.o, wiring.flipped(self.o))
+        connect(m, decoder.bus, wiring.flipped(self.bus))
+        m.d.comb += [
+            decoder.overrun.eq(self.overrun),
+            self.idle.eq(decoder.idle & deframer.hunting & ~unstuffer.o.valid & ~framer.busy &
+                         ~stuffer.busy & ~self.i.valid),
+            self.waiting.eq(deframer.waiting & ~unstuffer.o.valid & decoder.rx.ready),
+        ]
+        return m
+
+
+class _SoC(wiring.Component):
+    def __init__(self, spec, engine, members):
+        if isinstance(spec, str):
+            if spec not in SPECS:
+                raise ValueError(f"unknown spec {spec!r}; known: {', '.join(SPECS)}")
+            spec = SPECS[spec]
+        if not isinstance(spec, EngineSpec):
+            raise TypeError(f"spec must be an EngineSpec or a name, not {spec!r}")
+        self.spec = spec
+        self._engine = engine
+        super().__init__(members)
+
+    def _add_engine(self, m, link):
+        m.submodules.engine = engine = make_engine(self._engine, self.spec)
+        connect(m, link.bus, engine.bus)
+
+
+class StreamSoC(_SoC):
+    """Link + engine; line bytes as streams ``i``/``o`` (with backpressure both ways)."""
+
+    def __init__(self, spec="sim", *, engine="twin", clk_hz=DEFAULT_CLK_HZ, timeout=None):
+        self._link_args = dict(kind=LINK_KIND_STREAM, clk_hz=clk_hz, timeout=timeout)
+        super().__init__(spec, engine, {
+            "i": In(stream.Signature(8)), "o": Out(stream.Signature(8)),
+            "idle": Out(1), "waiting": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.link = link = Link(**self._link_args)
+        connect(m, wiring.flipped(self.i), link.i)
+        connect(m, link.o, wiring.flipped(self.o))
+        m.d.comb += [self.idle.eq(link.idle), self.waiting.eq(link.waiting)]
+        self._add_engine(m, link)
+        return m
+
+
+class UartSoC(_SoC):
+    """Link + engine behind an 8N1 UART at ``baud`` (``rx``, ``tx`` pins). A ``rx_fifo``-byte
+    FIFO absorbs received bytes while the decoder is busy; bytes beyond it are lost and counted
+    (``overruns`` in the link statistics)."""
+
+    def __init__(self, spec="sim", *, engine="twin", clk_hz=DEFAULT_CLK_HZ, baud=DEFAULT_BAUD,
+                 rx_fifo=64, timeout=None):
+        from .uart import uart_divisor
+        self._divisor = uart_divisor(clk_hz, baud)
+        if timeout is None:   # 1 ms, but at least 16 byte times
+            timeout = max(clk_hz // 1000, 160 * self._divisor)
+        self._link_args = dict(kind=LINK_KIND_UART, clk_hz=clk_hz, baud=baud, timeout=timeout)
+        self._rx_fifo = rx_fifo
+        super().__init__(spec, engine, {
+            "rx": In(1, init=1), "tx": Out(1, init=1), "idle": Out(1), "waiting": Out(1)})
+
+    def elaborate(self, platform):
+        from .uart import UARTRx, UARTTx
+        m = Module()
+        m.submodules.link = link = Link(**self._link_args)
+        m.submodules.uart_rx = rx = UARTRx(divisor=self._divisor)
+        m.submodules.uart_tx = tx = UARTTx(divisor=self._divisor)
+        m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self._rx_fifo)
+        m.d.comb += [
+            rx.rx.eq(self.rx), self.tx.eq(tx.tx),
+            fifo.w_data.eq(rx.data.payload), fifo.w_en.eq(rx.data.valid),
+            rx.data.ready.eq(fifo.w_rdy),
+            link.i.valid.eq(fifo.r_rdy), link.i.payload.eq(fifo.r_data),
+            fifo.r_en.eq(link.i.ready),
+            link.overrun.eq(rx.overrun),
+            self.idle.eq(link.idle & ~rx.busy & ~fifo.r_rdy & ~tx.busy & ~link.o.valid),
+            self.waiting.eq(link.waiting & ~rx.busy & ~fifo.r_rdy),
+        ]
+        connect(m, link.o, tx.data)
+        self._add_engine(m, link)
+        return m
+
+
+class SpiSoC(_SoC):
+    """Link + engine behind the SPI peripheral (mode 0; ``sck``, ``copi``, ``cipo``, ``cs_n``)."""
+
+    def __init__(self, spec="sim", *, engine="twin", clk_hz=DEFAULT_CLK_HZ, rx_fifo=64,
+                 timeout=None):
+        self._link_args = dict(kind=LINK_KIND_SPI, clk_hz=clk_hz, timeout=timeout)
+        self._rx_fifo = rx_fifo
+        super().__init__(spec, engine, {
+            "sck": In(1), "copi": In(1), "cipo": Out(1), "cs_n": In(1, init=1),
+            "idle": Out(1), "waiting": Out(1)})
+
+    def elaborate(self, platform):
+        from .spi import SPIPeripheral
+        m = Module()
+        m.submodules.link = link = Link(**self._link_args)
+        m.submodules.spi = spi = SPIPeripheral()
+        m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self._rx_fifo)
+        m.d.comb += [
+            spi.sck.eq(self.sck), spi.copi.eq(self.copi), spi.cs_n.eq(self.cs_n),
+            self.cipo.eq(spi.cipo),
+            fifo.w_data.eq(spi.rx.payload), fifo.w_en.eq(spi.rx.valid),
+            spi.rx.ready.eq(fifo.w_rdy),
+            link.i.valid.eq(fifo.r_rdy), link.i.payload.eq(fifo.r_data),
+            fifo.r_en.eq(link.i.ready),
+            link.overrun.eq(spi.overrun),
+            self.idle.eq(link.idle & ~fifo.r_rdy & ~link.o.valid),
+            self.waiting.eq(link.waiting & ~fifo.r_rdy),
+        ]
+        connect(m, link.o, spi.tx)
+        self._add_engine(m, link)
+        return m
