@@ -30,6 +30,10 @@ def register(subparsers) -> None:
     p.add_argument("--loss", choices=("l1", "mse"), default="l1")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="stop after this many steps (the learning-rate "
+                                             "schedule then follows steps, not time)")
+    p.add_argument("--init", choices=("interp", "kaiming"), default="interp",
+                   help="initialisation: 'interp' starts as bilinear interpolation (default)")
     p.set_defaults(func=run)
 
 
@@ -51,7 +55,8 @@ def run(args) -> int:
     try:
         net = train(args.data, args.arch, args.scale, minutes=args.minutes, batch=args.batch,
                     patch=args.patch, lr=args.lr, loss=args.loss, threads=args.threads,
-                    seed=args.seed, name=name, command=command)
+                    seed=args.seed, name=name, command=command, init=args.init,
+                    max_steps=args.steps)
     except (TrainError, ImageError, NetworkError) as e:
         raise CLIError(str(e), EXIT_INPUT) from None
     npz, js = save_model(net, args.output)

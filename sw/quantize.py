@@ -2,15 +2,21 @@
 
 Scales (real value = integer x scale):
 
-* activations: the input is the 8-bit Y plane (scale ``1/255``); each hidden layer's output
-  scale is ``range / act_max`` where ``range`` is a calibrated activation range (a high
-  percentile of that layer's float output on sample images, see :func:`calibrate`); the last
-  layer's output scale is ``1/255``, so it emits the 8-bit image directly (saturation = clamp).
-* weights: per output channel of the *transformed* deconvolution kernel (the weight
-  convolution of a resize layer sums weights, so scales are chosen after the transform):
-  ``s_w[o] = max|W_d[:, o]| / weight_max``.
-* bias: ``round(b / (s_x s_w[o]))`` in the accumulator's units (periodic, per phase).
-* requantisation: ``M[o] = s_x s_w[o] / s_y`` approximated by ``mult / 2**shift`` with the
+* activations: the input is the 8-bit Y plane (scale ``1/255``); each hidden output channel
+  ``c`` has scale ``s_y[c] = range[c] / act_max`` where ``range[c]`` is a calibrated activation
+  range (a high percentile of that channel's float output on sample images, see
+  :func:`calibrate`). Per-channel scales cost nothing in the datapath (requantisation is per
+  output channel already) and matter: a channel that carries the image itself through the
+  network (as the "interp" initialisation of :mod:`deconvsr.sw.train` creates) keeps 8-bit
+  precision instead of sharing a scale with channels that reach 2 or 3. The last layer's
+  output scale is ``1/255``, so it emits the 8-bit image directly (saturation = clamp).
+* weights: the input scales are folded into the *transformed* deconvolution kernel,
+  ``W'[i, o] = W_d[i, o] s_x[i]`` (the weight convolution of a resize layer sums weights, so
+  scales are chosen after the transform), then per output channel
+  ``s_w[o] = max|W'[:, o]| / weight_max``, ``W_q = round(W' / s_w)``.
+* bias: ``round(b / s_w[o])`` in the accumulator's units (periodic, per phase), corrected
+  for the mean error of the weight rounding (bias correction, see :func:`quantize`).
+* requantisation: ``M[o] = s_w[o] / s_y[o]`` approximated by ``mult / 2**shift`` with the
   largest ``shift`` that keeps ``mult`` within ``mult_bits`` (maximum precision).
 
 Calibrated ranges are stored in the model file (``calibration.act_ranges``), so quantising a
@@ -38,16 +44,18 @@ class QuantizeError(ValueError):
 
 
 def calibrate(network: Network, lr_planes, *, percentile: float = DEFAULT_PERCENTILE,
-              max_samples: int = 2_000_000) -> dict:
-    """Activation ranges of every hidden layer on ``lr_planes`` (float ``(H, W)`` in
-    ``[0, 1]``): the ``percentile`` of all output values (and the maximum, for reference).
+              max_samples: int = 200_000) -> dict:
+    """Activation ranges of every hidden layer's output channels on ``lr_planes`` (float
+    ``(H, W)`` in ``[0, 1]``): the ``percentile`` of each channel's values (and the maximum,
+    for reference). A channel that never fires gets its layer's largest range.
 
     Also records the mean of every layer's input channels (``input_means``), used by
     :func:`quantize` for bias correction.
 
-    Returns ``{"method", "percentile", "act_ranges", "act_max", "input_means"}``
-    (JSON-ready).
+    Returns ``{"method", "percentile", "act_ranges", "act_max", "input_means"}`` (JSON-ready;
+    ranges and means are lists per layer of lists per channel).
     """
+    lr_planes = list(lr_planes)
     per_layer = [[] for _ in network.layers[:-1]]
     sums = [np.zeros(layer.c_in) for layer in network.layers]
     count = 0
@@ -58,18 +66,19 @@ def calibrate(network: Network, lr_planes, *, percentile: float = DEFAULT_PERCEN
             sums[i] += x.sum(axis=(1, 2))
         count += np.asarray(plane).size
         for i, a in enumerate(acts[:-1]):
-            flat = a.ravel()
-            step = max(1, flat.size * len(lr_planes) // max_samples)
-            per_layer[i].append(flat[::step])
+            flat = a.reshape(a.shape[0], -1)
+            step = max(1, flat.shape[1] * len(lr_planes) // max_samples)
+            per_layer[i].append(flat[:, ::step])
     ranges, maxima = [], []
     for vals in per_layer:
-        v = np.concatenate(vals)
-        ranges.append(float(np.percentile(v, percentile)))
-        maxima.append(float(v.max()))
+        v = np.concatenate(vals, axis=1)
+        rng = np.percentile(v, percentile, axis=1)
+        rng = np.where(rng > 0, rng, rng.max() if rng.max() > 0 else 1.0)
+        ranges.append([round(float(x), 6) for x in rng])
+        maxima.append([round(float(x), 6) for x in v.max(axis=1)])
     means = [[round(float(v), 6) for v in s / count] for s in sums]
-    return {"method": "percentile", "percentile": percentile,
-            "act_ranges": [round(x, 6) for x in ranges], "act_max": [round(x, 6) for x in maxima],
-            "input_means": means}
+    return {"method": "percentile per channel", "percentile": percentile,
+            "act_ranges": ranges, "act_max": maxima, "input_means": means}
 
 
 def mult_shift(m_real, spec: ArithSpec = DEFAULT_ARITH, *, name: str = "layer"):
@@ -136,40 +145,44 @@ def quantize(network: Network, act_ranges=None, spec: ArithSpec = DEFAULT_ARITH,
         if act_ranges is None:
             raise QuantizeError(f"{network.name}: no calibrated activation ranges; calibrate "
                                 "on sample images first (quantize.calibrate)")
-    act_ranges = [float(a) for a in act_ranges]
     if input_means is None and bias_correction:
         input_means = network.meta.get("calibration", {}).get("input_means")
     if len(act_ranges) != n - 1:
         raise QuantizeError(f"{network.name}: {len(act_ranges)} activation ranges for "
                             f"{n - 1} hidden layers")
-    s_x = 1.0 / 255
+    s_x = np.full(1, 1.0 / 255)             # per input channel: the 8-bit Y plane
     out = []
     for i, dl in enumerate(dn.layers):
         d = dl.deconv
+        where = f"{network.name}: {dl.name}"
         if i < n - 1:
-            if not act_ranges[i] > 0:
-                raise QuantizeError(f"{network.name}: {dl.name}: activation range must be "
-                                    f"> 0, not {act_ranges[i]}")
-            s_y = act_ranges[i] / spec.act_max
+            rng = np.asarray(act_ranges[i], np.float64)
+            if rng.ndim == 0:                 # one range for the whole layer
+                rng = np.full(d.c_out, float(rng))
+            if rng.shape != (d.c_out,) or not np.all(rng > 0):
+                raise QuantizeError(f"{where}: activation ranges must be > 0 and one per "
+                                    f"output channel ({d.c_out})")
+            s_y = rng / spec.act_max
         else:
-            s_y = 1.0 / 255
-        w = np.asarray(d.weight, np.float64)
+            s_y = np.full(d.c_out, 1.0 / 255)
+        # Fold the input scales into the kernel: w' acts on the integer input directly.
+        w = np.asarray(d.weight, np.float64) * s_x[:, None, None, None]
         b = np.asarray(d.bias, np.float64)
         maxabs = np.abs(w).max(axis=(0, 2, 3))
         # Also keep the bias within the accumulator (matters only for near-zero kernels).
-        bias_need = np.abs(b).max(axis=(1, 2)) / (s_x * 2.0 ** (spec.acc_bits - 3))
+        bias_need = np.abs(b).max(axis=(1, 2)) / 2.0 ** (spec.acc_bits - 3)
         s_w = np.maximum(maxabs / spec.weight_max, bias_need)
         s_w = np.where(s_w > 0, s_w, 1.0)
         wq = np.clip(np.rint(w / s_w[None, :, None, None]), spec.weight_min, spec.weight_max)
         if bias_correction and input_means is not None:
             means = np.asarray(input_means[i], np.float64)
             if means.shape != (d.c_in,):
-                raise QuantizeError(f"{network.name}: {dl.name}: {means.size} input means for "
-                                    f"{d.c_in} input channels")
+                raise QuantizeError(f"{where}: {means.size} input means for {d.c_in} input "
+                                    "channels")
             err = wq * s_w[None, :, None, None] - w
-            b = b - _phase_error(err, d.stride, d.padding, means)
-        bq = np.rint(b / (s_x * s_w)[:, None, None])
-        mult, shift = mult_shift(s_x * s_w / s_y, spec, name=f"{network.name}: {dl.name}")
+            b = b - _phase_error(err, d.stride, d.padding, means / s_x)
+        bq = np.rint(b / s_w[:, None, None])
+        mult, shift = mult_shift(s_w / s_y, spec, name=where)
         try:
             out.append(QLayer(wq.astype(np.int64), bq.astype(np.int64), mult, shift, d.stride,
                               d.padding, name=dl.name, spec=spec))
