@@ -75,6 +75,7 @@ class Engine(wiring.Component):
 
     def __init__(self, spec: EngineSpec):
         if not isinstance(spec, EngineSpec):
+            self._MustUse__silence = True  # not built: no 'never used' warning
             raise TypeError(f"spec must be an EngineSpec, not {spec!r}")
         self.spec = spec
         super().__init__({"bus": Out(BusSignature()), "busy": Out(1)})

@@ -35,6 +35,7 @@ class Requant(wiring.Component):
 
     def __init__(self, arith: ArithSpec = DEFAULT_ARITH, tag_shape=unsigned(1)):
         if not isinstance(arith, ArithSpec):
+            self._MustUse__silence = True  # not built: no 'never used' warning
             raise TypeError(f"arith must be an ArithSpec, not {arith!r}")
         self.arith = arith
         self.shift_bits = Shape.cast(range(arith.shift_max + 1)).width
