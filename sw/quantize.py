@@ -122,8 +122,37 @@ def _phase_error(err, stride, padding, means):
     return out
 
 
+def _round_keep_sums(v: np.ndarray, stride: int, padding: int) -> np.ndarray:
+    """Round ``v`` ``(C_in, C_out, K, K)`` to integers such that, for every input channel,
+    output channel and output phase, the sum of the taps feeding that phase (its DC gain) is
+    the float sum rounded: flip the rounding of the taps closest to the rounding boundary.
+    Every weight stays within one of its float value."""
+    q = np.rint(v)
+    k = v.shape[2]
+    ph = (np.arange(k) - padding) % stride
+    for fy in range(stride):
+        for fx in range(stride):
+            ia, ib = np.nonzero(ph == fy)[0], np.nonzero(ph == fx)[0]
+            sub_v = v[:, :, ia][:, :, :, ib].reshape(v.shape[0], v.shape[1], -1)
+            sub_q = q[:, :, ia][:, :, :, ib].reshape(sub_v.shape)
+            excess = np.rint(sub_q.sum(-1) - np.rint(sub_v.sum(-1))).astype(int)  # (C_in, C_out)
+            frac = sub_v - sub_q                       # in [-0.5, 0.5]
+            for i, o in zip(*np.nonzero(excess)):
+                n = abs(excess[i, o])
+                if excess[i, o] > 0:                   # rounded up too often: lower the taps
+                    idx = np.argsort(frac[i, o])[:n]   # with the most negative residual
+                    sub_q[i, o, idx] -= 1
+                else:
+                    idx = np.argsort(-frac[i, o])[:n]
+                    sub_q[i, o, idx] += 1
+            sub_q = sub_q.reshape(v.shape[0], v.shape[1], len(ia), len(ib))
+            q[np.ix_(np.arange(v.shape[0]), np.arange(v.shape[1]), ia, ib)] = sub_q
+    return q
+
+
 def quantize(network: Network, act_ranges=None, spec: ArithSpec = DEFAULT_ARITH, *,
-             input_means=None, bias_correction: bool = True) -> list[QLayer]:
+             input_means=None, bias_correction: bool = True,
+             keep_sums: bool = True) -> list[QLayer]:
     """The integer model (list of :class:`QLayer`) of ``network``.
 
     ``act_ranges`` (one per hidden layer) default to the calibration stored in
@@ -173,7 +202,9 @@ def quantize(network: Network, act_ranges=None, spec: ArithSpec = DEFAULT_ARITH,
         bias_need = np.abs(b).max(axis=(1, 2)) / 2.0 ** (spec.acc_bits - 3)
         s_w = np.maximum(maxabs / spec.weight_max, bias_need)
         s_w = np.where(s_w > 0, s_w, 1.0)
-        wq = np.clip(np.rint(w / s_w[None, :, None, None]), spec.weight_min, spec.weight_max)
+        v = w / s_w[None, :, None, None]
+        wq = _round_keep_sums(v, d.stride, d.padding) if keep_sums else np.rint(v)
+        wq = np.clip(wq, spec.weight_min, spec.weight_max)
         if bias_correction and input_means is not None:
             means = np.asarray(input_means[i], np.float64)
             if means.shape != (d.c_in,):

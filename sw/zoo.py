@@ -18,7 +18,7 @@ import numpy as np
 from .network import Network, NetworkError
 
 __all__ = ["ModelError", "MODELS_DIR", "FORMAT", "shipped_names", "load_model", "save_model",
-           "model_info", "fits_budget"]
+           "model_info", "fits_budget", "engine_budgets", "deconv_weight_bytes"]
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 FORMAT = "deconvsr-model/1"
@@ -126,13 +126,16 @@ def load_model(name_or_path) -> Network:
 
 
 def fits_budget(network: Network, *, max_channels: int | None = None,
-                weight_bytes: int | None = None) -> bool:
-    """Whether an engine with at most ``max_channels`` channels per layer and
-    ``weight_bytes`` of int8 weight storage (after the transform) can hold ``network``.
+                weight_bytes: int | None = None, max_layers: int | None = None) -> bool:
+    """Whether an engine with at most ``max_channels`` channels per layer, ``weight_bytes``
+    of int8 weight storage (after the transform) and ``max_layers`` layer descriptors can hold
+    ``network``.
 
     This is the hook for engine specs: the engine code passes its board's budget.
     """
     if max_channels is not None and network.max_channels > max_channels:
+        return False
+    if max_layers is not None and len(network.layers) > max_layers:
         return False
     if weight_bytes is not None and deconv_weight_bytes(network) > weight_bytes:
         return False
@@ -144,9 +147,16 @@ def deconv_weight_bytes(network: Network) -> int:
     return int(sum(layer.deconv.weight.size for layer in network.to_deconv().layers))
 
 
-# Engine budgets known so far. The engine code may register its board specs here:
-# name -> dict(max_channels=..., weight_bytes=...).
-ENGINE_BUDGETS: dict[str, dict] = {}
+def engine_budgets() -> dict[str, dict]:
+    """Budgets of the named engine specs (:data:`deconvsr.spec.SPECS`): weight memory
+    ``lanes * weight_depth`` bytes and ``max_layers``. A first-order check: the engine's
+    program compiler has the final word (packing, activation buffers, frame size)."""
+    try:
+        from ..spec import SPECS
+    except ImportError:  # pragma: no cover - the engine spec not present in this checkout
+        return {}
+    return {name: {"weight_bytes": spec.lanes * spec.weight_depth,
+                   "max_layers": spec.max_layers} for name, spec in SPECS.items()}
 
 
 def model_info(network: Network) -> dict:
@@ -162,7 +172,7 @@ def model_info(network: Network) -> dict:
         "weight_bytes": deconv_weight_bytes(network),
         "params": network.weight_count,
         "max_channels": network.max_channels,
-        "fits": [n for n, b in ENGINE_BUDGETS.items() if fits_budget(network, **b)],
+        "fits": [n for n, b in engine_budgets().items() if fits_budget(network, **b)],
         "trained": ({k: train.get(k) for k in ("dataset", "minutes", "steps", "final_loss",
                                                 "loss", "command")} if train else None),
     }

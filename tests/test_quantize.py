@@ -125,3 +125,31 @@ def test_calibrate_records_ranges_and_means(rng):
     assert cal["input_means"][0] == pytest.approx([x.mean()], rel=1e-5)
     np.testing.assert_allclose(cal["input_means"][1], acts[0].mean(axis=(1, 2)), rtol=1e-4,
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (3, 3), (2, 1)])
+def test_rounding_keeps_every_phase_dc_gain(rng, stride, padding):
+    from deconvsr.sw.quantize import _round_keep_sums
+    v = rng.normal(0, 20, (3, 2, 6, 6))
+    q = _round_keep_sums(v, stride, padding)
+    assert np.all(np.abs(q - v) < 1) and np.array_equal(q, np.rint(q))
+    ph = (np.arange(6) - padding) % stride
+    for fy in range(stride):
+        for fx in range(stride):
+            sel = np.ix_(range(3), range(2), np.nonzero(ph == fy)[0], np.nonzero(ph == fx)[0])
+            assert np.array_equal(q[sel].sum(axis=(2, 3)), np.rint(v[sel].sum(axis=(2, 3))))
+    assert not np.array_equal(q, np.rint(v))          # plain rounding would not do it
+
+
+def test_dc_preserving_rounding_and_bias_correction_help(rng):
+    """The two data-free fixes for the low-frequency error of int8 weights."""
+    net = random_network(rng, "subpixel", 3, widths=(8, 8))
+    x = real_plane(48, 48)
+    net = _calibrated(net, [x])
+    x8 = np.rint(x * 255).astype(np.uint8)
+    ref = net.forward(x8 / 255.0) * 255
+    mse = {}
+    for ks in (False, True):
+        out = run_quantized(quantize(net, keep_sums=ks, bias_correction=False), x8)
+        mse[ks] = np.mean((out - ref) ** 2)
+    assert mse[True] < mse[False]
