@@ -22,7 +22,7 @@ def test_board_core_runs_a_frame_over_the_uart(board_name, rng):
     from deconvsr.sw.bench_engine import random_qlayer
     from deconvsr.sw.driver import Driver
     from deconvsr.sw.intmodel import run_network
-    from deconvsr.sw.program import compile_network
+    from deconvsr.sw.program import compile_network, set_input
     from deconvsr.sw.transport import open_transport
 
     if "verilator" not in available_simulators():
@@ -35,7 +35,7 @@ def test_board_core_runs_a_frame_over_the_uart(board_name, rng):
     x = rng.integers(0, 256, size=(1, 6, 6), dtype=np.uint8)
     # a x2 deconvolution (the last layer of a sub-pixel network): 6x6 -> 12x12
     layer = random_qlayer(rng, 1, 1, 4, 2, 1, x=x)
-    prog = compile_network([layer], x.shape, board.spec)
+    prog = set_input(compile_network([layer], x.shape, board.spec), x)
     want = run_network(x, [layer])
 
     with sim.SimDevice(top="uart", engine="engine", spec=board.spec.name,
@@ -44,8 +44,9 @@ def test_board_core_runs_a_frame_over_the_uart(board_name, rng):
         try:
             drv = Driver(transport, timeout=60.0)
             info = drv.identify()
-            for space, addr, data in prog.writes():
+            for space, addr, data in prog.setup + prog.inputs:
                 drv.write(space, addr, data)
+            drv.run(prog.n_layers)
             drv.wait()
             got = prog.decode(drv.read(Space.OUT, prog.out_addr, prog.out_len))
             sim_ps = dev.sim_time_ps()
