@@ -1,0 +1,36 @@
+"""Bitstream builds through YoWASP (slow, synth): the bring-up top on both boards must fit and
+meet the engine clock; a target above the design's Fmax must be reported as a miss."""
+
+import pytest
+
+from deconvsr.sw import build as flow
+
+pytestmark = [pytest.mark.synth, pytest.mark.slow]
+
+
+def _need_tools(family):
+    try:
+        flow.tool_env(family)
+    except flow.BuildError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("board, min_mhz", [("icebreaker", 48.0), ("ulx3s-85f", 100.0)])
+def test_loopback_bitstream_meets_timing(board, min_mhz, tmp_path):
+    family = "ice40" if board == "icebreaker" else "ecp5"
+    _need_tools(family)
+    result = flow.build(board, tmp_path, core="loopback")
+    assert result.meets_timing and result.fmax_mhz >= min_mhz
+    assert result.target_mhz >= min_mhz
+    assert (tmp_path / result.bitstream).stat().st_size > 10_000
+    assert result.utilisation["PLL"].used == 1
+    again = flow.load_result(tmp_path)
+    assert again.fmax == result.fmax
+
+
+def test_timing_miss_is_an_error(tmp_path):
+    _need_tools("ice40")
+    with pytest.raises(flow.BuildError, match=r"icebreaker: misses timing") as e:
+        flow.build("icebreaker", tmp_path, core="loopback", sync_mhz=250.0)
+    assert e.value.kind == "timing"
+    assert not flow.load_result(tmp_path).meets_timing   # the reports are still written
