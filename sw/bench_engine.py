@@ -18,7 +18,7 @@ import numpy as np
 from ..spec import SPECS, EngineSpec
 from .intmodel import QLayer, layer_accumulators, run_layer
 
-__all__ = ["random_qlayer", "calibrated_network", "PAPER_ARCH", "EDGE_ARCH", "test_image",
+__all__ = ["random_qlayer", "calibrated_network", "PAPER_ARCH", "EDGE_ARCH", "camera_tile",
            "bench", "register"]
 
 #: (C_in, C_out, K_d, S, P_d) of each layer, as deconvolutions. Feature layers: a 'same'
@@ -58,7 +58,7 @@ def calibrated_network(rng, arch, x, *, prefix="L"):
     return layers
 
 
-def test_image(size: int, offset=(120, 200)) -> np.ndarray:
+def camera_tile(size: int, offset=(120, 200)) -> np.ndarray:
     """A ``size`` x ``size`` crop of skimage's camera (uint8, (1, H, W)); a deterministic
     synthetic pattern if scikit-image is missing."""
     try:

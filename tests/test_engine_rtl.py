@@ -1,0 +1,199 @@
+"""The engine's generated Verilog under cocotb (Verilator; one Icarus case), bit-exact against the
+integer model, with the host bus driven under idle insertion and random backpressure.
+
+Each spec's Verilator model is built once (cached by Verilog hash in a per-user temporary
+directory, serialised by a file lock for ``pytest -n``) and many cases run in one simulator
+process.
+"""
+
+import fcntl
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deconvsr.bus import Space
+from deconvsr.descriptor import COUNTERS
+from deconvsr.sim.engine_sim import run_programs
+from deconvsr.sim.harness import available_simulators
+from deconvsr.spec import SPECS, EngineSpec
+from deconvsr.sw.bench_engine import (EDGE_ARCH, PAPER_ARCH, calibrated_network, random_qlayer,
+                                      camera_tile)
+from deconvsr.sw.intmodel import QLayer, run_layer, run_network
+from deconvsr.sw.program import compile_network, compile_tiled, crop_tile, plan_tiles, set_input
+
+QUICK = EngineSpec(name="quick", lanes=8, act_depth=512, weight_depth=1024, bias_depth=128,
+                   out_bytes=4096, max_layers=4)
+
+pytestmark = pytest.mark.skipif("verilator" not in available_simulators(),
+                                reason="verilator not installed")
+
+
+@contextmanager
+def build_dir(spec, simulator="verilator"):
+    root = Path(tempfile.gettempdir()) / f"deconvsr-engine-{os.getuid()}" / f"{spec.name}-{simulator}"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield root
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _layer_cases(rng, spec, n):
+    """Random layers over strides 1..4, K_d 1..9, paddings, odd/even sizes, both bias kinds,
+    plus saturation at both ends."""
+    cases = []
+    strides = [1, 2, 3, 4] * n
+    for i in range(n):
+        s = strides[i]
+        k = int(rng.integers(1, 10))
+        pd = int(rng.integers(0, k))
+        ci, co = int(rng.integers(1, 2 * spec.lanes + 3)), int(rng.integers(1, 5))
+        h, w = int(rng.integers(2, 8)), int(rng.integers(2, 8))
+        if (h - 1) * s - 2 * pd + k < 1 or (w - 1) * s - 2 * pd + k < 1:
+            pd = 0
+        x = rng.integers(0, 256, size=(ci, h, w))
+        cases.append(([random_qlayer(rng, ci, co, k, s, pd, x=x, periodic=bool(i % 2))], x))
+    # Saturation: high (big positive weights and mult) and low (negative bias).
+    x = rng.integers(128, 256, size=(5, 4, 5))
+    w = np.full((5, 2, 4, 4), 127)
+    w[:, 1] = -128
+    hi = QLayer(w, np.zeros((2, 2, 2), int), np.array([65535, 1]), np.array([0, 0]), 2, 1,
+                name="sat")
+    cases.append(([hi], x))
+    lo = QLayer(rng.integers(-5, 5, size=(5, 3, 3, 3)), np.full((3, 1, 1), -(1 << 20)),
+                np.array([1, 3, 65535]), np.array([0, 4, 47]), 1, 1, name="neg")
+    cases.append(([lo], x))
+    # A three-layer network (ping-pong buffers, OUT memory).
+    x = rng.integers(0, 256, size=(1, 6, 7))
+    cases.append((calibrated_network(rng, [(1, 9, 3, 1, 1), (9, 5, 3, 1, 1), (5, 2, 4, 2, 1)], x),
+                  x))
+    return cases
+
+
+def _check(results, progs, cases, spec):
+    for (layers, x), prog, res in zip(cases, progs, results):
+        want = run_network(x, layers)
+        np.testing.assert_array_equal(res["out"], want, err_msg=f"{prog.plans}")
+        c = res["counters"]
+        assert c["cycles_busy"] == res["cycles"]
+        assert c["mac_used"] + c["mac_idle"] == spec.lanes * res["cycles"]
+        assert c["layers_done"] == len(layers)
+        assert sum(layer["cycles"] for layer in res["layers"]) == res["cycles"]
+        assert sum(layer["mac_used"] for layer in res["layers"]) == c["mac_used"]
+        assert c["out_writes"] == want.size
+
+
+def test_random_layers_rtl(rng):
+    cases = _layer_cases(rng, QUICK, 24)
+    progs = [set_input(compile_network(layers, x.shape, QUICK), x.astype(np.uint8))
+             for layers, x in cases]
+    with build_dir(QUICK) as bd:
+        results = run_programs(progs, QUICK, backend="rtl", build_dir=bd, idle=0.3,
+                               backpressure=0.3, seed=int(rng.integers(1 << 30)))
+    _check(results, progs, cases, QUICK)
+    outs = np.concatenate([r["out"].ravel() for r in results])
+    assert (outs == 0).any() and (outs == 255).any()
+
+
+def test_bus_spaces_rtl(rng):
+    """ID, status, readback of every writable space, out-of-range reads return 0 and writes
+    there are ignored, counters after a run; under idle insertion and backpressure."""
+    p = QUICK.lanes
+    wbytes = bytes(rng.integers(0, 256, size=3 * p, dtype=np.uint8))
+    ops = [
+        ["r", Space.ID.value, 0, len(QUICK.id_bytes()) + 2],
+        ["r", Space.CTRL.value, 0, 1],
+        ["w", Space.WEIGHT.value, 5, wbytes.hex()],
+        ["w", Space.BIAS.value, 17, "a1b2c3"],
+        ["w", Space.DESC.value, 64 + 3, "0102"],
+        ["w", Space.ACT.value, QUICK.act_depth * p + 7, "7f80"],
+        ["w", Space.WEIGHT.value, QUICK.weight_depth * p, "ff"],   # out of range: ignored
+        ["r", Space.WEIGHT.value, 5, len(wbytes)],
+        ["r", Space.BIAS.value, 17, 3],
+        ["r", Space.DESC.value, 64 + 3, 2],
+        ["r", Space.ACT.value, QUICK.act_depth * p + 7, 2],
+        ["r", Space.WEIGHT.value, QUICK.weight_depth * p, 2],
+        ["r", Space.OUT.value, QUICK.out_bytes, 1],
+        ["w", Space.CTRL.value, 0, "00"],                            # start 0 layers: error
+        ["r", Space.CTRL.value, 0, 1],
+    ]
+    x = rng.integers(0, 256, size=(3, 4, 4))
+    layer = random_qlayer(rng, 3, 2, 3, 1, 1, x=x)
+    prog = set_input(compile_network([layer], x.shape, QUICK), x.astype(np.uint8))
+    with build_dir(QUICK) as bd:
+        res = run_programs([prog], QUICK, backend="rtl", build_dir=bd, idle=0.4,
+                           backpressure=0.5, seed=int(rng.integers(1 << 30)),
+                           extra_ops=ops)
+    r = res[-1]["extra"]
+    assert r[0] == QUICK.id_bytes() + b"\0\0"
+    assert r[1] == b"\0"
+    assert r[2] == wbytes
+    assert r[3] == bytes.fromhex("a1b2c3")
+    assert r[4] == bytes.fromhex("0102")
+    assert r[5] == bytes.fromhex("7f80")
+    assert r[6] == b"\0\0" and r[7] == b"\0"
+    assert r[8] == bytes([4])   # error bit
+    np.testing.assert_array_equal(res[0]["out"], run_layer(x, layer))
+    assert len(res[0]["counters"]) == len(COUNTERS)
+
+
+@pytest.mark.skipif("icarus" not in available_simulators(), reason="icarus not installed")
+def test_one_layer_icarus(rng, tmp_path):
+    spec = EngineSpec(name="icarus", lanes=4, act_depth=64, weight_depth=128, bias_depth=32,
+                      out_bytes=512, max_layers=2)
+    x = rng.integers(0, 256, size=(3, 4, 3))
+    layer = random_qlayer(rng, 3, 2, 5, 3, 2, x=x)
+    prog = set_input(compile_network([layer], x.shape, spec), x.astype(np.uint8))
+    res = run_programs([prog], spec, backend="rtl", build_dir=tmp_path, simulator="icarus",
+                       idle=0.2, backpressure=0.2)
+    np.testing.assert_array_equal(res[0]["out"], run_layer(x, layer))
+
+
+# ---- slow: the paper's network on a real image -------------------------------------------
+
+@pytest.mark.slow
+def test_paper_and_edge_networks_rtl(rng):
+    """Every layer of the paper network on a camera tile (each layer fed the model's
+    activations), the complete paper network, and the edge network, on the "sim" spec."""
+    spec = SPECS["sim"]
+    x = camera_tile(20).astype(np.int64)
+    paper = calibrated_network(rng, PAPER_ARCH, x)
+    edge = calibrated_network(rng, EDGE_ARCH, x, prefix="E")
+    cases = []
+    act = x
+    for layer in paper:
+        cases.append(([layer], act))
+        act = run_layer(act, layer)
+    cases.append((paper, x))
+    cases.append((edge, x))
+    progs = [set_input(compile_network(layers, a.shape, spec), a.astype(np.uint8))
+             for layers, a in cases]
+    with build_dir(spec) as bd:
+        results = run_programs(progs, spec, backend="rtl", build_dir=bd, idle=0.1,
+                               backpressure=0.1)
+    _check(results, progs, cases, spec)
+
+
+@pytest.mark.slow
+def test_tiled_network_rtl(rng):
+    """A frame processed in tiles on the RTL equals the untiled integer model."""
+    spec = SPECS["sim"]
+    h, w = 26, 22
+    x = camera_tile(32)[:, :h, :w].astype(np.int64)
+    layers = calibrated_network(rng, EDGE_ARCH, x)
+    want = run_network(x, layers)
+    tiles, ext = plan_tiles(layers, (h, w), 12)
+    pairs = list(compile_tiled(layers, x.astype(np.uint8), spec, core=12))
+    with build_dir(spec) as bd:
+        results = run_programs([p for _, p in pairs], spec, backend="rtl", build_dir=bd)
+    got = np.full(want.shape, -1, dtype=np.int64)
+    for (tile, _), res in zip(pairs, results):
+        (y0, y1, x0, x1), pix = crop_tile(layers, tile, res["out"], ext)
+        got[:, y0:y1, x0:x1] = pix
+    np.testing.assert_array_equal(got, want)
