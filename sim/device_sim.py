@@ -77,7 +77,8 @@ def build(top="stream", engine="twin", spec="sim", clk_hz=48_000_000, baud=3_000
             try:
                 runner.build(sources=[bdir / f"{name}.v"], hdl_toplevel=name,
                              build_dir=bdir / "sim_build", build_args=args,
-                             timescale=("1ns", "1ps"), always=True, log_file=log)
+                             timescale=("1ns", "1ps"), always=True,
+                             log_file=log or bdir / "build.log")
             except (SystemExit, RuntimeError, subprocess.CalledProcessError) as e:
                 raise SimDeviceError(f"Verilator build failed (log in {bdir})") from e
             done.write_text(digest)
