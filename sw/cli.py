@@ -18,7 +18,7 @@ __all__ = ["CLIError", "main"]
 # Subcommand modules, in the order `deconvsr --help` lists them.
 COMMANDS = [
     "convert", "costmodel", "bench", "models", "eval", "train",
-    "build", "program", "report",
+    "build", "program", "report", "upscale", "info", "demo",
 ]
 
 
