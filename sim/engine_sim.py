@@ -9,9 +9,12 @@ does. Both return the outputs and the performance counters.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,23 @@ from ..descriptor import (COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntr
                           LayerDescriptor, unpack)
 from ..spec import EngineSpec
 
-__all__ = ["EngineModel", "run_programs", "program_ops"]
+__all__ = ["EngineModel", "run_programs", "program_ops", "cached_build_dir"]
+
+
+@contextmanager
+def cached_build_dir(spec: EngineSpec, simulator: str = "verilator"):
+    """A per-user build directory for ``spec`` that survives between runs (the harness
+    rebuilds only when the Verilog changes), locked while in use so that parallel test
+    workers never build the same model at once."""
+    root = Path(tempfile.gettempdir()) / f"deconvsr-engine-{os.getuid()}" / \
+        f"{spec.name}-{simulator}"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield root
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class EngineModel:

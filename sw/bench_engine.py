@@ -69,3 +69,107 @@ def camera_tile(size: int, offset=(120, 200)) -> np.ndarray:
     except ImportError:  # pragma: no cover
         yy, xx = np.mgrid[:size, :size]
         return ((yy * 7 + xx * 13 + (yy * xx) % 31) % 256).astype(np.uint8)[None]
+
+
+# ---- deconvsr bench engine ----------------------------------------------------------------
+
+NETWORKS = {"paper": PAPER_ARCH, "edge": EDGE_ARCH}
+
+
+def bench(spec: EngineSpec, *, size: int = 64, nets=("paper", "edge"), simulator="verilator",
+          seed: int = 0, build_dir=None) -> dict:
+    """Run each network on a ``size`` x ``size`` camera crop on the simulated RTL; return the
+    measured figures (see the module docstring) and whether the output is bit-exact and the
+    utilisation goals (>= 90% per layer with K_d >= 3, >= 80% per frame) are met."""
+    from ..sim.engine_sim import cached_build_dir, run_programs
+    from .intmodel import run_network
+    from .program import compile_network, set_input
+
+    rng = np.random.default_rng(seed)
+    x = camera_tile(size).astype(np.int64)
+    progs, refs, nets_layers = [], [], []
+    for name in nets:
+        layers = calibrated_network(rng, NETWORKS[name], x, prefix=f"{name}.L")
+        nets_layers.append((name, layers))
+        progs.append(set_input(compile_network(layers, x.shape, spec), x.astype(np.uint8)))
+        refs.append(run_network(x, layers))
+    t0 = time.perf_counter()
+    if build_dir is None:
+        with cached_build_dir(spec, simulator) as bd:
+            results = run_programs(progs, spec, backend="rtl", build_dir=bd, simulator=simulator)
+    else:
+        results = run_programs(progs, spec, backend="rtl", build_dir=build_dir,
+                               simulator=simulator)
+    total_wall = time.perf_counter() - t0
+    p = spec.lanes
+    report = {"spec": spec.name, "lanes": p, "frame": [size, size], "simulator": simulator,
+              "networks": [], "ok": True, "wall_s": round(total_wall, 2)}
+    for (name, layers), prog, ref, res in zip(nets_layers, progs, refs, results):
+        exact = bool(np.array_equal(res["out"], ref))
+        rows = []
+        for layer, plan, lr in zip(layers, prog.plans, res["layers"]):
+            util = lr["mac_used"] / (p * lr["cycles"])
+            rows.append({"layer": layer.name, "shape": [layer.c_in, layer.c_out, layer.k,
+                                                        layer.stride, layer.padding],
+                         "pi": plan.pi, "pv": plan.pv, "cycles": lr["cycles"],
+                         "useful_macs": lr["mac_used"], "utilisation": round(util, 4),
+                         "goal_met": bool(util >= 0.9 or layer.k < 3)})
+        c = res["counters"]
+        util = c["mac_used"] / (p * res["cycles"])
+        traffic = {k: v for k, v in c.items() if k.endswith(("_reads", "_writes"))}
+        net = {"network": name, "bit_exact": exact, "layers": rows, "cycles": res["cycles"],
+               "useful_macs": c["mac_used"], "utilisation": round(util, 4),
+               "stalled_cycles": c["cycles_stalled"], "traffic": traffic,
+               "sim_cycles_per_s": round(res["cycles"] / res["wall"]) if res["wall"] else None,
+               "goal_met": bool(util >= 0.8 and all(r["goal_met"] for r in rows))}
+        report["networks"].append(net)
+        report["ok"] = report["ok"] and exact and net["goal_met"]
+    return report
+
+
+def render(report: dict) -> str:
+    lines = [f"engine bench: spec {report['spec']}, P = {report['lanes']} lanes, frame "
+             f"{report['frame'][0]}x{report['frame'][1]}, {report['simulator']} "
+             f"(total wall {report['wall_s']} s)"]
+    for net in report["networks"]:
+        lines.append(f"\n{net['network']} network: bit-exact {net['bit_exact']}")
+        lines.append(f"  {'layer':<10} {'Cin,Cout,Kd,S,Pd':<18} {'Pi x Pv':<8} {'cycles':>10} "
+                     f"{'useful MACs':>12} {'util':>7}")
+        for r in net["layers"]:
+            lines.append(f"  {r['layer']:<10} {','.join(map(str, r['shape'])):<18} "
+                         f"{str(r['pi']) + 'x' + str(r['pv']):<8} {r['cycles']:>10} "
+                         f"{r['useful_macs']:>12} {100 * r['utilisation']:>6.1f}%")
+        lines.append(f"  {'frame':<10} {'':<18} {'':<8} {net['cycles']:>10} "
+                     f"{net['useful_macs']:>12} {100 * net['utilisation']:>6.1f}%")
+        lines.append(f"  stalled cycles {net['stalled_cycles']}; traffic " +
+                     ", ".join(f"{k} {v}" for k, v in net["traffic"].items()))
+        lines.append(f"  simulation speed {net['sim_cycles_per_s']} cycles/s (Verilator, wall)")
+    lines.append("\ngoals (>= 90% per layer K_d >= 3, >= 80% frame, bit-exact): " +
+                 ("met" if report["ok"] else "NOT met"))
+    return "\n".join(lines)
+
+
+def _add_arguments(parser):
+    parser.add_argument("--spec", choices=sorted(SPECS), default="sim",
+                        help="engine spec to simulate (default sim)")
+    parser.add_argument("--size", type=int, default=64, help="input frame size (default 64)")
+    parser.add_argument("--net", choices=["paper", "edge", "both"], default="both")
+    parser.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+
+
+def _run(args) -> dict:
+    from .cli import EXIT_INPUT, CLIError
+    if not 4 <= args.size <= 512:
+        raise CLIError(f"--size must be in 4..512, not {args.size}", EXIT_INPUT)
+    nets = ("paper", "edge") if args.net == "both" else (args.net,)
+    return bench(SPECS[args.spec], size=args.size, nets=nets, simulator=args.simulator)
+
+
+def _make_bench():
+    from .cmd_bench import Bench
+    return Bench(help="engine utilisation, cycles and traffic measured on the simulated RTL "
+                      "(the RTL runs once; --repeat is ignored)",
+                 run=_run, render=render, add_arguments=_add_arguments)
+
+
+ENGINE = _make_bench()

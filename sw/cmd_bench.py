@@ -44,6 +44,7 @@ class Bench:
 #: Benchmark name -> "module:attribute" of its :class:`Bench`.
 BENCHES = {
     "golden": "deconvsr.sw.cmd_bench:GOLDEN",
+    "engine": "deconvsr.sw.bench_engine:ENGINE",
 }
 
 

@@ -6,18 +6,12 @@ directory, serialised by a file lock for ``pytest -n``) and many cases run in on
 process.
 """
 
-import fcntl
-import os
-import tempfile
-from contextlib import contextmanager
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from deconvsr.bus import Space
 from deconvsr.descriptor import COUNTERS
-from deconvsr.sim.engine_sim import run_programs
+from deconvsr.sim.engine_sim import cached_build_dir, run_programs
 from deconvsr.sim.harness import available_simulators
 from deconvsr.spec import SPECS, EngineSpec
 from deconvsr.sw.bench_engine import (EDGE_ARCH, PAPER_ARCH, calibrated_network, random_qlayer,
@@ -32,16 +26,7 @@ pytestmark = pytest.mark.skipif("verilator" not in available_simulators(),
                                 reason="verilator not installed")
 
 
-@contextmanager
-def build_dir(spec, simulator="verilator"):
-    root = Path(tempfile.gettempdir()) / f"deconvsr-engine-{os.getuid()}" / f"{spec.name}-{simulator}"
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield root
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+build_dir = cached_build_dir
 
 
 def _layer_cases(rng, spec, n):

