@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 
 from .cli import EXIT_INPUT, EXIT_NOT_FOUND, CLIError
@@ -47,11 +46,13 @@ def run(args) -> int:
         raise CLIError(f"{args.data}: no such directory", EXIT_NOT_FOUND)
     name = Path(args.output).with_suffix("").name if args.output.endswith(".npz") \
         else Path(args.output).name
-    command = "deconvsr " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
-        if len(sys.argv) > 1 and sys.argv[1] == "train" else ""
-    if not command:
-        command = (f"deconvsr train --data {args.data} --arch {args.arch} --scale {args.scale} "
-                   f"-o {args.output} --minutes {args.minutes}")
+    # The command as a canonical, complete line (every option spelled out), so the record
+    # does not depend on how it was invoked.
+    command = (f"deconvsr train --data {shlex.quote(args.data)} --arch {args.arch} "
+               f"--scale {args.scale} -o {shlex.quote(args.output)} --minutes {args.minutes:g}"
+               + (f" --steps {args.steps}" if args.steps else "")
+               + f" --batch {args.batch} --patch {args.patch} --lr {args.lr:g} --loss {args.loss}"
+               f" --threads {args.threads} --init {args.init} --seed {args.seed}")
     try:
         net = train(args.data, args.arch, args.scale, minutes=args.minutes, batch=args.batch,
                     patch=args.patch, lr=args.lr, loss=args.loss, threads=args.threads,
