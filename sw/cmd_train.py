@@ -33,6 +33,8 @@ def register(subparsers) -> None:
                                              "schedule then follows steps, not time)")
     p.add_argument("--init", choices=("interp", "kaiming"), default="interp",
                    help="initialisation: 'interp' starts as bilinear interpolation (default)")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="continue training from this model (same architecture and scale)")
     p.set_defaults(func=run)
 
 
@@ -52,12 +54,20 @@ def run(args) -> int:
                f"--scale {args.scale} -o {shlex.quote(args.output)} --minutes {args.minutes:g}"
                + (f" --steps {args.steps}" if args.steps else "")
                + f" --batch {args.batch} --patch {args.patch} --lr {args.lr:g} --loss {args.loss}"
-               f" --threads {args.threads} --init {args.init} --seed {args.seed}")
+               f" --threads {args.threads} --init {args.init} --seed {args.seed}"
+               + (f" --init-from {shlex.quote(args.init_from)}" if args.init_from else ""))
+    init_from = None
+    if args.init_from:
+        from .zoo import ModelError, load_model
+        try:
+            init_from = load_model(args.init_from)
+        except ModelError as e:
+            raise CLIError(str(e), EXIT_NOT_FOUND if e.not_found else EXIT_INPUT) from None
     try:
         net = train(args.data, args.arch, args.scale, minutes=args.minutes, batch=args.batch,
                     patch=args.patch, lr=args.lr, loss=args.loss, threads=args.threads,
                     seed=args.seed, name=name, command=command, init=args.init,
-                    max_steps=args.steps)
+                    max_steps=args.steps, init_from=init_from)
     except (TrainError, ImageError, NetworkError) as e:
         raise CLIError(str(e), EXIT_INPUT) from None
     npz, js = save_model(net, args.output)

@@ -124,6 +124,21 @@ def torch_to_network(model, layers, name) -> Network:
     return Network.from_arrays(layers, arrays, name=name)
 
 
+def _load_weights(torch, model, layers, net: Network) -> None:
+    """Continue from ``net`` (same architecture and scale)."""
+    def strip(ds):
+        return [{k: v for k, v in d.items() if k != "name"} for d in ds]
+
+    if strip(net.layer_dicts()) != strip(layers):
+        raise TrainError(f"--init-from {net.name}: its layers {net.describe()} differ from "
+                         "the requested architecture")
+    convs = [m for m in model if m.__class__.__name__ == "Conv2d"]
+    with torch.no_grad():
+        for conv, layer in zip(convs, net.layers):
+            conv.weight.copy_(torch.from_numpy(layer.weight).float())
+            conv.bias.copy_(torch.from_numpy(layer.bias).float())
+
+
 def _batch(pairs, rng, r, batch, patch):
     xs = np.empty((batch, 1, patch, patch), np.float32)
     ys = np.empty((batch, 1, patch * r, patch * r), np.float32)
@@ -164,7 +179,7 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
           patch: int = 24, lr: float = 1e-3, loss: str = "l1", threads: int = 2,
           seed: int = 0, name: str = "model", command: str = "", progress: bool = True,
           calibrate_images: int = 8, init: str = "interp",
-          max_steps: int | None = None) -> Network:
+          max_steps: int | None = None, init_from: Network | None = None) -> Network:
     """Train ``arch`` at upscale ``r`` for ``minutes`` of wall-clock time; returns the float
     network with ``meta`` (arch, training record, calibration) filled in.
 
@@ -186,6 +201,8 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
     rng = np.random.default_rng(seed)
     pairs = load_pairs(data_dir, r, min_lr=patch)
     model = build_torch_model(layers, init)
+    if init_from is not None:
+        _load_weights(torch, model, layers, init_from)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     crit = torch.nn.L1Loss() if loss == "l1" else torch.nn.MSELoss()
     budget = minutes * 60.0
@@ -229,8 +246,11 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
             "minutes": minutes, "seconds": round(seconds, 1), "steps": step, "batch": batch,
             "lr_patch": patch, "loss": loss, "final_loss": round(final, 6), "adam_lr": lr,
             "seed": seed, "threads": threads, "init": init,
-            "max_steps": max_steps, "torch": torch.__version__,
-            "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"),
+            "max_steps": max_steps,
+            "init_from": (None if init_from is None else {
+                "name": init_from.name,
+                "training": init_from.meta.get("training")}),
+            "torch": torch.__version__, "machine": platform.machine(), "date": time.strftime("%Y-%m-%d"),
         },
         "calibration": calib,
     }

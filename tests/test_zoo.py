@@ -162,6 +162,17 @@ def test_train_command_writes_a_loadable_model(monkeypatch, capsys, tmp_path):
                             "--threads 1 --init interp --seed 0")
     assert net.meta["arch"] == "edge" and net.scale == 2
     assert len(quantize(net)) == 3                      # calibrated: quantises without images
+    # Continue training from it; a different architecture is refused.
+    code, stdout, err = run_cli(monkeypatch, capsys, "train", "--data", str(data), "--arch",
+                                "edge", "--scale", "2", "-o", str(tmp_path / "m2"), "--steps",
+                                "1", "--threads", "1", "--batch", "2", "--init-from",
+                                str(tmp_path / "m.npz"))
+    assert code == 0, err
+    assert load_model(tmp_path / "m2.npz").meta["training"]["init_from"]["training"]["steps"] == 3
+    code, stdout, err = run_cli(monkeypatch, capsys, "train", "--data", str(data), "--arch",
+                                "edge", "--scale", "3", "-o", str(tmp_path / "m3"), "--steps",
+                                "1", "--init-from", str(tmp_path / "m.npz"))
+    assert code == 2 and "--init-from m: its layers" in err and "differ from the requested" in err
 
 
 def test_train_without_torch_is_one_line(monkeypatch, capsys, tmp_path):
