@@ -99,8 +99,11 @@ class EngineSpec:
 # device. Sizes must keep the memories within each FPGA's RAM.
 SPECS = {
     "sim": EngineSpec(),
-    "icebreaker": EngineSpec(name="icebreaker", lanes=16, act_depth=4096, weight_depth=4096,
-                             bias_depth=256, out_bytes=32768, max_layers=4),
+    # iCE40UP5K: each ACT buffer is 16384 x 32 bit = two SPRAMs (all four for the ping-pong
+    # pair); weights 4 KB, entries, OUT 4 KB and descriptors in EBR; 4 MACs in SB_MAC16. Fits
+    # the edge network (tiled), not the paper network's 58 KB of weights.
+    "icebreaker": EngineSpec(name="icebreaker", lanes=4, act_depth=16384, weight_depth=1024,
+                             bias_depth=64, out_bytes=4096, max_layers=4),
     "ulx3s-85f": EngineSpec(name="ulx3s-85f", lanes=64, act_depth=4096, weight_depth=2048,
                             bias_depth=512, out_bytes=65536, max_layers=8),
 }

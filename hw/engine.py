@@ -93,7 +93,11 @@ class Engine(wiring.Component):
         m = Module()
 
         # ---- memories -------------------------------------------------------------------
-        desc_mem = Memory(shape=unsigned(DESC_BYTES * 8), depth=spec.max_layers, init=[])
+        # Memories are single-address (the engine and the host never access one at the same
+        # time, and an ACT buffer is either read or written in a layer), so they map to
+        # single-port RAM (iCE40 SPRAM) as well as to dual-port block RAM. Descriptors are
+        # bytes, loaded into the descriptor register in DESC_BYTES cycles per layer.
+        desc_mem = Memory(shape=unsigned(8), depth=spec.max_layers * DESC_BYTES, init=[])
         w_mem = Memory(shape=unsigned(P * 8), depth=spec.weight_depth, init=[])
         b_mem = Memory(shape=unsigned(ENTRY_BYTES * 8), depth=spec.bias_depth, init=[])
         act_mem = [Memory(shape=unsigned(P * 8), depth=spec.act_depth, init=[])
@@ -109,7 +113,7 @@ class Engine(wiring.Component):
         m.submodules.out_mem = out_mem
         m.submodules.id_mem = id_mem
         desc_rd = desc_mem.read_port()
-        desc_wr = desc_mem.write_port(granularity=8)
+        desc_wr = desc_mem.write_port()
         w_rd = w_mem.read_port()
         w_wr = w_mem.write_port(granularity=8)
         b_rd = b_mem.read_port()
@@ -131,7 +135,10 @@ class Engine(wiring.Component):
         error = Signal()
         n_layers = Signal(8)
         layer = Signal(8)
+        desc_raw = Signal(DESC_BYTES * 8)
         desc = Signal(LayerDescriptor)
+        m.d.comb += desc.eq(desc_raw)
+        db = Signal(range(DESC_BYTES + 1))
         start = Signal()
         soft_reset = Signal()
         m.d.comb += self.busy.eq(busy)
@@ -270,7 +277,6 @@ class Engine(wiring.Component):
         m.d.comb += hold_release.eq(hold_full & (dg == d_cnt - 1))
         with m.If(hold_full):
             m.d.sync += dg.eq(Mux(hold_release, 0, dg + 1))
-        m.d.comb += b_rd.addr.eq(desc.b_base + hold_meta.v0 + dg)  # bus shares it when idle
         d1_valid = Signal()
         d1_acc = Signal(signed(a.acc_bits))
         d1_meta = Signal(_Ctl)
@@ -320,15 +326,16 @@ class Engine(wiring.Component):
                     m.d.sync += [layer.eq(0), busy.eq(1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.comb += desc_rd.addr.eq(layer)
-                m.next = "LATCH"
+                # Byte db is addressed in cycle db and arrives in cycle db + 1.
+                m.d.sync += db.eq(db + 1)
+                with m.If(db != 0):
+                    m.d.sync += desc_raw.word_select((db - 1).as_unsigned(), 8).eq(desc_rd.data)
+                with m.If(db == DESC_BYTES):
+                    m.d.sync += [db.eq(0),
+                                 counters["desc_reads"].eq(counters["desc_reads"] + 1)]
+                    m.next = "INIT"
                 with m.If(soft_reset):
-                    m.next = "IDLE"
-            with m.State("LATCH"):
-                m.d.sync += desc.eq(desc_rd.data)
-                m.d.sync += counters["desc_reads"].eq(counters["desc_reads"] + 1)
-                m.next = "INIT"
-                with m.If(soft_reset):
+                    m.d.sync += db.eq(0)
                     m.next = "IDLE"
             with m.State("INIT"):
                 m.d.sync += [
@@ -397,24 +404,20 @@ class Engine(wiring.Component):
                     m.next = "IDLE"
 
         # ---- engine memory ports (engine side) --------------------------------------------
-        for b in range(2):
-            m.d.comb += act_rd[b].addr.eq(act_addr)
-        m.d.comb += w_rd.addr.eq(w_addr)
         out_buf = ~desc.in_buf
         # Read enables: hold the data while stalled.
         with m.If(busy):
-            m.d.comb += [act_rd[0].en.eq(adv), act_rd[1].en.eq(adv), w_rd.en.eq(adv)]
+            m.d.comb += [act_rd[0].en.eq(adv & ~desc.in_buf), act_rd[1].en.eq(adv & desc.in_buf),
+                         w_rd.en.eq(adv)]
             with m.If(o_we & ~desc.to_out):
                 for b in range(2):
                     with m.If(out_buf == b):
                         m.d.comb += [
-                            act_wr[b].addr.eq(o_tag.addr),
                             act_wr[b].data.eq(o_data.replicate(P)),
                             act_wr[b].en.eq(1 << o_tag.lane),
                         ]
             with m.If(o_we & desc.to_out):
-                m.d.comb += [out_wr.addr.eq(o_tag.addr), out_wr.data.eq(o_data),
-                             out_wr.en.eq(1)]
+                m.d.comb += [out_wr.data.eq(o_data), out_wr.en.eq(1)]
 
         # ---- counters ---------------------------------------------------------------------
         issue = issuing & adv
@@ -469,7 +472,6 @@ class Engine(wiring.Component):
         # Which byte of a wide word, and whether the access is legal.
         lane_of = {Space.WEIGHT: haddr[:lp] if lp else Const(0, 1),
                    Space.ACT: haddr[:lp] if lp else Const(0, 1),
-                   Space.DESC: haddr[:_log2(DESC_BYTES)],
                    Space.BIAS: haddr[:_log2(ENTRY_BYTES)]}
         legal = Signal()
         with m.Switch(space):
@@ -495,38 +497,36 @@ class Engine(wiring.Component):
         act_sel_h = haddr[lb] if lb < ADDR else Const(0, 1)
         # Host-side port driving while idle.
         with m.If(~busy):
-            m.d.comb += [
-                desc_rd.addr.eq(haddr >> _log2(DESC_BYTES)),
-                w_rd.addr.eq(haddr >> lp),
-                b_rd.addr.eq(haddr >> _log2(ENTRY_BYTES)),
-                act_rd[0].addr.eq(haddr[lp:lb]),
-                act_rd[1].addr.eq(haddr[lp:lb]),
-                act_rd[0].en.eq(hread), act_rd[1].en.eq(hread),
-                w_rd.en.eq(hread),
-            ]
-            # desc_rd is also used by the FSM in LOAD, which only happens while busy.
-        m.d.comb += [out_rd.addr.eq(haddr), id_rd.addr.eq(haddr),
+            m.d.comb += [act_rd[0].en.eq(hread), act_rd[1].en.eq(hread), w_rd.en.eq(hread)]
+        # One address per memory: the engine's while busy, the host's while idle.
+        desc_addr = Mux(busy, Cat(db[:_log2(DESC_BYTES)], layer), haddr)
+        w_paddr = Mux(busy, w_addr, haddr >> lp)
+        b_paddr = Mux(busy, desc.b_base + hold_meta.v0 + dg, haddr >> _log2(ENTRY_BYTES))
+        out_paddr = Mux(busy, o_tag.addr, haddr)
+        for port, addr in ((desc_rd, desc_addr), (desc_wr, desc_addr), (w_rd, w_paddr),
+                           (w_wr, w_paddr), (b_rd, b_paddr), (b_wr, b_paddr),
+                           (out_rd, out_paddr), (out_wr, out_paddr)):
+            m.d.comb += port.addr.eq(addr)
+        for b in range(2):
+            act_paddr = Mux(busy, Mux(desc.in_buf == b, act_addr, o_tag.addr), haddr[lp:lb])
+            m.d.comb += [act_rd[b].addr.eq(act_paddr), act_wr[b].addr.eq(act_paddr)]
+        m.d.comb += [id_rd.addr.eq(haddr),
                      snap_rd.addr.eq((haddr - SNAP_BASE) >> 3)]
 
         with m.If(hwrite & legal):
             with m.Switch(space):
                 with m.Case(Space.DESC):
-                    m.d.comb += [desc_wr.addr.eq(haddr >> _log2(DESC_BYTES)),
-                                 desc_wr.data.eq(hdata.replicate(DESC_BYTES)),
-                                 desc_wr.en.eq(1 << lane_of[Space.DESC])]
+                    m.d.comb += [desc_wr.data.eq(hdata), desc_wr.en.eq(1)]
                 with m.Case(Space.WEIGHT):
-                    m.d.comb += [w_wr.addr.eq(haddr >> lp),
-                                 w_wr.data.eq(hdata.replicate(P)),
+                    m.d.comb += [w_wr.data.eq(hdata.replicate(P)),
                                  w_wr.en.eq(1 << lane_of[Space.WEIGHT])]
                 with m.Case(Space.BIAS):
-                    m.d.comb += [b_wr.addr.eq(haddr >> _log2(ENTRY_BYTES)),
-                                 b_wr.data.eq(hdata.replicate(ENTRY_BYTES)),
+                    m.d.comb += [b_wr.data.eq(hdata.replicate(ENTRY_BYTES)),
                                  b_wr.en.eq(1 << lane_of[Space.BIAS])]
                 with m.Case(Space.ACT):
                     for b in range(2):
                         with m.If(act_sel_h == b):
-                            m.d.comb += [act_wr[b].addr.eq(haddr[lp:lb]),
-                                         act_wr[b].data.eq(hdata.replicate(P)),
+                            m.d.comb += [act_wr[b].data.eq(hdata.replicate(P)),
                                          act_wr[b].en.eq(1 << lane_of[Space.ACT])]
                 with m.Case(Space.CTRL):
                     with m.Switch(haddr):
@@ -570,7 +570,7 @@ class Engine(wiring.Component):
                         with m.Else():
                             m.d.comb += byte.eq(snap_rd.data.word_select(rd_addr[:3], 8))
                     with m.Case(Space.DESC):
-                        m.d.comb += byte.eq(desc_rd.data.word_select(rd_lane, 8))
+                        m.d.comb += byte.eq(desc_rd.data)
                     with m.Case(Space.WEIGHT):
                         m.d.comb += byte.eq(w_rd.data.word_select(rd_lane, 8))
                     with m.Case(Space.BIAS):

