@@ -158,17 +158,36 @@ def run(args) -> int:
         raise CLIError(f"model {net.name} upscales by {net.scale}, but --scale is "
                        f"{args.scale}", EXIT_INPUT)
     try:
-        qlayers = quantize(net)
-    except QuantizeError as e:
-        print(f"deconvsr eval: note: no int8 model ({e})", file=sys.stderr)
-        qlayers = None
-    try:
         images = load_images(args.data, args.limit)
+        if not images:
+            raise CLIError("no images to evaluate", EXIT_INPUT)
+        notes = []
+        if not net.meta.get("calibration"):
+            # An imported model has no calibration: calibrate on the LR planes evaluated.
+            from .imaging import crop_to_multiple, degrade, rgb_to_ycbcr, to_u8
+            from .network import Network
+            from .quantize import calibrate
+            r = net.scale
+            planes = [degrade(to_u8(rgb_to_ycbcr(crop_to_multiple(rgb, r))[..., 0]), r) / 255.0
+                      for _, rgb in images]
+            planes = [p for p in planes if min(p.shape) >= net.receptive_field]
+            if planes:
+                net = Network(net.layers, net.name, {**net.meta,
+                                                     "calibration": calibrate(net, planes)})
+                notes.append("the model file has no calibration: int8 calibrated on the "
+                             "evaluated images")
+        try:
+            qlayers = quantize(net)
+        except QuantizeError as e:
+            notes.append(f"no int8 model ({e})")
+            qlayers = None
         res = evaluate(images, net.scale, standard_upscalers(net, qlayers),
                        min_lr=net.receptive_field)
     except ImageError as e:
         code = EXIT_NOT_FOUND if "no such file" in str(e) else EXIT_INPUT
         raise CLIError(str(e), code) from None
+    for note in notes:
+        print(f"deconvsr eval: note: {note}", file=sys.stderr)
     mean = res["mean"]["psnr"]
     summary = {"gain_vs_bicubic_db": mean["float"] - mean["bicubic"]}
     if "int8" in mean:

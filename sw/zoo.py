@@ -126,9 +126,11 @@ def load_model(name_or_path) -> Network:
 
 
 def fits_budget(network: Network, *, max_channels: int | None = None,
-                weight_bytes: int | None = None, max_layers: int | None = None) -> bool:
+                weight_bytes: int | None = None, max_layers: int | None = None,
+                bias_entries: int | None = None) -> bool:
     """Whether an engine with at most ``max_channels`` channels per layer, ``weight_bytes``
-    of int8 weight storage (after the transform) and ``max_layers`` layer descriptors can hold
+    of int8 weight storage (after the transform), ``max_layers`` layer descriptors and
+    ``bias_entries`` bias/requantisation entries (one per output channel and phase) can hold
     ``network``.
 
     This is the hook for engine specs: the engine code passes its board's budget.
@@ -138,6 +140,10 @@ def fits_budget(network: Network, *, max_channels: int | None = None,
     if max_layers is not None and len(network.layers) > max_layers:
         return False
     if weight_bytes is not None and deconv_weight_bytes(network) > weight_bytes:
+        return False
+    if bias_entries is not None and sum(
+            d.deconv.c_out * d.deconv.stride ** 2
+            for d in network.to_deconv().layers) > bias_entries:
         return False
     return True
 
@@ -149,14 +155,16 @@ def deconv_weight_bytes(network: Network) -> int:
 
 def engine_budgets() -> dict[str, dict]:
     """Budgets of the named engine specs (:data:`deconvsr.spec.SPECS`): weight memory
-    ``lanes * weight_depth`` bytes and ``max_layers``. A first-order check: the engine's
-    program compiler has the final word (packing, activation buffers, frame size)."""
+    ``lanes * weight_depth`` bytes, ``max_layers`` and ``bias_depth`` entries. A first-order
+    check: the engine's program compiler has the final word (packing, activation buffers,
+    frame size)."""
     try:
         from ..spec import SPECS
     except ImportError:  # pragma: no cover - the engine spec not present in this checkout
         return {}
     return {name: {"weight_bytes": spec.lanes * spec.weight_depth,
-                   "max_layers": spec.max_layers} for name, spec in SPECS.items()}
+                   "max_layers": spec.max_layers, "bias_entries": spec.bias_depth}
+            for name, spec in SPECS.items()}
 
 
 def model_info(network: Network) -> dict:

@@ -135,3 +135,21 @@ def test_acceptance_on_skimage_photos(monkeypatch, capsys, name):
     assert s["int8_loss_db"] <= 0.1
     assert s["gain_vs_bicubic_db"] > 0 and s["int8_gain_vs_bicubic_db"] > 0
     assert load_model(name).scale == json.loads(out)["scale"]
+
+
+def test_eval_imported_onnx_calibrates_on_the_images(monkeypatch, capsys, png, tmp_path, rng):
+    import onnx
+    try:
+        from .test_importers import onnx_of
+    except ImportError:
+        from test_importers import onnx_of
+    net = random_network(rng, "subpixel", 2)
+    onnx.save(onnx_of(net, "d2s"), str(tmp_path / "r.onnx"))
+    code, out, err = run_cli(monkeypatch, capsys, "eval", "--data", str(png), "--model",
+                             str(tmp_path / "r.onnx"), "--json")
+    assert code == 0
+    assert err == ("deconvsr eval: note: the model file has no calibration: int8 calibrated "
+                   "on the evaluated images\n")
+    res = json.loads(out)
+    assert res["methods"] == ["bicubic", "float", "deconv", "int8"]
+    assert res["summary"]["max_abs_diff_float_deconv"] <= 1e-4

@@ -189,3 +189,10 @@ def test_train_bad_data(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, "train", "--data", str(tmp_path / "none"),
                            "--arch", "edge", "--scale", "2", "-o", str(tmp_path / "m"))
     assert code == 4 and err.strip().endswith("none: no such directory")
+
+
+def test_fits_budget_counts_layers_and_bias_entries():
+    net = load_model("edge-x3")                        # 16 + 16 + 1 * 3 * 3 bias entries
+    assert fits_budget(net, bias_entries=41) and not fits_budget(net, bias_entries=40)
+    assert fits_budget(net, max_layers=3) and not fits_budget(net, max_layers=2)
+    assert fits_budget(net, weight_bytes=4000) and not fits_budget(net, weight_bytes=3999)
