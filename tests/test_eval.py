@@ -153,3 +153,16 @@ def test_eval_imported_onnx_calibrates_on_the_images(monkeypatch, capsys, png, t
     res = json.loads(out)
     assert res["methods"] == ["bicubic", "float", "deconv", "int8"]
     assert res["summary"]["max_abs_diff_float_deconv"] <= 1e-4
+
+
+def test_eval_shape_mismatch_is_one_line(monkeypatch, capsys, png, tmp_path):
+    for suffix in (".npz", ".json"):
+        (tmp_path / f"m{suffix}").write_bytes((MODELS_DIR / f"edge-x2{suffix}").read_bytes())
+    meta = json.loads((tmp_path / "m.json").read_text())
+    meta["layers"][0]["k"] = 3
+    meta["layers"][0]["padding"] = 1
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    code, out, err = run_cli(monkeypatch, capsys, "eval", "--data", str(png), "--model",
+                             str(tmp_path / "m.npz"))
+    _one_line_error((code, out, err), code, 2, "m: layer 0 (conv1): weight shape (16, 1, 5, 5) "
+                                               "does not match the description (16, 1, 3, 3)")
