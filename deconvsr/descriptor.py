@@ -17,7 +17,8 @@ Host byte addressing of the bus spaces (``deconvsr.bus.Space``):
 
 * ``DESC``: ``layer * DESC_BYTES + byte`` (little-endian image of :class:`LayerDescriptor`);
 * ``WEIGHT``: ``word * P + lane`` (int8 two's complement);
-* ``BIAS``: ``entry * ENTRY_BYTES + byte`` (little-endian image of :class:`BiasEntry`);
+* ``BIAS``: ``entry * ENTRY_BYTES + byte`` (little-endian image of :class:`BiasEntry`; the
+  memory word holds ``drain_lanes`` entries);
 * ``ACT``: ``buffer * act_depth * P + word * P + lane``; a feature map of ``C`` channels,
   ``H x W``, at word ``base`` keeps channel ``c`` of pixel ``(y, x)`` in word
   ``base + (c // P)*H*W + y*W + x``, lane ``c % P``;
@@ -62,6 +63,8 @@ class LayerDescriptor(data.Struct):
     -------
     to_out : 1 = write the OUT memory (bytes, layout (o, y, x)); 0 = the other ACT buffer
     in_buf : ACT buffer read by this layer (0/1); the output buffer is ``1 - in_buf``
+    wide : drain ``spec.drain_lanes`` outputs per cycle (ACT output only; needs C_out and Pv
+        multiples of R and ``b_base`` aligned to R)
     lvl : log2(Pi)
     t : taps per dimension and phase, ``T = ceil(K_d / S)``
     stride : S
@@ -83,6 +86,7 @@ class LayerDescriptor(data.Struct):
 
     to_out: 1
     in_buf: 1
+    wide: 1
     lvl: 4
     t: 4
     stride: 4

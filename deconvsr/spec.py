@@ -35,6 +35,8 @@ class EngineSpec:
         ``(o, phase)`` of each layer, see :mod:`deconvsr.descriptor`)
     out_bytes : bytes of the final-output memory
     max_layers : layer descriptors
+    drain_lanes : requantisers R (power of two dividing ``lanes`` and ``bias_depth``): a
+        layer whose ``Pv`` outputs per group exceed its group cycles drains R per cycle
     dim_bits : width of the row/column counters (frames up to ``2**dim_bits - 1``)
     arith : the arithmetic contract
 
@@ -52,6 +54,7 @@ class EngineSpec:
     out_bytes: int = 65536
     max_layers: int = 8
     dim_bits: int = 10
+    drain_lanes: int = 1
     arith: ArithSpec = field(default=DEFAULT_ARITH)
 
     def __post_init__(self):
@@ -66,6 +69,10 @@ class EngineSpec:
         if self.act_depth * self.lanes * 2 > 1 << 24:
             raise ValueError(f"act_depth * lanes * 2 = {self.act_depth * self.lanes * 2} bytes "
                              f"exceeds the 24-bit bus address space")
+        if (not isinstance(self.drain_lanes, int) or not _pow2(self.drain_lanes)
+                or self.drain_lanes > self.lanes or self.bias_depth % self.drain_lanes):
+            raise ValueError(f"drain_lanes must be a power of two dividing lanes and bias_depth, "
+                             f"not {self.drain_lanes!r}")
         if not isinstance(self.dim_bits, int) or not 4 <= self.dim_bits <= 14:
             raise ValueError(f"dim_bits must be an integer in 4..14, not {self.dim_bits!r}")
 
@@ -76,7 +83,7 @@ class EngineSpec:
         a = self.arith
         return struct.pack(self._ID_FORMAT, b"DCSR", GATEWARE_VERSION, self.lanes,
                            self.max_layers, self.dim_bits, self.act_depth, self.weight_depth,
-                           self.bias_depth, self.out_bytes, 0, a.weight_bits, a.act_bits,
+                           self.bias_depth, self.out_bytes, self.drain_lanes, a.weight_bits, a.act_bits,
                            a.acc_bits, a.mult_bits, a.shift_max, 0)
 
     @classmethod
@@ -85,14 +92,15 @@ class EngineSpec:
         if len(raw) < size:
             raise ValueError(f"identification is {len(raw)} bytes, expected {size}")
         (magic, version, lanes, max_layers, dim_bits, act_depth, weight_depth, bias_depth,
-         out_bytes, _, wb, ab, accb, mb, sm, _) = struct.unpack(cls._ID_FORMAT, raw[:size])
+         out_bytes, drain_lanes, wb, ab, accb, mb, sm, _) = struct.unpack(cls._ID_FORMAT, raw[:size])
         if magic != b"DCSR":
             raise ValueError(f"identification magic is {magic!r}, expected b'DCSR'")
         if version != GATEWARE_VERSION:
             raise ValueError(f"gateware version {version} is not the supported {GATEWARE_VERSION}")
         return cls(name=name, lanes=lanes, act_depth=act_depth, weight_depth=weight_depth,
                    bias_depth=bias_depth, out_bytes=out_bytes, max_layers=max_layers,
-                   dim_bits=dim_bits, arith=ArithSpec(wb, ab, accb, mb, sm))
+                   dim_bits=dim_bits, drain_lanes=max(drain_lanes, 1),
+                   arith=ArithSpec(wb, ab, accb, mb, sm))
 
 
 # Named specs. Board sizes are refined by the board bring-up; "sim" is the default simulated
@@ -105,5 +113,5 @@ SPECS = {
     "icebreaker": EngineSpec(name="icebreaker", lanes=4, act_depth=16384, weight_depth=1024,
                              bias_depth=64, out_bytes=4096, max_layers=4),
     "ulx3s-85f": EngineSpec(name="ulx3s-85f", lanes=64, act_depth=4096, weight_depth=2048,
-                            bias_depth=512, out_bytes=65536, max_layers=8),
+                            bias_depth=512, out_bytes=65536, max_layers=8, drain_lanes=4),
 }

@@ -99,7 +99,8 @@ class Engine(wiring.Component):
         # bytes, loaded into the descriptor register in DESC_BYTES cycles per layer.
         desc_mem = Memory(shape=unsigned(8), depth=spec.max_layers * DESC_BYTES, init=[])
         w_mem = Memory(shape=unsigned(P * 8), depth=spec.weight_depth, init=[])
-        b_mem = Memory(shape=unsigned(ENTRY_BYTES * 8), depth=spec.bias_depth, init=[])
+        b_mem = Memory(shape=unsigned(ENTRY_BYTES * 8 * spec.drain_lanes),
+                       depth=spec.bias_depth // spec.drain_lanes, init=[])
         act_mem = [Memory(shape=unsigned(P * 8), depth=spec.act_depth, init=[])
                    for _ in range(2)]
         out_mem = Memory(shape=unsigned(8), depth=spec.out_bytes, init=[])
@@ -271,33 +272,65 @@ class Engine(wiring.Component):
             m.d.sync += hold_full.eq(0)
 
         # ---- drain: requantise the held group, one output per cycle ----------------------
-        dg = Signal(range(P + 1))
+        # R = spec.drain_lanes outputs per cycle when the descriptor says ``wide`` (the R
+        # outputs are R consecutive channels of one pixel: one ACT word, R byte lanes).
+        R = spec.drain_lanes
+        lr = _log2(R)
+        dg = Signal(range(P + R))
         d_cnt = Signal(range(P + 1))
-        m.d.comb += d_cnt.eq(Mux(hold_meta.vg_last, desc.pv_last, pv))
-        m.d.comb += hold_release.eq(hold_full & (dg == d_cnt - 1))
+        d_step = Signal(range(R + 1))
+        m.d.comb += [d_cnt.eq(Mux(hold_meta.vg_last, desc.pv_last, pv)),
+                     d_step.eq(Mux(desc.wide, R, 1))]
+        m.d.comb += hold_release.eq(hold_full & (dg + d_step >= d_cnt))
         with m.If(hold_full):
-            m.d.sync += dg.eq(Mux(hold_release, 0, dg + 1))
+            m.d.sync += dg.eq(Mux(hold_release, 0, dg + d_step))
+        entry_index = Signal(ADDR)
+        m.d.comb += entry_index.eq(desc.b_base + hold_meta.v0 + dg)
         d1_valid = Signal()
-        d1_acc = Signal(signed(a.acc_bits))
+        d1_wide = Signal()
+        d1_sub = Signal(max(lr, 1))
+        d1_acc = [Signal(signed(a.acc_bits), name=f"d1_acc{r}") for r in range(R)]
         d1_meta = Signal(_Ctl)
+        hold_arr = Array(hold + [Const(0, signed(a.acc_bits))] * R)
         m.d.sync += [
             d1_valid.eq(hold_full),
-            d1_acc.eq(Array(hold)[dg]),
+            d1_wide.eq(desc.wide),
+            d1_sub.eq(entry_index[:lr] if lr else 0),
             d1_meta.eq(hold_meta),
         ]
-        entry = Signal(BiasEntry)
-        m.d.comb += entry.eq(b_rd.data)
+        for r in range(R):
+            m.d.sync += d1_acc[r].eq(hold_arr[dg + r])
+        entries = [Signal(BiasEntry, name=f"entry{r}") for r in range(R)]
+        b_word = b_rd.data
+        for r in range(R):
+            if r == 0:
+                m.d.comb += entries[0].eq(Mux(d1_wide, b_word[:ENTRY_BYTES * 8],
+                                              b_word.word_select(d1_sub, ENTRY_BYTES * 8)))
+            else:
+                m.d.comb += entries[r].eq(b_word.word_select(r, ENTRY_BYTES * 8))
+        entry = entries[0]
         oy = Signal(signed(SW + 1))
         ox = Signal(signed(SW + 1))
         m.d.comb += [oy.eq(d1_meta.by + entry.fy), ox.eq(d1_meta.bx + entry.fx)]
-        m.submodules.requant = requant = Requant(a, _OutTag)
-        shift_w = len(requant.i.payload.shift)
+        requants = []
+        for r in range(R):
+            rq = Requant(a, _OutTag if r == 0 else unsigned(1))
+            m.submodules[f"requant{r}"] = rq
+            requants.append(rq)
+            shift_w = len(rq.i.payload.shift)
+            m.d.comb += [
+                rq.i.valid.eq(d1_valid & (d1_wide if r else 1)),
+                rq.i.payload.acc.eq(d1_acc[r]),
+                rq.i.payload.bias.eq(entries[r].bias),
+                rq.i.payload.mult.eq(entries[r].mult),
+                rq.i.payload.shift.eq(entries[r].shift[:shift_w]),
+            ]
+        requant = requants[0]
+        o_wide = Signal()
+        m.d.sync += o_wide.eq(d1_wide)   # requant latency 2: o_wide2 below
+        o_wide2 = Signal()
+        m.d.sync += o_wide2.eq(o_wide)
         m.d.comb += [
-            requant.i.valid.eq(d1_valid),
-            requant.i.payload.acc.eq(d1_acc),
-            requant.i.payload.bias.eq(entry.bias),
-            requant.i.payload.mult.eq(entry.mult),
-            requant.i.payload.shift.eq(entry.shift[:shift_w]),
             requant.i.payload.tag.write.eq((oy >= 0) & (oy < desc.h_out) &
                                            (ox >= 0) & (ox < desc.w_out)),
             requant.i.payload.tag.zero.eq((oy < desc.vy0) | (oy >= desc.vy1) |
@@ -308,9 +341,11 @@ class Engine(wiring.Component):
         # Write stage.
         o_tag = requant.o.payload.tag
         o_data = Signal(8)
+        o_group = Signal(8 * R)       # R bytes for lanes lane..lane+R-1 (wide)
         o_we = Signal()
         m.d.comb += [
             o_data.eq(Mux(o_tag.zero, 0, requant.o.payload.data)),
+            o_group.eq(Cat(*[Mux(o_tag.zero, 0, rq.o.payload.data) for rq in requants])),
             o_we.eq(requant.o.valid & o_tag.write),
         ]
 
@@ -412,10 +447,16 @@ class Engine(wiring.Component):
             with m.If(o_we & ~desc.to_out):
                 for b in range(2):
                     with m.If(out_buf == b):
-                        m.d.comb += [
-                            act_wr[b].data.eq(o_data.replicate(P)),
-                            act_wr[b].en.eq(1 << o_tag.lane),
-                        ]
+                        with m.If(o_wide2):
+                            m.d.comb += [
+                                act_wr[b].data.eq(o_group.replicate(P // R)),
+                                act_wr[b].en.eq(((1 << R) - 1) << o_tag.lane),
+                            ]
+                        with m.Else():
+                            m.d.comb += [
+                                act_wr[b].data.eq(o_data.replicate(P)),
+                                act_wr[b].en.eq(1 << o_tag.lane),
+                            ]
             with m.If(o_we & desc.to_out):
                 m.d.comb += [out_wr.data.eq(o_data), out_wr.en.eq(1)]
 
@@ -435,10 +476,10 @@ class Engine(wiring.Component):
             m.d.sync += counters["mac_idle"].eq(counters["mac_idle"] + P - Mux(issue, useful, 0))
             inc("act0_reads", issue & in_frame & ~desc.in_buf)
             inc("act1_reads", issue & in_frame & desc.in_buf)
-            inc("act0_writes", o_we & ~desc.to_out & (out_buf == 0))
-            inc("act1_writes", o_we & ~desc.to_out & (out_buf == 1))
+            inc("act0_writes", o_we & ~desc.to_out & (out_buf == 0), Mux(o_wide2, R, 1))
+            inc("act1_writes", o_we & ~desc.to_out & (out_buf == 1), Mux(o_wide2, R, 1))
             inc("weight_reads", issue)
-            inc("bias_reads", hold_full)
+            inc("bias_reads", hold_full, d_step)
             inc("out_writes", o_we & desc.to_out)
 
         # ---- host bus -----------------------------------------------------------------------
@@ -472,7 +513,7 @@ class Engine(wiring.Component):
         # Which byte of a wide word, and whether the access is legal.
         lane_of = {Space.WEIGHT: haddr[:lp] if lp else Const(0, 1),
                    Space.ACT: haddr[:lp] if lp else Const(0, 1),
-                   Space.BIAS: haddr[:_log2(ENTRY_BYTES)]}
+                   Space.BIAS: haddr[:_log2(ENTRY_BYTES * spec.drain_lanes)]}
         legal = Signal()
         with m.Switch(space):
             with m.Case(Space.ID):
@@ -501,7 +542,7 @@ class Engine(wiring.Component):
         # One address per memory: the engine's while busy, the host's while idle.
         desc_addr = Mux(busy, Cat(db[:_log2(DESC_BYTES)], layer), haddr)
         w_paddr = Mux(busy, w_addr, haddr >> lp)
-        b_paddr = Mux(busy, desc.b_base + hold_meta.v0 + dg, haddr >> _log2(ENTRY_BYTES))
+        b_paddr = Mux(busy, entry_index >> lr, haddr >> _log2(ENTRY_BYTES * R))
         out_paddr = Mux(busy, o_tag.addr, haddr)
         for port, addr in ((desc_rd, desc_addr), (desc_wr, desc_addr), (w_rd, w_paddr),
                            (w_wr, w_paddr), (b_rd, b_paddr), (b_wr, b_paddr),
@@ -521,7 +562,7 @@ class Engine(wiring.Component):
                     m.d.comb += [w_wr.data.eq(hdata.replicate(P)),
                                  w_wr.en.eq(1 << lane_of[Space.WEIGHT])]
                 with m.Case(Space.BIAS):
-                    m.d.comb += [b_wr.data.eq(hdata.replicate(ENTRY_BYTES)),
+                    m.d.comb += [b_wr.data.eq(hdata.replicate(ENTRY_BYTES * spec.drain_lanes)),
                                  b_wr.en.eq(1 << lane_of[Space.BIAS])]
                 with m.Case(Space.ACT):
                     for b in range(2):

@@ -59,10 +59,15 @@ class LayerPlan:
         return self.cw * self.t * self.t
 
 
-def plan_layer(layer: QLayer, lanes: int) -> LayerPlan:
+def _wide(layer: QLayer, pv: int, drain: int) -> bool:
+    return drain > 1 and layer.c_out % drain == 0 and pv >= drain
+
+
+def plan_layer(layer: QLayer, lanes: int, drain: int = 1) -> LayerPlan:
     """Choose Pi (input lanes per group) for ``layer``: the power of two (``>= C_in`` when
     below ``lanes``, or ``lanes``) with the fewest MAC cycles per block, counting a group as
-    ``max(cw*T*T, Pv)`` cycles (the drain takes ``Pv``)."""
+    ``max(cw*T*T, Pv/R)`` cycles (the drain takes ``Pv/R``, R = ``drain`` if the layer can
+    drain wide, else 1)."""
     s, k = layer.stride, layer.k
     t = -(-k // s)
     v = layer.c_out * s * s
@@ -72,7 +77,7 @@ def plan_layer(layer: QLayer, lanes: int) -> LayerPlan:
         pv = lanes // pi
         cw = -(-layer.c_in // pi) if pi == lanes else 1
         n_vg = -(-v // pv)
-        cost = n_vg * max(cw * t * t, pv)
+        cost = n_vg * max(cw * t * t, -(-pv // (drain if _wide(layer, pv, drain) else 1)))
         key = (cost, -pi)
         if best is None or key < best[0]:
             best = (key, LayerPlan(layer.c_in, layer.c_out, k, s, layer.padding, pi, pv, cw,
@@ -111,6 +116,7 @@ class Program:
     out_addr: int = 0
     out_shape: tuple = ()
     plans: list = field(default_factory=list)
+    wide: list = field(default_factory=list)        # per layer: drains R outputs per cycle
 
     @property
     def out_len(self) -> int:
@@ -162,17 +168,25 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
         raise ProgramError(f"{len(layers)} layers exceed the {spec.max_layers} descriptors")
     prog = Program(spec=spec, n_layers=len(layers))
     w_base = 0
-    b_base = 0
     descs = b""
     weights = []
     entries = []
     for i, layer in enumerate(layers):
         if layer.c_in != c:
             raise ProgramError(f"{layer.name}: expects {layer.c_in} input channels, gets {c}")
-        plan = plan_layer(layer, p)
+        last = i == len(layers) - 1
+        r = 1 if last else spec.drain_lanes
+        plan = plan_layer(layer, p, r)
+        wide = _wide(layer, plan.pv, r)
         prog.plans.append(plan)
+        prog.wide.append(wide)
         s, pd = layer.stride, layer.padding
         h_out, w_out = layer.out_size(h, w)
+        # Entries of a layer start at a multiple of drain_lanes (one memory word).
+        while len(entries) % spec.drain_lanes:
+            entries.append({"bias": 0, "mult": 0, "shift": 0, "lane": 0, "fy": 0, "fx": 0,
+                            "off": 0})
+        b_base = len(entries)
         if h_out < 1 or w_out < 1:
             raise ProgramError(f"{layer.name}: output would be {h_out} x {w_out}")
         if max(h, w, h_out, w_out) >= 1 << spec.dim_bits:
@@ -180,7 +194,6 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
                                f"dim_bits={spec.dim_bits}")
         if plan.t > 15:
             raise ProgramError(f"{layer.name}: ceil(K_d/S) = {plan.t} exceeds 15")
-        last = i == len(layers) - 1
         in_words = -(-c // p) * h * w
         if in_words > spec.act_depth:
             raise ProgramError(f"{layer.name}: input needs {in_words} words of ACT buffer, "
@@ -218,7 +231,7 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
         virts = (plan.pv, v_last)
         useful = [[chans[a] * virts[b] for b in range(2)] for a in range(2)]
         d = {
-            "to_out": int(last), "in_buf": i % 2, "lvl": plan.pi.bit_length() - 1,
+            "to_out": int(last), "in_buf": i % 2, "wide": int(wide), "lvl": plan.pi.bit_length() - 1,
             "t": plan.t, "stride": s, "cw": plan.cw, "n_vg": plan.n_vg,
             "pv_last": v_last, "h_in": h, "w_in": w, "hw_in": h * w, "in_base": 0,
             "w_base": w_base, "b_base": b_base, "qy0": qy0, "qy1": qy1, "qx0": qx0, "qx1": qx1,
@@ -231,12 +244,11 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
         except ValueError as e:
             raise ProgramError(f"{layer.name}: {e}") from None
         w_base += len(wwords)
-        b_base += plan.v
         c, h, w = layer.c_out, h_out, w_out
     if w_base > spec.weight_depth:
         raise ProgramError(f"weights need {w_base} words, weight_depth is {spec.weight_depth}")
-    if b_base > spec.bias_depth:
-        raise ProgramError(f"requantisation entries need {b_base}, bias_depth is "
+    if len(entries) > spec.bias_depth:
+        raise ProgramError(f"requantisation entries need {len(entries)}, bias_depth is "
                            f"{spec.bias_depth}")
     prog.setup.append((Space.DESC, 0, descs))
     prog.setup.append((Space.WEIGHT, 0, np.concatenate(weights).tobytes()))

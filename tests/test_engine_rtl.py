@@ -20,7 +20,7 @@ from deconvsr.sw.intmodel import QLayer, run_layer, run_network
 from deconvsr.sw.program import compile_network, compile_tiled, crop_tile, plan_tiles, set_input
 
 QUICK = EngineSpec(name="quick", lanes=8, act_depth=512, weight_depth=1024, bias_depth=128,
-                   out_bytes=4096, max_layers=4)
+                   out_bytes=4096, max_layers=4, drain_lanes=2)
 
 pytestmark = pytest.mark.skipif("verilator" not in available_simulators(),
                                 reason="verilator not installed")
@@ -43,7 +43,13 @@ def _layer_cases(rng, spec, n):
         if (h - 1) * s - 2 * pd + k < 1 or (w - 1) * s - 2 * pd + k < 1:
             pd = 0
         x = rng.integers(0, 256, size=(ci, h, w))
-        cases.append(([random_qlayer(rng, ci, co, k, s, pd, x=x, periodic=bool(i % 2))], x))
+        layer = random_qlayer(rng, ci, co, k, s, pd, x=x, periodic=bool(i % 2))
+        if i % 3 == 2:
+            # Into an ACT buffer (wide drain when C_out is even), then a 1x1 layer to OUT.
+            mid = run_layer(x, layer)
+            cases.append(([layer, random_qlayer(rng, co, 2, 1, 1, 0, x=mid)], x))
+        else:
+            cases.append(([layer], x))
     # Saturation: high (big positive weights and mult) and low (negative bias).
     x = rng.integers(128, 256, size=(5, 4, 5))
     w = np.full((5, 2, 4, 4), 127)
@@ -78,6 +84,8 @@ def test_random_layers_rtl(rng):
     cases = _layer_cases(rng, QUICK, 24)
     progs = [set_input(compile_network(layers, x.shape, QUICK), x.astype(np.uint8))
              for layers, x in cases]
+    wide = [w for p in progs for w in p.wide]
+    assert any(wide) and not all(wide)   # both drain modes are exercised
     with build_dir(QUICK) as bd:
         results = run_programs(progs, QUICK, backend="rtl", build_dir=bd, idle=0.3,
                                backpressure=0.3, seed=int(rng.integers(1 << 30)))
