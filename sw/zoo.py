@@ -68,8 +68,13 @@ def _load_npz(npz: Path, js: Path) -> Network:
         raise ModelError(f"{js}: not a deconvsr model description (format {FORMAT!r} with "
                          "'layers' expected)")
     try:
-        with np.load(npz, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+        # Open the file ourselves: np.load leaks its handle when the zip is corrupted.
+        with open(npz, "rb") as fh:
+            f = np.load(fh, allow_pickle=False)
+            if not hasattr(f, "files"):
+                raise ValueError("a single .npy array, not an .npz archive")
+            with f:
+                arrays = {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise ModelError(f"{npz}: no such file", not_found=True) from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:

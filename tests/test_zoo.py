@@ -74,6 +74,15 @@ def model_copy(tmp_path):
 
 
 def test_corrupted_weight_file(model_copy):
+    np.save(model_copy.with_suffix(".npy"), np.zeros(3))
+    model_copy.write_bytes(model_copy.with_suffix(".npy").read_bytes())
+    with pytest.raises(ModelError, match=r"m.npz: corrupted weight file \(ValueError: a single "
+                                         r".npy array"):
+        load_model(model_copy)
+    model_copy.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError, match=r"m.npz: corrupted weight file"):
+        load_model(model_copy)
+    model_copy.write_bytes((MODELS_DIR / "edge-x2.npz").read_bytes())
     data = model_copy.read_bytes()
     model_copy.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError, match=r"m.npz: corrupted weight file") as e:
