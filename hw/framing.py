@@ -84,12 +84,12 @@ class Stuffer(wiring.Component):
             m.d.comb += [self.o.payload.eq(protocol.FEND), self.i.ready.eq(self.o.ready)]
         with m.Elif(special & ~second):
             m.d.comb += self.o.payload.eq(protocol.FESC)
-            with m.If(self.o.ready):
+            with m.If(self.i.valid & self.o.ready):   # only a byte actually sent counts
                 m.d.sync += second.eq(1)
         with m.Else():
             m.d.comb += [self.o.payload.eq(byte ^ Cat(Const(0, 5), special)),
                          self.i.ready.eq(self.o.ready)]
-            with m.If(self.o.ready):
+            with m.If(self.i.valid & self.o.ready):
                 m.d.sync += second.eq(0)
         return m
 
