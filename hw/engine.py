@@ -361,10 +361,11 @@ class Engine(wiring.Component):
                     m.d.sync += [layer.eq(0), busy.eq(1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                # Byte db is addressed in cycle db and arrives in cycle db + 1.
+                # Byte db is addressed in cycle db and arrives in cycle db + 1; bytes shift in
+                # from the top, so after DESC_BYTES of them byte 0 is at the bottom.
                 m.d.sync += db.eq(db + 1)
                 with m.If(db != 0):
-                    m.d.sync += desc_raw.word_select((db - 1).as_unsigned(), 8).eq(desc_rd.data)
+                    m.d.sync += desc_raw.eq(Cat(desc_raw[8:], desc_rd.data))
                 with m.If(db == DESC_BYTES):
                     m.d.sync += [db.eq(0),
                                  counters["desc_reads"].eq(counters["desc_reads"] + 1)]
@@ -441,9 +442,11 @@ class Engine(wiring.Component):
         # ---- engine memory ports (engine side) --------------------------------------------
         out_buf = ~desc.in_buf
         # Read enables: hold the data while stalled.
+        act_rd_en = [Signal(name=f"act{b}_rd_en") for b in range(2)]
+        w_rd_en = Signal()
         with m.If(busy):
-            m.d.comb += [act_rd[0].en.eq(adv & ~desc.in_buf), act_rd[1].en.eq(adv & desc.in_buf),
-                         w_rd.en.eq(adv)]
+            m.d.comb += [act_rd_en[0].eq(adv & ~desc.in_buf), act_rd_en[1].eq(adv & desc.in_buf),
+                         w_rd_en.eq(adv)]
             with m.If(o_we & ~desc.to_out):
                 for b in range(2):
                     with m.If(out_buf == b):
@@ -538,7 +541,7 @@ class Engine(wiring.Component):
         act_sel_h = haddr[lb] if lb < ADDR else Const(0, 1)
         # Host-side port driving while idle.
         with m.If(~busy):
-            m.d.comb += [act_rd[0].en.eq(hread), act_rd[1].en.eq(hread), w_rd.en.eq(hread)]
+            m.d.comb += [act_rd_en[0].eq(hread), act_rd_en[1].eq(hread), w_rd_en.eq(hread)]
         # One address per memory: the engine's while busy, the host's while idle.
         desc_addr = Mux(busy, Cat(db[:_log2(DESC_BYTES)], layer), haddr)
         w_paddr = Mux(busy, w_addr, haddr >> lp)
@@ -551,6 +554,11 @@ class Engine(wiring.Component):
         for b in range(2):
             act_paddr = Mux(busy, Mux(desc.in_buf == b, act_addr, o_tag.addr), haddr[lp:lb])
             m.d.comb += [act_rd[b].addr.eq(act_paddr), act_wr[b].addr.eq(act_paddr)]
+        # Reads and writes of one memory never coincide; say so structurally (a read is
+        # disabled by a write) so that single-port RAMs with "no change on write" fit.
+        for rd, wr, en in ((act_rd[0], act_wr[0], act_rd_en[0]), (act_rd[1], act_wr[1], act_rd_en[1]),
+                           (w_rd, w_wr, w_rd_en)):
+            m.d.comb += rd.en.eq(en & ~wr.en.any())
         m.d.comb += [id_rd.addr.eq(haddr),
                      snap_rd.addr.eq((haddr - SNAP_BASE) >> 3)]
 

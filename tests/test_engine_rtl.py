@@ -115,6 +115,9 @@ def test_bus_spaces_rtl(rng):
         ["r", Space.OUT.value, QUICK.out_bytes, 1],
         ["w", Space.CTRL.value, 0, "00"],                            # start 0 layers: error
         ["r", Space.CTRL.value, 0, 1],
+        ["w", Space.CTRL.value, 1, "00"],                            # soft reset clears it
+        ["r", Space.CTRL.value, 0, 1],
+        ["r", Space.COUNT.value, 0, 8],
     ]
     x = rng.integers(0, 256, size=(3, 4, 4))
     layer = random_qlayer(rng, 3, 2, 3, 1, 1, x=x)
@@ -132,6 +135,7 @@ def test_bus_spaces_rtl(rng):
     assert r[5] == bytes.fromhex("7f80")
     assert r[6] == b"\0\0" and r[7] == b"\0"
     assert r[8] == bytes([4])   # error bit
+    assert r[9] == b"\0" and r[10] == bytes(8)
     np.testing.assert_array_equal(res[0]["out"], run_layer(x, layer))
     assert len(res[0]["counters"]) == len(COUNTERS)
 
