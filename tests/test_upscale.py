@@ -15,6 +15,11 @@ def _photo(path, side, rng=None):
     return path
 
 
+def _load(path):
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
 def _run(capsys, *argv):
     code = main(list(map(str, argv)))
     return code, capsys.readouterr()
@@ -25,9 +30,9 @@ def test_tiny_frame_sim_equals_golden(tmp_path, capsys):
     assert _run(capsys, "upscale", src, "-o", tmp_path / "g.png", "--device", "golden")[0] == 0
     assert _run(capsys, "upscale", src, "-o", tmp_path / "s.png", "--device", "sim",
                 "--compare", tmp_path / "c.png")[0] == 0
-    g, s = (np.asarray(Image.open(tmp_path / n)) for n in ("g.png", "s.png"))
+    g, s = (_load(tmp_path / n) for n in ("g.png", "s.png"))
     assert g.shape == (30, 30, 3) and np.array_equal(g, s)
-    assert Image.open(tmp_path / "c.png").size[0] > 3 * 30
+    assert _load(tmp_path / "c.png").shape[1] > 3 * 30
 
 
 @pytest.mark.slow
@@ -35,8 +40,7 @@ def test_photo_sim_equals_golden(tmp_path, capsys):
     src = _photo(tmp_path / "in.png", 48)
     for dev in ("golden", "sim"):
         assert _run(capsys, "upscale", src, "-o", tmp_path / f"{dev}.png", "--device", dev)[0] == 0
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "golden.png")),
-                          np.asarray(Image.open(tmp_path / "sim.png")))
+    assert np.array_equal(_load(tmp_path / "golden.png"), _load(tmp_path / "sim.png"))
 
 
 @pytest.mark.parametrize("case, code", [("missing", EXIT_NOT_FOUND), ("notimage", EXIT_INPUT),
