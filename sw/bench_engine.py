@@ -178,8 +178,12 @@ def _run(args) -> dict:
     from .cli import EXIT_INPUT, CLIError
     if not 4 <= args.size <= 512:
         raise CLIError(f"--size must be in 4..512, not {args.size}", EXIT_INPUT)
+    from .program import ProgramError
     nets = ("paper", "edge") if args.net == "both" else (args.net,)
-    return bench(SPECS[args.spec], size=args.size, nets=nets, simulator=args.simulator)
+    try:
+        return bench(SPECS[args.spec], size=args.size, nets=nets, simulator=args.simulator)
+    except ProgramError as e:
+        raise CLIError(f"{e} (spec {args.spec}: try a smaller --size)", EXIT_INPUT) from None
 
 
 def _make_bench():

@@ -12,6 +12,11 @@ def test_bench_engine_rejects_bad_size(capsys):
     assert "--size must be in 4..512, not 2" in capsys.readouterr().err
 
 
+def test_bench_engine_frame_too_large(capsys):
+    assert main(["bench", "engine", "--spec", "ulx3s-85f", "--size", "64", "--net", "paper"]) == 2
+    assert "act_depth is 2048 (spec ulx3s-85f: try a smaller --size)" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_bench_engine_json(capsys):
     code = main(["bench", "engine", "--json", "--size", "12", "--net", "edge"])
