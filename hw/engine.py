@@ -8,7 +8,7 @@ the requantisation entries and the byte addressing of every bus space.
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from ..bus import BusSignature, CtrlReg, Space
 from ..descriptor import (ADDR, COUNTERS, DESC_BYTES, DIM, ENTRY_BYTES, SNAP_BASE, BiasEntry,
@@ -64,8 +64,9 @@ class Engine(wiring.Component):
     Timing: one MAC cycle per (block, virtual group, input channel word, tap); the MAC
     pipeline is 3 + log2(Pi) cycles deep and stalls only when the requantisation side has not
     finished the previous group (a group of ``cw*T*T`` cycles produces ``Pv`` outputs, drained
-    one per cycle). Layers run back to back; between layers the pipeline drains (about
-    ``10 + Pv`` cycles).
+    one, or ``spec.drain_lanes`` for ``wide`` layers, per cycle). Layers run back to back;
+    per layer the descriptor load takes ``DESC_BYTES + 2`` cycles and the pipeline drain
+    about ``8 + Pv`` cycles. Outputs reach memory 4 cycles after leaving the accumulators.
 
     Raises
     ------
