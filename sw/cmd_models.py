@@ -39,8 +39,10 @@ def run(args) -> int:
             print(f"    {layer}")
         t = info["trained"]
         if t:
-            print(f"    trained: {t['dataset']}, {t['minutes']} min, {t['steps']} steps, "
-                  f"final {t['loss']} loss {t['final_loss']}")
+            runs = (f" in {t['runs']} runs ({t['total_minutes']:g} min, {t['total_steps']} steps "
+                    "in all)" if t.get("runs", 1) > 1 else "")
+            print(f"    trained: {t['dataset']}, {t['minutes']:g} min, {t['steps']} steps, "
+                  f"final {t['loss']} loss {t['final_loss']}{runs}")
             print(f"    command: {t['command']}")
     if not infos:
         print("no shipped models")

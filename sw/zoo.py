@@ -186,6 +186,20 @@ def model_info(network: Network) -> dict:
         "params": network.weight_count,
         "max_channels": network.max_channels,
         "fits": [n for n, b in engine_budgets().items() if fits_budget(network, **b)],
-        "trained": ({k: train.get(k) for k in ("dataset", "minutes", "steps", "final_loss",
-                                                "loss", "command")} if train else None),
+        "trained": _training_summary(train) if train else None,
     }
+
+
+def _training_summary(train: dict) -> dict:
+    """The last run's record plus totals over the runs it continued (``init_from``)."""
+    out = {k: train.get(k) for k in ("dataset", "minutes", "steps", "final_loss", "loss",
+                                     "command")}
+    runs, t = 0, train
+    total_min, total_steps = 0.0, 0
+    while t:
+        runs += 1
+        total_min += float(t.get("minutes") or 0)
+        total_steps += int(t.get("steps") or 0)
+        t = (t.get("init_from") or {}).get("training")
+    out.update(runs=runs, total_minutes=total_min, total_steps=total_steps)
+    return out
