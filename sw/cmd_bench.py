@@ -45,6 +45,7 @@ class Bench:
 BENCHES = {
     "golden": "deconvsr.sw.cmd_bench:GOLDEN",
     "engine": "deconvsr.sw.bench_engine:ENGINE",
+    "link": "deconvsr.sw.bench_link:LINK",
 }
 
 
