@@ -9,6 +9,7 @@ a requantisation calibrated on the input so that outputs spread over 0..255.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -75,6 +76,15 @@ def camera_tile(size: int, offset=(120, 200)) -> np.ndarray:
 # ---- deconvsr bench engine ----------------------------------------------------------------
 
 NETWORKS = {"paper": PAPER_ARCH, "edge": EDGE_ARCH}
+#: The trained models of the zoo with these architectures (``deconvsr.sw.zoo``).
+ZOO_MODELS = {"paper": "espcn-paper-x3", "edge": "edge-x2"}
+
+
+def zoo_network(name: str):
+    """The quantised trained model for network ``name`` (``paper``/``edge``)."""
+    from .quantize import quantize
+    from .zoo import load_model
+    return quantize(load_model(ZOO_MODELS[name]))
 
 
 @contextlib.contextmanager
@@ -91,7 +101,7 @@ def _stdout_to_stderr():
 
 
 def bench(spec: EngineSpec, *, size: int = 64, nets=("paper", "edge"), simulator="verilator",
-          seed: int = 0, build_dir=None) -> dict:
+          seed: int = 0, build_dir=None, weights: str = "zoo") -> dict:
     """Run each network on a ``size`` x ``size`` camera crop on the simulated RTL; return the
     measured figures (see the module docstring) and whether the output is bit-exact and the
     utilisation goals (>= 90% per layer with K_d >= 3, >= 80% per frame) are met."""
@@ -103,7 +113,11 @@ def bench(spec: EngineSpec, *, size: int = 64, nets=("paper", "edge"), simulator
     x = camera_tile(size).astype(np.int64)
     progs, refs, nets_layers = [], [], []
     for name in nets:
-        layers = calibrated_network(rng, NETWORKS[name], x, prefix=f"{name}.L")
+        if weights == "zoo":
+            layers = [dataclasses.replace(layer, name=f"{name}.L{i + 1}")
+                      for i, layer in enumerate(zoo_network(name))]
+        else:
+            layers = calibrated_network(rng, NETWORKS[name], x, prefix=f"{name}.L")
         nets_layers.append((name, layers))
         progs.append(set_input(compile_network(layers, x.shape, spec), x.astype(np.uint8)))
         refs.append(run_network(x, layers))
@@ -119,6 +133,7 @@ def bench(spec: EngineSpec, *, size: int = 64, nets=("paper", "edge"), simulator
     total_wall = time.perf_counter() - t0
     p = spec.lanes
     report = {"spec": spec.name, "lanes": p, "frame": [size, size], "simulator": simulator,
+              "weights": weights,
               "networks": [], "ok": True, "wall_s": round(total_wall, 2)}
     for (name, layers), prog, ref, res in zip(nets_layers, progs, refs, results):
         exact = bool(np.array_equal(res["out"], ref))
@@ -146,7 +161,8 @@ def bench(spec: EngineSpec, *, size: int = 64, nets=("paper", "edge"), simulator
 
 def render(report: dict) -> str:
     lines = [f"engine bench: spec {report['spec']}, P = {report['lanes']} lanes, frame "
-             f"{report['frame'][0]}x{report['frame'][1]}, {report['simulator']} "
+             f"{report['frame'][0]}x{report['frame'][1]}, {report['weights']} weights, "
+             f"{report['simulator']} "
              f"(total wall {report['wall_s']} s)"]
     for net in report["networks"]:
         lines.append(f"\n{net['network']} network: bit-exact {net['bit_exact']}")
@@ -172,6 +188,8 @@ def _add_arguments(parser):
     parser.add_argument("--size", type=int, default=64, help="input frame size (default 64)")
     parser.add_argument("--net", choices=["paper", "edge", "both"], default="both")
     parser.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+    parser.add_argument("--weights", choices=["zoo", "random"], default="zoo",
+                        help="the zoo's trained models (quantised) or random int8 weights")
 
 
 def _run(args) -> dict:
@@ -181,7 +199,8 @@ def _run(args) -> dict:
     from .program import ProgramError
     nets = ("paper", "edge") if args.net == "both" else (args.net,)
     try:
-        return bench(SPECS[args.spec], size=args.size, nets=nets, simulator=args.simulator)
+        return bench(SPECS[args.spec], size=args.size, nets=nets, simulator=args.simulator,
+                     weights=args.weights)
     except ProgramError as e:
         raise CLIError(f"{e} (spec {args.spec}: try a smaller --size)", EXIT_INPUT) from None
 

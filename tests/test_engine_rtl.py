@@ -178,6 +178,21 @@ def test_paper_and_edge_networks_rtl(rng):
 
 
 @pytest.mark.slow
+def test_trained_models_rtl():
+    """The zoo's trained, quantised paper (x3) and edge (x2) models on a camera tile."""
+    from deconvsr.sw.bench_engine import zoo_network
+    spec = SPECS["sim"]
+    x = camera_tile(16).astype(np.int64)
+    cases = [(zoo_network("paper"), x), (zoo_network("edge"), x)]
+    progs = [set_input(compile_network(layers, a.shape, spec), a.astype(np.uint8))
+             for layers, a in cases]
+    with build_dir(spec) as bd:
+        results = run_programs(progs, spec, backend="rtl", build_dir=bd)
+    _check(results, progs, cases, spec)
+    assert results[0]["out"].shape == (1, 48, 48) and results[0]["out"].std() > 2
+
+
+@pytest.mark.slow
 def test_tiled_network_rtl(rng):
     """A frame processed in tiles on the RTL equals the untiled integer model."""
     spec = SPECS["sim"]
