@@ -217,3 +217,13 @@ def test_corrupted_state_dict(tmp_path):
     path.write_bytes(b"PK\x03\x04 definitely not a zip")
     with pytest.raises(ModelError, match="bad.pt: corrupted PyTorch file"):
         load_model(path)
+
+
+def test_state_dict_without_torch_is_clear(monkeypatch, tmp_path):
+    import sys
+    monkeypatch.setitem(sys.modules, "torch", None)
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"x")
+    with pytest.raises(ModelError, match=r"w.pth: reading PyTorch files needs torch \(pip install "
+                                         r"torch==2.13.0\), or export the model to ONNX"):
+        load_model(path)
