@@ -176,3 +176,139 @@ def run_link_tb(make_top, test_module: str, *, toplevel: str, env: dict, result_
     data = json.loads(result.read_text())
     result.unlink()
     return data
+
+
+# --- an in-process device model (host-side tests without a simulator) ------------------------
+
+class LinkModel:
+    """The device side of :mod:`deconvsr.protocol` in Python, as a
+    :class:`~deconvsr.sw.transport.Transport` (``write`` request bytes, ``read`` reply bytes;
+    ``read`` never sleeps: an empty read is an instant timeout). Spaces are byte arrays;
+    ``ID`` holds ``spec.id_bytes()``. Like the gateware: header and payload CRCs are checked
+    (error reply ``BAD_CRC``), a ``FEND`` inside a frame gives ``ABORTED``, WRITE to
+    ID/CTRL/COUNT gives ``BAD_SPACE``, RUN is not repeated for a repeated tag.
+
+    ``corrupt_memory``: ``(space, addr)`` whose written byte is stored XOR 0x01 (a faulty RAM,
+    for verification tests). ``log``: every decoded request header, in order.
+    """
+
+    def __init__(self, spec="sim", *, space_bytes=1 << 16, corrupt_memory=None):
+        from ..spec import SPECS
+        self.spec = SPECS[spec] if isinstance(spec, str) else spec
+        self.mem = {s.value: bytearray(space_bytes) for s in Space}
+        ident = self.spec.id_bytes()
+        self.mem[Space.ID.value][:len(ident)] = ident
+        self.corrupt = corrupt_memory
+        self.out = bytearray()
+        self.log = []
+        self.runs = 0
+        self._last_run = None
+        self._body = None
+        self._esc = False
+        self.name = "model"
+
+    # Transport interface
+    def write(self, data: bytes) -> None:
+        for b in data:
+            self._byte(b)
+
+    def read(self, max_bytes: int, timeout: float) -> bytes:
+        d = bytes(self.out[:max_bytes])
+        del self.out[:max_bytes]
+        return d
+
+    def close(self):
+        pass
+
+    def _byte(self, b):
+        if b == FEND:
+            if self._body is not None and len(self._body):
+                self._error(protocol.Status.ABORTED)
+            self._body, self._esc = bytearray(), False
+            return
+        if self._body is None or b == FIDLE:
+            return
+        if b == FESC:
+            self._esc = True
+            return
+        self._body.append(b ^ ESCAPE_XOR if self._esc else b)
+        self._esc = False
+        self._check()
+
+    def _header(self):
+        return protocol.unpack(protocol.RequestHeader, bytes(self._body[:protocol.HEADER_BYTES]))
+
+    def _error(self, status):
+        tag = op = 0
+        if len(self._body) >= protocol.HEADER_BYTES:
+            h = self._header()
+            tag, op = h["tag"], h["opcode"]
+        self._reply(status, tag, op)
+        self._body = None
+
+    def _check(self):
+        n = protocol.HEADER_BYTES + protocol.CRC_BYTES
+        body = self._body
+        if len(body) < n:
+            return
+        hdr = bytes(body[:protocol.HEADER_BYTES])
+        if protocol.crc16(hdr) != int.from_bytes(body[protocol.HEADER_BYTES:n], "big"):
+            return self._error(protocol.Status.BAD_CRC)
+        h = self._header()
+        if h["opcode"] == Opcode.WRITE.value and h["length"]:
+            if len(body) < n + h["length"] + protocol.CRC_BYTES:
+                return
+            payload = bytes(body[n:n + h["length"]])
+            if protocol.crc16(payload) != int.from_bytes(body[n + h["length"]:], "big"):
+                return self._error(protocol.Status.BAD_CRC)
+        else:
+            payload = b""
+        self._body = None
+        self.log.append(h)
+        self._execute(h, payload)
+
+    def _reply(self, status, tag, op, payload=b""):
+        st = status.value if hasattr(status, "value") else status
+        hdr = protocol.pack(protocol.ReplyHeader, status=st, tag=tag, opcode=op,
+                            length=len(payload))
+        body = hdr + protocol.crc16(hdr).to_bytes(2, "big")
+        if payload:
+            body += payload + protocol.crc16(payload).to_bytes(2, "big")
+        self.out += protocol.stuff(body)
+
+    def _execute(self, h, payload):
+        S = protocol.Status
+        op, tag, space, addr, length = (h[k] for k in ("opcode", "tag", "space", "addr",
+                                                       "length"))
+        mem = self.mem.get(space)
+        if op == Opcode.IDENTIFY.value:
+            self._last_run = None
+            info = protocol.pack(protocol.LinkInfo, magic=protocol.LINK_MAGIC,
+                                 version=protocol.PROTOCOL_VERSION, kind=0, clk_hz=48_000_000,
+                                 baud=0)
+            return self._reply(S.OK, tag, op, info)
+        if op == Opcode.READ.value:
+            data = bytes(mem[addr:addr + length]) if mem is not None else b""
+            return self._reply(S.OK, tag, op, data.ljust(length, b"\0"))
+        if op == Opcode.WRITE.value:
+            if space not in protocol.WRITABLE_SPACES:
+                return self._reply(S.BAD_SPACE, tag, op)
+            mem[addr:addr + len(payload)] = payload
+            if self.corrupt and self.corrupt[0] == space and \
+                    addr <= self.corrupt[1] < addr + len(payload):
+                mem[self.corrupt[1]] ^= 0x01
+            return self._reply(S.OK, tag, op)
+        if op == Opcode.VERIFY.value:
+            data = bytes(mem[addr:addr + length]) if mem is not None else b""
+            return self._reply(S.OK, tag, op, protocol.crc16(data.ljust(length, b"\0"))
+                               .to_bytes(2, "big"))
+        if op in (Opcode.RUN.value, Opcode.RESET.value):
+            if self._last_run != (op, tag):
+                self.runs += op == Opcode.RUN.value
+                self._last_run = (op, tag)
+            return self._reply(S.OK, tag, op)
+        if op == Opcode.WAIT.value:
+            return self._reply(S.OK, tag, op, bytes([2]))
+        if op == Opcode.STATS.value:
+            return self._reply(S.OK, tag, op, bytes(8))
+        return self._reply(S.BAD_OPCODE, tag, op)

@@ -208,6 +208,7 @@ class Driver:
         frame = self.encode(opcode, tag, space, addr, length, payload)
         timeout = self.timeout if timeout is None else timeout
         last = "no attempt"
+        timed_out = False
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
@@ -222,12 +223,14 @@ class Driver:
                 reply = self._await_reply(tag, time.monotonic() + timeout)
             except LinkTimeout as e:
                 last = str(e)
+                timed_out = True
                 continue
             except TransportError as e:
                 raise LinkError(str(e)) from None
             if reply.status in RETRY_STATUSES and not (
                     opcode == Opcode.WAIT and reply.status == Status.TIMEOUT.value):
                 last = f"device reported {Status(reply.status).name}"
+                timed_out = False
                 continue
             if reply.status != Status.OK.value and not (
                     opcode == Opcode.WAIT and reply.status == Status.TIMEOUT.value):
@@ -237,8 +240,10 @@ class Driver:
             self.stats["payload_out"] += len(payload)
             self.stats["payload_in"] += len(reply.payload)
             return reply
-        raise LinkError(f"{opcode.name}: no valid reply after {self.retries + 1} attempts "
-                        f"({last})")
+        # Typed by the last failure: LinkTimeout (no valid reply) or LinkError (the device
+        # kept reporting link errors); both are LinkErrors.
+        error = LinkTimeout if timed_out else LinkError
+        raise error(f"{opcode.name}: no valid reply after {self.retries + 1} attempts ({last})")
 
     def _await_reply(self, tag, deadline) -> Reply:
         while True:
