@@ -233,11 +233,16 @@ async def run_spi(dut, bridge):
     dut.sck.value = 0
     dut.cs_n.value = 1
     dut.copi.value = 0
+    # CS is tracked here, not read back from the pin: a value written in this time step reads
+    # back as the old one until time advances (the first exchange after an idle went out with
+    # CS high and was ignored).
+    selected = False
     while not bridge.closed:
         if not bridge.rxq:
             idle, waiting = int(dut.idle.value), int(dut.waiting.value)
             if idle:
                 dut.cs_n.value = 1
+                selected = False
                 bridge.poll(None)
             elif waiting:
                 bridge.poll(WAIT_REAL_S)
@@ -246,8 +251,9 @@ async def run_spi(dut, bridge):
             if not bridge.rxq:
                 await Timer(64 * bridge.period_ps, unit="ps")
                 continue
-        if int(dut.cs_n.value):
+        if not selected:
             dut.cs_n.value = 0
+            selected = True
             await Timer(4 * bridge.period_ps, unit="ps")
         out = bytearray()
         chunk = bytes(bridge.rxq[:4096])
