@@ -15,8 +15,8 @@ Efficiency = payload bytes / bytes on the wire (both directions), i.e. payload l
 the line time of everything sent (10 bits per byte: start, 8 data, stop; plus FEND, headers,
 CRCs, escapes and the replies). ``measured`` efficiency divides by the simulated time instead.
 
-What is **computed**: the twin holds 1 KiB per space, so the OUT read returns zeros beyond
-that; the escapes the real output frame would carry (its FEND/FESC/FIDLE bytes, counted from
+What is **computed**: the twin holds 1 KiB per space and computes nothing, so the OUT read
+returns zeros; the escapes the real output frame would carry (its FEND/FESC/FIDLE bytes, counted from
 the golden model's output) are added to the read phase's wire bytes and time (``escape_fix``).
 The twin is not the engine, so CRC verification of the kernel load is not checked (the VERIFY
 requests are still sent, so their cost is included). Compute cycles (``--compute``) come from
@@ -100,8 +100,9 @@ def measure(*, size=64, clk_hz=48_000_000, baud=3_000_000, compute=True) -> dict
             retries = drv.stats["retries"]
     wall = time.perf_counter() - t_wall
     bit_s = 10 / baud
-    # The twin's OUT beyond 1 KiB reads as zeros: add the escapes of the real output.
-    fix = _special(golden_out[1024:prog.out_len])
+    # The twin's OUT is never written by a computation (it reads as zeros): add the escapes
+    # the real output would carry.
+    fix = _special(golden_out[:prog.out_len])
     phases["frame_out"]["escape_fix"] = fix
     phases["frame_out"]["bytes_in"] += fix
     phases["frame_out"]["sim_ps"] += round(fix * bit_s * 1e12)
