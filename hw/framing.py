@@ -14,7 +14,8 @@ from amaranth.lib.wiring import In, Out
 from .. import protocol
 from ..protocol import Opcode, ReplyHeader, RequestHeader, Status
 
-__all__ = ["Token", "RxKind", "RxEvent", "Unstuffer", "Stuffer", "Deframer", "Framer"]
+__all__ = ["Token", "RxKind", "RxEvent", "Unstuffer", "Stuffer", "Deframer", "Framer",
+           "SkidBuffer"]
 
 
 class Token(data.Struct):
@@ -287,4 +288,30 @@ class Framer(wiring.Component):
                 with m.If(self.o.ready & (count == 1)):
                     m.d.sync += count.eq(0)
                     m.next = "IDLE"
+        return m
+
+
+class SkidBuffer(wiring.Component):
+    """A register stage for a stream of ``shape``: ``o.valid``/``o.payload`` and ``i.ready``
+    all come from registers, so neither the forward (valid, payload) nor the backward (ready)
+    combinational path crosses it. Two entries (output register + skid register); a transfer
+    per cycle when ``o`` is always ready; latency one cycle. ``busy``: holding a transfer.
+    """
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape)),
+                          "busy": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        skid = Signal.like(self.i.payload)
+        skid_valid = Signal()
+        m.d.comb += [self.i.ready.eq(~skid_valid), self.busy.eq(self.o.valid)]
+        with m.If(self.o.ready | ~self.o.valid):        # the output register can load
+            with m.If(skid_valid):
+                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        with m.Elif(self.i.valid & ~skid_valid):        # output stalled: park the input
+            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
         return m

@@ -1,7 +1,9 @@
 """Link + engine tops.
 
 * :class:`Link`: the portable link core, line bytes in and out as streams, bus initiator out:
-  ``Unstuffer -> Deframer -> Decoder -> Framer -> Stuffer``.
+  ``Unstuffer -> Deframer -> Decoder -> Framer -> [reg] -> Stuffer -> [reg]`` (the register
+  stages are :class:`~deconvsr.hw.framing.SkidBuffer`: no combinational ``ready`` path from
+  the line back into the decoder).
 * :class:`StreamSoC`: link + engine with the line bytes as stream ports (fast simulation: the
   simulated device feeds host bytes straight in).
 * :class:`UartSoC`: link + engine behind an 8N1 UART (``rx``/``tx`` pins), with a receive FIFO.
@@ -24,7 +26,7 @@ from amaranth.lib.wiring import In, Out, connect
 from ..bus import BusSignature
 from ..spec import SPECS, EngineSpec
 from .decoder import LINK_KIND_SPI, LINK_KIND_STREAM, LINK_KIND_UART, Decoder
-from .framing import Deframer, Framer, Stuffer, Unstuffer
+from .framing import Deframer, Framer, SkidBuffer, Stuffer, Token, Unstuffer
 
 __all__ = ["Link", "StreamSoC", "UartSoC", "SpiSoC", "make_engine", "DEFAULT_CLK_HZ",
            "DEFAULT_BAUD"]
@@ -73,18 +75,25 @@ class Link(wiring.Component):
         m.submodules.decoder = decoder = Decoder(**self._decoder_args)
         m.submodules.framer = framer = Framer()
         m.submodules.stuffer = stuffer = Stuffer()
+        # Register stages on the reply path: without them the line's `ready` (UART transmitter,
+        # SPI) ran combinationally through stuffer -> framer -> decoder (READ FIFO, CRC, FSM),
+        # the longest path of the link (27.6 MHz on the iCE40 against a 48 MHz target).
+        m.submodules.tx_reg = tx_reg = SkidBuffer(Token)
+        m.submodules.out_reg = out_reg = SkidBuffer(8)
         wiring.connect(m, wiring.flipped(self.i), unstuffer.i)
         connect(m, unstuffer.o, deframer.i)
         connect(m, deframer.o, decoder.rx)
         connect(m, decoder.tx_hdr, framer.hdr)
         connect(m, decoder.tx_data, framer.data)
-        connect(m, framer.o, stuffer.i)
-        connect(m, stuffer.o, wiring.flipped(self.o))
+        connect(m, framer.o, tx_reg.i)
+        connect(m, tx_reg.o, stuffer.i)
+        connect(m, stuffer.o, out_reg.i)
+        connect(m, out_reg.o, wiring.flipped(self.o))
         connect(m, decoder.bus, wiring.flipped(self.bus))
         m.d.comb += [
             decoder.overrun.eq(self.overrun),
             self.idle.eq(decoder.idle & deframer.hunting & ~unstuffer.o.valid & ~framer.busy &
-                         ~stuffer.busy & ~self.i.valid),
+                         ~tx_reg.busy & ~stuffer.busy & ~out_reg.busy & ~self.i.valid),
             self.waiting.eq(deframer.waiting & ~unstuffer.o.valid & decoder.rx.ready),
         ]
         return m
