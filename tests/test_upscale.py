@@ -27,9 +27,11 @@ def _run(capsys, *argv):
 
 def test_tiny_frame_sim_equals_golden(tmp_path, capsys):
     src = _photo(tmp_path / "in.png", 10)
-    assert _run(capsys, "upscale", src, "-o", tmp_path / "g.png", "--device", "golden")[0] == 0
-    assert _run(capsys, "upscale", src, "-o", tmp_path / "s.png", "--device", "sim",
-                "--compare", tmp_path / "c.png")[0] == 0
+    code, out = _run(capsys, "upscale", src, "-o", tmp_path / "g.png", "--device", "golden")
+    assert code == 0, out.err
+    code, out = _run(capsys, "upscale", src, "-o", tmp_path / "s.png", "--device", "sim",
+                     "--compare", tmp_path / "c.png")
+    assert code == 0, out.err
     g, s = (_load(tmp_path / n) for n in ("g.png", "s.png"))
     assert g.shape == (30, 30, 3) and np.array_equal(g, s)
     assert _load(tmp_path / "c.png").shape[1] > 3 * 30
