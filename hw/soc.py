@@ -1,9 +1,10 @@
 """Link + engine tops.
 
 * :class:`Link`: the portable link core, line bytes in and out as streams, bus initiator out:
-  ``Unstuffer -> Deframer -> Decoder -> Framer -> [reg] -> Stuffer -> [reg]`` (the register
-  stages are :class:`~deconvsr.hw.framing.SkidBuffer`: no combinational ``ready`` path from
-  the line back into the decoder).
+  ``Unstuffer -> Deframer -> Decoder -> Framer -> [reg] -> Stuffer -> [reg]``, bus commands
+  ``Decoder -> [reg] -> engine`` (the register stages are
+  :class:`~deconvsr.hw.framing.SkidBuffer`: no combinational path from the line's ``ready``
+  into the decoder, nor from the decoder's FSM into the engine's address decode).
 * :class:`StreamSoC`: link + engine with the line bytes as stream ports (fast simulation: the
   simulated device feeds host bytes straight in).
 * :class:`UartSoC`: link + engine behind an 8N1 UART (``rx``/``tx`` pins), with a receive FIFO.
@@ -23,7 +24,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out, connect
 
-from ..bus import BusSignature
+from ..bus import BusCommand, BusSignature
 from ..spec import SPECS, EngineSpec
 from .decoder import LINK_KIND_SPI, LINK_KIND_STREAM, LINK_KIND_UART, Decoder
 from .framing import Deframer, Framer, SkidBuffer, Stuffer, Token, Unstuffer
@@ -89,11 +90,17 @@ class Link(wiring.Component):
         connect(m, tx_reg.o, stuffer.i)
         connect(m, stuffer.o, out_reg.i)
         connect(m, out_reg.o, wiring.flipped(self.o))
-        connect(m, decoder.bus, wiring.flipped(self.bus))
+        # And one on the bus commands: the decoder's FSM drove the engine's (or the twin's)
+        # address decode and write enables combinationally, the next-longest path.
+        m.submodules.cmd_reg = cmd_reg = SkidBuffer(BusCommand)
+        connect(m, decoder.bus.cmd, cmd_reg.i)
+        connect(m, cmd_reg.o, wiring.flipped(self.bus.cmd))
+        connect(m, wiring.flipped(self.bus.rsp), decoder.bus.rsp)
         m.d.comb += [
             decoder.overrun.eq(self.overrun),
             self.idle.eq(decoder.idle & deframer.hunting & ~unstuffer.o.valid & ~framer.busy &
-                         ~tx_reg.busy & ~stuffer.busy & ~out_reg.busy & ~self.i.valid),
+                         ~tx_reg.busy & ~stuffer.busy & ~out_reg.busy & ~cmd_reg.busy &
+                         ~self.i.valid),
             self.waiting.eq(deframer.waiting & ~unstuffer.o.valid & decoder.rx.ready),
         ]
         return m
