@@ -76,13 +76,21 @@ def run(args) -> int:
             device.close()
     except DeviceError as e:
         raise CLIError(str(e), EXIT_DEVICE) from None
+    # The accelerator's Y plane must equal the integer golden model's, bit for bit.
+    golden = open_device("golden")
+    try:
+        _, y_golden, _ = upscale_rgb(golden, qlayers, net.scale, lr)
+    finally:
+        golden.close()
+    bit_exact = bool(np.array_equal(y_golden, y_hr))
     Image.fromarray(out).save(out_dir / "output.png")
     Image.fromarray(comparison(lr, out)).save(out_dir / "compare.png")
     y_ref = to_u8(rgb_to_ycbcr(hr)[..., 0])
     y_bic = to_u8(bicubic_resize(to_u8(ycc[..., 0]), y_hr.shape[::-1]))
     s = net.scale
     summary = {"model": net.name, "device": args.device, "input": list(lr.shape[1::-1]),
-               "output": list(out.shape[1::-1]), "device_start_s": round(t_open, 2),
+               "output": list(out.shape[1::-1]), "bit_exact_with_golden": bit_exact,
+               "device_start_s": round(t_open, 2),
                "upscale_s": round(t_run, 2),
                "psnr_y_db": {"accelerator": round(psnr(y_ref, y_hr, border=s), 3),
                              "bicubic": round(psnr(y_ref, y_bic, border=s), 3)},
@@ -103,5 +111,9 @@ def run(args) -> int:
         p = summary["psnr_y_db"]
         print(f"  PSNR (Y) vs the original: accelerator {p['accelerator']:.2f} dB, "
               f"bicubic {p['bicubic']:.2f} dB")
+        print(f"  bit-exact with the integer golden model: {'yes' if bit_exact else 'NO'}")
         print(f"  wrote {', '.join(summary['files'])}")
+    if not bit_exact:
+        raise CLIError(f"the {args.device} output differs from the golden model in "
+                       f"{int(np.count_nonzero(y_golden != y_hr))} pixels", EXIT_DEVICE)
     return 0
