@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .cli import EXIT_INPUT, CLIError
+from .cli import EXIT_INPUT, EXIT_NOT_FOUND, CLIError
 
 __all__ = ["register", "EXIT_TIMING", "default_dir"]
 
@@ -15,6 +15,30 @@ EXIT_TIMING = 5  #: the bitstream was built but does not fit or misses timing
 
 def default_dir(board: str) -> Path:
     return Path("build") / board
+
+
+def load_board_build(args):
+    """``(board, build directory, BuildResult)`` for ``--board``/``--input`` of the commands
+    that read a finished build (``program``, ``report``).
+
+    Raises
+    ------
+    CLIError
+        (exit 4) if there is no build there, or it is another board's.
+    """
+    from deconvsr.hw.boards import BOARDS
+
+    from .build import BuildError, load_result
+
+    board = BOARDS[args.board]
+    indir = args.input or default_dir(args.board)
+    try:
+        result = load_result(indir)
+    except BuildError as e:
+        raise CLIError(str(e), EXIT_NOT_FOUND) from None
+    if result.board != board.name:
+        raise CLIError(f"{indir} holds a {result.board} build, not {board.name}", EXIT_NOT_FOUND)
+    return board, indir, result
 
 
 def _boards() -> list[str]:

@@ -51,19 +51,9 @@ def program_command(board, bitstream: Path, *, flash: bool = False,
 
 
 def run(args) -> int:
-    from deconvsr.hw.boards import BOARDS
+    from .cmd_build import load_board_build
 
-    from .build import BuildError, load_result
-    from .cmd_build import default_dir
-
-    board = BOARDS[args.board]
-    indir = args.input or default_dir(args.board)
-    try:
-        result = load_result(indir)
-    except BuildError as e:
-        raise CLIError(str(e), EXIT_NOT_FOUND) from None
-    if result.board != board.name:
-        raise CLIError(f"{indir} holds a {result.board} build, not {board.name}", EXIT_NOT_FOUND)
+    board, indir, result = load_board_build(args)
     bitstream = Path(indir) / result.bitstream
     if not bitstream.exists():
         raise CLIError(f"bitstream {bitstream} is missing: run `deconvsr build`", EXIT_NOT_FOUND)

@@ -106,19 +106,9 @@ def frame_rates(*, cycles: int, clk_hz: float, fmax_hz: float | None, link: dict
 
 
 def run(args) -> int:
-    from deconvsr.hw.boards import BOARDS
+    from .cmd_build import load_board_build
 
-    from .build import BuildError, load_result
-    from .cmd_build import default_dir
-
-    board = BOARDS[args.board]
-    indir = args.input or default_dir(args.board)
-    try:
-        result = load_result(indir)
-    except BuildError as e:
-        raise CLIError(str(e), EXIT_NOT_FOUND) from None
-    if result.board != board.name:
-        raise CLIError(f"{indir} holds a {result.board} build, not {board.name}", EXIT_NOT_FOUND)
+    board, _, result = load_board_build(args)
     h, w = args.size
     networks = _networks(args.model)
     rows = []
