@@ -28,8 +28,13 @@ class EngineSpec:
     Members
     -------
     lanes : number of MAC units P (power of two)
-    act_depth : words per feature-map buffer (a word holds ``lanes`` activations; power of
-        two). There are two such buffers (ping-pong): layer ``i`` reads one, writes the other.
+    act_lanes : activations per feature-map word A (power of two, at most ``lanes``; default
+        ``lanes``). A layer takes ``Pi <= A`` input channels per cycle and spreads the
+        ``P / Pi`` lane groups over virtual output channels, so a narrow buffer (the iCE40's
+        16-bit SPRAMs) can still feed every lane.
+    act_depth : words per feature-map buffer (a word holds ``act_lanes`` activations; power
+        of two). There are two such buffers (ping-pong): layer ``i`` reads one, writes the
+        other.
     weight_depth : words of weight memory (a word holds ``lanes`` weights)
     bias_depth : bias/requantisation entries (one per virtual output channel
         ``(o, phase)`` of each layer, see :mod:`deconvsr.descriptor`)
@@ -49,6 +54,7 @@ class EngineSpec:
 
     name: str = "sim"
     lanes: int = 16
+    act_lanes: int | None = None
     act_depth: int = 16384
     weight_depth: int = 8192
     bias_depth: int = 1024
@@ -62,25 +68,32 @@ class EngineSpec:
     def __post_init__(self):
         if not isinstance(self.lanes, int) or not _pow2(self.lanes) or self.lanes > 256:
             raise ValueError(f"lanes must be a power of two in 1..256, not {self.lanes!r}")
+        if self.act_lanes is None:
+            object.__setattr__(self, "act_lanes", self.lanes)
+        if (not isinstance(self.act_lanes, int) or not _pow2(self.act_lanes)
+                or self.act_lanes > self.lanes):
+            raise ValueError(f"act_lanes must be a power of two in 1..lanes ({self.lanes}), "
+                             f"not {self.act_lanes!r}")
         for name in ("act_depth", "weight_depth", "bias_depth", "out_bytes", "max_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or not 1 <= value <= 1 << 22:
                 raise ValueError(f"{name} must be an integer in 1..{1 << 22}, not {value!r}")
         if not _pow2(self.act_depth):
             raise ValueError(f"act_depth must be a power of two, not {self.act_depth!r}")
-        if self.act_depth * self.lanes * 2 > 1 << 24:
-            raise ValueError(f"act_depth * lanes * 2 = {self.act_depth * self.lanes * 2} bytes "
+        if self.act_depth * self.act_lanes * 2 > 1 << 24:
+            raise ValueError(f"act_depth * act_lanes * 2 = {self.act_depth * self.act_lanes * 2} bytes "
                              f"exceeds the 24-bit bus address space")
         if (not isinstance(self.drain_lanes, int) or not _pow2(self.drain_lanes)
-                or self.drain_lanes > self.lanes or self.bias_depth % self.drain_lanes):
-            raise ValueError(f"drain_lanes must be a power of two dividing lanes and bias_depth, "
+                or self.drain_lanes > self.act_lanes or self.bias_depth % self.drain_lanes):
+            raise ValueError(f"drain_lanes must be a power of two dividing act_lanes and bias_depth, "
                              f"not {self.drain_lanes!r}")
         if self.act_ram not in ("auto", "block", "huge"):
             raise ValueError(f"act_ram must be 'auto', 'block' or 'huge', not {self.act_ram!r}")
         if not isinstance(self.dim_bits, int) or not 4 <= self.dim_bits <= 14:
             raise ValueError(f"dim_bits must be an integer in 4..14, not {self.dim_bits!r}")
 
-    # Identification ROM: what `identify` reads back (Space.ID), little-endian.
+    # Identification ROM: what `identify` reads back (Space.ID), little-endian. The last byte
+    # is log2(act_lanes) + 1 (0 from gateware that predates act_lanes: act_lanes = lanes).
     _ID_FORMAT = "<4sHHHHIIIIHBBBBBB"
 
     def id_bytes(self) -> bytes:
@@ -88,7 +101,8 @@ class EngineSpec:
         return struct.pack(self._ID_FORMAT, b"DCSR", GATEWARE_VERSION, self.lanes,
                            self.max_layers, self.dim_bits, self.act_depth, self.weight_depth,
                            self.bias_depth, self.out_bytes, self.drain_lanes, a.weight_bits, a.act_bits,
-                           a.acc_bits, a.mult_bits, a.shift_max, 0)
+                           a.acc_bits, a.mult_bits, a.shift_max,
+                           self.act_lanes.bit_length())
 
     @classmethod
     def from_id_bytes(cls, raw: bytes, name: str = "device") -> "EngineSpec":
@@ -96,12 +110,13 @@ class EngineSpec:
         if len(raw) < size:
             raise ValueError(f"identification is {len(raw)} bytes, expected {size}")
         (magic, version, lanes, max_layers, dim_bits, act_depth, weight_depth, bias_depth,
-         out_bytes, drain_lanes, wb, ab, accb, mb, sm, _) = struct.unpack(cls._ID_FORMAT, raw[:size])
+         out_bytes, drain_lanes, wb, ab, accb, mb, sm, la) = struct.unpack(cls._ID_FORMAT, raw[:size])
         if magic != b"DCSR":
             raise ValueError(f"identification magic is {magic!r}, expected b'DCSR'")
         if version != GATEWARE_VERSION:
             raise ValueError(f"gateware version {version} is not the supported {GATEWARE_VERSION}")
-        return cls(name=name, lanes=lanes, act_depth=act_depth, weight_depth=weight_depth,
+        return cls(name=name, lanes=lanes, act_lanes=1 << (la - 1) if la else lanes,
+                   act_depth=act_depth, weight_depth=weight_depth,
                    bias_depth=bias_depth, out_bytes=out_bytes, max_layers=max_layers,
                    dim_bits=dim_bits, drain_lanes=max(drain_lanes, 1),
                    arith=ArithSpec(wb, ab, accb, mb, sm))

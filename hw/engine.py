@@ -89,7 +89,8 @@ class Engine(wiring.Component):
         # log2(Pi) of the layer together with the control delayed by the same amount.
         spec = self.spec
         P = spec.lanes
-        L = _log2(P)
+        A = spec.act_lanes      # activations per ACT word; a layer's Pi is at most A
+        LA = _log2(A)           # so lvl = log2(Pi) is at most LA
         a = spec.arith
         m = Module()
 
@@ -103,7 +104,7 @@ class Engine(wiring.Component):
         b_mem = Memory(shape=unsigned(ENTRY_BYTES * 8 * spec.drain_lanes),
                        depth=spec.bias_depth // spec.drain_lanes, init=[])
         act_attrs = {} if spec.act_ram == "auto" else {"ram_style": spec.act_ram}
-        act_mem = [Memory(shape=unsigned(P * 8), depth=spec.act_depth, init=[], attrs=act_attrs)
+        act_mem = [Memory(shape=unsigned(A * 8), depth=spec.act_depth, init=[], attrs=act_attrs)
                    for _ in range(2)]
         out_mem = Memory(shape=unsigned(8), depth=spec.out_bytes, init=[])
         id_bytes = spec.id_bytes()
@@ -201,7 +202,7 @@ class Engine(wiring.Component):
             m.d.sync += ctl1.eq(ctl0)
         ctl.append(ctl1)
         in_buf1 = desc.in_buf
-        act_word = Signal(P * 8)
+        act_word = Signal(A * 8)
         m.d.comb += act_word.eq(Mux(in_buf1, act_rd[1].data, act_rd[0].data))
 
         # Stage 2: products. Lane l = g*Pi + j takes activation byte j = l mod Pi.
@@ -209,7 +210,7 @@ class Engine(wiring.Component):
         for lane in range(P):
             act_sel = Signal(8, name=f"act_sel{lane}")
             with m.Switch(desc.lvl):
-                for k in range(L + 1):
+                for k in range(LA + 1):
                     with m.Case(k):
                         j = lane & ((1 << k) - 1)
                         m.d.comb += act_sel.eq(act_word.word_select(j, 8))
@@ -223,9 +224,9 @@ class Engine(wiring.Component):
             m.d.sync += ctl2.eq(ctl1)
         ctl.append(ctl2)
 
-        # Stages 2 + k: adder tree level k (registered).
+        # Stages 2 + k: adder tree level k (registered), up to the widest split Pi = A.
         levels = [prods]
-        for k in range(1, L + 1):
+        for k in range(1, LA + 1):
             prev = levels[-1]
             cur = []
             for i in range(len(prev) // 2):
@@ -242,7 +243,7 @@ class Engine(wiring.Component):
         # Accumulators tap level lvl with the control of stage 2 + lvl.
         ctl_acc = Signal(_Ctl)
         with m.Switch(desc.lvl):
-            for k in range(L + 1):
+            for k in range(LA + 1):
                 with m.Case(k):
                     m.d.comb += ctl_acc.eq(ctl[2 + k])
         hold_full = Signal()
@@ -258,7 +259,7 @@ class Engine(wiring.Component):
             acc = Signal(signed(a.acc_bits), name=f"acc{g}")
             acc_in = Signal(signed(a.acc_bits), name=f"acc_in{g}")
             with m.Switch(desc.lvl):
-                for k in range(L + 1):
+                for k in range(LA + 1):
                     if g < P >> k:
                         with m.Case(k):
                             m.d.comb += acc_in.eq(levels[k][g])
@@ -454,12 +455,12 @@ class Engine(wiring.Component):
                     with m.If(out_buf == b):
                         with m.If(o_wide2):
                             m.d.comb += [
-                                act_wr[b].data.eq(o_group.replicate(P // R)),
+                                act_wr[b].data.eq(o_group.replicate(A // R)),
                                 act_wr[b].en.eq(((1 << R) - 1) << o_tag.lane),
                             ]
                         with m.Else():
                             m.d.comb += [
-                                act_wr[b].data.eq(o_data.replicate(P)),
+                                act_wr[b].data.eq(o_data.replicate(A)),
                                 act_wr[b].en.eq(1 << o_tag.lane),
                             ]
             with m.If(o_we & desc.to_out):
@@ -509,7 +510,8 @@ class Engine(wiring.Component):
         hread = take & ~cmd.payload.write
         space = cmd.payload.space
         lp = _log2(P)
-        act_bytes = spec.act_depth * P
+        la = _log2(A)
+        act_bytes = spec.act_depth * A
         lb = _log2(act_bytes)
 
         def ranged(limit):
@@ -517,7 +519,7 @@ class Engine(wiring.Component):
 
         # Which byte of a wide word, and whether the access is legal.
         lane_of = {Space.WEIGHT: haddr[:lp] if lp else Const(0, 1),
-                   Space.ACT: haddr[:lp] if lp else Const(0, 1),
+                   Space.ACT: haddr[:la] if la else Const(0, 1),
                    Space.BIAS: haddr[:_log2(ENTRY_BYTES * spec.drain_lanes)]}
         legal = Signal()
         with m.Switch(space):
@@ -554,7 +556,7 @@ class Engine(wiring.Component):
                            (out_rd, out_paddr), (out_wr, out_paddr)):
             m.d.comb += port.addr.eq(addr)
         for b in range(2):
-            act_paddr = Mux(busy, Mux(desc.in_buf == b, act_addr, o_tag.addr), haddr[lp:lb])
+            act_paddr = Mux(busy, Mux(desc.in_buf == b, act_addr, o_tag.addr), haddr[la:lb])
             m.d.comb += [act_rd[b].addr.eq(act_paddr), act_wr[b].addr.eq(act_paddr)]
         # Reads and writes of one memory never coincide; say so structurally (a read is
         # disabled by a write) so that single-port RAMs with "no change on write" fit.
@@ -577,7 +579,7 @@ class Engine(wiring.Component):
                 with m.Case(Space.ACT):
                     for b in range(2):
                         with m.If(act_sel_h == b):
-                            m.d.comb += [act_wr[b].data.eq(hdata.replicate(P)),
+                            m.d.comb += [act_wr[b].data.eq(hdata.replicate(A)),
                                          act_wr[b].en.eq(1 << lane_of[Space.ACT])]
                 with m.Case(Space.CTRL):
                     with m.Switch(haddr):

@@ -56,7 +56,7 @@ class EngineModel:
             Space.DESC: bytearray(spec.max_layers * DESC_BYTES),
             Space.WEIGHT: bytearray(spec.weight_depth * p),
             Space.BIAS: bytearray(spec.bias_depth * ENTRY_BYTES),
-            Space.ACT: bytearray(2 * spec.act_depth * p),
+            Space.ACT: bytearray(2 * spec.act_depth * spec.act_lanes),
             Space.OUT: bytearray(spec.out_bytes),
             Space.ID: bytearray(spec.id_bytes()),
             Space.COUNT: bytearray(4 * len(COUNTERS)),
@@ -82,7 +82,8 @@ class EngineModel:
         pi = 1 << d["lvl"]
         pv = p // pi
         t, s = d["t"], d["stride"]
-        act = np.frombuffer(bytes(self.mem[Space.ACT]), dtype=np.uint8).reshape(2, spec.act_depth, p)
+        act = np.frombuffer(bytes(self.mem[Space.ACT]), dtype=np.uint8).reshape(
+            2, spec.act_depth, spec.act_lanes)
         src = act[d["in_buf"]].astype(np.int64)
         wts = np.frombuffer(bytes(self.mem[Space.WEIGHT]), dtype=np.int8).reshape(-1, p)
         ents = bytes(self.mem[Space.BIAS])
@@ -124,8 +125,8 @@ class EngineModel:
                     if d["to_out"]:
                         self.mem[Space.OUT][a] = vv
                     else:
-                        base = (1 - d["in_buf"]) * spec.act_depth * p
-                        self.mem[Space.ACT][base + a * p + e["lane"]] = vv
+                        base = (1 - d["in_buf"]) * spec.act_depth * spec.act_lanes
+                        self.mem[Space.ACT][base + a * spec.act_lanes + e["lane"]] = vv
 
 
 def program_ops(prog) -> list:

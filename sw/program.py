@@ -63,19 +63,20 @@ def _wide(layer: QLayer, pv: int, drain: int) -> bool:
     return drain > 1 and layer.c_out % drain == 0 and pv >= drain
 
 
-def plan_layer(layer: QLayer, lanes: int, drain: int = 1) -> LayerPlan:
+def plan_layer(layer: QLayer, lanes: int, drain: int = 1, act_lanes: int | None = None) -> LayerPlan:
     """Choose Pi (input lanes per group) for ``layer``: the power of two (``>= C_in`` when
-    below ``lanes``, or ``lanes``) with the fewest MAC cycles per block, counting a group as
-    ``max(cw*T*T, Pv/R)`` cycles (the drain takes ``Pv/R``, R = ``drain`` if the layer can
-    drain wide, else 1)."""
+    below ``act_lanes``, or ``act_lanes``, the activations per ACT word; default ``lanes``)
+    with the fewest MAC cycles per block, counting a group as ``max(cw*T*T, Pv/R)`` cycles
+    (the drain takes ``Pv/R``, R = ``drain`` if the layer can drain wide, else 1)."""
+    a = lanes if act_lanes is None else act_lanes
     s, k = layer.stride, layer.k
     t = -(-k // s)
     v = layer.c_out * s * s
     best = None
-    for pi in [lanes] + [p for p in (1 << i for i in range(lanes.bit_length()))
-                         if p < lanes and p >= layer.c_in]:
+    for pi in [a] + [p for p in (1 << i for i in range(a.bit_length()))
+                     if p < a and p >= layer.c_in]:
         pv = lanes // pi
-        cw = -(-layer.c_in // pi) if pi == lanes else 1
+        cw = -(-layer.c_in // pi) if pi == a else 1
         n_vg = -(-v // pv)
         cost = n_vg * max(cw * t * t, -(-pv // (drain if _wide(layer, pv, drain) else 1)))
         key = (cost, -pi)
@@ -138,7 +139,7 @@ def decode_counters(raw: bytes) -> dict:
 
 def _act_writes(spec: EngineSpec, x: np.ndarray, buf: int, base: int):
     """Writes of a (C, H, W) feature map into ACT buffer ``buf`` at word ``base``."""
-    p = spec.lanes
+    p = spec.act_lanes
     c, h, w = x.shape
     cw = -(-c // p)
     img = np.zeros((cw, h * w, p), dtype=np.uint8)
@@ -159,6 +160,7 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
         if a memory, the descriptor table or a size field is too small.
     """
     p = spec.lanes
+    a = spec.act_lanes
     if len(frame_shape) == 2:
         frame_shape = (1, *frame_shape)
     c, h, w = frame_shape
@@ -176,7 +178,7 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
             raise ProgramError(f"{layer.name}: expects {layer.c_in} input channels, gets {c}")
         last = i == len(layers) - 1
         r = 1 if last else spec.drain_lanes
-        plan = plan_layer(layer, p, r)
+        plan = plan_layer(layer, p, r, a)
         wide = _wide(layer, plan.pv, r)
         prog.plans.append(plan)
         prog.wide.append(wide)
@@ -194,7 +196,7 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
                                f"dim_bits={spec.dim_bits}")
         if plan.t > 15:
             raise ProgramError(f"{layer.name}: ceil(K_d/S) = {plan.t} exceeds 15")
-        in_words = -(-c // p) * h * w
+        in_words = -(-c // a) * h * w
         if in_words > spec.act_depth:
             raise ProgramError(f"{layer.name}: input needs {in_words} words of ACT buffer, "
                                f"act_depth is {spec.act_depth}")
@@ -204,7 +206,7 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
                 raise ProgramError(f"{layer.name}: output needs {out_need} bytes, out_bytes is "
                                    f"{spec.out_bytes}")
         else:
-            out_need = -(-layer.c_out // p) * h_out * w_out
+            out_need = -(-layer.c_out // a) * h_out * w_out
             if out_need > spec.act_depth:
                 raise ProgramError(f"{layer.name}: output needs {out_need} words of ACT buffer, "
                                    f"act_depth is {spec.act_depth}")
@@ -214,11 +216,11 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
         for fy in range(s):
             for fx in range(s):
                 for o in range(layer.c_out):
-                    plane = o * h_out * w_out if last else (o // p) * h_out * w_out
+                    plane = o * h_out * w_out if last else (o // a) * h_out * w_out
                     entries.append({
                         "bias": int(layer.bias[o, (fy - pd) % s, (fx - pd) % s]),
                         "mult": int(layer.mult[o]), "shift": int(layer.shift[o]),
-                        "lane": 0 if last else o % p, "fy": fy, "fx": fx,
+                        "lane": 0 if last else o % a, "fy": fy, "fx": fx,
                         "off": plane + fy * w_out + fx})
         qy0, qx0 = pd // s, pd // s
         qy1, qx1 = (h_out - 1 + pd) // s, (w_out - 1 + pd) // s

@@ -94,6 +94,26 @@ def test_random_layers_rtl(rng):
     assert (outs == 0).any() and (outs == 255).any()
 
 
+#: Narrow feature-map words (the iCE40 layout): 8 lanes fed from 2-activation ACT words.
+NARROW = EngineSpec(name="narrow", lanes=8, act_lanes=2, act_depth=2048, weight_depth=2048,
+                    bias_depth=128, out_bytes=4096, max_layers=4, drain_lanes=2)
+
+
+def test_narrow_act_words_rtl(rng):
+    """act_lanes < lanes: every layer takes Pi <= 2 input channels per cycle, the other lane
+    groups go over virtual outputs; bit-exact, and the lanes stay busy."""
+    cases = _layer_cases(rng, NARROW, 9)
+    progs = [set_input(compile_network(layers, x.shape, NARROW), x.astype(np.uint8))
+             for layers, x in cases]
+    plans = [pl for p in progs for pl in p.plans]
+    assert all(pl.pi <= NARROW.act_lanes for pl in plans)
+    assert {pl.pi for pl in plans} == {1, 2}
+    with build_dir(NARROW) as bd:
+        results = run_programs(progs, NARROW, backend="rtl", build_dir=bd, idle=0.3,
+                               backpressure=0.3, seed=int(rng.integers(1 << 30)))
+    _check(results, progs, cases, NARROW)
+
+
 def test_bus_spaces_rtl(rng):
     """ID, status, readback of every writable space, out-of-range reads return 0 and writes
     there are ignored, counters after a run; under idle insertion and backpressure."""

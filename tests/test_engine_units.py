@@ -71,6 +71,21 @@ def test_spec_act_depth_power_of_two():
         EngineSpec(act_depth=1000)
 
 
+def test_spec_act_lanes():
+    assert EngineSpec(lanes=16).act_lanes == 16
+    narrow = EngineSpec(name="n", lanes=16, act_lanes=4, drain_lanes=4)
+    back = EngineSpec.from_id_bytes(narrow.id_bytes(), name="n")
+    assert back == narrow
+    # Identification written before act_lanes existed (last byte 0) means act_lanes = lanes.
+    old = bytearray(EngineSpec(lanes=8).id_bytes())
+    old[-1] = 0
+    assert EngineSpec.from_id_bytes(bytes(old)).act_lanes == 8
+    with pytest.raises(ValueError, match=r"act_lanes must be a power of two in 1..lanes \(16\), not 32"):
+        EngineSpec(lanes=16, act_lanes=32)
+    with pytest.raises(ValueError, match="drain_lanes must be a power of two dividing act_lanes"):
+        EngineSpec(lanes=16, act_lanes=2, drain_lanes=4)
+
+
 def test_descriptor_pack_roundtrip_and_limits():
     d = {name: 0 for name, _ in data.Layout.cast(LayerDescriptor)}
     d.update(useful=[[1, 2], [3, 4]], by0=-3, obase0=-(1 << 20), h_in=65535, t=15)

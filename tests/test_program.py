@@ -1,6 +1,8 @@
 """The host program compiler, checked through the engine's behavioural twin (which executes the
 packed memory images as the sequencer does) against the integer model; tiling; errors."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from deconvsr.descriptor import DESC_BYTES, LayerDescriptor, unpack
 from deconvsr.sim.engine_sim import run_programs
 from deconvsr.spec import SPECS, EngineSpec
 from deconvsr.sw.bench_engine import EDGE_ARCH, calibrated_network, random_qlayer
-from deconvsr.sw.intmodel import run_network
+from deconvsr.sw.intmodel import run_layer, run_network
 from deconvsr.sw.program import (ProgramError, compile_network, compile_tiled, crop_tile,
                                  halo, pack_weights, plan_layer, plan_tiles, set_input)
 
@@ -46,6 +48,33 @@ def test_compiled_network_matches_model(rng):
     want = run_network(x, layers)
     assert want.std() > 10
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("act_lanes", [1, 2, 4])
+def test_narrow_act_words_match_model(rng, act_lanes):
+    """Feature-map words narrower than the lanes (``act_lanes``): the twin and the compiler
+    agree with the integer model, and no layer takes more input channels than a word holds."""
+    spec = dataclasses.replace(SMALL, act_lanes=act_lanes, act_depth=4096)
+    for _ in range(12):
+        ci, co, k, s, pd, h, w = _random_case(rng)
+        x = rng.integers(0, 256, size=(ci, h, w))
+        layer = random_qlayer(rng, ci, co, k, s, pd, x=x, periodic=bool(rng.integers(2)))
+        mid = run_layer(x, layer)
+        layers = [layer, random_qlayer(rng, co, 3, 3, 1, 1, x=mid)]
+        prog = set_input(compile_network(layers, x.shape, spec), x.astype(np.uint8))
+        assert all(pl.pi <= act_lanes and pl.pi * pl.pv == spec.lanes for pl in prog.plans)
+        out = run_programs([prog], spec, backend="model")[0]["out"]
+        np.testing.assert_array_equal(out, run_network(x, layers), err_msg=str(prog.plans))
+
+
+def test_edge_network_on_the_icebreaker_split():
+    """16 lanes over 4-activation words: every layer of the edge networks keeps every lane
+    busy except the x3 output layer (9 virtual outputs in groups of 4)."""
+    rng = np.random.default_rng(0)
+    shapes = [(1, 16, 5, 1, 2), (16, 16, 3, 1, 1), (16, 1, 6, 2, 2), (16, 1, 9, 3, 3)]
+    plans = [plan_layer(random_qlayer(rng, *a), 16, 1, 4) for a in shapes]
+    assert [(p.pi, p.pv, p.n_vg) for p in plans] == [(1, 16, 1), (4, 4, 4), (4, 4, 1),
+                                                      (4, 4, 3)]
 
 
 def test_plan_uses_all_lanes_on_the_paper_network():
