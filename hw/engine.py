@@ -5,15 +5,18 @@ See ``docs/engine.md`` for the dataflow and :mod:`deconvsr.descriptor` for the d
 the requantisation entries and the byte addressing of every bus space.
 """
 
+from types import SimpleNamespace
+
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from ..bus import BusSignature, CtrlReg, Space
-from ..descriptor import (ADDR, COUNTERS, DESC_BYTES, DIM, ENTRY_BYTES, SNAP_BASE, BiasEntry,
+from ..descriptor import (ADDR, COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry,
                           LayerDescriptor)
 from ..spec import EngineSpec
+from .ice40_mac import DualMul8
 from .requant import Requant
 
 __all__ = ["Engine"]
@@ -23,25 +26,28 @@ def _log2(n: int) -> int:
     return n.bit_length() - 1
 
 
-class _Ctl(data.Struct):
+def _widths(spec: EngineSpec) -> dict:
+    """Internal datapath widths, sized by the spec rather than by the descriptor's fields:
+    ``sw`` block/pixel coordinates (signed), ``aw`` word/byte addresses (signed: they may
+    step outside the frame before the bounds checks), ``vb`` virtual output indices."""
+    db = spec.dim_bits
+    depth = max(spec.act_depth, spec.out_bytes, spec.weight_depth, spec.bias_depth)
+    return {"db": db, "sw": db + 2, "aw": max(depth.bit_length(), db + 4) + 2,
+            "vb": spec.bias_depth.bit_length() + 1}
+
+
+def _ctl_layout(w: dict) -> data.StructLayout:
     """Control travelling with each MAC cycle down the pipeline."""
-    valid: 1
-    first: 1
-    last: 1
-    in_frame: 1
-    vg_last: 1
-    by: signed(DIM + 2)
-    bx: signed(DIM + 2)
-    obase: signed(ADDR + 2)
-    v0: unsigned(DIM)
+    return data.StructLayout({"valid": 1, "first": 1, "last": 1, "in_frame": 1, "vg_last": 1,
+                              "by": signed(w["sw"]), "bx": signed(w["sw"]),
+                              "obase": signed(w["aw"]), "v0": unsigned(w["vb"])})
 
 
-class _OutTag(data.Struct):
-    """Where a requantised output goes."""
-    write: 1          # inside the output frame
-    zero: 1           # outside the valid window: write 0
-    addr: signed(ADDR + 2)
-    lane: 8
+def _out_tag_layout(w: dict, lane_bits: int) -> data.StructLayout:
+    """Where a requantised output goes: ``write`` inside the output frame, ``zero`` outside
+    the valid window (write 0), the address and the byte lane."""
+    return data.StructLayout({"write": 1, "zero": 1, "addr": signed(w["aw"]),
+                              "lane": max(lane_bits, 1)})
 
 
 class Engine(wiring.Component):
@@ -142,6 +148,22 @@ class Engine(wiring.Component):
         desc_raw = Signal(DESC_BYTES * 8)
         desc = Signal(LayerDescriptor)
         m.d.comb += desc.eq(desc_raw)
+        # The descriptor's fields are as wide as the protocol allows; the datapath uses only
+        # the bits this spec can need (the host compiler checks sizes against the spec).
+        wd = _widths(spec)
+        ctl_layout = _ctl_layout(wd)
+        SW, AW, VB, DB = wd["sw"], wd["aw"], wd["vb"], wd["db"]
+        narrow = {"n_vg": VB, "pv_last": VB, "h_in": DB + 1, "w_in": DB + 1,
+                  "h_out": DB + 1, "w_out": DB + 1, "qy0": DB + 1, "qy1": DB + 1,
+                  "qx0": DB + 1, "qx1": DB + 1, "vy0": DB + 1, "vy1": DB + 1, "vx0": DB + 1,
+                  "vx1": DB + 1, "by0": SW, "bx0": SW, "hw_in": AW, "in_base": AW,
+                  "w_base": AW, "b_base": AW, "row0": AW, "obase0": AW, "orow": AW}
+
+        def _narrow(name):
+            v = getattr(desc, name)
+            return v[:narrow[name]].as_signed() if v.shape().signed else v[:narrow[name]]
+
+        dn = SimpleNamespace(**{name: _narrow(name) for name in narrow})
         db = Signal(range(DESC_BYTES + 1))
         start = Signal()
         soft_reset = Signal()
@@ -150,40 +172,39 @@ class Engine(wiring.Component):
         counters = {name: Signal(32, name=f"cnt_{name}") for name in COUNTERS}
 
         # ---- sequencer registers (pipeline stage 0) -----------------------------------------
-        SW = DIM + 2
         kx = Signal(4)
         ky = Signal(4)
         cg = Signal(9)
-        vg = Signal(DIM)
+        vg = Signal(VB)
         qx = Signal(signed(SW))
         qy = Signal(signed(SW))
         ix = Signal(signed(SW))
         iy = Signal(signed(SW))
-        plane = Signal(signed(ADDR + 2))
-        rowoff = Signal(signed(ADDR + 2))
-        qyw = Signal(signed(ADDR + 2))
-        w_addr = Signal(ADDR)
+        plane = Signal(signed(AW))
+        rowoff = Signal(signed(AW))
+        qyw = Signal(signed(AW))
+        w_addr = Signal(AW)
         by = Signal(signed(SW))
         bx = Signal(signed(SW))
-        obase = Signal(signed(ADDR + 2))
-        obase_row = Signal(signed(ADDR + 2))
-        v0 = Signal(DIM)
+        obase = Signal(signed(AW))
+        obase_row = Signal(signed(AW))
+        v0 = Signal(VB)
         pv = Signal(range(P + 1))
         m.d.comb += pv.eq(P >> desc.lvl)
 
         last_kx = kx == desc.t - 1
         last_ky = ky == desc.t - 1
         last_cg = cg == desc.cw - 1
-        last_vg = vg == desc.n_vg - 1
-        last_qx = qx == desc.qx1
-        last_qy = qy == desc.qy1
+        last_vg = vg == dn.n_vg - 1
+        last_qx = qx == dn.qx1
+        last_qy = qy == dn.qy1
         in_frame = Signal()
-        m.d.comb += in_frame.eq((iy >= 0) & (iy < desc.h_in) & (ix >= 0) & (ix < desc.w_in))
+        m.d.comb += in_frame.eq((iy >= 0) & (iy < dn.h_in) & (ix >= 0) & (ix < dn.w_in))
 
         # ---- the MAC pipeline -------------------------------------------------------------
         adv = Signal()          # the whole MAC pipeline advances this cycle
         issuing = Signal()      # the sequencer offers a MAC cycle
-        ctl0 = Signal(_Ctl)
+        ctl0 = Signal(ctl_layout)
         m.d.comb += [
             ctl0.valid.eq(issuing),
             ctl0.first.eq((cg == 0) & (ky == 0) & (kx == 0)),
@@ -192,12 +213,12 @@ class Engine(wiring.Component):
             ctl0.vg_last.eq(last_vg),
             ctl0.by.eq(by), ctl0.bx.eq(bx), ctl0.obase.eq(obase), ctl0.v0.eq(v0),
         ]
-        act_addr = Signal(signed(ADDR + 2))
+        act_addr = Signal(signed(AW))
         m.d.comb += act_addr.eq(plane + rowoff + ix)
 
         # Stage 1: memory read data (read ports enabled by adv hold their data on a stall).
         ctl = [ctl0]
-        ctl1 = Signal(_Ctl)
+        ctl1 = Signal(ctl_layout)
         with m.If(adv):
             m.d.sync += ctl1.eq(ctl0)
         ctl.append(ctl1)
@@ -206,7 +227,11 @@ class Engine(wiring.Component):
         m.d.comb += act_word.eq(Mux(in_buf1, act_rd[1].data, act_rd[0].data))
 
         # Stage 2: products. Lane l = g*Pi + j takes activation byte j = l mod Pi.
+        # Pairs of lanes share a DualMul8 (one SB_MAC16 in 8x8 mode on iCE40, where yosys
+        # would spend a DSP per product); the products are registered, zero outside the frame.
+        dual = a.act_bits == 8 and a.weight_bits == 8 and P >= 2
         prods = []
+        act_sels = []
         for lane in range(P):
             act_sel = Signal(8, name=f"act_sel{lane}")
             with m.Switch(desc.lvl):
@@ -214,12 +239,25 @@ class Engine(wiring.Component):
                     with m.Case(k):
                         j = lane & ((1 << k) - 1)
                         m.d.comb += act_sel.eq(act_word.word_select(j, 8))
+            act_sels.append(act_sel)
+        for lane in range(P):
             wgt = w_rd.data.word_select(lane, 8).as_signed()
+            if dual and lane % 2:
+                continue
+            if dual:
+                mul = DualMul8()
+                m.submodules[f"mul{lane // 2}"] = mul
+                m.d.comb += mul.en.eq(adv)
+                for i in range(2):
+                    m.d.comb += [mul.a[i].eq(Mux(ctl1.in_frame, act_sels[lane + i], 0)),
+                                 mul.b[i].eq(w_rd.data.word_select(lane + i, 8))]
+                prods.extend([mul.p[0], mul.p[1]])
+                continue
             prod = Signal(signed(a.act_bits + a.weight_bits + 1), name=f"prod{lane}")
             with m.If(adv):
-                m.d.sync += prod.eq(Mux(ctl1.in_frame, act_sel * wgt, 0))
+                m.d.sync += prod.eq(Mux(ctl1.in_frame, act_sels[lane] * wgt, 0))
             prods.append(prod)
-        ctl2 = Signal(_Ctl)
+        ctl2 = Signal(ctl_layout)
         with m.If(adv):
             m.d.sync += ctl2.eq(ctl1)
         ctl.append(ctl2)
@@ -235,13 +273,13 @@ class Engine(wiring.Component):
                     m.d.sync += s.eq(prev[2 * i] + prev[2 * i + 1])
                 cur.append(s)
             levels.append(cur)
-            c = Signal(_Ctl, name=f"ctl{2 + k}")
+            c = Signal(ctl_layout, name=f"ctl{2 + k}")
             with m.If(adv):
                 m.d.sync += c.eq(ctl[-1])
             ctl.append(c)
 
         # Accumulators tap level lvl with the control of stage 2 + lvl.
-        ctl_acc = Signal(_Ctl)
+        ctl_acc = Signal(ctl_layout)
         with m.Switch(desc.lvl):
             for k in range(LA + 1):
                 with m.Case(k):
@@ -249,7 +287,7 @@ class Engine(wiring.Component):
         hold_full = Signal()
         hold_release = Signal()
         hold = [Signal(signed(a.acc_bits), name=f"hold{g}") for g in range(P)]
-        hold_meta = Signal(_Ctl)
+        hold_meta = Signal(ctl_layout)
         push = Signal()
         m.d.comb += [
             adv.eq(~(ctl_acc.valid & ctl_acc.last & hold_full & ~hold_release)),
@@ -282,18 +320,18 @@ class Engine(wiring.Component):
         dg = Signal(range(P + R))
         d_cnt = Signal(range(P + 1))
         d_step = Signal(range(R + 1))
-        m.d.comb += [d_cnt.eq(Mux(hold_meta.vg_last, desc.pv_last, pv)),
+        m.d.comb += [d_cnt.eq(Mux(hold_meta.vg_last, dn.pv_last, pv)),
                      d_step.eq(Mux(desc.wide, R, 1))]
         m.d.comb += hold_release.eq(hold_full & (dg + d_step >= d_cnt))
         with m.If(hold_full):
             m.d.sync += dg.eq(Mux(hold_release, 0, dg + d_step))
-        entry_index = Signal(ADDR)
-        m.d.comb += entry_index.eq(desc.b_base + hold_meta.v0 + dg)
+        entry_index = Signal(AW)
+        m.d.comb += entry_index.eq(dn.b_base + hold_meta.v0 + dg)
         d1_valid = Signal()
         d1_wide = Signal()
         d1_sub = Signal(max(lr, 1))
         d1_acc = [Signal(signed(a.acc_bits), name=f"d1_acc{r}") for r in range(R)]
-        d1_meta = Signal(_Ctl)
+        d1_meta = Signal(ctl_layout)
         hold_arr = Array(hold + [Const(0, signed(a.acc_bits))] * R)
         m.d.sync += [
             d1_valid.eq(hold_full),
@@ -314,10 +352,10 @@ class Engine(wiring.Component):
         entry = entries[0]
         oy = Signal(signed(SW + 1))
         ox = Signal(signed(SW + 1))
-        m.d.comb += [oy.eq(d1_meta.by + entry.fy), ox.eq(d1_meta.bx + entry.fx)]
+        m.d.comb += [oy.eq(d1_meta.by + entry.fy[:4]), ox.eq(d1_meta.bx + entry.fx[:4])]
         requants = []
         for r in range(R):
-            rq = Requant(a, _OutTag if r == 0 else unsigned(1))
+            rq = Requant(a, _out_tag_layout(wd, LA) if r == 0 else unsigned(1))
             m.submodules[f"requant{r}"] = rq
             requants.append(rq)
             shift_w = len(rq.i.payload.shift)
@@ -334,11 +372,11 @@ class Engine(wiring.Component):
         o_wide2 = Signal()
         m.d.sync += o_wide2.eq(o_wide)
         m.d.comb += [
-            requant.i.payload.tag.write.eq((oy >= 0) & (oy < desc.h_out) &
-                                           (ox >= 0) & (ox < desc.w_out)),
-            requant.i.payload.tag.zero.eq((oy < desc.vy0) | (oy >= desc.vy1) |
-                                          (ox < desc.vx0) | (ox >= desc.vx1)),
-            requant.i.payload.tag.addr.eq(d1_meta.obase + entry.off),
+            requant.i.payload.tag.write.eq((oy >= 0) & (oy < dn.h_out) &
+                                           (ox >= 0) & (ox < dn.w_out)),
+            requant.i.payload.tag.zero.eq((oy < dn.vy0) | (oy >= dn.vy1) |
+                                          (ox < dn.vx0) | (ox >= dn.vx1)),
+            requant.i.payload.tag.addr.eq(d1_meta.obase + entry.off[:AW - 1]),
             requant.i.payload.tag.lane.eq(entry.lane),
         ]
         # Write stage.
@@ -364,11 +402,12 @@ class Engine(wiring.Component):
                     m.d.sync += [layer.eq(0), busy.eq(1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                # Byte db is addressed in cycle db and arrives in cycle db + 1; bytes shift in
-                # from the top, so after DESC_BYTES of them byte 0 is at the bottom.
+                # Byte db is addressed in cycle db and arrives in cycle db + 1 (written in
+                # place, so the bits no field of this spec uses are not even registers).
                 m.d.sync += db.eq(db + 1)
                 with m.If(db != 0):
-                    m.d.sync += desc_raw.eq(Cat(desc_raw[8:], desc_rd.data))
+                    m.d.sync += desc_raw.word_select((db - 1)[:_log2(DESC_BYTES)], 8).eq(
+                        desc_rd.data)
                 with m.If(db == DESC_BYTES):
                     m.d.sync += [db.eq(0),
                                  counters["desc_reads"].eq(counters["desc_reads"] + 1)]
@@ -379,11 +418,11 @@ class Engine(wiring.Component):
             with m.State("INIT"):
                 m.d.sync += [
                     kx.eq(0), ky.eq(0), cg.eq(0), vg.eq(0), v0.eq(0),
-                    qx.eq(desc.qx0), qy.eq(desc.qy0), ix.eq(desc.qx0), iy.eq(desc.qy0),
-                    plane.eq(desc.in_base), rowoff.eq(desc.row0), qyw.eq(desc.row0),
-                    w_addr.eq(desc.w_base),
-                    by.eq(desc.by0), bx.eq(desc.bx0),
-                    obase.eq(desc.obase0), obase_row.eq(desc.obase0),
+                    qx.eq(dn.qx0), qy.eq(dn.qy0), ix.eq(dn.qx0), iy.eq(dn.qy0),
+                    plane.eq(dn.in_base), rowoff.eq(dn.row0), qyw.eq(dn.row0),
+                    w_addr.eq(dn.w_base),
+                    by.eq(dn.by0), bx.eq(dn.bx0),
+                    obase.eq(dn.obase0), obase_row.eq(dn.obase0),
                 ]
                 m.next = "RUN"
                 with m.If(soft_reset):
@@ -398,30 +437,30 @@ class Engine(wiring.Component):
                         m.d.sync += [kx.eq(0), ix.eq(qx)]
                         with m.If(~last_ky):
                             m.d.sync += [ky.eq(ky + 1), iy.eq(iy - 1),
-                                         rowoff.eq(rowoff - desc.w_in)]
+                                         rowoff.eq(rowoff - dn.w_in)]
                         with m.Else():
                             m.d.sync += [ky.eq(0), iy.eq(qy), rowoff.eq(qyw)]
                             with m.If(~last_cg):
-                                m.d.sync += [cg.eq(cg + 1), plane.eq(plane + desc.hw_in)]
+                                m.d.sync += [cg.eq(cg + 1), plane.eq(plane + dn.hw_in)]
                             with m.Else():
-                                m.d.sync += [cg.eq(0), plane.eq(desc.in_base)]
+                                m.d.sync += [cg.eq(0), plane.eq(dn.in_base)]
                                 with m.If(~last_vg):
                                     m.d.sync += [vg.eq(vg + 1), v0.eq(v0 + pv)]
                                 with m.Else():
-                                    m.d.sync += [vg.eq(0), v0.eq(0), w_addr.eq(desc.w_base)]
+                                    m.d.sync += [vg.eq(0), v0.eq(0), w_addr.eq(dn.w_base)]
                                     with m.If(~last_qx):
                                         m.d.sync += [qx.eq(qx + 1), ix.eq(qx + 1),
                                                      bx.eq(bx + desc.stride),
                                                      obase.eq(obase + desc.stride)]
                                     with m.Else():
                                         m.d.sync += [
-                                            qx.eq(desc.qx0), ix.eq(desc.qx0), bx.eq(desc.bx0),
+                                            qx.eq(dn.qx0), ix.eq(dn.qx0), bx.eq(dn.bx0),
                                             qy.eq(qy + 1), iy.eq(qy + 1),
-                                            qyw.eq(qyw + desc.w_in),
-                                            rowoff.eq(qyw + desc.w_in),
+                                            qyw.eq(qyw + dn.w_in),
+                                            rowoff.eq(qyw + dn.w_in),
                                             by.eq(by + desc.stride),
-                                            obase_row.eq(obase_row + desc.orow),
-                                            obase.eq(obase_row + desc.orow),
+                                            obase_row.eq(obase_row + dn.orow),
+                                            obase.eq(obase_row + dn.orow),
                                         ]
                                         with m.If(last_qy):
                                             m.next = "FLUSH"
