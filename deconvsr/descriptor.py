@@ -31,7 +31,8 @@ Host byte addressing of the bus spaces (``deconvsr.bus.Space``):
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data
 
-__all__ = ["LayerDescriptor", "BiasEntry", "DESC_BYTES", "ENTRY_BYTES", "COUNTERS", "SNAP_BASE",
+__all__ = ["LayerDescriptor", "BiasEntry", "DESC_BYTES", "ENTRY_BYTES", "COUNTERS",
+           "BASIC_COUNTERS", "SNAP_BASE",
            "pack", "unpack"]
 
 DESC_BYTES = 64
@@ -45,6 +46,10 @@ ENTRY_BYTES = 16
 COUNTERS = ("cycles_busy", "cycles_stalled", "mac_used", "mac_idle",
             "act0_reads", "act0_writes", "act1_reads", "act1_writes",
             "weight_reads", "bias_reads", "out_writes", "desc_reads", "layers_done")
+
+#: The counters an engine built with ``EngineSpec(counters="basic")`` keeps (a small FPGA: each
+#: 32-bit counter costs ~100 logic cells); the others read 0 there.
+BASIC_COUNTERS = ("cycles_busy", "mac_used", "layers_done")
 
 #: ``COUNT`` offset of the per-layer snapshots: layer ``i`` at ``SNAP_BASE + 8*i``, two 32-bit
 #: little-endian values taken at the end of the layer: ``cycles_busy`` and ``mac_used``

@@ -44,6 +44,8 @@ class EngineSpec:
         layer whose ``Pv`` outputs per group exceed its group cycles drains R per cycle
     dim_bits : width of the row/column counters (frames up to ``2**dim_bits - 1``)
     act_ram : yosys ``ram_style`` of the ACT buffers ("auto", "block", "huge" = iCE40 SPRAM)
+    counters : "all" performance counters, or "basic" (``descriptor.BASIC_COUNTERS`` only:
+        cycles, useful MACs, layers; the others read 0)
     arith : the arithmetic contract
 
     Raises
@@ -63,6 +65,7 @@ class EngineSpec:
     dim_bits: int = 10
     drain_lanes: int = 1
     act_ram: str = "auto"
+    counters: str = "all"
     arith: ArithSpec = field(default=DEFAULT_ARITH)
 
     def __post_init__(self):
@@ -89,11 +92,14 @@ class EngineSpec:
                              f"not {self.drain_lanes!r}")
         if self.act_ram not in ("auto", "block", "huge"):
             raise ValueError(f"act_ram must be 'auto', 'block' or 'huge', not {self.act_ram!r}")
+        if self.counters not in ("all", "basic"):
+            raise ValueError(f"counters must be 'all' or 'basic', not {self.counters!r}")
         if not isinstance(self.dim_bits, int) or not 4 <= self.dim_bits <= 14:
             raise ValueError(f"dim_bits must be an integer in 4..14, not {self.dim_bits!r}")
 
     # Identification ROM: what `identify` reads back (Space.ID), little-endian. The last byte
-    # is log2(act_lanes) + 1 (0 from gateware that predates act_lanes: act_lanes = lanes).
+    # is log2(act_lanes) + 1 (0 from gateware that predates act_lanes: act_lanes = lanes),
+    # plus 0x80 for counters="basic".
     _ID_FORMAT = "<4sHHHHIIIIHBBBBBB"
 
     def id_bytes(self) -> bytes:
@@ -102,7 +108,7 @@ class EngineSpec:
                            self.max_layers, self.dim_bits, self.act_depth, self.weight_depth,
                            self.bias_depth, self.out_bytes, self.drain_lanes, a.weight_bits, a.act_bits,
                            a.acc_bits, a.mult_bits, a.shift_max,
-                           self.act_lanes.bit_length())
+                           self.act_lanes.bit_length() | (0x80 if self.counters == "basic" else 0))
 
     @classmethod
     def from_id_bytes(cls, raw: bytes, name: str = "device") -> "EngineSpec":
@@ -115,7 +121,10 @@ class EngineSpec:
             raise ValueError(f"identification magic is {magic!r}, expected b'DCSR'")
         if version != GATEWARE_VERSION:
             raise ValueError(f"gateware version {version} is not the supported {GATEWARE_VERSION}")
+        counters = "basic" if la & 0x80 else "all"
+        la &= 0x7F
         return cls(name=name, lanes=lanes, act_lanes=1 << (la - 1) if la else lanes,
+                   counters=counters,
                    act_depth=act_depth, weight_depth=weight_depth,
                    bias_depth=bias_depth, out_bytes=out_bytes, max_layers=max_layers,
                    dim_bits=dim_bits, drain_lanes=max(drain_lanes, 1),

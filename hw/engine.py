@@ -13,7 +13,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from ..bus import BusSignature, CtrlReg, Space
-from ..descriptor import (ADDR, COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry,
+from ..descriptor import (ADDR, BASIC_COUNTERS, COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry,
                           LayerDescriptor)
 from ..spec import EngineSpec
 from .ice40_mac import DualMul8
@@ -169,7 +169,9 @@ class Engine(wiring.Component):
         soft_reset = Signal()
         m.d.comb += self.busy.eq(busy)
 
-        counters = {name: Signal(32, name=f"cnt_{name}") for name in COUNTERS}
+        kept = COUNTERS if spec.counters == "all" else BASIC_COUNTERS
+        counters = {name: Signal(32, name=f"cnt_{name}") if name in kept else Const(0, 32)
+                    for name in COUNTERS}
 
         # ---- sequencer registers (pipeline stage 0) -----------------------------------------
         kx = Signal(4)
@@ -409,8 +411,9 @@ class Engine(wiring.Component):
                     m.d.sync += desc_raw.word_select((db - 1)[:_log2(DESC_BYTES)], 8).eq(
                         desc_rd.data)
                 with m.If(db == DESC_BYTES):
-                    m.d.sync += [db.eq(0),
-                                 counters["desc_reads"].eq(counters["desc_reads"] + 1)]
+                    m.d.sync += db.eq(0)
+                    if "desc_reads" in kept:
+                        m.d.sync += counters["desc_reads"].eq(counters["desc_reads"] + 1)
                     m.next = "INIT"
                 with m.If(soft_reset):
                     m.d.sync += db.eq(0)
@@ -511,14 +514,15 @@ class Engine(wiring.Component):
         m.d.comb += useful.eq(Mux(in_frame, desc.useful[last_cg][last_vg], 0))
 
         def inc(name, cond, amount=1):
-            with m.If(cond):
-                m.d.sync += counters[name].eq(counters[name] + amount)
+            if name in kept:
+                with m.If(cond):
+                    m.d.sync += counters[name].eq(counters[name] + amount)
 
         with m.If(busy):
             inc("cycles_busy", 1)
             inc("cycles_stalled", issuing & ~adv)
             inc("mac_used", issue, useful)
-            m.d.sync += counters["mac_idle"].eq(counters["mac_idle"] + P - Mux(issue, useful, 0))
+            inc("mac_idle", 1, P - Mux(issue, useful, 0))
             inc("act0_reads", issue & in_frame & ~desc.in_buf)
             inc("act1_reads", issue & in_frame & desc.in_buf)
             inc("act0_writes", o_we & ~desc.to_out & (out_buf == 0), Mux(o_wide2, R, 1))
@@ -630,8 +634,8 @@ class Engine(wiring.Component):
                                     m.d.comb += start.eq(1)
                                     m.d.sync += [n_layers.eq(hdata), done.eq(0),
                                                  error.eq(0)]
-                                    for c in counters.values():
-                                        m.d.sync += c.eq(0)
+                                    for name in kept:
+                                        m.d.sync += counters[name].eq(0)
                         with m.Case(CtrlReg.RESET):
                             m.d.comb += soft_reset.eq(1)
 
@@ -681,6 +685,6 @@ class Engine(wiring.Component):
                          d1_valid.eq(0)]
             for c in ctl[1:]:
                 m.d.sync += c.valid.eq(0)
-            for c in counters.values():
-                m.d.sync += c.eq(0)
+            for name in kept:
+                m.d.sync += counters[name].eq(0)
         return m

@@ -73,7 +73,7 @@ def test_spec_act_depth_power_of_two():
 
 def test_spec_act_lanes():
     assert EngineSpec(lanes=16).act_lanes == 16
-    narrow = EngineSpec(name="n", lanes=16, act_lanes=4, drain_lanes=4)
+    narrow = EngineSpec(name="n", lanes=16, act_lanes=4, drain_lanes=4, counters="basic")
     back = EngineSpec.from_id_bytes(narrow.id_bytes(), name="n")
     assert back == narrow
     # Identification written before act_lanes existed (last byte 0) means act_lanes = lanes.
@@ -84,6 +84,8 @@ def test_spec_act_lanes():
         EngineSpec(lanes=16, act_lanes=32)
     with pytest.raises(ValueError, match="drain_lanes must be a power of two dividing act_lanes"):
         EngineSpec(lanes=16, act_lanes=2, drain_lanes=4)
+    with pytest.raises(ValueError, match="counters must be 'all' or 'basic', not 'some'"):
+        EngineSpec(counters="some")
 
 
 def test_descriptor_pack_roundtrip_and_limits():
