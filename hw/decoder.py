@@ -32,6 +32,8 @@ class Decoder(wiring.Component):
       times, so no request can keep the decoder busy forever.
     * ``overrun`` (a pulse from the receiver) counts lost bytes in :class:`LinkStats`.
     * ``idle``: waiting for a request with nothing in progress.
+    * ``busy``: a request is being executed or answered: its header (``rx.payload.header``)
+      must stay as it is (drive :attr:`Deframer.hold <deconvsr.hw.framing.Deframer>` with it).
     """
 
     rx: In(stream.Signature(RxEvent))
@@ -40,6 +42,7 @@ class Decoder(wiring.Component):
     bus: In(BusSignature())   # flipped: the link is the initiator (cmd out, rsp in)
     overrun: In(1)
     idle: Out(1)
+    busy: Out(1)
 
     def __init__(self, *, kind: int = LINK_KIND_STREAM, clk_hz: int = 48_000_000, baud: int = 0,
                  max_outstanding: int = 4):
@@ -58,35 +61,49 @@ class Decoder(wiring.Component):
         super().__init__()
 
     def elaborate(self, platform):
+        # Area and timing: the request header is the deframer's register (held stable by
+        # `busy` -> Deframer.hold), not a copy; the reply header's tag and opcode are that
+        # header's; short reply payloads are read at `pos` from one byte table (the IDENTIFY
+        # record, the live counters, the VERIFY CRC, the WAIT status byte) instead of being
+        # loaded into a wide shift register. The counters are bumped when a reply is finished,
+        # so STATS reports the requests before it (the overrun counter, which can change at
+        # any cycle, is read from a snapshot taken when STATS starts).
         m = Module()
         info_bytes = len(self._info)
-        stats_bytes = LinkStats.as_shape().size // 8
-        small_bits = 8 * max(info_bytes, stats_bytes, protocol.CRC_BYTES)
+        counters = Signal(LinkStats)
+        stats_bytes = len(counters.as_value()) // 8
+        pos_info = 0
+        pos_stats = pos_info + info_bytes
+        pos_crc = pos_stats + stats_bytes
+        pos_wait = pos_crc + protocol.CRC_BYTES
+        table_bytes = pos_wait + 1
 
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=8, depth=self._depth)
         m.submodules.vcrc = vcrc = protocol.CRC.create()
 
-        hdr = Signal(protocol.RequestHeader)
-        status = Signal(8)             # a Status value
-        reply_tag = Signal(8)
-        reply_op = Signal(8)
-        reply_len = Signal(16)
-        small = Signal(small_bits)     # short reply payloads, sent LSB byte first
-        addr = Signal(24)
-        to_issue = Signal(16)          # bus reads still to issue
-        to_take = Signal(16)           # responses still to consume
+        ev = self.rx.payload
+        hdr = ev.header                         # stable while `busy`
+        status = Signal(range(max(s.value for s in Status) + 1))
+        small_len = Signal(range(max(info_bytes, stats_bytes, protocol.CRC_BYTES) + 1))
+        read_reply = Signal()                   # the payload is READ data (hdr.length bytes)
+        pos = Signal(range(table_bytes))        # next short-payload byte
+        space = Signal(len(self.bus.cmd.payload.space.as_value()))
+        addr = Signal.like(hdr.addr)
+        to_issue = Signal.like(hdr.length)      # bus reads still to issue
+        to_take = Signal.like(hdr.length)       # responses still to consume
+        issuing = Signal()                      # to_issue != 0, kept as a register
         inflight = Signal(range(self._depth + 1))
-        polls = Signal(24)
+        polls = Signal.like(hdr.addr)
+        polls_zero = Signal()                   # polls == 0, kept as a register
         nap = Signal(range(protocol.WAIT_UNIT))
         writable = Signal()
-        last_tag = Signal(8)
-        last_op = Signal(8)
+        last_tag = Signal.like(hdr.tag)
+        last_op = Signal.like(hdr.opcode.as_value())
         last_valid = Signal()
-        counters = Signal(LinkStats)
-        first_verify = Signal()
+        overruns_snap = Signal.like(counters.overruns)
+        wait_status = Signal(8)
 
         cmd, rsp = self.bus.cmd, self.bus.rsp
-        ev = self.rx.payload
 
         # Bus responses always have room in the FIFO (reads in flight <= its depth).
         m.d.comb += [fifo.w_data.eq(rsp.payload), fifo.w_en.eq(rsp.valid),
@@ -95,95 +112,128 @@ class Decoder(wiring.Component):
         popped = fifo.r_en & fifo.r_rdy
         m.d.sync += inflight.eq(inflight + issued - popped)
 
-        def issue_reads():
-            m.d.comb += [cmd.valid.eq((to_issue != 0) & (inflight < self._depth)),
-                         cmd.payload.space.as_value().eq(hdr.space[:4]),
-                         cmd.payload.addr.eq(addr), cmd.payload.write.eq(0)]
+        def issue_reads(*, status_reg=False):
+            m.d.comb += [cmd.valid.eq(issuing & (inflight < self._depth)),
+                         cmd.payload.write.eq(0)]
+            if status_reg:
+                m.d.comb += [cmd.payload.space.eq(Space.CTRL),
+                             cmd.payload.addr.eq(CtrlReg.START_STATUS)]
+            else:
+                m.d.comb += [cmd.payload.space.as_value().eq(space),
+                             cmd.payload.addr.eq(addr)]
             with m.If(cmd.valid & cmd.ready):
-                m.d.sync += [to_issue.eq(to_issue - 1), addr.eq(addr + 1)]
+                m.d.sync += [to_issue.eq(to_issue - 1), issuing.eq(to_issue != 1)]
 
-        def reply(st, length=0, *, tag=None, op=None):
+        def reply(st, length=0, *, at=None):
             if isinstance(st, Status):
                 st = st.value
             elif hasattr(st, "as_value"):   # an EnumView from an event
                 st = st.as_value()
-            m.d.sync += [status.eq(st), reply_len.eq(length),
-                         reply_tag.eq(hdr.tag if tag is None else tag),
-                         reply_op.eq(hdr.opcode.as_value() if op is None else op)]
+            m.d.sync += [status.eq(st), small_len.eq(length), read_reply.eq(0)]
+            if at is not None:
+                m.d.sync += pos.eq(at)
             m.next = "SEND_HEADER"
 
         def bump(field):
             value = getattr(counters, field)
-            with m.If(value != 0xFFFF):
+            with m.If(value != (1 << len(value)) - 1):
                 m.d.sync += value.eq(value + 1)
 
         with m.If(self.overrun):
             bump("overruns")
 
-        m.d.comb += self.tx_hdr.payload.status.as_value().eq(status)
-        m.d.comb += [self.tx_hdr.payload.tag.eq(reply_tag),
-                     self.tx_hdr.payload.opcode.as_value().eq(reply_op),
-                     self.tx_hdr.payload.length.eq(reply_len)]
+        m.d.comb += [self.tx_hdr.payload.status.as_value().eq(status),
+                     self.tx_hdr.payload.tag.eq(hdr.tag),
+                     self.tx_hdr.payload.opcode.eq(hdr.opcode),
+                     self.tx_hdr.payload.length.eq(Mux(read_reply, hdr.length, small_len))]
 
+        small_byte = Signal(8)
+        stats = Cat(counters.frames, counters.crc_errors, counters.framing_errors, overruns_snap)
+        with m.Switch(pos):
+            for i in range(info_bytes):
+                with m.Case(pos_info + i):
+                    m.d.comb += small_byte.eq(self._info[i])
+            for i in range(stats_bytes):
+                with m.Case(pos_stats + i):
+                    m.d.comb += small_byte.eq(stats[8 * i:8 * i + 8])
+            with m.Case(pos_crc):                       # the CRC goes MSB first
+                m.d.comb += small_byte.eq(vcrc.crc[8:])
+            with m.Case(pos_crc + 1):
+                m.d.comb += small_byte.eq(vcrc.crc[:8])
+            with m.Case(pos_wait):
+                m.d.comb += small_byte.eq(wait_status)
+
+        # Decodes of the header, registered: the header is stable for several cycles before
+        # its HEADER event, so they are valid in DISPATCH and keep it off the timing path.
+        op_is = {op: Signal(name=f"op_is_{op.name.lower()}") for op in Opcode}
+        length_zero = Signal()
+        addr_zero = Signal()
+        repeat = Signal()       # a RUN/RESET with the tag of the last one executed
+        writable_space = Const(0, 1)
+        for sp in protocol.WRITABLE_SPACES:
+            writable_space = writable_space | (hdr.space == sp)
+        m.d.sync += [op_is[op].eq(hdr.opcode == op) for op in Opcode]
+        m.d.sync += [length_zero.eq(hdr.length == 0), addr_zero.eq(hdr.addr == 0),
+                     writable.eq(writable_space),
+                     repeat.eq(last_valid & (last_tag == hdr.tag) &
+                               (last_op == hdr.opcode.as_value()))]
+
+        # `busy` is a register (it gates the deframer's input): set when a request leaves IDLE,
+        # cleared when FINISH returns to it.
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.rx.ready.eq(1), self.idle.eq(~self.rx.valid)]
+                # loaded whatever the event (short enables; the header is stable when its
+                # event comes, and so are its registered decodes)
+                m.d.sync += [space.eq(hdr.space[:len(space)]), to_issue.eq(hdr.length),
+                             issuing.eq(~length_zero), to_take.eq(hdr.length)]
                 with m.If(self.rx.valid):
                     with m.If(ev.kind == RxKind.HEADER):
-                        m.d.sync += [hdr.eq(ev.header), addr.eq(ev.header.addr),
-                                     to_issue.eq(ev.header.length),
-                                     to_take.eq(ev.header.length)]
+                        m.d.sync += self.busy.eq(1)
                         m.next = "DISPATCH"
                     with m.Elif(ev.kind == RxKind.ERROR):
-                        reply(ev.status, tag=ev.header.tag, op=ev.header.opcode.as_value())
+                        m.d.sync += self.busy.eq(1)
+                        reply(ev.status)
 
             with m.State("DISPATCH"):
-                with m.Switch(hdr.opcode):
-                    with m.Case(Opcode.IDENTIFY):
-                        m.d.sync += [small.eq(int.from_bytes(self._info, "little")),
-                                     last_valid.eq(0)]
-                        reply(Status.OK, info_bytes)
-                    with m.Case(Opcode.READ):
-                        reply(Status.OK, hdr.length)
-                    with m.Case(Opcode.WRITE):
-                        ok = Const(0, 1)
-                        for s in protocol.WRITABLE_SPACES:
-                            ok = ok | (hdr.space == s)
-                        m.d.sync += writable.eq(ok)
-                        with m.If(hdr.length == 0):
-                            reply(Status.OK)
-                        with m.Else():
-                            m.next = "WRITE"
-                    with m.Case(Opcode.VERIFY):
-                        m.d.sync += first_verify.eq(1)
-                        m.next = "VERIFY"
-                    with m.Case(Opcode.RUN, Opcode.RESET):
-                        with m.If(last_valid & (last_tag == hdr.tag) &
-                                  (last_op == hdr.opcode.as_value())):
-                            reply(Status.OK)
-                        with m.Else():
-                            m.next = "CTRL_WRITE"
-                    with m.Case(Opcode.WAIT):
-                        m.d.sync += [polls.eq(hdr.addr), to_issue.eq(1), to_take.eq(1),
-                                     addr.eq(CtrlReg.START_STATUS), hdr.space.eq(Space.CTRL)]
-                        m.next = "WAIT_READ"
-                    with m.Case(Opcode.STATS):
-                        m.d.sync += small.eq(counters.as_value())
-                        reply(Status.OK, stats_bytes)
-                    with m.Default():
-                        reply(Status.BAD_OPCODE)
+                with m.If(op_is[Opcode.IDENTIFY]):
+                    m.d.sync += last_valid.eq(0)
+                    reply(Status.OK, info_bytes, at=pos_info)
+                with m.Elif(op_is[Opcode.READ]):
+                    reply(Status.OK)
+                    m.d.sync += read_reply.eq(~length_zero)
+                with m.Elif(op_is[Opcode.WRITE]):
+                    with m.If(length_zero):
+                        reply(Status.OK)
+                    with m.Else():
+                        m.next = "WRITE"
+                with m.Elif(op_is[Opcode.VERIFY]):
+                    m.d.comb += vcrc.start.eq(1)
+                    m.next = "VERIFY"
+                with m.Elif(op_is[Opcode.RUN] | op_is[Opcode.RESET]):
+                    with m.If(repeat):
+                        reply(Status.OK)
+                    with m.Else():
+                        m.next = "CTRL_WRITE"
+                with m.Elif(op_is[Opcode.WAIT]):
+                    m.d.sync += [polls.eq(hdr.addr), polls_zero.eq(addr_zero),
+                                 to_issue.eq(1), issuing.eq(1)]
+                    m.next = "WAIT_READ"
+                with m.Elif(op_is[Opcode.STATS]):
+                    m.d.sync += overruns_snap.eq(counters.overruns)
+                    reply(Status.OK, stats_bytes, at=pos_stats)
+                with m.Else():
+                    reply(Status.BAD_OPCODE)
 
             with m.State("WRITE"):
                 is_data = ev.kind == RxKind.DATA
-                m.d.comb += [cmd.payload.space.as_value().eq(hdr.space[:4]),
+                m.d.comb += [cmd.payload.space.as_value().eq(space),
                              cmd.payload.addr.eq(addr), cmd.payload.write.eq(1),
                              cmd.payload.data.eq(ev.data),
                              cmd.valid.eq(self.rx.valid & is_data & writable),
                              self.rx.ready.eq(~(is_data & writable) | cmd.ready)]
                 with m.If(self.rx.valid & self.rx.ready):
-                    with m.If(is_data):
-                        m.d.sync += addr.eq(addr + 1)
-                    with m.Elif(ev.kind == RxKind.END):
+                    with m.If(ev.kind == RxKind.END):
                         with m.If(writable):
                             reply(Status.OK)
                         with m.Else():
@@ -195,7 +245,8 @@ class Decoder(wiring.Component):
                 is_run = hdr.opcode == Opcode.RUN
                 m.d.comb += [cmd.valid.eq(1), cmd.payload.space.eq(Space.CTRL),
                              cmd.payload.write.eq(1),
-                             cmd.payload.addr.eq(Cat(~is_run, Const(0, 23))),
+                             cmd.payload.addr.eq(Mux(is_run, CtrlReg.START_STATUS,
+                                                     CtrlReg.RESET)),
                              cmd.payload.data.eq(hdr.length[:8])]
                 with m.If(cmd.ready):
                     m.d.sync += [last_valid.eq(1), last_tag.eq(hdr.tag),
@@ -205,66 +256,50 @@ class Decoder(wiring.Component):
                     reply(Status.OK)
 
             with m.State("VERIFY"):
+                # The CRC restarted in DISPATCH; an empty range leaves its initial value, as
+                # the software model gives. It has settled when `to_take` reaches zero.
                 issue_reads()
                 m.d.comb += [fifo.r_en.eq(1), vcrc.valid.eq(fifo.r_rdy),
-                             vcrc.data.eq(fifo.r_data), vcrc.start.eq(first_verify)]
+                             vcrc.data.eq(fifo.r_data)]
                 with m.If(fifo.r_rdy):
-                    m.d.sync += [to_take.eq(to_take - 1), first_verify.eq(0)]
+                    m.d.sync += to_take.eq(to_take - 1)
                 with m.If(to_take == 0):
-                    m.next = "VERIFY_DONE"
-            with m.State("VERIFY_DONE"):
-                # The CRC register is one cycle behind its input; it has settled here. An empty
-                # range leaves it at its initial value, as the software model gives.
-                with m.If(first_verify):
-                    m.d.sync += small.eq(int.from_bytes(protocol.CRC.compute(b"")
-                                                        .to_bytes(2, "big"), "little"))
-                with m.Else():
-                    m.d.sync += small.eq(Cat(vcrc.crc[8:], vcrc.crc[:8]))
-                reply(Status.OK, protocol.CRC_BYTES)
+                    reply(Status.OK, protocol.CRC_BYTES, at=pos_crc)
 
             with m.State("WAIT_READ"):
-                issue_reads()
+                issue_reads(status_reg=True)
                 m.d.comb += fifo.r_en.eq(1)
                 with m.If(fifo.r_rdy):
-                    with m.If(fifo.r_data[0] & (polls != 0)):   # busy: nap, then poll again
-                        m.d.sync += [polls.eq(polls - 1), nap.eq(protocol.WAIT_UNIT - 1)]
+                    with m.If(fifo.r_data[0] & ~polls_zero):   # busy: nap, then poll again
+                        m.d.sync += [polls.eq(polls - 1), polls_zero.eq(polls == 1),
+                                     nap.eq(protocol.WAIT_UNIT - 1)]
                         m.next = "WAIT_NAP"
                     with m.Else():
-                        m.d.sync += small.eq(fifo.r_data)
-                        reply(Mux(fifo.r_data[0], Status.TIMEOUT.value, Status.OK.value), 1)
+                        m.d.sync += wait_status.eq(fifo.r_data)
+                        reply(Mux(fifo.r_data[0], Status.TIMEOUT.value, Status.OK.value), 1,
+                              at=pos_wait)
             with m.State("WAIT_NAP"):
                 m.d.sync += nap.eq(nap - 1)
                 with m.If(nap == 0):
-                    m.d.sync += [to_issue.eq(1), to_take.eq(1), addr.eq(CtrlReg.START_STATUS)]
+                    m.d.sync += [to_issue.eq(1), issuing.eq(1)]
                     m.next = "WAIT_READ"
 
             with m.State("SEND_HEADER"):
                 m.d.comb += self.tx_hdr.valid.eq(1)
                 with m.If(self.tx_hdr.ready):
-                    with m.Switch(status):
-                        with m.Case(Status.OK):
-                            bump("frames")
-                        with m.Case(Status.BAD_CRC):
-                            bump("crc_errors")
-                        with m.Case(Status.TIMEOUT):
-                            with m.If(reply_op != Opcode.WAIT.value):
-                                bump("framing_errors")
-                        with m.Default():
-                            bump("framing_errors")
-                    with m.If(reply_len == 0):
-                        m.next = "IDLE"
-                    with m.Elif((status == Status.OK.value) & (hdr.opcode == Opcode.READ) &
-                                (reply_op == Opcode.READ.value)):
+                    with m.If(read_reply):
                         m.next = "READ"
-                    with m.Else():
+                    with m.Elif(small_len != 0):
                         m.next = "SMALL"
+                    with m.Else():
+                        m.next = "FINISH"
 
             with m.State("SMALL"):
-                m.d.comb += [self.tx_data.valid.eq(1), self.tx_data.payload.eq(small[:8])]
+                m.d.comb += [self.tx_data.valid.eq(1), self.tx_data.payload.eq(small_byte)]
                 with m.If(self.tx_data.ready):
-                    m.d.sync += [small.eq(small >> 8), reply_len.eq(reply_len - 1)]
-                    with m.If(reply_len == 1):
-                        m.next = "IDLE"
+                    m.d.sync += [pos.eq(pos + 1), small_len.eq(small_len - 1)]
+                    with m.If(small_len == 1):
+                        m.next = "FINISH"
 
             with m.State("READ"):
                 issue_reads()
@@ -274,6 +309,25 @@ class Decoder(wiring.Component):
                 with m.If(popped):
                     m.d.sync += to_take.eq(to_take - 1)
                     with m.If(to_take == 1):
-                        m.next = "IDLE"
-        return m
+                        m.next = "FINISH"
 
+            with m.State("FINISH"):                    # the reply is out: count it
+                with m.Switch(status):
+                    with m.Case(Status.OK):
+                        bump("frames")
+                    with m.Case(Status.BAD_CRC):
+                        bump("crc_errors")
+                    with m.Case(Status.TIMEOUT):
+                        with m.If(hdr.opcode != Opcode.WAIT):
+                            bump("framing_errors")
+                    with m.Default():
+                        bump("framing_errors")
+                m.d.sync += self.busy.eq(0)
+                m.next = "IDLE"
+        # The bus address: the header's while idle, then one up per command (only READ,
+        # VERIFY and WRITE use it; WAIT and RUN/RESET address CTRL registers directly).
+        with m.If(~self.busy):
+            m.d.sync += addr.eq(hdr.addr)
+        with m.Elif(cmd.valid & cmd.ready):
+            m.d.sync += addr.eq(addr + 1)
+        return m

@@ -6,7 +6,7 @@ Transmit path: :class:`Framer` (reply header + payload -> tokens, CRCs appended)
 :class:`Stuffer` (tokens -> escaped line bytes).
 """
 
-from amaranth import Module, Signal, Cat, Const
+from amaranth import Module, Signal, Cat, Const, Mux
 from amaranth.hdl import unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -40,7 +40,9 @@ class RxEvent(data.Struct):
 
 class Unstuffer(wiring.Component):
     """Line bytes in, :class:`Token` out. ``FEND`` -> a start token; ``FESC, b`` -> ``b ^ 0x20``;
-    ``FIDLE`` (filler, e.g. on SPI) is dropped. One cycle per byte; passes backpressure through.
+    ``FIDLE`` (filler, e.g. on SPI) is dropped. The output is a register and ``i.ready`` is
+    ``~o.valid`` (no combinational path from ``o.ready`` to ``i.ready``): one byte per cycle
+    while bytes are consumed silently, one token every other cycle otherwise.
     """
 
     i: In(stream.Signature(8))
@@ -53,16 +55,17 @@ class Unstuffer(wiring.Component):
         is_fend = byte == protocol.FEND
         is_fesc = byte == protocol.FESC
         is_idle = byte == protocol.FIDLE
-        # A token is produced for everything but FESC and FIDLE; those are consumed silently.
-        produce = is_fend | ~(is_fesc | is_idle)
-        m.d.comb += [
-            self.o.valid.eq(self.i.valid & produce),
-            self.o.payload.start.eq(is_fend),
-            self.o.payload.data.eq(Cat(byte[:5], byte[5] ^ escaped, byte[6:])),
-            self.i.ready.eq(self.o.ready | ~produce),
-        ]
-        with m.If(self.i.valid & self.i.ready & ~is_idle):  # a filler keeps the escape state
-            m.d.sync += escaped.eq(is_fesc)
+        m.d.comb += self.i.ready.eq(~self.o.valid)
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            # A token is produced for everything but FESC and FIDLE, which are consumed
+            # silently; a filler keeps the escape state.
+            with m.If(is_fend | ~(is_fesc | is_idle)):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.start.eq(is_fend),
+                             self.o.payload.data.eq(Cat(byte[:5], byte[5] ^ escaped, byte[6:]))]
+            with m.If(~is_idle):
+                m.d.sync += escaped.eq(is_fesc)
         return m
 
 
@@ -103,13 +106,22 @@ class Deframer(wiring.Component):
     (``BAD_CRC``). Any failure emits one ``ERROR`` event and returns to hunting for a frame
     start: header CRC mismatch (``BAD_CRC``), a frame start inside a frame (``ABORTED``, and the
     new frame is received), or no byte for ``timeout`` cycles inside a frame (``TIMEOUT``).
-    Bytes outside frames are ignored. The output is a register: one token per cycle when
-    ``o`` is ready; ``hunting`` is high between frames, ``waiting`` when inside a frame with no
-    input offered (the watchdog is counting).
+    Bytes outside frames are ignored.
+
+    The event's ``kind``/``status``/``data`` are registers; its ``header`` is the header
+    register itself, which changes only while no event is pending and ``hold`` is low.
+    ``hold`` (from the consumer): the last header is still in use; the deframer does not start
+    a new header (it stalls on the frame start, or at the first header byte after an abort),
+    but still delivers the payload and the errors of the current frame.
+    ``i.ready`` is a register (no event pending): the deframer takes at most one token per
+    cycle, and one every other cycle while it emits an event per token (payload bytes).
+    ``hunting`` is high between frames, ``waiting`` when inside a frame with no input offered
+    (the watchdog is counting).
     """
 
     i: In(stream.Signature(Token))
     o: Out(stream.Signature(RxEvent))
+    hold: In(1)
     hunting: Out(1)
     waiting: Out(1)
 
@@ -120,36 +132,47 @@ class Deframer(wiring.Component):
         super().__init__()
 
     def elaborate(self, platform):
-        # One CRC processor serves the header and then the payload: `restart` makes the next
-        # byte it sees start a new computation. The received CRC bytes are not fed to it; the
-        # second one is compared with its (registered) output.
+        # One CRC processor serves the header and then the payload; it also takes the two
+        # received CRC bytes, so a part is good when the register holds the residue (zero)
+        # one cycle after its last byte (the *_CHECK states): no 16-bit compare, no byte store.
+        # The payload length counts down (a compare with a constant, not with `length - 1`).
+        # `i.ready` depends on registers only (`~o.valid`), so the decoder's `ready` never
+        # reaches back through this block into the unstuffer and the receive FIFO.
         m = Module()
         m.submodules.crc = crc = protocol.CRC.create()
 
         hdr_bytes = protocol.HEADER_BYTES
         header = Signal(RequestHeader)
-        count = Signal(16)        # bytes of the current part received
-        crc_hi = Signal(8)
-        restart = Signal()
-        timer = Signal(range(self._timeout + 1))
+        index = Signal(range(hdr_bytes))             # header bytes received
+        remaining = Signal.like(header.length)       # payload bytes still due
+        second = Signal()                            # the next CRC byte is the last one
+        timer = Signal(range(self._timeout))
+        late = Signal()                              # the timer has run out
+        ev_kind = Signal(RxKind)
+        ev_status = Signal(range(max(s.value for s in Status) + 1))   # as few bits as needed
+        ev_data = Signal(8)
 
-        can_emit = ~self.o.valid | self.o.ready
+        m.d.comb += [self.o.payload.kind.eq(ev_kind),
+                     self.o.payload.status.as_value().eq(ev_status),
+                     self.o.payload.data.eq(ev_data),
+                     self.o.payload.header.eq(header)]
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
         def emit(kind, status=Status.OK, byte=0):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.kind.eq(kind),
-                         self.o.payload.status.eq(status), self.o.payload.data.eq(byte)]
+            m.d.sync += [self.o.valid.eq(1), ev_kind.eq(kind), ev_status.eq(status.value),
+                         ev_data.eq(byte)]
 
-        m.d.sync += self.o.payload.header.eq(header)
         tok = self.i.payload
-        take = self.i.valid & can_emit
-        m.d.comb += self.i.ready.eq(can_emit)
-        m.d.comb += [crc.data.eq(tok.data), crc.start.eq(restart)]
+        m.d.comb += self.i.ready.eq(~self.o.valid)
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        m.d.comb += crc.data.eq(tok.data)
 
-        def feed_crc():
-            m.d.comb += crc.valid.eq(1)
-            m.d.sync += restart.eq(0)
+        def new_header():
+            m.d.comb += crc.start.eq(1)
+            m.d.sync += index.eq(0)
+            m.next = "HEADER"
 
         abort = Signal()    # a frame start inside a frame
         expire = Signal()   # the inter-byte watchdog fired
@@ -159,76 +182,94 @@ class Deframer(wiring.Component):
             which runs under the returned ``Elif`` when a data token is taken."""
             with m.If(abort):
                 emit(RxKind.ERROR, Status.ABORTED)
-                m.d.sync += [count.eq(0), restart.eq(1)]
-                m.next = "HEADER"
+                new_header()
             with m.Elif(expire):
                 emit(RxKind.ERROR, Status.TIMEOUT)
                 m.next = "HUNT"
             return m.Elif(take)
 
+        def crc_pair(next_state):
+            m.d.comb += crc.valid.eq(1)
+            m.d.sync += second.eq(~second)
+            with m.If(second):
+                m.next = next_state
+
         with m.FSM() as fsm:
             with m.State("HUNT"):
+                m.d.comb += self.i.ready.eq(~self.o.valid & ~self.hold)
                 with m.If(take & tok.start):
-                    m.d.sync += [count.eq(0), restart.eq(1)]
-                    m.next = "HEADER"
+                    new_header()
             with m.State("HEADER"):
+                # after an abort: wait for the consumer to release the header
+                m.d.comb += self.i.ready.eq(~self.o.valid & ~self.hold)
+                with m.If(take):
+                    # Written even when the token is a frame start (an abort): the bytes from
+                    # `index` on are stale anyway, and the enables stay short.
+                    m.d.sync += header.as_value().word_select(index, 8).eq(tok.data)
                 with guarded():
-                    feed_crc()
-                    m.d.sync += [header.as_value().word_select(count[:3], 8).eq(tok.data),
-                                 count.eq(count + 1)]
-                    with m.If(count == hdr_bytes - 1):
-                        m.d.sync += count.eq(0)
+                    m.d.comb += crc.valid.eq(1)
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == hdr_bytes - 1):
+                        m.d.sync += second.eq(0)
                         m.next = "HEADER_CRC"
             with m.State("HEADER_CRC"):
                 with guarded():
-                    m.d.sync += [crc_hi.eq(tok.data), count.eq(count + 1)]
-                    with m.If(count == 1):
-                        m.d.sync += [count.eq(0), restart.eq(1)]
-                        with m.If(Cat(tok.data, crc_hi) != crc.crc):
-                            emit(RxKind.ERROR, Status.BAD_CRC)
-                            m.next = "HUNT"
-                        with m.Else():
-                            emit(RxKind.HEADER)
-                            with m.If((header.opcode == Opcode.WRITE) & (header.length != 0)):
-                                m.next = "PAYLOAD"
-                            with m.Else():
-                                m.next = "HUNT"
+                    crc_pair("HEADER_CHECK")
+            with m.State("HEADER_CHECK"):
+                m.d.comb += [self.i.ready.eq(0), crc.start.eq(1)]          # the payload's CRC starts afresh
+                m.d.sync += remaining.eq(header.length)
+                with m.If(~crc.match_detected):
+                    emit(RxKind.ERROR, Status.BAD_CRC)
+                    m.next = "HUNT"
+                with m.Else():
+                    emit(RxKind.HEADER)
+                    with m.If((header.opcode == Opcode.WRITE) & (header.length != 0)):
+                        m.next = "PAYLOAD"
+                    with m.Else():
+                        m.next = "HUNT"
             with m.State("PAYLOAD"):
                 with guarded():
-                    feed_crc()
+                    m.d.comb += crc.valid.eq(1)
                     emit(RxKind.DATA, byte=tok.data)
-                    m.d.sync += count.eq(count + 1)
-                    with m.If(count == header.length - 1):
-                        m.d.sync += count.eq(0)
+                    m.d.sync += remaining.eq(remaining - 1)
+                    with m.If(remaining == 1):
+                        m.d.sync += second.eq(0)
                         m.next = "PAYLOAD_CRC"
             with m.State("PAYLOAD_CRC"):
                 with guarded():
-                    m.d.sync += [crc_hi.eq(tok.data), count.eq(count + 1)]
-                    with m.If(count == 1):
-                        with m.If(Cat(tok.data, crc_hi) != crc.crc):
-                            emit(RxKind.ERROR, Status.BAD_CRC)
-                        with m.Else():
-                            emit(RxKind.END)
-                        m.next = "HUNT"
+                    crc_pair("PAYLOAD_CHECK")
+            with m.State("PAYLOAD_CHECK"):
+                m.d.comb += self.i.ready.eq(0)
+                with m.If(~crc.match_detected):
+                    emit(RxKind.ERROR, Status.BAD_CRC)
+                with m.Else():
+                    emit(RxKind.END)
+                m.next = "HUNT"
 
         in_frame = ~fsm.ongoing("HUNT")
         m.d.comb += [
             self.hunting.eq(~in_frame),
             self.waiting.eq(in_frame & ~self.i.valid),
             abort.eq(in_frame & take & tok.start),
-            expire.eq(in_frame & can_emit & ~self.i.valid & (timer == self._timeout - 1)),
+            expire.eq(in_frame & late & ~self.o.valid & ~self.i.valid),
         ]
+        # `late` registers the timer's end (the watchdog fires one cycle later, and its wide
+        # compare is off the path into the state machine).
         with m.If(~in_frame | take):
-            m.d.sync += timer.eq(0)
-        with m.Elif(can_emit & ~self.i.valid):
+            m.d.sync += [timer.eq(0), late.eq(0)]
+        with m.Elif(~self.o.valid & ~self.i.valid):
             m.d.sync += timer.eq(timer + 1)
+            with m.If(timer == self._timeout - 1):
+                m.d.sync += late.eq(1)
         return m
 
 
 class Framer(wiring.Component):
     """Reply header (``hdr``) + ``hdr.length`` payload bytes (``data``) in, :class:`Token` out:
     start token, header, header CRC, payload, payload CRC (the last two only if ``length > 0``).
-    ``hdr`` is taken when its frame starts; ``busy`` is high until its last token is sent.
+    The header is read from ``hdr.payload`` while it is sent: ``hdr`` is taken (``ready``) with
+    the last byte of the header CRC, so its payload must stay valid until then (as the stream
+    rules require anyway). ``busy`` is high until the frame's last token is sent.
     """
 
     hdr: In(stream.Signature(ReplyHeader))
@@ -237,57 +278,62 @@ class Framer(wiring.Component):
     busy: Out(1)
 
     def elaborate(self, platform):
+        # No copy of the header (the decoder holds it); counters count down to a constant (no
+        # compare with `length - 1`); the CRC's two bytes are told apart by one flag.
         m = Module()
         m.submodules.crc = crc = protocol.CRC.create()
-        header = Signal(ReplyHeader)
-        count = Signal(16)
-        first = Signal()
-        m.d.comb += crc.start.eq(first)
-
-        def send(byte, *, to_crc=True):
-            m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(byte)]
-            with m.If(self.o.ready):
-                m.d.sync += count.eq(count + 1)
-                if to_crc:
-                    m.d.comb += [crc.valid.eq(1), crc.data.eq(byte)]
-                    m.d.sync += first.eq(0)
+        hdr_bytes = protocol.REPLY_HEADER_BYTES
+        header = self.hdr.payload
+        index = Signal(range(hdr_bytes))      # header byte being sent
+        remaining = Signal.like(header.length)
+        second = Signal()                     # the CRC's low byte is due
+        crc_byte = Mux(second, crc.crc[:8], crc.crc[8:])
+        sent = self.o.valid & self.o.ready
 
         with m.FSM() as fsm:
             m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
             with m.State("IDLE"):
                 m.d.comb += [self.o.valid.eq(self.hdr.valid), self.o.payload.start.eq(1),
-                             self.hdr.ready.eq(self.o.ready)]
+                             crc.start.eq(1)]
+                m.d.sync += index.eq(0)
                 with m.If(self.hdr.valid & self.o.ready):
-                    m.d.sync += [header.eq(self.hdr.payload), count.eq(0), first.eq(1)]
                     m.next = "HEADER"
             with m.State("HEADER"):
-                send(header.as_value().word_select(count[:3], 8))
-                with m.If(self.o.ready & (count == protocol.REPLY_HEADER_BYTES - 1)):
-                    m.d.sync += count.eq(0)
-                    m.next = "HEADER_CRC"
+                byte = header.as_value().word_select(index, 8)
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(byte),
+                             crc.data.eq(byte), crc.valid.eq(self.o.ready)]
+                with m.If(self.o.ready):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == hdr_bytes - 1):
+                        m.d.sync += second.eq(0)
+                        m.next = "HEADER_CRC"
             with m.State("HEADER_CRC"):
-                send(crc.crc.word_select(~count[0], 8), to_crc=False)
-                with m.If(self.o.ready & (count == 1)):
-                    m.d.sync += [count.eq(0), first.eq(1)]
-                    with m.If(header.length == 0):
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "PAYLOAD"
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(crc_byte)]
+                with m.If(self.o.ready):
+                    m.d.sync += [second.eq(1), remaining.eq(header.length)]
+                    with m.If(second):
+                        m.d.comb += [self.hdr.ready.eq(1),
+                                     crc.start.eq(1)]      # the payload's CRC starts afresh
+                        with m.If(header.length == 0):
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
                 m.d.comb += [self.o.valid.eq(self.data.valid),
                              self.o.payload.data.eq(self.data.payload),
-                             self.data.ready.eq(self.o.ready)]
-                with m.If(self.data.valid & self.o.ready):
-                    m.d.comb += [crc.valid.eq(1), crc.data.eq(self.data.payload)]
-                    m.d.sync += [first.eq(0), count.eq(count + 1)]
-                    with m.If(count == header.length - 1):
-                        m.d.sync += count.eq(0)
+                             self.data.ready.eq(self.o.ready),
+                             crc.data.eq(self.data.payload), crc.valid.eq(sent)]
+                with m.If(sent):
+                    m.d.sync += remaining.eq(remaining - 1)
+                    with m.If(remaining == 1):
+                        m.d.sync += second.eq(0)
                         m.next = "PAYLOAD_CRC"
             with m.State("PAYLOAD_CRC"):
-                send(crc.crc.word_select(~count[0], 8), to_crc=False)
-                with m.If(self.o.ready & (count == 1)):
-                    m.d.sync += count.eq(0)
-                    m.next = "IDLE"
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(crc_byte)]
+                with m.If(self.o.ready):
+                    m.d.sync += second.eq(1)
+                    with m.If(second):
+                        m.next = "IDLE"
         return m
 
 

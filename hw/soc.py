@@ -98,6 +98,7 @@ class Link(wiring.Component):
         connect(m, wiring.flipped(self.bus.rsp), decoder.bus.rsp)
         m.d.comb += [
             decoder.overrun.eq(self.overrun),
+            deframer.hold.eq(decoder.busy),
             self.idle.eq(decoder.idle & deframer.hunting & ~unstuffer.o.valid & ~framer.busy &
                          ~tx_reg.busy & ~stuffer.busy & ~out_reg.busy & ~cmd_reg.busy &
                          ~self.i.valid),
