@@ -268,6 +268,11 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     t0 = time.monotonic()
     plan = platform.prepare(top, name=name, **kw)
     _split_script(plan, name)
+    # The engine never relies on initial RAM contents, and single-port RAMs (the iCE40's
+    # SPRAM feature buffers) cannot be initialised: drop the all-zero initialisers.
+    from deconvsr.hw.synth import _drop_zero_init
+    il = plan.files[f"{name}.il"]
+    plan.files[f"{name}.il"] = _drop_zero_init(il.decode() if isinstance(il, bytes) else il)
     log.info("building %s in %s with %s", board.name, outdir, env.get("YOSYS"))
     stamps = {}
     try:

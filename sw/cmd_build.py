@@ -89,19 +89,26 @@ def format_result(result) -> str:
 
 
 def spec_with(spec, settings):
-    """``spec`` with ``FIELD=VALUE`` overrides (integers). Raises :class:`CLIError`."""
+    """``spec`` with ``FIELD=VALUE`` overrides (integers; text for the text fields such as
+    ``counters`` and ``act_ram``). Raises :class:`CLIError`."""
     from dataclasses import fields, replace
     names = {f.name for f in fields(spec)} - {"arith", "name"}
+    text = {f.name for f in fields(spec) if f.type in (str, "str")}
     changes = {}
     for item in settings:
         key, sep, value = item.partition("=")
         if not sep or key not in names:
             raise CLIError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
                            f"{', '.join(sorted(names))}", EXIT_INPUT)
+        if key in text:
+            changes[key] = value
+            continue
         try:
             changes[key] = int(value, 0)
         except ValueError:
             raise CLIError(f"--set {item!r}: {value!r} is not an integer", EXIT_INPUT) from None
+    if "lanes" in changes and "act_lanes" not in changes and spec.act_lanes == spec.lanes:
+        changes["act_lanes"] = changes["lanes"]     # words as wide as the lanes, as before
     try:
         return replace(spec, **changes) if changes else spec
     except ValueError as e:

@@ -357,6 +357,10 @@ def test_spec_overrides():
     spec = BOARDS["ulx3s-85f"].spec
     new = spec_with(spec, ["lanes=32", "act_depth=0x400"])
     assert (new.lanes, new.act_depth, new.weight_depth) == (32, 1024, spec.weight_depth)
+    assert new.act_lanes == 32
+    assert spec_with(spec, ["counters=basic"]).counters == "basic"
+    with pytest.raises(CLIError, match=r"--set: counters must be 'all' or 'basic', not 'x'"):
+        spec_with(spec, ["counters=x"])
     with pytest.raises(CLIError, match=r"--set 'lane=3': expected FIELD=VALUE with FIELD one"):
         spec_with(spec, ["lane=3"])
     with pytest.raises(CLIError, match=r"--set 'lanes=x': 'x' is not an integer"):
