@@ -20,7 +20,7 @@ from ..spec import SPECS, EngineSpec
 from .intmodel import QLayer, layer_accumulators, run_layer
 
 __all__ = ["random_qlayer", "calibrated_network", "PAPER_ARCH", "EDGE_ARCH", "camera_tile",
-           "bench", "register"]
+           "bench", "register", "frame_cycles"]
 
 #: (C_in, C_out, K_d, S, P_d) of each layer, as deconvolutions. Feature layers: a 'same'
 #: convolution K, pad p is a stride-1 deconvolution K_d = K, P_d = K - 1 - p.
@@ -85,6 +85,64 @@ def zoo_network(name: str):
     from .quantize import quantize
     from .zoo import load_model
     return quantize(load_model(ZOO_MODELS[name]))
+
+
+def _engine_source_hash() -> str:
+    """Hash of the gateware sources that decide cycle counts (engine, requant, multipliers,
+    descriptor layout): a cached cycle count is reused only for the same engine."""
+    import hashlib
+    from pathlib import Path
+
+    from .. import descriptor
+    from ..hw import engine, ice40_mac, requant
+    h = hashlib.sha256()
+    for mod in (engine, requant, ice40_mac, descriptor):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def frame_cycles(network, spec: EngineSpec, h: int, w: int, *, simulator="verilator") -> int:
+    """Engine cycles (start to done, summed over the tiles) for one ``h`` x ``w`` frame of
+    ``network`` (a float :class:`~deconvsr.sw.network.Network`, quantised here with the spec's
+    arithmetic), measured on the simulated RTL with the engine's own cycle counter. Cycle counts
+    do not depend on pixel values, so the frame is a camera crop; results are cached in
+    ``$DECONVSR_CACHE/frame_cycles.json`` by spec, network shape, size and gateware source.
+
+    Raises
+    ------
+    deconvsr.sw.program.ProgramError
+        if the network does not fit ``spec``.
+    """
+    import json
+
+    from ..sim.device_sim import cache_dir
+    from ..sim.engine_sim import cached_build_dir, run_programs
+    from .program import frame_programs
+    from .quantize import quantize
+
+    layers = quantize(network, spec=spec.arith)
+    shape = [(q.c_in, q.c_out, q.k, q.stride, q.padding) for q in layers]
+    key = json.dumps([repr(spec), shape, h, w, _engine_source_hash()])
+    path = cache_dir() / "frame_cycles.json"
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return int(cache[key])
+    x = camera_tile(max(h, w))[:, :h, :w]
+    progs = [prog for _, prog in frame_programs(layers, x, spec)[0]]
+    with _stdout_to_stderr(), cached_build_dir(spec, simulator) as bd:
+        results = run_programs(progs, spec, backend="rtl", build_dir=bd, simulator=simulator)
+    cycles = sum(r["cycles"] for r in results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    cache[key] = cycles
+    path.write_text(json.dumps(cache, indent=1))
+    return cycles
 
 
 @contextlib.contextmanager

@@ -100,29 +100,15 @@ class LinkDevice(Device):
         return result
 
     def _programs(self, layers, y):
-        from .program import ProgramError, compile_network, compile_tiled, set_input
-        spec = self.info.spec
+        from .program import ProgramError, frame_programs
         try:
-            prog = compile_network(layers, y.shape, spec)
-            set_input(prog, y)
-            return [(None, prog)], None
-        except ProgramError as whole:
-            # Largest square tile core whose extended tile fits the buffers.
-            from .program import halo
-            lo, hi, best = 1, max(y.shape), None
-            while lo <= hi:
-                core = (lo + hi) // 2
-                ext = core + 2 * halo(layers)
-                try:
-                    compile_network(layers, (1, ext, ext), spec)
-                    best, lo = core, core + 1
-                except ProgramError:
-                    hi = core - 1
-            if best is None:
-                raise DeviceError(f"{self.name}: the network does not fit the engine even for "
-                                  f"a 1-pixel tile ({whole})") from None
-            log.info("frame %s does not fit the buffers: tiles of %d x %d", y.shape, best, best)
-            return list(compile_tiled(layers, y, spec, best)), best + 2 * halo(layers)
+            progs, ext = frame_programs(layers, y, self.info.spec)
+        except ProgramError as e:
+            raise DeviceError(f"{self.name}: {e}") from None
+        if ext is not None:
+            log.info("frame %s does not fit the buffers: tiles of %d x %d (with the halo)", y.shape,
+                     ext, ext)
+        return progs, ext
 
     def _load_setup(self, prog):
         d = self.driver

@@ -25,7 +25,7 @@ from ..spec import EngineSpec
 from .intmodel import QLayer
 
 __all__ = ["ProgramError", "LayerPlan", "Program", "plan_layer", "compile_network",
-           "compile_tiled", "decode_counters", "Tile"]
+           "compile_tiled", "frame_programs", "decode_counters", "Tile"]
 
 
 class ProgramError(ValueError):
@@ -362,3 +362,36 @@ def crop_tile(layers, tile: Tile, out: np.ndarray, ext: int) -> tuple[tuple, np.
     X0, X1 = s * tile.cx0, s * tile.cx1
     oy, ox = Y0 - s * tile.y0, X0 - s * tile.x0
     return (Y0, Y1, X0, X1), out[:, oy:oy + (Y1 - Y0), ox:ox + (X1 - X0)]
+
+
+def frame_programs(layers, frame: np.ndarray, spec: EngineSpec):
+    """``([(tile, program), ...], ext)`` for one frame (C, H, W): one untiled program
+    (``tile`` None, ``ext`` None) when the frame fits the buffers, else the largest square tile
+    core whose extended tile (``ext`` = core + 2 * halo) fits, in tiles.
+
+    Raises
+    ------
+    ProgramError
+        if the network does not fit even a 1-pixel tile (with the reason).
+    """
+    frame = np.asarray(frame)
+    if frame.ndim == 2:
+        frame = frame[None]
+    try:
+        prog = compile_network(layers, frame.shape, spec)
+        set_input(prog, frame)
+        return [(None, prog)], None
+    except ProgramError as whole:
+        lo, hi, best = 1, max(frame.shape[1:]), None
+        while lo <= hi:
+            core = (lo + hi) // 2
+            ext = core + 2 * halo(layers)
+            try:
+                compile_network(layers, (frame.shape[0], ext, ext), spec)
+                best, lo = core, core + 1
+            except ProgramError:
+                hi = core - 1
+        if best is None:
+            raise ProgramError(f"the network does not fit the engine even for a 1-pixel tile "
+                               f"({whole})") from None
+        return list(compile_tiled(layers, frame, spec, best)), best + 2 * halo(layers)

@@ -59,3 +59,36 @@ def test_synthesis_fits_ecp5():
     r = synthesize(SPECS["ulx3s-85f"], "ecp5-85f")
     assert r["counts"]["DSP"] >= SPECS["ulx3s-85f"].lanes // 2
     assert r["fits"], r["fits_by"]
+
+
+def test_frame_cycles_rtl(tmp_path, monkeypatch):
+    """The report's cycles: measured on the RTL (tiles summed), at least the ideal MACs / P,
+    cached per spec/network/size/gateware so a second report does not simulate again."""
+    import math
+
+    from deconvsr.sim import engine_sim
+    from deconvsr.sim.harness import available_simulators
+    from deconvsr.spec import EngineSpec
+    from deconvsr.sw.bench_engine import frame_cycles
+    from deconvsr.sw.zoo import load_model
+
+    if "verilator" not in available_simulators():
+        pytest.skip("verilator not installed")
+    monkeypatch.setenv("DECONVSR_CACHE", str(tmp_path))
+    net = load_model("edge-x2")
+    spec = EngineSpec(name="quick", lanes=8, act_depth=512, weight_depth=1024, bias_depth=128,
+                      out_bytes=4096, max_layers=4, drain_lanes=2)
+    untiled = frame_cycles(net, spec, 12, 12)
+    ideal = math.ceil(net.macs_per_lr_pixel * 12 * 12 / spec.lanes)
+    assert ideal <= untiled < 1.3 * ideal
+    # 512-word buffers hold 16 channels of at most 256 pixels: 24x24 runs in tiles, whose
+    # halos cost extra cycles.
+    tiled = frame_cycles(net, spec, 24, 24)
+    assert tiled > 4 * untiled
+    cache = json.loads((tmp_path / "frame_cycles.json").read_text())
+    assert sorted(cache.values()) == sorted([untiled, tiled])
+
+    def no_sim(*args, **kwargs):
+        raise AssertionError("simulated again")
+    monkeypatch.setattr(engine_sim, "run_programs", no_sim)
+    assert frame_cycles(net, spec, 12, 12) == untiled
