@@ -11,7 +11,8 @@ Vocabulary (see ``docs/engine.md``):
 * **virtual output** ``v = (fy*S + fx)*C_out + o``: one output channel at one phase.
   ``V = C_out*S*S`` per layer.
 * **lanes**: ``P = Pv * Pi``; lane ``l = g*Pi + j`` multiplies input channel ``cg*Pi + j`` with
-  the weight of virtual output ``vg*Pv + g``. ``lvl = log2(Pi)``.
+  the weight of virtual output ``vg*Pv + g``. ``lvl = log2(Pi)``; ``Pi <= A``, the spec's
+  ``act_lanes`` (activations per ACT word, ``A <= P``).
 
 Host byte addressing of the bus spaces (``deconvsr.bus.Space``):
 
@@ -19,9 +20,9 @@ Host byte addressing of the bus spaces (``deconvsr.bus.Space``):
 * ``WEIGHT``: ``word * P + lane`` (int8 two's complement);
 * ``BIAS``: ``entry * ENTRY_BYTES + byte`` (little-endian image of :class:`BiasEntry`; the
   memory word holds ``drain_lanes`` entries);
-* ``ACT``: ``buffer * act_depth * P + word * P + lane``; a feature map of ``C`` channels,
+* ``ACT``: ``buffer * act_depth * A + word * A + lane``; a feature map of ``C`` channels,
   ``H x W``, at word ``base`` keeps channel ``c`` of pixel ``(y, x)`` in word
-  ``base + (c // P)*H*W + y*W + x``, lane ``c % P``;
+  ``base + (c // A)*H*W + y*W + x``, lane ``c % A`` (``A`` = ``act_lanes``);
 * ``OUT``: byte ``base + o*H*W + y*W + x``;
 * ``COUNT``: ``4 * index + byte`` of the 32-bit counters named in :data:`COUNTERS`, and the
   per-layer snapshots from :data:`SNAP_BASE`.
@@ -73,7 +74,7 @@ class LayerDescriptor(data.Struct):
     lvl : log2(Pi)
     t : taps per dimension and phase, ``T = ceil(K_d / S)``
     stride : S
-    cw : input channel words per pixel (``ceil(C_in / P)`` if ``Pi == P``, else 1)
+    cw : input channel words per pixel (``ceil(C_in / A)`` if ``Pi == A``, else 1)
     n_vg : virtual output groups ``ceil(V / Pv)``
     pv_last : virtual outputs in the last group (1..Pv)
     h_in, w_in, hw_in : input size and plane size in words
@@ -129,9 +130,9 @@ class BiasEntry(data.Struct):
     -------
     bias : ``bias[o, (fy - P_d) mod S, (fx - P_d) mod S]``
     mult, shift : requantisation of channel ``o``
-    lane : ``o % P`` (byte lane of the ACT word)
+    lane : ``o % A`` (byte lane of the ACT word, ``A`` = ``act_lanes``)
     fy, fx : the phase
-    off : ``plane(o) + fy*w_out + fx`` where plane(o) is ``(o // P)*H*W`` words (ACT) or
+    off : ``plane(o) + fy*w_out + fx`` where plane(o) is ``(o // A)*H*W`` words (ACT) or
         ``o*H*W`` bytes (OUT)
     """
 
