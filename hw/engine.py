@@ -68,11 +68,12 @@ class Engine(wiring.Component):
     busy : Out(1), high from a start command until the last layer's last output is written.
 
     Timing: one MAC cycle per (block, virtual group, input channel word, tap); the MAC
-    pipeline is 3 + log2(Pi) cycles deep and stalls only when the requantisation side has not
-    finished the previous group (a group of ``cw*T*T`` cycles produces ``Pv`` outputs, drained
-    one, or ``spec.drain_lanes`` for ``wide`` layers, per cycle). Layers run back to back;
+    pipeline is 3 + log2(Pi) cycles deep and never stalls. The sequencer issues a bubble
+    instead of a group's last MAC cycle while the previous group is still draining (a group
+    of ``cw*T*T`` cycles produces ``Pv`` outputs, drained one, or ``spec.drain_lanes`` for
+    ``wide`` layers, per cycle): ``cycles_stalled`` counts those. Layers run back to back;
     per layer the descriptor load takes ``DESC_BYTES + 2`` cycles and the pipeline drain
-    about ``8 + Pv`` cycles. Outputs reach memory 4 cycles after leaving the accumulators.
+    about ``10 + Pv`` cycles. Outputs reach memory 6 cycles after leaving the accumulators.
 
     Raises
     ------
@@ -191,8 +192,6 @@ class Engine(wiring.Component):
         obase = Signal(signed(AW))
         obase_row = Signal(signed(AW))
         v0 = Signal(VB)
-        pv = Signal(range(P + 1))
-        m.d.comb += pv.eq(P >> desc.lvl)
 
         last_kx = kx == desc.t - 1
         last_ky = ky == desc.t - 1
@@ -204,13 +203,34 @@ class Engine(wiring.Component):
         m.d.comb += in_frame.eq((iy >= 0) & (iy < dn.h_in) & (ix >= 0) & (ix < dn.w_in))
 
         # ---- the MAC pipeline -------------------------------------------------------------
-        adv = Signal()          # the whole MAC pipeline advances this cycle
-        issuing = Signal()      # the sequencer offers a MAC cycle
+        # The pipeline never stalls (no enable fans out to its thousands of registers): the
+        # sequencer instead spaces the last MAC cycles of consecutive groups by at least the
+        # drain time of the earlier group, so a group reaches the accumulators only when the
+        # hold bank can take it. ``adv`` = the sequencer advances (else it issues a bubble).
+        adv = Signal()
+        issuing = Signal()      # the sequencer is in a layer's MAC loop
+        drain_wait = Signal(range(P + 1))
+        R = spec.drain_lanes
+        lr = _log2(R)
+        pv = Signal(range(P + 1))
+        m.d.comb += pv.eq(P >> desc.lvl)
+        issue_cnt = Signal(range(P + 1))     # outputs of the group being issued
+        issue_drain = Signal(range(P + 1))   # its drain cycles
+        m.d.comb += [
+            issue_cnt.eq(Mux(last_vg, dn.pv_last, pv)),
+            issue_drain.eq(Mux(desc.wide, (issue_cnt + R - 1) >> lr, issue_cnt)),
+        ]
+        last0 = last_cg & last_ky & last_kx
+        m.d.comb += adv.eq(~(last0 & (drain_wait != 0)))
+        with m.If(issuing & adv & last0):
+            m.d.sync += drain_wait.eq(issue_drain - 1)
+        with m.Elif(drain_wait != 0):
+            m.d.sync += drain_wait.eq(drain_wait - 1)
         ctl0 = Signal(ctl_layout)
         m.d.comb += [
-            ctl0.valid.eq(issuing),
+            ctl0.valid.eq(issuing & adv),
             ctl0.first.eq((cg == 0) & (ky == 0) & (kx == 0)),
-            ctl0.last.eq(last_cg & last_ky & last_kx),
+            ctl0.last.eq(last0),
             ctl0.in_frame.eq(in_frame),
             ctl0.vg_last.eq(last_vg),
             ctl0.by.eq(by), ctl0.bx.eq(bx), ctl0.obase.eq(obase), ctl0.v0.eq(v0),
@@ -218,11 +238,10 @@ class Engine(wiring.Component):
         act_addr = Signal(signed(AW))
         m.d.comb += act_addr.eq(plane + rowoff + ix)
 
-        # Stage 1: memory read data (read ports enabled by adv hold their data on a stall).
+        # Stage 1: memory read data.
         ctl = [ctl0]
         ctl1 = Signal(ctl_layout)
-        with m.If(adv):
-            m.d.sync += ctl1.eq(ctl0)
+        m.d.sync += ctl1.eq(ctl0)
         ctl.append(ctl1)
         in_buf1 = desc.in_buf
         act_word = Signal(A * 8)
@@ -249,19 +268,17 @@ class Engine(wiring.Component):
             if dual:
                 mul = DualMul8()
                 m.submodules[f"mul{lane // 2}"] = mul
-                m.d.comb += mul.en.eq(adv)
+                m.d.comb += mul.en.eq(1)
                 for i in range(2):
                     m.d.comb += [mul.a[i].eq(Mux(ctl1.in_frame, act_sels[lane + i], 0)),
                                  mul.b[i].eq(w_rd.data.word_select(lane + i, 8))]
                 prods.extend([mul.p[0], mul.p[1]])
                 continue
             prod = Signal(signed(a.act_bits + a.weight_bits + 1), name=f"prod{lane}")
-            with m.If(adv):
-                m.d.sync += prod.eq(Mux(ctl1.in_frame, act_sels[lane] * wgt, 0))
+            m.d.sync += prod.eq(Mux(ctl1.in_frame, act_sels[lane] * wgt, 0))
             prods.append(prod)
         ctl2 = Signal(ctl_layout)
-        with m.If(adv):
-            m.d.sync += ctl2.eq(ctl1)
+        m.d.sync += ctl2.eq(ctl1)
         ctl.append(ctl2)
 
         # Stages 2 + k: adder tree level k (registered), up to the widest split Pi = A.
@@ -271,13 +288,11 @@ class Engine(wiring.Component):
             cur = []
             for i in range(len(prev) // 2):
                 s = Signal(signed(a.act_bits + a.weight_bits + 1 + k), name=f"sum{k}_{i}")
-                with m.If(adv):
-                    m.d.sync += s.eq(prev[2 * i] + prev[2 * i + 1])
+                m.d.sync += s.eq(prev[2 * i] + prev[2 * i + 1])
                 cur.append(s)
             levels.append(cur)
             c = Signal(ctl_layout, name=f"ctl{2 + k}")
-            with m.If(adv):
-                m.d.sync += c.eq(ctl[-1])
+            m.d.sync += c.eq(ctl[-1])
             ctl.append(c)
 
         # Accumulators tap level lvl with the control of stage 2 + lvl.
@@ -291,10 +306,7 @@ class Engine(wiring.Component):
         hold = [Signal(signed(a.acc_bits), name=f"hold{g}") for g in range(P)]
         hold_meta = Signal(ctl_layout)
         push = Signal()
-        m.d.comb += [
-            adv.eq(~(ctl_acc.valid & ctl_acc.last & hold_full & ~hold_release)),
-            push.eq(adv & ctl_acc.valid & ctl_acc.last),
-        ]
+        m.d.comb += push.eq(ctl_acc.valid & ctl_acc.last)
         for g in range(P):
             acc = Signal(signed(a.acc_bits), name=f"acc{g}")
             acc_in = Signal(signed(a.acc_bits), name=f"acc_in{g}")
@@ -305,7 +317,7 @@ class Engine(wiring.Component):
                             m.d.comb += acc_in.eq(levels[k][g])
             acc_new = Signal(signed(a.acc_bits), name=f"acc_new{g}")
             m.d.comb += acc_new.eq(Mux(ctl_acc.first, acc_in, acc + acc_in))
-            with m.If(adv & ctl_acc.valid):
+            with m.If(ctl_acc.valid):
                 m.d.sync += acc.eq(acc_new)
             with m.If(push):
                 m.d.sync += hold[g].eq(acc_new)
@@ -317,8 +329,6 @@ class Engine(wiring.Component):
         # ---- drain: requantise the held group, one output per cycle ----------------------
         # R = spec.drain_lanes outputs per cycle when the descriptor says ``wide`` (the R
         # outputs are R consecutive channels of one pixel: one ACT word, R byte lanes).
-        R = spec.drain_lanes
-        lr = _log2(R)
         dg = Signal(range(P + R))
         d_cnt = Signal(range(P + 1))
         d_step = Signal(range(R + 1))
@@ -369,10 +379,11 @@ class Engine(wiring.Component):
                 rq.i.payload.shift.eq(entries[r].shift[:shift_w]),
             ]
         requant = requants[0]
-        o_wide = Signal()
-        m.d.sync += o_wide.eq(d1_wide)   # requant latency 2: o_wide2 below
-        o_wide2 = Signal()
-        m.d.sync += o_wide2.eq(o_wide)
+        o_wide2 = d1_wide               # delayed by the requantiser's latency
+        for i in range(requant.latency):
+            o_wide_d = Signal(name=f"o_wide_d{i}")
+            m.d.sync += o_wide_d.eq(o_wide2)
+            o_wide2 = o_wide_d
         m.d.comb += [
             requant.i.payload.tag.write.eq((oy >= 0) & (oy < dn.h_out) &
                                            (ox >= 0) & (ox < dn.w_out)),
@@ -394,10 +405,8 @@ class Engine(wiring.Component):
 
         # ---- sequencer / layer FSM ----------------------------------------------------------
         pipe_busy = Signal()
-        d2_valid = Signal()     # requant's first stage
-        m.d.sync += d2_valid.eq(d1_valid)
         m.d.comb += pipe_busy.eq(Cat([c.valid for c in ctl[1:]]).any() | hold_full |
-                                 d1_valid | d2_valid | requant.o.valid)
+                                 d1_valid | requant.busy | requant.o.valid)
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(start):
@@ -486,12 +495,12 @@ class Engine(wiring.Component):
 
         # ---- engine memory ports (engine side) --------------------------------------------
         out_buf = ~desc.in_buf
-        # Read enables: hold the data while stalled.
+        # Read enables: the input buffer and the weights are read every cycle of a layer.
         act_rd_en = [Signal(name=f"act{b}_rd_en") for b in range(2)]
         w_rd_en = Signal()
         with m.If(busy):
-            m.d.comb += [act_rd_en[0].eq(adv & ~desc.in_buf), act_rd_en[1].eq(adv & desc.in_buf),
-                         w_rd_en.eq(adv)]
+            m.d.comb += [act_rd_en[0].eq(~desc.in_buf), act_rd_en[1].eq(desc.in_buf),
+                         w_rd_en.eq(1)]
             with m.If(o_we & ~desc.to_out):
                 for b in range(2):
                     with m.If(out_buf == b):
@@ -682,7 +691,7 @@ class Engine(wiring.Component):
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
-                         d1_valid.eq(0)]
+                         d1_valid.eq(0), drain_wait.eq(0)]
             for c in ctl[1:]:
                 m.d.sync += c.valid.eq(0)
             for name in kept:

@@ -32,7 +32,7 @@ def test_requant_matches_contract(rng):
     got = []
 
     async def bench(ctx):
-        for i in range(len(cases) + 3):
+        for i in range(len(cases) + dut.latency + 1):
             if i < len(cases):
                 acc, bias, mult, shift = cases[i]
                 ctx.set(dut.i.payload, {"acc": acc, "bias": bias, "mult": mult, "shift": shift,
@@ -42,6 +42,8 @@ def test_requant_matches_contract(rng):
                 ctx.set(dut.i.valid, 0)
             if ctx.get(dut.o.valid):
                 got.append((ctx.get(dut.o.payload.tag), ctx.get(dut.o.payload.data)))
+            # busy: an accepted input is in a stage before the output one.
+            assert ctx.get(dut.busy) == (0 < i <= len(cases) + dut.latency - 2)
             await ctx.tick()
 
     sim = Simulator(dut)
