@@ -68,7 +68,7 @@ class Engine(wiring.Component):
     busy : Out(1), high from a start command until the last layer's last output is written.
 
     Timing: one MAC cycle per (block, virtual group, input channel word, tap); the MAC
-    pipeline is 3 + log2(Pi) cycles deep and never stalls. The sequencer issues a bubble
+    pipeline is 5 + log2(Pi) cycles deep and never stalls. The sequencer issues a bubble
     instead of a group's last MAC cycle while the previous group is still draining (a group
     of ``cw*T*T`` cycles produces ``Pv`` outputs, drained one, or ``spec.drain_lanes`` for
     ``wide`` layers, per cycle): ``cycles_stalled`` counts those. Layers run back to back;
@@ -238,21 +238,27 @@ class Engine(wiring.Component):
         act_addr = Signal(signed(AW))
         m.d.comb += act_addr.eq(plane + rowoff + ix)
 
-        # Stage 1: memory read data.
+        # Stage 1: memory read data. Stage 2: registered copies of the words (block RAM
+        # output registers where the FPGA has them). Stage 3: each lane's operands, the
+        # activation byte selected for the layer's Pi and zeroed outside the frame. Stage 4:
+        # the products. Nothing between a RAM output and a multiplier shares a cycle.
         ctl = [ctl0]
-        ctl1 = Signal(ctl_layout)
-        m.d.sync += ctl1.eq(ctl0)
-        ctl.append(ctl1)
-        in_buf1 = desc.in_buf
-        act_word = Signal(A * 8)
-        m.d.comb += act_word.eq(Mux(in_buf1, act_rd[1].data, act_rd[0].data))
 
-        # Stage 2: products. Lane l = g*Pi + j takes activation byte j = l mod Pi.
-        # Pairs of lanes share a DualMul8 (one SB_MAC16 in 8x8 mode on iCE40, where yosys
-        # would spend a DSP per product); the products are registered, zero outside the frame.
-        dual = a.act_bits == 8 and a.weight_bits == 8 and P >= 2
-        prods = []
-        act_sels = []
+        def stage(name):
+            c = Signal(ctl_layout, name=name)
+            m.d.sync += c.eq(ctl[-1])
+            ctl.append(c)
+            return c
+
+        ctl1 = stage("ctl1")
+        act_word = Signal(A * 8)
+        w_word = Signal(P * 8)
+        m.d.sync += [act_word.eq(Mux(desc.in_buf, act_rd[1].data, act_rd[0].data)),
+                     w_word.eq(w_rd.data)]
+        ctl2 = stage("ctl2")
+
+        # Lane l = g*Pi + j takes activation byte j = l mod Pi.
+        a_ops, b_ops = [], []
         for lane in range(P):
             act_sel = Signal(8, name=f"act_sel{lane}")
             with m.Switch(desc.lvl):
@@ -260,28 +266,33 @@ class Engine(wiring.Component):
                     with m.Case(k):
                         j = lane & ((1 << k) - 1)
                         m.d.comb += act_sel.eq(act_word.word_select(j, 8))
-            act_sels.append(act_sel)
-        for lane in range(P):
-            wgt = w_rd.data.word_select(lane, 8).as_signed()
-            if dual and lane % 2:
-                continue
+            a_op = Signal(8, name=f"a_op{lane}")
+            b_op = Signal(signed(8), name=f"b_op{lane}")
+            m.d.sync += [a_op.eq(Mux(ctl2.in_frame, act_sel, 0)),
+                         b_op.eq(w_word.word_select(lane, 8))]
+            a_ops.append(a_op)
+            b_ops.append(b_op)
+        stage("ctl3")
+
+        # Pairs of lanes share a DualMul8 (one SB_MAC16 in 8x8 mode on iCE40, where yosys
+        # would spend a DSP per product); the products are registered.
+        dual = a.act_bits == 8 and a.weight_bits == 8 and P >= 2
+        prods = []
+        for lane in range(0, P, 2 if dual else 1):
             if dual:
                 mul = DualMul8()
                 m.submodules[f"mul{lane // 2}"] = mul
                 m.d.comb += mul.en.eq(1)
                 for i in range(2):
-                    m.d.comb += [mul.a[i].eq(Mux(ctl1.in_frame, act_sels[lane + i], 0)),
-                                 mul.b[i].eq(w_rd.data.word_select(lane + i, 8))]
+                    m.d.comb += [mul.a[i].eq(a_ops[lane + i]), mul.b[i].eq(b_ops[lane + i])]
                 prods.extend([mul.p[0], mul.p[1]])
-                continue
-            prod = Signal(signed(a.act_bits + a.weight_bits + 1), name=f"prod{lane}")
-            m.d.sync += prod.eq(Mux(ctl1.in_frame, act_sels[lane] * wgt, 0))
-            prods.append(prod)
-        ctl2 = Signal(ctl_layout)
-        m.d.sync += ctl2.eq(ctl1)
-        ctl.append(ctl2)
+            else:
+                prod = Signal(signed(a.act_bits + a.weight_bits + 1), name=f"prod{lane}")
+                m.d.sync += prod.eq(a_ops[lane] * b_ops[lane])
+                prods.append(prod)
+        stage("ctl4")
 
-        # Stages 2 + k: adder tree level k (registered), up to the widest split Pi = A.
+        # Stages 4 + k: adder tree level k (registered), up to the widest split Pi = A.
         levels = [prods]
         for k in range(1, LA + 1):
             prev = levels[-1]
@@ -291,16 +302,14 @@ class Engine(wiring.Component):
                 m.d.sync += s.eq(prev[2 * i] + prev[2 * i + 1])
                 cur.append(s)
             levels.append(cur)
-            c = Signal(ctl_layout, name=f"ctl{2 + k}")
-            m.d.sync += c.eq(ctl[-1])
-            ctl.append(c)
+            stage(f"ctl{4 + k}")
 
-        # Accumulators tap level lvl with the control of stage 2 + lvl.
+        # Accumulators tap level lvl with the control of stage 4 + lvl.
         ctl_acc = Signal(ctl_layout)
         with m.Switch(desc.lvl):
             for k in range(LA + 1):
                 with m.Case(k):
-                    m.d.comb += ctl_acc.eq(ctl[2 + k])
+                    m.d.comb += ctl_acc.eq(ctl[4 + k])
         hold_full = Signal()
         hold_release = Signal()
         hold = [Signal(signed(a.acc_bits), name=f"hold{g}") for g in range(P)]
