@@ -68,7 +68,7 @@ class Engine(wiring.Component):
     busy : Out(1), high from a start command until the last layer's last output is written.
 
     Timing: one MAC cycle per (block, virtual group, input channel word, tap); the MAC
-    pipeline is 5 + log2(Pi) cycles deep and never stalls. The sequencer issues a bubble
+    pipeline is 7 + log2(Pi) cycles deep and never stalls. The sequencer issues a bubble
     instead of a group's last MAC cycle while the previous group is still draining (a group
     of ``cw*T*T`` cycles produces ``Pv`` outputs, drained one, or ``spec.drain_lanes`` for
     ``wide`` layers, per cycle): ``cycles_stalled`` counts those. Layers run back to back;
@@ -235,8 +235,6 @@ class Engine(wiring.Component):
             ctl0.vg_last.eq(last_vg),
             ctl0.by.eq(by), ctl0.bx.eq(bx), ctl0.obase.eq(obase), ctl0.v0.eq(v0),
         ]
-        act_addr = Signal(signed(AW))
-        m.d.comb += act_addr.eq(plane + rowoff + ix)
 
         # Stage 1: memory read data. Stage 2: registered copies of the words (block RAM
         # output registers where the FPGA has them). Stage 3: each lane's operands, the
@@ -250,6 +248,12 @@ class Engine(wiring.Component):
             ctl.append(c)
             return c
 
+        # Stage A: the read addresses, registered (an adder and the fan-out to every block RAM
+        # of a buffer do not share a cycle).
+        act_addr = Signal(signed(AW))
+        w_raddr = Signal(AW)
+        m.d.sync += [act_addr.eq(plane + rowoff + ix), w_raddr.eq(w_addr)]
+        stage("ctla")
         ctl1 = stage("ctl1")
         act_word = Signal(A * 8)
         w_word = Signal(P * 8)
@@ -290,9 +294,10 @@ class Engine(wiring.Component):
                 prod = Signal(signed(a.act_bits + a.weight_bits + 1), name=f"prod{lane}")
                 m.d.sync += prod.eq(a_ops[lane] * b_ops[lane])
                 prods.append(prod)
+        prod_stage = len(ctl)
         stage("ctl4")
 
-        # Stages 4 + k: adder tree level k (registered), up to the widest split Pi = A.
+        # Product stage + k: adder tree level k (registered), up to the widest split Pi = A.
         levels = [prods]
         for k in range(1, LA + 1):
             prev = levels[-1]
@@ -302,14 +307,16 @@ class Engine(wiring.Component):
                 m.d.sync += s.eq(prev[2 * i] + prev[2 * i + 1])
                 cur.append(s)
             levels.append(cur)
-            stage(f"ctl{4 + k}")
+            stage(f"ctl{prod_stage + k}")
 
-        # Accumulators tap level lvl with the control of stage 4 + lvl.
+        # Accumulators tap level lvl with the control of the product stage + lvl, registered
+        # once more so that no multiplexer sits before the accumulators' adders and their
+        # high-fan-out controls.
         ctl_acc = Signal(ctl_layout)
         with m.Switch(desc.lvl):
             for k in range(LA + 1):
                 with m.Case(k):
-                    m.d.comb += ctl_acc.eq(ctl[4 + k])
+                    m.d.sync += ctl_acc.eq(ctl[prod_stage + k])
         hold_full = Signal()
         hold_release = Signal()
         hold = [Signal(signed(a.acc_bits), name=f"hold{g}") for g in range(P)]
@@ -323,7 +330,7 @@ class Engine(wiring.Component):
                 for k in range(LA + 1):
                     if g < P >> k:
                         with m.Case(k):
-                            m.d.comb += acc_in.eq(levels[k][g])
+                            m.d.sync += acc_in.eq(levels[k][g])
             acc_new = Signal(signed(a.acc_bits), name=f"acc_new{g}")
             m.d.comb += acc_new.eq(Mux(ctl_acc.first, acc_in, acc + acc_in))
             with m.If(ctl_acc.valid):
@@ -414,7 +421,7 @@ class Engine(wiring.Component):
 
         # ---- sequencer / layer FSM ----------------------------------------------------------
         pipe_busy = Signal()
-        m.d.comb += pipe_busy.eq(Cat([c.valid for c in ctl[1:]]).any() | hold_full |
+        m.d.comb += pipe_busy.eq(Cat([c.valid for c in ctl[1:]]).any() | ctl_acc.valid | hold_full |
                                  d1_valid | requant.busy | requant.o.valid)
         with m.FSM(name="seq"):
             with m.State("IDLE"):
@@ -609,7 +616,7 @@ class Engine(wiring.Component):
             m.d.comb += [act_rd_en[0].eq(hread), act_rd_en[1].eq(hread), w_rd_en.eq(hread)]
         # One address per memory: the engine's while busy, the host's while idle.
         desc_addr = Mux(busy, Cat(db[:_log2(DESC_BYTES)], layer), haddr)
-        w_paddr = Mux(busy, w_addr, haddr >> lp)
+        w_paddr = Mux(busy, w_raddr, haddr >> lp)
         b_paddr = Mux(busy, entry_index >> lr, haddr >> _log2(ENTRY_BYTES * R))
         out_paddr = Mux(busy, o_tag.addr, haddr)
         for port, addr in ((desc_rd, desc_addr), (desc_wr, desc_addr), (w_rd, w_paddr),
@@ -701,7 +708,7 @@ class Engine(wiring.Component):
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
                          d1_valid.eq(0), drain_wait.eq(0)]
-            for c in ctl[1:]:
+            for c in [*ctl[1:], ctl_acc]:
                 m.d.sync += c.valid.eq(0)
             for name in kept:
                 m.d.sync += counters[name].eq(0)
