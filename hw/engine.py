@@ -408,7 +408,8 @@ class Engine(wiring.Component):
             requant.i.payload.tag.addr.eq(d1_meta.obase + entry.off[:AW - 1]),
             requant.i.payload.tag.lane.eq(entry.lane),
         ]
-        # Write stage.
+        # Write stage: the clamped outputs, byte enables and address are registered, so the
+        # memories' write ports (spread over many block RAMs) are driven by flip-flops only.
         o_tag = requant.o.payload.tag
         o_data = Signal(8)
         o_group = Signal(8 * R)       # R bytes for lanes lane..lane+R-1 (wide)
@@ -418,10 +419,24 @@ class Engine(wiring.Component):
             o_group.eq(Cat(*[Mux(o_tag.zero, 0, rq.o.payload.data) for rq in requants])),
             o_we.eq(requant.o.valid & o_tag.write),
         ]
+        wr_act = [Signal(name=f"wr_act{b}") for b in range(2)]   # write ACT buffer b
+        wr_out = Signal()                                         # write OUT
+        wr_addr = Signal(signed(AW))
+        wr_en = Signal(A)
+        wr_data = Signal(A * 8)
+        m.d.sync += [
+            wr_act[0].eq(o_we & ~desc.to_out & desc.in_buf),
+            wr_act[1].eq(o_we & ~desc.to_out & ~desc.in_buf),
+            wr_out.eq(o_we & desc.to_out),
+            wr_addr.eq(o_tag.addr),
+            wr_en.eq(Mux(o_wide2, ((1 << R) - 1) << o_tag.lane, 1 << o_tag.lane)),
+            wr_data.eq(Mux(o_wide2, o_group.replicate(A // R), o_data.replicate(A))),
+        ]
 
         # ---- sequencer / layer FSM ----------------------------------------------------------
         pipe_busy = Signal()
         m.d.comb += pipe_busy.eq(Cat([c.valid for c in ctl[1:]]).any() | ctl_acc.valid | hold_full |
+                                 wr_act[0] | wr_act[1] | wr_out |
                                  d1_valid | requant.busy | requant.o.valid)
         with m.FSM(name="seq"):
             with m.State("IDLE"):
@@ -517,21 +532,11 @@ class Engine(wiring.Component):
         with m.If(busy):
             m.d.comb += [act_rd_en[0].eq(~desc.in_buf), act_rd_en[1].eq(desc.in_buf),
                          w_rd_en.eq(1)]
-            with m.If(o_we & ~desc.to_out):
-                for b in range(2):
-                    with m.If(out_buf == b):
-                        with m.If(o_wide2):
-                            m.d.comb += [
-                                act_wr[b].data.eq(o_group.replicate(A // R)),
-                                act_wr[b].en.eq(((1 << R) - 1) << o_tag.lane),
-                            ]
-                        with m.Else():
-                            m.d.comb += [
-                                act_wr[b].data.eq(o_data.replicate(A)),
-                                act_wr[b].en.eq(1 << o_tag.lane),
-                            ]
-            with m.If(o_we & desc.to_out):
-                m.d.comb += [out_wr.data.eq(o_data), out_wr.en.eq(1)]
+            for b in range(2):
+                with m.If(wr_act[b]):
+                    m.d.comb += [act_wr[b].data.eq(wr_data), act_wr[b].en.eq(wr_en)]
+            with m.If(wr_out):
+                m.d.comb += [out_wr.data.eq(wr_data[:8]), out_wr.en.eq(1)]
 
         # ---- counters ---------------------------------------------------------------------
         issue = issuing & adv
@@ -618,13 +623,13 @@ class Engine(wiring.Component):
         desc_addr = Mux(busy, Cat(db[:_log2(DESC_BYTES)], layer), haddr)
         w_paddr = Mux(busy, w_raddr, haddr >> lp)
         b_paddr = Mux(busy, entry_index >> lr, haddr >> _log2(ENTRY_BYTES * R))
-        out_paddr = Mux(busy, o_tag.addr, haddr)
+        out_paddr = Mux(busy, wr_addr, haddr)
         for port, addr in ((desc_rd, desc_addr), (desc_wr, desc_addr), (w_rd, w_paddr),
                            (w_wr, w_paddr), (b_rd, b_paddr), (b_wr, b_paddr),
                            (out_rd, out_paddr), (out_wr, out_paddr)):
             m.d.comb += port.addr.eq(addr)
         for b in range(2):
-            act_paddr = Mux(busy, Mux(desc.in_buf == b, act_addr, o_tag.addr), haddr[la:lb])
+            act_paddr = Mux(busy, Mux(desc.in_buf == b, act_addr, wr_addr), haddr[la:lb])
             m.d.comb += [act_rd[b].addr.eq(act_paddr), act_wr[b].addr.eq(act_paddr)]
         # Reads and writes of one memory never coincide; say so structurally (a read is
         # disabled by a write) so that single-port RAMs with "no change on write" fit.
@@ -707,7 +712,8 @@ class Engine(wiring.Component):
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
-                         d1_valid.eq(0), drain_wait.eq(0)]
+                         d1_valid.eq(0), drain_wait.eq(0), wr_act[0].eq(0), wr_act[1].eq(0),
+                         wr_out.eq(0)]
             for c in [*ctl[1:], ctl_acc]:
                 m.d.sync += c.valid.eq(0)
             for name in kept:

@@ -260,6 +260,10 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     platform = board.platform()
     report_file = f"{name}.report.json"
     nextpnr_opts = f"--report {report_file} --timing-allow-fail --seed {seed}"
+    if board.family == "ecp5":
+        # router2 routes the 85F designs in minutes where router1 (the default) took most
+        # of an hour on this 2-core machine.
+        nextpnr_opts += " --router router2"
     kw = dict(nextpnr_opts=nextpnr_opts)
     if board.synth_opts:
         kw["synth_opts"] = board.synth_opts
