@@ -61,7 +61,7 @@ class Engine(wiring.Component):
     -------
     bus : Out(:class:`BusSignature`) (that signature is written from the engine side:
         ``cmd`` flows in, ``rsp`` out): host commands and read responses. ``cmd`` is accepted
-        when no read response is pending (a read takes 2 cycles before its byte is offered on
+        when no read is in flight (a read takes 3 cycles before its byte is offered on
         ``rsp``; ``rsp.valid`` stays up until ``rsp.ready``). Memory spaces are accessible
         while the engine is idle; while busy, their reads return 0 and writes are ignored
         (CTRL, COUNT and ID always work).
@@ -571,49 +571,68 @@ class Engine(wiring.Component):
         rd_addr = Signal(ADDR)
         rsp_valid = Signal()
         rsp_data = Signal(8)
-        m.d.comb += [cmd.ready.eq(~rd_pending & ~rsp_valid),
+        # A taken command is registered first, with its address range check, and acts in the
+        # next cycle: the bus's decode never shares a cycle with the link's logic.
+        h_valid = Signal()
+        h_write = Signal()
+        h_space = Signal(Space)
+        h_addr = Signal(ADDR)
+        h_data = Signal(8)
+        h_in_range = Signal()
+        m.d.comb += [cmd.ready.eq(~(h_valid & ~h_write) & ~rd_pending & ~rsp_valid),
                      rsp.valid.eq(rsp_valid), rsp.payload.eq(rsp_data)]
         with m.If(rsp.valid & rsp.ready):
             m.d.sync += rsp_valid.eq(0)
+        m.d.sync += h_valid.eq(cmd.valid & cmd.ready)
+        with m.If(cmd.valid & cmd.ready):
+            m.d.sync += [h_write.eq(cmd.payload.write), h_space.eq(cmd.payload.space),
+                         h_addr.eq(cmd.payload.addr), h_data.eq(cmd.payload.data)]
 
-        haddr = cmd.payload.addr
-        hdata = cmd.payload.data
-        take = cmd.valid & cmd.ready
-        hwrite = take & cmd.payload.write
-        hread = take & ~cmd.payload.write
-        space = cmd.payload.space
+        haddr = h_addr
+        hdata = h_data
+        take = h_valid
+        hwrite = take & h_write
+        hread = take & ~h_write
+        space = h_space
         lp = _log2(P)
         la = _log2(A)
         act_bytes = spec.act_depth * A
         lb = _log2(act_bytes)
 
         def ranged(limit):
-            return haddr < limit
+            return cmd.payload.addr < limit
 
         # Which byte of a wide word, and whether the access is legal.
         lane_of = {Space.WEIGHT: haddr[:lp] if lp else Const(0, 1),
                    Space.ACT: haddr[:la] if la else Const(0, 1),
                    Space.BIAS: haddr[:_log2(ENTRY_BYTES * spec.drain_lanes)]}
-        legal = Signal()
-        with m.Switch(space):
+        # The range check is made on the incoming command and registered with it; whether
+        # the memories are accessible (engine idle) is decided when the command acts.
+        in_range = Signal()
+        with m.Switch(cmd.payload.space):
             with m.Case(Space.ID):
-                m.d.comb += legal.eq(ranged(len(id_bytes)))
+                m.d.comb += in_range.eq(ranged(len(id_bytes)))
             with m.Case(Space.CTRL):
-                m.d.comb += legal.eq(1)
+                m.d.comb += in_range.eq(1)
             with m.Case(Space.COUNT):
-                m.d.comb += legal.eq(ranged(4 * len(COUNTERS)) |
-                                     ((haddr >= SNAP_BASE) &
-                                      ranged(SNAP_BASE + 8 * spec.max_layers)))
+                m.d.comb += in_range.eq(ranged(4 * len(COUNTERS)) |
+                                        ((cmd.payload.addr >= SNAP_BASE) &
+                                         ranged(SNAP_BASE + 8 * spec.max_layers)))
             with m.Case(Space.DESC):
-                m.d.comb += legal.eq(~busy & ranged(spec.max_layers * DESC_BYTES))
+                m.d.comb += in_range.eq(ranged(spec.max_layers * DESC_BYTES))
             with m.Case(Space.WEIGHT):
-                m.d.comb += legal.eq(~busy & ranged(spec.weight_depth * P))
+                m.d.comb += in_range.eq(ranged(spec.weight_depth * P))
             with m.Case(Space.BIAS):
-                m.d.comb += legal.eq(~busy & ranged(spec.bias_depth * ENTRY_BYTES))
+                m.d.comb += in_range.eq(ranged(spec.bias_depth * ENTRY_BYTES))
             with m.Case(Space.ACT):
-                m.d.comb += legal.eq(~busy & ranged(2 * act_bytes))
+                m.d.comb += in_range.eq(ranged(2 * act_bytes))
             with m.Case(Space.OUT):
-                m.d.comb += legal.eq(~busy & ranged(spec.out_bytes))
+                m.d.comb += in_range.eq(ranged(spec.out_bytes))
+        with m.If(cmd.valid & cmd.ready):
+            m.d.sync += h_in_range.eq(in_range)
+        always = (space == Space.ID) | (space == Space.CTRL) | (space == Space.COUNT)
+        legal = Signal()
+        m.d.comb += legal.eq(h_in_range & (always | ~busy))
 
         act_sel_h = haddr[lb] if lb < ADDR else Const(0, 1)
         # Host-side port driving while idle.

@@ -76,6 +76,12 @@ class BusDriver:
         return bytes(received)
 
 
+async def _rising_time(signal):
+    """Simulation time (ns) of ``signal``'s next rising edge."""
+    await RisingEdge(signal)
+    return get_sim_time(unit="ns")
+
+
 @cocotb.test()
 async def run_case(dut):
     with open(os.environ["DECONVSR_CASE"]) as f:
@@ -103,11 +109,12 @@ async def run_case(dut):
                 reads.append((await drv.transfer(space, 0, addr, n=n)).hex())
             elif op[0] == "start":
                 t0 = time.perf_counter()
+                rose = cocotb.start_soon(_rising_time(dut.busy))
                 await drv.transfer(Space.CTRL.value, 1, CtrlReg.START_STATUS, bytes([op[1]]))
-                # transfer() returns 3 cycles after the start was accepted; busy rose at it.
-                start_ns = get_sim_time(unit="ns") - 3 * CLOCK_NS
-                if not int(dut.busy.value):
+                # transfer() returns 3 cycles after the start was accepted; busy rose after it.
+                if not rose.done() or not int(dut.busy.value):
                     raise AssertionError("engine did not start (or finished within 3 cycles)")
+                start_ns = rose.result()
                 # Count cycles until busy falls, without a Python callback per cycle.
                 await FallingEdge(dut.busy)
                 cycles = int(round((get_sim_time(unit="ns") - start_ns) / CLOCK_NS))

@@ -133,6 +133,11 @@ def _run_engine_pysim(spec, prog, *, reads):
         for space, addr, data in prog.writes():
             for i, b in enumerate(data):
                 await send(space, 1, addr + i, b)
+        for _ in range(3):          # the start command acts one cycle after it is taken
+            if ctx.get(dut.busy):
+                break
+            await ctx.tick()
+        assert ctx.get(dut.busy)
         n = 0
         while ctx.get(dut.busy):
             await ctx.tick()
