@@ -369,18 +369,28 @@ class Engine(wiring.Component):
         ]
         for r in range(R):
             m.d.sync += d1_acc[r].eq(hold_arr[dg + r])
+        # d2: the entry word registered after the block RAM (whose clock-to-output is most
+        # of a cycle), the rest delayed alongside.
+        d2_valid = Signal()
+        d2_wide = Signal()
+        d2_sub = Signal.like(d1_sub)
+        d2_acc = [Signal(signed(a.acc_bits), name=f"d2_acc{r}") for r in range(R)]
+        d2_meta = Signal(ctl_layout)
+        b_word = Signal.like(b_rd.data)
+        m.d.sync += [d2_valid.eq(d1_valid), d2_wide.eq(d1_wide), d2_sub.eq(d1_sub),
+                     d2_meta.eq(d1_meta), b_word.eq(b_rd.data),
+                     *[d2_acc[r].eq(d1_acc[r]) for r in range(R)]]
         entries = [Signal(BiasEntry, name=f"entry{r}") for r in range(R)]
-        b_word = b_rd.data
         for r in range(R):
             if r == 0:
-                m.d.comb += entries[0].eq(Mux(d1_wide, b_word[:ENTRY_BYTES * 8],
-                                              b_word.word_select(d1_sub, ENTRY_BYTES * 8)))
+                m.d.comb += entries[0].eq(Mux(d2_wide, b_word[:ENTRY_BYTES * 8],
+                                              b_word.word_select(d2_sub, ENTRY_BYTES * 8)))
             else:
                 m.d.comb += entries[r].eq(b_word.word_select(r, ENTRY_BYTES * 8))
         entry = entries[0]
         oy = Signal(signed(SW + 1))
         ox = Signal(signed(SW + 1))
-        m.d.comb += [oy.eq(d1_meta.by + entry.fy[:4]), ox.eq(d1_meta.bx + entry.fx[:4])]
+        m.d.comb += [oy.eq(d2_meta.by + entry.fy[:4]), ox.eq(d2_meta.bx + entry.fx[:4])]
         requants = []
         for r in range(R):
             rq = Requant(a, _out_tag_layout(wd, LA) if r == 0 else unsigned(1))
@@ -388,14 +398,14 @@ class Engine(wiring.Component):
             requants.append(rq)
             shift_w = len(rq.i.payload.shift)
             m.d.comb += [
-                rq.i.valid.eq(d1_valid & (d1_wide if r else 1)),
-                rq.i.payload.acc.eq(d1_acc[r]),
+                rq.i.valid.eq(d2_valid & (d2_wide if r else 1)),
+                rq.i.payload.acc.eq(d2_acc[r]),
                 rq.i.payload.bias.eq(entries[r].bias),
                 rq.i.payload.mult.eq(entries[r].mult),
                 rq.i.payload.shift.eq(entries[r].shift[:shift_w]),
             ]
         requant = requants[0]
-        o_wide2 = d1_wide               # delayed by the requantiser's latency
+        o_wide2 = d2_wide               # delayed by the requantiser's latency
         for i in range(requant.latency):
             o_wide_d = Signal(name=f"o_wide_d{i}")
             m.d.sync += o_wide_d.eq(o_wide2)
@@ -405,7 +415,7 @@ class Engine(wiring.Component):
                                            (ox >= 0) & (ox < dn.w_out)),
             requant.i.payload.tag.zero.eq((oy < dn.vy0) | (oy >= dn.vy1) |
                                           (ox < dn.vx0) | (ox >= dn.vx1)),
-            requant.i.payload.tag.addr.eq(d1_meta.obase + entry.off[:AW - 1]),
+            requant.i.payload.tag.addr.eq(d2_meta.obase + entry.off[:AW - 1]),
             requant.i.payload.tag.lane.eq(entry.lane),
         ]
         # Write stage: the clamped outputs, byte enables and address are registered, so the
@@ -437,7 +447,7 @@ class Engine(wiring.Component):
         pipe_busy = Signal()
         m.d.comb += pipe_busy.eq(Cat([c.valid for c in ctl[1:]]).any() | ctl_acc.valid | hold_full |
                                  wr_act[0] | wr_act[1] | wr_out |
-                                 d1_valid | requant.busy | requant.o.valid)
+                                 d1_valid | d2_valid | requant.busy | requant.o.valid)
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(start):
@@ -731,7 +741,7 @@ class Engine(wiring.Component):
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
-                         d1_valid.eq(0), drain_wait.eq(0), wr_act[0].eq(0), wr_act[1].eq(0),
+                         d1_valid.eq(0), d2_valid.eq(0), drain_wait.eq(0), wr_act[0].eq(0), wr_act[1].eq(0),
                          wr_out.eq(0)]
             for c in [*ctl[1:], ctl_acc]:
                 m.d.sync += c.valid.eq(0)
