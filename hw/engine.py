@@ -193,12 +193,10 @@ class Engine(wiring.Component):
         obase_row = Signal(signed(AW))
         v0 = Signal(VB)
 
-        last_kx = kx == desc.t - 1
-        last_ky = ky == desc.t - 1
-        last_cg = cg == desc.cw - 1
-        last_vg = vg == dn.n_vg - 1
-        last_qx = qx == dn.qx1
-        last_qy = qy == dn.qy1
+        # "Last value" flags of the loop counters, registered: set when a counter steps onto
+        # its last value (so the sequencer's decisions come straight from flip-flops).
+        last_kx, last_ky, last_cg, last_vg, last_qx, last_qy = (
+            Signal(name=f"last_{n}") for n in ("kx", "ky", "cg", "vg", "qx", "qy"))
         in_frame = Signal()
         m.d.comb += in_frame.eq((iy >= 0) & (iy < dn.h_in) & (ix >= 0) & (ix < dn.w_in))
 
@@ -210,6 +208,8 @@ class Engine(wiring.Component):
         adv = Signal()
         issuing = Signal()      # the sequencer is in a layer's MAC loop
         drain_wait = Signal(range(P + 1))
+        dw_next = Signal.like(drain_wait)
+        dw_nz = Signal()        # drain_wait != 0, registered
         R = spec.drain_lanes
         lr = _log2(R)
         pv = Signal(range(P + 1))
@@ -221,11 +221,12 @@ class Engine(wiring.Component):
             issue_drain.eq(Mux(desc.wide, (issue_cnt + R - 1) >> lr, issue_cnt)),
         ]
         last0 = last_cg & last_ky & last_kx
-        m.d.comb += adv.eq(~(last0 & (drain_wait != 0)))
+        m.d.comb += adv.eq(~(last0 & dw_nz))
         with m.If(issuing & adv & last0):
-            m.d.sync += drain_wait.eq(issue_drain - 1)
-        with m.Elif(drain_wait != 0):
-            m.d.sync += drain_wait.eq(drain_wait - 1)
+            m.d.comb += dw_next.eq(issue_drain - 1)
+        with m.Elif(dw_nz):
+            m.d.comb += dw_next.eq(drain_wait - 1)
+        m.d.sync += [drain_wait.eq(dw_next), dw_nz.eq(dw_next != 0)]
         ctl0 = Signal(ctl_layout)
         m.d.comb += [
             ctl0.valid.eq(issuing & adv),
@@ -476,6 +477,9 @@ class Engine(wiring.Component):
                     w_addr.eq(dn.w_base),
                     by.eq(dn.by0), bx.eq(dn.bx0),
                     obase.eq(dn.obase0), obase_row.eq(dn.obase0),
+                    last_kx.eq(desc.t == 1), last_ky.eq(desc.t == 1), last_cg.eq(desc.cw == 1),
+                    last_vg.eq(dn.n_vg == 1), last_qx.eq(dn.qx0 == dn.qx1),
+                    last_qy.eq(dn.qy0 == dn.qy1),
                 ]
                 m.next = "RUN"
                 with m.If(soft_reset):
@@ -485,28 +489,38 @@ class Engine(wiring.Component):
                 with m.If(adv):
                     m.d.sync += w_addr.eq(w_addr + 1)
                     with m.If(~last_kx):
-                        m.d.sync += [kx.eq(kx + 1), ix.eq(ix - 1)]
+                        m.d.sync += [kx.eq(kx + 1), ix.eq(ix - 1),
+                                     last_kx.eq(kx + 2 == desc.t)]
                     with m.Else():
-                        m.d.sync += [kx.eq(0), ix.eq(qx)]
+                        m.d.sync += [kx.eq(0), ix.eq(qx), last_kx.eq(desc.t == 1)]
                         with m.If(~last_ky):
                             m.d.sync += [ky.eq(ky + 1), iy.eq(iy - 1),
-                                         rowoff.eq(rowoff - dn.w_in)]
+                                         rowoff.eq(rowoff - dn.w_in),
+                                         last_ky.eq(ky + 2 == desc.t)]
                         with m.Else():
-                            m.d.sync += [ky.eq(0), iy.eq(qy), rowoff.eq(qyw)]
+                            m.d.sync += [ky.eq(0), iy.eq(qy), rowoff.eq(qyw),
+                                         last_ky.eq(desc.t == 1)]
                             with m.If(~last_cg):
-                                m.d.sync += [cg.eq(cg + 1), plane.eq(plane + dn.hw_in)]
+                                m.d.sync += [cg.eq(cg + 1), plane.eq(plane + dn.hw_in),
+                                             last_cg.eq(cg + 2 == desc.cw)]
                             with m.Else():
-                                m.d.sync += [cg.eq(0), plane.eq(dn.in_base)]
+                                m.d.sync += [cg.eq(0), plane.eq(dn.in_base),
+                                             last_cg.eq(desc.cw == 1)]
                                 with m.If(~last_vg):
-                                    m.d.sync += [vg.eq(vg + 1), v0.eq(v0 + pv)]
+                                    m.d.sync += [vg.eq(vg + 1), v0.eq(v0 + pv),
+                                                 last_vg.eq(vg + 2 == dn.n_vg)]
                                 with m.Else():
-                                    m.d.sync += [vg.eq(0), v0.eq(0), w_addr.eq(dn.w_base)]
+                                    m.d.sync += [vg.eq(0), v0.eq(0), w_addr.eq(dn.w_base),
+                                                 last_vg.eq(dn.n_vg == 1)]
                                     with m.If(~last_qx):
                                         m.d.sync += [qx.eq(qx + 1), ix.eq(qx + 1),
                                                      bx.eq(bx + desc.stride),
-                                                     obase.eq(obase + desc.stride)]
+                                                     obase.eq(obase + desc.stride),
+                                                     last_qx.eq(qx + 1 == dn.qx1)]
                                     with m.Else():
                                         m.d.sync += [
+                                            last_qx.eq(dn.qx0 == dn.qx1),
+                                            last_qy.eq(qy + 1 == dn.qy1),
                                             qx.eq(dn.qx0), ix.eq(dn.qx0), bx.eq(dn.bx0),
                                             qy.eq(qy + 1), iy.eq(qy + 1),
                                             qyw.eq(qyw + dn.w_in),
@@ -741,7 +755,7 @@ class Engine(wiring.Component):
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
-                         d1_valid.eq(0), d2_valid.eq(0), drain_wait.eq(0), wr_act[0].eq(0), wr_act[1].eq(0),
+                         d1_valid.eq(0), d2_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0), wr_act[0].eq(0), wr_act[1].eq(0),
                          wr_out.eq(0)]
             for c in [*ctl[1:], ctl_acc]:
                 m.d.sync += c.valid.eq(0)
