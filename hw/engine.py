@@ -61,7 +61,7 @@ class Engine(wiring.Component):
     -------
     bus : Out(:class:`BusSignature`) (that signature is written from the engine side:
         ``cmd`` flows in, ``rsp`` out): host commands and read responses. ``cmd`` is accepted
-        when no read is in flight (a read takes 3 cycles before its byte is offered on
+        when no read is in flight (a read takes 4 cycles before its byte is offered on
         ``rsp``; ``rsp.valid`` stays up until ``rsp.ready``). Memory spaces are accessible
         while the engine is idle; while busy, their reads return 0 and writes are ignored
         (CTRL, COUNT and ID always work).
@@ -258,7 +258,9 @@ class Engine(wiring.Component):
         ctl1 = stage("ctl1")
         act_word = Signal(A * 8)
         w_word = Signal(P * 8)
-        m.d.sync += [act_word.eq(Mux(desc.in_buf, act_rd[1].data, act_rd[0].data)),
+        host_act_sel = Signal()     # the ACT buffer a host read addresses (engine idle)
+        m.d.sync += [act_word.eq(Mux(Mux(busy, desc.in_buf, host_act_sel),
+                                     act_rd[1].data, act_rd[0].data)),
                      w_word.eq(w_rd.data)]
         ctl2 = stage("ctl2")
 
@@ -603,7 +605,8 @@ class Engine(wiring.Component):
         h_addr = Signal(ADDR)
         h_data = Signal(8)
         h_in_range = Signal()
-        m.d.comb += [cmd.ready.eq(~(h_valid & ~h_write) & ~rd_pending & ~rsp_valid),
+        rd2 = Signal()          # read: the wide words registered, byte chosen next
+        m.d.comb += [cmd.ready.eq(~(h_valid & ~h_write) & ~rd_pending & ~rd2 & ~rsp_valid),
                      rsp.valid.eq(rsp_valid), rsp.payload.eq(rsp_data)]
         with m.If(rsp.valid & rsp.ready):
             m.d.sync += rsp_valid.eq(0)
@@ -721,8 +724,18 @@ class Engine(wiring.Component):
                         m.d.sync += rd_lane.eq(lane)
                 with m.Case(Space.ACT):
                     pass
+        # Reads: the narrow spaces' byte is chosen as the data leaves its memory; the wide
+        # words (WEIGHT, BIAS, ACT) are first registered (the pipeline's own word registers)
+        # and their byte chosen a cycle later, so a block RAM output never drives a wide
+        # multiplexer in the same cycle.
+        rd2_space = Signal(Space)
+        rd2_lane = Signal(8)
+        rd2_ok = Signal()
+        rd2_small = Signal(8)
+        m.d.comb += host_act_sel.eq(rd_addr[lb] if lb < ADDR else 0)
         with m.If(rd_pending):
-            m.d.sync += [rd_pending.eq(0), rsp_valid.eq(1)]
+            m.d.sync += [rd_pending.eq(0), rd2.eq(1), rd2_space.eq(rd_space),
+                         rd2_lane.eq(rd_lane), rd2_ok.eq(rd_ok)]
             byte = Signal(8)
             with m.If(rd_ok):
                 with m.Switch(rd_space):
@@ -740,17 +753,20 @@ class Engine(wiring.Component):
                             m.d.comb += byte.eq(snap_rd.data.word_select(rd_addr[:3], 8))
                     with m.Case(Space.DESC):
                         m.d.comb += byte.eq(desc_rd.data)
-                    with m.Case(Space.WEIGHT):
-                        m.d.comb += byte.eq(w_rd.data.word_select(rd_lane, 8))
-                    with m.Case(Space.BIAS):
-                        m.d.comb += byte.eq(b_rd.data.word_select(rd_lane, 8))
-                    with m.Case(Space.ACT):
-                        sel = rd_addr[lb] if lb < ADDR else Const(0, 1)
-                        m.d.comb += byte.eq(Mux(sel, act_rd[1].data, act_rd[0].data)
-                                            .word_select(rd_lane, 8))
                     with m.Case(Space.OUT):
                         m.d.comb += byte.eq(out_rd.data)
-            m.d.sync += rsp_data.eq(byte)
+            m.d.sync += rd2_small.eq(byte)
+        with m.If(rd2):
+            m.d.sync += [rd2.eq(0), rsp_valid.eq(1)]
+            with m.Switch(rd2_space):
+                with m.Case(Space.WEIGHT):
+                    m.d.sync += rsp_data.eq(Mux(rd2_ok, w_word.word_select(rd2_lane, 8), 0))
+                with m.Case(Space.BIAS):
+                    m.d.sync += rsp_data.eq(Mux(rd2_ok, b_word.word_select(rd2_lane, 8), 0))
+                with m.Case(Space.ACT):
+                    m.d.sync += rsp_data.eq(Mux(rd2_ok, act_word.word_select(rd2_lane, 8), 0))
+                with m.Default():
+                    m.d.sync += rsp_data.eq(rd2_small)
 
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
