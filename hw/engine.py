@@ -677,11 +677,13 @@ class Engine(wiring.Component):
         for b in range(2):
             act_paddr = Mux(busy, Mux(desc.in_buf == b, act_addr, wr_addr), haddr[la:lb])
             m.d.comb += [act_rd[b].addr.eq(act_paddr), act_wr[b].addr.eq(act_paddr)]
-        # Reads and writes of one memory never coincide; say so structurally (a read is
-        # disabled by a write) so that single-port RAMs with "no change on write" fit.
+        # Reads and writes of one memory never coincide. For single-port RAMs with "no change
+        # on write" (iCE40 SPRAM feature buffers) say so structurally, a read disabled by a
+        # write; elsewhere that gate would only lengthen the path to every block RAM's enable.
+        single_port = spec.act_ram == "huge"
         for rd, wr, en in ((act_rd[0], act_wr[0], act_rd_en[0]), (act_rd[1], act_wr[1], act_rd_en[1]),
                            (w_rd, w_wr, w_rd_en)):
-            m.d.comb += rd.en.eq(en & ~wr.en.any())
+            m.d.comb += rd.en.eq(en & ~wr.en.any() if single_port else en)
         m.d.comb += [id_rd.addr.eq(haddr),
                      snap_rd.addr.eq((haddr - SNAP_BASE) >> 3)]
 
