@@ -565,9 +565,15 @@ class Engine(wiring.Component):
                 m.d.comb += [out_wr.data.eq(wr_data[:8]), out_wr.en.eq(1)]
 
         # ---- counters ---------------------------------------------------------------------
-        issue = issuing & adv
+        # What the sequencer did, registered: the counters lag it by one cycle (always inside
+        # the busy period: the layer's pipeline drain follows its last issue).
+        issue = Signal()
+        issue_in = Signal()         # an issue inside the input frame (a real ACT read)
+        stalled = Signal()
         useful = Signal(range(P + 1))
-        m.d.comb += useful.eq(Mux(in_frame, desc.useful[last_cg][last_vg], 0))
+        m.d.sync += [issue.eq(issuing & adv), issue_in.eq(issuing & adv & in_frame),
+                     stalled.eq(issuing & ~adv),
+                     useful.eq(Mux(in_frame, desc.useful[last_cg][last_vg], 0))]
 
         def inc(name, cond, amount=1):
             if name in kept:
@@ -576,11 +582,11 @@ class Engine(wiring.Component):
 
         with m.If(busy):
             inc("cycles_busy", 1)
-            inc("cycles_stalled", issuing & ~adv)
+            inc("cycles_stalled", stalled)
             inc("mac_used", issue, useful)
             inc("mac_idle", 1, P - Mux(issue, useful, 0))
-            inc("act0_reads", issue & in_frame & ~desc.in_buf)
-            inc("act1_reads", issue & in_frame & desc.in_buf)
+            inc("act0_reads", issue_in & ~desc.in_buf)
+            inc("act1_reads", issue_in & desc.in_buf)
             inc("act0_writes", o_we & ~desc.to_out & (out_buf == 0), Mux(o_wide2, R, 1))
             inc("act1_writes", o_we & ~desc.to_out & (out_buf == 1), Mux(o_wide2, R, 1))
             inc("weight_reads", issue)
