@@ -739,31 +739,38 @@ class Engine(wiring.Component):
         rd2_space = Signal(Space)
         rd2_lane = Signal(8)
         rd2_ok = Signal()
-        rd2_small = Signal(8)
+        rd2_small = Signal(8)       # the byte of a narrow space (ID, CTRL, COUNT, DESC, OUT)
         m.d.comb += host_act_sel.eq(rd_addr[lb] if lb < ADDR else 0)
+        rd2_addr = Signal(ADDR)
         with m.If(rd_pending):
             m.d.sync += [rd_pending.eq(0), rd2.eq(1), rd2_space.eq(rd_space),
-                         rd2_lane.eq(rd_lane), rd2_ok.eq(rd_ok)]
-            byte = Signal(8)
-            with m.If(rd_ok):
-                with m.Switch(rd_space):
-                    with m.Case(Space.ID):
-                        m.d.comb += byte.eq(id_rd.data)
-                    with m.Case(Space.CTRL):
-                        with m.If(rd_addr == CtrlReg.START_STATUS):
-                            m.d.comb += byte.eq(Cat(busy, done, error))
-                    with m.Case(Space.COUNT):
-                        cnt_bytes = Array(Cat(*counters.values()).word_select(i, 8)
-                                          for i in range(4 * len(COUNTERS)))
-                        with m.If(rd_addr < SNAP_BASE):
-                            m.d.comb += byte.eq(cnt_bytes[rd_addr[:8]])
-                        with m.Else():
-                            m.d.comb += byte.eq(snap_rd.data.word_select(rd_addr[:3], 8))
-                    with m.Case(Space.DESC):
-                        m.d.comb += byte.eq(desc_rd.data)
-                    with m.Case(Space.OUT):
-                        m.d.comb += byte.eq(out_rd.data)
-            m.d.sync += rd2_small.eq(byte)
+                         rd2_lane.eq(rd_lane), rd2_ok.eq(rd_ok), rd2_addr.eq(rd_addr)]
+        # The narrow memories' outputs, registered as they leave the RAM (OUT is many block
+        # RAMs deep: its output multiplexer must not share a cycle with the byte select).
+        out_q, desc_q, id_q = Signal(8), Signal(8), Signal(8)
+        snap_q = Signal(64)
+        m.d.sync += [out_q.eq(out_rd.data), desc_q.eq(desc_rd.data), id_q.eq(id_rd.data),
+                     snap_q.eq(snap_rd.data)]
+        byte = Signal(8)
+        with m.If(rd2_ok):
+            with m.Switch(rd2_space):
+                with m.Case(Space.ID):
+                    m.d.comb += byte.eq(id_q)
+                with m.Case(Space.CTRL):
+                    with m.If(rd2_addr == CtrlReg.START_STATUS):
+                        m.d.comb += byte.eq(Cat(busy, done, error))
+                with m.Case(Space.COUNT):
+                    cnt_bytes = Array(Cat(*counters.values()).word_select(i, 8)
+                                      for i in range(4 * len(COUNTERS)))
+                    with m.If(rd2_addr < SNAP_BASE):
+                        m.d.comb += byte.eq(cnt_bytes[rd2_addr[:8]])
+                    with m.Else():
+                        m.d.comb += byte.eq(snap_q.word_select(rd2_addr[:3], 8))
+                with m.Case(Space.DESC):
+                    m.d.comb += byte.eq(desc_q)
+                with m.Case(Space.OUT):
+                    m.d.comb += byte.eq(out_q)
+        m.d.comb += rd2_small.eq(byte)
         with m.If(rd2):
             m.d.sync += [rd2.eq(0), rsp_valid.eq(1)]
             with m.Switch(rd2_space):
