@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 __all__ = ["BuildError", "Resource", "BuildResult", "tool_env", "parse_report", "build",
@@ -88,6 +88,7 @@ class BuildResult:
     tools: dict[str, str] = field(default_factory=dict)
     macs: int = 0                       #: MAC units of the engine spec in the bitstream
     core: str = ""
+    spec: dict | None = None            #: the engine spec's sizes (EngineSpec fields but arith)
 
     @property
     def sync_clock(self) -> str | None:
@@ -314,7 +315,9 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
         bitstream=f"{name}.{board.bitstream_ext}",
         tools={k: Path(env[k]).name for k in _TOOLS if k in env},
         macs=spec.lanes if spec is not None else 0,
-        core=type(top.core).__name__)
+        core=type(top.core).__name__,
+        spec=({f.name: getattr(spec, f.name) for f in fields(spec) if f.name != "arith"}
+              if spec is not None else None))
     (outdir / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=1) + "\n")
     if check_result:
         check(result)

@@ -84,7 +84,11 @@ def compute_cycles(network, spec, h: int, w: int) -> tuple[int, str]:
     except ImportError:
         frame_cycles = None
     if frame_cycles is not None:
-        return int(frame_cycles(network, spec, h, w)), "rtl-sim"
+        from .program import ProgramError
+        try:
+            return int(frame_cycles(network, spec, h, w)), "rtl-sim"
+        except ProgramError as e:
+            return None, f"does not fit the engine: {e}"
     macs = network.macs_per_lr_pixel * h * w
     return math.ceil(macs / spec.lanes), "ideal"
 
@@ -109,12 +113,20 @@ def run(args) -> int:
     from .cmd_build import load_board_build
 
     board, _, result = load_board_build(args)
+    spec = board.spec
+    if result.spec:     # the build's own sizes (``build --set`` may have changed them)
+        from deconvsr.spec import EngineSpec
+        spec = EngineSpec(**{**result.spec, "arith": board.spec.arith})
     h, w = args.size
     networks = _networks(args.model)
     rows = []
     for net in networks:
         from .zoo import deconv_weight_bytes
-        cycles, source = compute_cycles(net, board.spec, h, w)
+        cycles, source = compute_cycles(net, spec, h, w)
+        if cycles is None:
+            rows.append({"network": net.name, "scale": net.scale, "in": [h, w],
+                         "out": [h * net.scale, w * net.scale], "cycles_source": source})
+            continue
         try:
             link = link_bytes(h, w, net.scale)
         except ImportError:
@@ -125,13 +137,13 @@ def run(args) -> int:
         rows.append({"network": net.name, "scale": net.scale, "in": [h, w],
                      "out": [h * net.scale, w * net.scale], "cycles_source": source, **rates})
     report = {"build": result.to_json(), "baud": board.baud, "engine": {
-        "mac_units": board.spec.lanes, "clock_mhz": result.target_mhz}, "frames": rows}
+        "mac_units": spec.lanes, "clock_mhz": result.target_mhz}, "frames": rows}
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
     from .cmd_build import format_result
     print(format_result(result))
-    print(f"frame rates at {h}x{w} in, engine {board.spec.lanes} MAC units at "
+    print(f"frame rates at {h}x{w} in, engine {spec.lanes} MAC units at "
           f"{result.target_mhz:.1f} MHz, link {board.baud / 1e6:g} Mbaud 8N1:")
     if not result.macs:
         print(f"  (this bitstream holds no engine ({result.core}): the rates are those of the "
@@ -139,6 +151,9 @@ def run(args) -> int:
     if not rows:
         print("  no shipped networks")
     for row in rows:
+        if "cycles" not in row:
+            print(f"  {row['network']} x{row['scale']}: {row['cycles_source']}")
+            continue
         line = (f"  {row['network']} x{row['scale']} -> {row['out'][0]}x{row['out'][1]}: "
                 f"{row['cycles']:,} cycles ({row['cycles_source']}), compute "
                 f"{row['compute_s'] * 1e3:.2f} ms = {row['compute_fps']:.1f} fps")

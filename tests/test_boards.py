@@ -308,11 +308,18 @@ def test_cli_program_dry_run(tmp_path, capsys, monkeypatch):
 
 def test_cli_report_json(tmp_path, capsys):
     _fake_build(tmp_path)
-    assert main(["report", "--board", "icebreaker", "-i", str(tmp_path), "--json"]) == 0
+    assert main(["report", "--board", "icebreaker", "-i", str(tmp_path), "--json", "--size",
+                 "16", "16", "--model", "edge-x2", "--model", "espcn-paper-x3"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["build"]["fmax_mhz"] == 51.5
     assert out["build"]["utilisation"]["DSP"] == {"used": 8, "available": 8, "percent": 100.0}
     assert out["baud"] == BOARDS["icebreaker"].baud
+    edge, paper = out["frames"]
+    if edge["cycles_source"] == "rtl-sim":     # Verilator present: measured on the RTL
+        lanes = BOARDS["icebreaker"].spec.lanes
+        assert edge["cycles"] >= 3280 * 16 * 16 / lanes
+    # The paper network's 58 KB of weights do not fit the iCEBreaker engine: said, not rated.
+    assert "does not fit the engine" in paper["cycles_source"] and "cycles" not in paper
 
 
 def test_frame_rates_arithmetic():
