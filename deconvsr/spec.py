@@ -136,12 +136,16 @@ class EngineSpec:
 SPECS = {
     "sim": EngineSpec(),
     # iCE40UP5K: each ACT buffer is 16384 x 32 bit = two SPRAMs (all four for the ping-pong
-    # pair); weights 4 KB, entries, OUT 4 KB and descriptors in EBR; 4 MACs in SB_MAC16. Fits
-    # the edge network (tiled), not the paper network's 58 KB of weights.
+    # pair); weights 4 KB, entries, OUT 4 KB and descriptors in EBR; 4 MACs in SB_MAC16 pairs;
+    # the basic counters. Fits the edge network (tiled), not the paper network's 58 KB of
+    # weights. (Not yet a bitstream: engine + link need ~6,300 of the 5,280 logic cells.)
     "icebreaker": EngineSpec(name="icebreaker", lanes=4, act_depth=16384, weight_depth=1024,
-                             bias_depth=64, out_bytes=4096, max_layers=4, act_ram="huge"),
-    # ECP5-85F (208 DP16KD): ACT 2 x 2048 x 512 bit (120 blocks), weights 1024 words (30),
-    # entries (15), OUT 36 KB (18): the paper network at P = 64 on 45x45-pixel tiles.
-    "ulx3s-85f": EngineSpec(name="ulx3s-85f", lanes=64, act_depth=2048, weight_depth=1024,
-                            bias_depth=256, out_bytes=36864, max_layers=8, drain_lanes=4),
+                             bias_depth=64, out_bytes=4096, max_layers=4, act_ram="huge",
+                             counters="basic"),
+    # ECP5-85F (208 DP16KD): 64 lanes over 16-activation ACT words, ACT 2 x 4096 x 128 bit,
+    # weights 1024 x 512 bit, entries, OUT 36 KB: 131 DP16KD placed (a 2048 x 512-bit ACT
+    # needed 356). The paper network at P = 64 on 32 x 32-pixel tiles.
+    "ulx3s-85f": EngineSpec(name="ulx3s-85f", lanes=64, act_lanes=16, act_depth=4096,
+                            weight_depth=1024, bias_depth=256, out_bytes=36864, max_layers=8,
+                            drain_lanes=4),
 }

@@ -364,7 +364,9 @@ def test_spec_overrides():
     spec = BOARDS["ulx3s-85f"].spec
     new = spec_with(spec, ["lanes=32", "act_depth=0x400"])
     assert (new.lanes, new.act_depth, new.weight_depth) == (32, 1024, spec.weight_depth)
-    assert new.act_lanes == 32
+    assert new.act_lanes == spec.act_lanes == 16         # narrower words stay as they were
+    wide = spec_with(BOARDS["icebreaker"].spec, ["lanes=32"])
+    assert wide.act_lanes == 32                            # words as wide as the lanes follow
     assert spec_with(spec, ["counters=basic"]).counters == "basic"
     with pytest.raises(CLIError, match=r"--set: counters must be 'all' or 'basic', not 'x'"):
         spec_with(spec, ["counters=x"])

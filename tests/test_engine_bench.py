@@ -14,7 +14,7 @@ def test_bench_engine_rejects_bad_size(capsys):
 
 def test_bench_engine_frame_too_large(capsys):
     assert main(["bench", "engine", "--spec", "ulx3s-85f", "--size", "64", "--net", "paper"]) == 2
-    assert "act_depth is 2048 (spec ulx3s-85f: try a smaller --size)" in capsys.readouterr().err
+    assert "act_depth is 4096 (spec ulx3s-85f: try a smaller --size)" in capsys.readouterr().err
 
 
 @pytest.mark.slow
