@@ -61,7 +61,7 @@ class Engine(wiring.Component):
     -------
     bus : Out(:class:`BusSignature`) (that signature is written from the engine side:
         ``cmd`` flows in, ``rsp`` out): host commands and read responses. ``cmd`` is accepted
-        when no read is in flight (a read takes 4 cycles before its byte is offered on
+        when no read is in flight (a read takes 5 cycles before its byte is offered on
         ``rsp``; ``rsp.valid`` stays up until ``rsp.ready``). Memory spaces are accessible
         while the engine is idle; while busy, their reads return 0 and writes are ignored
         (CTRL, COUNT and ID always work).
@@ -611,8 +611,16 @@ class Engine(wiring.Component):
         h_addr = Signal(ADDR)
         h_data = Signal(8)
         h_in_range = Signal()
+        h2_valid = Signal()
+        h2_write = Signal()
+        h2_space = Signal(Space)
+        h2_addr = Signal(ADDR)
+        h2_data = Signal(8)
+        h2_legal = Signal()
         rd2 = Signal()          # read: the wide words registered, byte chosen next
-        m.d.comb += [cmd.ready.eq(~(h_valid & ~h_write) & ~rd_pending & ~rd2 & ~rsp_valid),
+        m.d.comb += [cmd.ready.eq(~(h_valid & ~h_write) & ~(h2_valid & ~h2_write) &
+                                  ~(h_valid & (h_space == Space.CTRL)) &
+                                  ~rd_pending & ~rd2 & ~rsp_valid),
                      rsp.valid.eq(rsp_valid), rsp.payload.eq(rsp_data)]
         with m.If(rsp.valid & rsp.ready):
             m.d.sync += rsp_valid.eq(0)
@@ -621,12 +629,21 @@ class Engine(wiring.Component):
             m.d.sync += [h_write.eq(cmd.payload.write), h_space.eq(cmd.payload.space),
                          h_addr.eq(cmd.payload.addr), h_data.eq(cmd.payload.data)]
 
-        haddr = h_addr
-        hdata = h_data
-        take = h_valid
-        hwrite = take & h_write
-        hread = take & ~h_write
-        space = h_space
+        # Second stage: whether the command may act (engine idle for the memories) is
+        # registered too, so the memories' write ports are driven from flip-flops through one
+        # multiplexer. A command behind a CTRL command is not taken until that one has acted.
+        h_always = (h_space == Space.ID) | (h_space == Space.CTRL) | (h_space == Space.COUNT)
+        m.d.sync += h2_valid.eq(h_valid)
+        with m.If(h_valid):
+            m.d.sync += [h2_write.eq(h_write), h2_space.eq(h_space), h2_addr.eq(h_addr),
+                         h2_data.eq(h_data), h2_legal.eq(h_in_range & (h_always | ~busy))]
+
+        haddr = h2_addr
+        hdata = h2_data
+        take = h2_valid
+        hwrite = take & h2_write
+        hread = take & ~h2_write
+        space = h2_space
         lp = _log2(P)
         la = _log2(A)
         act_bytes = spec.act_depth * A
@@ -663,9 +680,7 @@ class Engine(wiring.Component):
                 m.d.comb += in_range.eq(ranged(spec.out_bytes))
         with m.If(cmd.valid & cmd.ready):
             m.d.sync += h_in_range.eq(in_range)
-        always = (space == Space.ID) | (space == Space.CTRL) | (space == Space.COUNT)
-        legal = Signal()
-        m.d.comb += legal.eq(h_in_range & (always | ~busy))
+        legal = h2_legal
 
         act_sel_h = haddr[lb] if lb < ADDR else Const(0, 1)
         # Host-side port driving while idle.

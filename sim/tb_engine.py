@@ -111,7 +111,8 @@ async def run_case(dut):
                 t0 = time.perf_counter()
                 rose = cocotb.start_soon(_rising_time(dut.busy))
                 await drv.transfer(Space.CTRL.value, 1, CtrlReg.START_STATUS, bytes([op[1]]))
-                # transfer() returns 3 cycles after the start was accepted; busy rose after it.
+                # transfer() returns 3 cycles after the start was accepted; busy rose 2 cycles
+                # after it (the command acts from the engine's second bus stage).
                 if not rose.done() or not int(dut.busy.value):
                     raise AssertionError("engine did not start (or finished within 3 cycles)")
                 start_ns = rose.result()

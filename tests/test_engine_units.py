@@ -133,7 +133,7 @@ def _run_engine_pysim(spec, prog, *, reads):
         for space, addr, data in prog.writes():
             for i, b in enumerate(data):
                 await send(space, 1, addr + i, b)
-        for _ in range(3):          # the start command acts one cycle after it is taken
+        for _ in range(4):          # the start command acts two cycles after it is taken
             if ctx.get(dut.busy):
                 break
             await ctx.tick()
