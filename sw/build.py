@@ -262,8 +262,9 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     report_file = f"{name}.report.json"
     nextpnr_opts = f"--report {report_file} --timing-allow-fail --seed {seed}"
     if board.family == "ecp5":
-        # router2 routes the 85F designs in minutes where router1 (the default) took most
-        # of an hour on this 2-core machine.
+        # router2, nextpnr's newer router: router1 (the default) had not routed the 64-lane
+        # design after an hour here; router2 has not either (see docs/boards.md), but
+        # resolves its congestion faster.
         nextpnr_opts += " --router router2"
     kw = dict(nextpnr_opts=nextpnr_opts)
     if board.synth_opts:
