@@ -262,9 +262,8 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     report_file = f"{name}.report.json"
     nextpnr_opts = f"--report {report_file} --timing-allow-fail --seed {seed}"
     if board.family == "ecp5":
-        # router2, nextpnr's newer router: router1 (the default) had not routed the 64-lane
-        # design after an hour here; router2 has not either (see docs/boards.md), but
-        # resolves its congestion faster.
+        # router2, nextpnr's newer router (it routes the 16-lane design in about a minute;
+        # neither it nor router1 has finished the 64-lane one here yet: docs/boards.md).
         nextpnr_opts += " --router router2"
     kw = dict(nextpnr_opts=nextpnr_opts)
     if board.synth_opts:
