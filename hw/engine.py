@@ -605,45 +605,37 @@ class Engine(wiring.Component):
         rsp_data = Signal(8)
         # A taken command is registered first, with its address range check, and acts in the
         # next cycle: the bus's decode never shares a cycle with the link's logic.
-        h_valid = Signal()
-        h_write = Signal()
-        h_space = Signal(Space)
-        h_addr = Signal(ADDR)
-        h_data = Signal(8)
-        h_in_range = Signal()
-        h2_valid = Signal()
-        h2_write = Signal()
-        h2_space = Signal(Space)
-        h2_addr = Signal(ADDR)
-        h2_data = Signal(8)
-        h2_legal = Signal()
+        # ``ok``: stage 1 the address is in range, stage 2 the command may act.
+        hcmd = data.StructLayout({"valid": 1, "write": 1, "space": Space, "addr": ADDR,
+                                  "data": 8, "ok": 1})
+        h1 = Signal(hcmd)
+        h2 = Signal(hcmd)
         rd2 = Signal()          # read: the wide words registered, byte chosen next
-        m.d.comb += [cmd.ready.eq(~(h_valid & ~h_write) & ~(h2_valid & ~h2_write) &
-                                  ~(h_valid & (h_space == Space.CTRL)) &
+        m.d.comb += [cmd.ready.eq(~(h1.valid & ~h1.write) & ~(h2.valid & ~h2.write) &
+                                  ~(h1.valid & (h1.space == Space.CTRL)) &
                                   ~rd_pending & ~rd2 & ~rsp_valid),
                      rsp.valid.eq(rsp_valid), rsp.payload.eq(rsp_data)]
         with m.If(rsp.valid & rsp.ready):
             m.d.sync += rsp_valid.eq(0)
-        m.d.sync += h_valid.eq(cmd.valid & cmd.ready)
+        m.d.sync += h1.valid.eq(cmd.valid & cmd.ready)
         with m.If(cmd.valid & cmd.ready):
-            m.d.sync += [h_write.eq(cmd.payload.write), h_space.eq(cmd.payload.space),
-                         h_addr.eq(cmd.payload.addr), h_data.eq(cmd.payload.data)]
+            m.d.sync += [h1.write.eq(cmd.payload.write), h1.space.eq(cmd.payload.space),
+                         h1.addr.eq(cmd.payload.addr), h1.data.eq(cmd.payload.data)]
 
         # Second stage: whether the command may act (engine idle for the memories) is
         # registered too, so the memories' write ports are driven from flip-flops through one
         # multiplexer. A command behind a CTRL command is not taken until that one has acted.
-        h_always = (h_space == Space.ID) | (h_space == Space.CTRL) | (h_space == Space.COUNT)
-        m.d.sync += h2_valid.eq(h_valid)
-        with m.If(h_valid):
-            m.d.sync += [h2_write.eq(h_write), h2_space.eq(h_space), h2_addr.eq(h_addr),
-                         h2_data.eq(h_data), h2_legal.eq(h_in_range & (h_always | ~busy))]
+        always = (h1.space == Space.ID) | (h1.space == Space.CTRL) | (h1.space == Space.COUNT)
+        m.d.sync += h2.valid.eq(h1.valid)
+        with m.If(h1.valid):
+            m.d.sync += [h2.eq(h1), h2.ok.eq(h1.ok & (always | ~busy))]
 
-        haddr = h2_addr
-        hdata = h2_data
-        take = h2_valid
-        hwrite = take & h2_write
-        hread = take & ~h2_write
-        space = h2_space
+        haddr = h2.addr
+        hdata = h2.data
+        take = h2.valid
+        hwrite = take & h2.write
+        hread = take & ~h2.write
+        space = h2.space
         lp = _log2(P)
         la = _log2(A)
         act_bytes = spec.act_depth * A
@@ -679,8 +671,8 @@ class Engine(wiring.Component):
             with m.Case(Space.OUT):
                 m.d.comb += in_range.eq(ranged(spec.out_bytes))
         with m.If(cmd.valid & cmd.ready):
-            m.d.sync += h_in_range.eq(in_range)
-        legal = h2_legal
+            m.d.sync += h1.ok.eq(in_range)
+        legal = h2.ok
 
         act_sel_h = haddr[lb] if lb < ADDR else Const(0, 1)
         # Host-side port driving while idle.
