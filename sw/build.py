@@ -275,9 +275,9 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     _split_script(plan, name)
     # The engine never relies on initial RAM contents, and single-port RAMs (the iCE40's
     # SPRAM feature buffers) cannot be initialised: drop the all-zero initialisers.
-    from deconvsr.hw.synth import _drop_zero_init
+    from deconvsr.hw.synth import drop_zero_init
     il = plan.files[f"{name}.il"]
-    plan.files[f"{name}.il"] = _drop_zero_init(il.decode() if isinstance(il, bytes) else il)
+    plan.files[f"{name}.il"] = drop_zero_init(il.decode() if isinstance(il, bytes) else il)
     log.info("building %s in %s with %s", board.name, outdir, env.get("YOSYS"))
     stamps = {}
     try:

@@ -42,13 +42,13 @@ def test_synthesis_fits_ice40():
 
 
 def test_synth_stat_parser():
-    from deconvsr.hw.synth import _drop_zero_init, _parse_stat
+    from deconvsr.hw.synth import drop_zero_init, _parse_stat
     log = ("3. Printing statistics.\n\n=== top ===\n     9116 cells\n     5039   SB_LUT4\n"
            "        6   SB_MAC16\n      281   SB_RAM40_4K\n\nEnd of script.\n")
     assert _parse_stat(log) == {"SB_LUT4": 5039, "SB_MAC16": 6, "SB_RAM40_4K": 281}
     il = ("  cell $meminit_v2 $1\n    connect \\DATA 8'00000000\n  end\n"
           "  cell $meminit_v2 $2\n    connect \\DATA 8'00000001\n  end\n")
-    assert _drop_zero_init(il) == "  cell $meminit_v2 $2\n    connect \\DATA 8'00000001\n  end\n"
+    assert drop_zero_init(il) == "  cell $meminit_v2 $2\n    connect \\DATA 8'00000001\n  end\n"
 
 
 @pytest.mark.slow
