@@ -35,6 +35,9 @@ def register(subparsers) -> None:
                    help="initialisation: 'interp' starts as bilinear interpolation (default)")
     p.add_argument("--init-from", metavar="MODEL",
                    help="continue training from this model (same architecture and scale)")
+    p.add_argument("--hr-scales", default="1", metavar="S,S,...",
+                   help="also train on copies of each photograph downscaled by these factors "
+                        "(multi-scale augmentation; default 1: full size only)")
     p.set_defaults(func=run)
 
 
@@ -56,6 +59,13 @@ def run(args) -> int:
                + f" --batch {args.batch} --patch {args.patch} --lr {args.lr:g} --loss {args.loss}"
                f" --threads {args.threads} --init {args.init} --seed {args.seed}"
                + (f" --init-from {shlex.quote(args.init_from)}" if args.init_from else ""))
+    try:
+        hr_scales = tuple(float(v) for v in args.hr_scales.split(","))
+    except ValueError:
+        raise CLIError(f"--hr-scales: not a list of numbers: {args.hr_scales!r}",
+                       EXIT_INPUT) from None
+    if args.hr_scales != "1":
+        command += f" --hr-scales {args.hr_scales}"
     init_from = None
     if args.init_from:
         from .zoo import ModelError, load_model
@@ -67,7 +77,7 @@ def run(args) -> int:
         net = train(args.data, args.arch, args.scale, minutes=args.minutes, batch=args.batch,
                     patch=args.patch, lr=args.lr, loss=args.loss, threads=args.threads,
                     seed=args.seed, name=name, command=command, init=args.init,
-                    max_steps=args.steps, init_from=init_from)
+                    max_steps=args.steps, init_from=init_from, hr_scales=hr_scales)
     except (TrainError, ImageError, NetworkError) as e:
         raise CLIError(str(e), EXIT_INPUT) from None
     npz, js = save_model(net, args.output)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .imaging import degrade, list_images, load_rgb, rgb_to_ycbcr, to_u8, crop_to_multiple
+from .imaging import (bicubic_resize, crop_to_multiple, degrade, list_images, load_rgb,
+                      rgb_to_ycbcr, to_u8)
 from .network import Network, arch_layers
 
 __all__ = ["TrainError", "load_pairs", "train", "build_torch_model", "recalibrate",
@@ -37,16 +38,24 @@ def _torch():
     return torch
 
 
-def load_pairs(data_dir, r: int, *, min_lr: int = 24):
-    """``[(lr, hr), ...]`` float32 planes in ``[0, 1]`` (LR ``(h, w)``, HR ``(r h, r w)``)."""
+def load_pairs(data_dir, r: int, *, min_lr: int = 24, hr_scales=(1.0,)):
+    """``[(lr, hr), ...]`` float32 planes in ``[0, 1]`` (LR ``(h, w)``, HR ``(r h, r w)``).
+
+    ``hr_scales`` below 1 add bicubic-downscaled copies of each photograph as further HR
+    images (multi-scale augmentation: cleaner, denser detail than full-size JPEGs)."""
     pairs = []
     for path in list_images(data_dir):
-        y = to_u8(rgb_to_ycbcr(load_rgb(path))[..., 0])
-        y = crop_to_multiple(y, r)
-        if min(y.shape) < r * min_lr:
-            continue
-        lr = degrade(y, r)
-        pairs.append((lr.astype(np.float32) / 255, y.astype(np.float32) / 255))
+        y0 = to_u8(rgb_to_ycbcr(load_rgb(path))[..., 0])
+        for s in hr_scales:
+            if not 0 < s <= 1:
+                raise TrainError(f"HR scales must be in (0, 1], not {s}")
+            y = y0 if s == 1 else to_u8(bicubic_resize(
+                y0, (round(y0.shape[1] * s), round(y0.shape[0] * s))))
+            y = crop_to_multiple(y, r)
+            if min(y.shape) < r * min_lr:
+                continue
+            lr = degrade(y, r)
+            pairs.append((lr.astype(np.float32) / 255, y.astype(np.float32) / 255))
     if not pairs:
         raise TrainError(f"{data_dir}: no image large enough ({r * min_lr} pixels a side)")
     return pairs
@@ -179,7 +188,8 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
           patch: int = 24, lr: float = 1e-3, loss: str = "l1", threads: int = 2,
           seed: int = 0, name: str = "model", command: str = "", progress: bool = True,
           calibrate_images: int = 8, init: str = "interp",
-          max_steps: int | None = None, init_from: Network | None = None) -> Network:
+          max_steps: int | None = None, init_from: Network | None = None,
+          hr_scales=(1.0,)) -> Network:
     """Train ``arch`` at upscale ``r`` for ``minutes`` of wall-clock time; returns the float
     network with ``meta`` (arch, training record, calibration) filled in.
 
@@ -199,7 +209,7 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    pairs = load_pairs(data_dir, r, min_lr=patch)
+    pairs = load_pairs(data_dir, r, min_lr=patch, hr_scales=hr_scales)
     model = build_torch_model(layers, init)
     if init_from is not None:
         _load_weights(torch, model, layers, init_from)
@@ -246,7 +256,7 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
             "minutes": minutes, "seconds": round(seconds, 1), "steps": step, "batch": batch,
             "lr_patch": patch, "loss": loss, "final_loss": round(final, 6), "adam_lr": lr,
             "seed": seed, "threads": threads, "init": init,
-            "max_steps": max_steps,
+            "max_steps": max_steps, "hr_scales": list(hr_scales),
             "init_from": (None if init_from is None else {
                 "name": init_from.name,
                 "training": init_from.meta.get("training")}),

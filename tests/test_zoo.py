@@ -205,3 +205,20 @@ def test_fits_budget_counts_layers_and_bias_entries():
     assert fits_budget(net, bias_entries=41) and not fits_budget(net, bias_entries=40)
     assert fits_budget(net, max_layers=3) and not fits_budget(net, max_layers=2)
     assert fits_budget(net, weight_bytes=4000) and not fits_budget(net, weight_bytes=3999)
+
+
+def test_multiscale_training_pairs(tmp_path):
+    """--hr-scales adds downscaled copies of each photograph as HR images (numpy only)."""
+    from deconvsr.sw.imaging import degrade
+    from deconvsr.sw.train import TrainError, load_pairs
+
+    data = _photo_dir(tmp_path, 1)
+    pairs = load_pairs(data, 3, min_lr=16, hr_scales=(1.0, 0.5))
+    assert [hr.shape for _, hr in pairs] == [(150, 180), (75, 90)]
+    for lr, hr in pairs:
+        assert lr.shape == (hr.shape[0] // 3, hr.shape[1] // 3)
+        hr_u8 = np.rint(hr * 255).astype(np.uint8)
+        assert np.array_equal(np.rint(lr * 255).astype(np.uint8), degrade(hr_u8, 3))
+    assert len(load_pairs(data, 3, min_lr=30, hr_scales=(1.0, 0.5))) == 1  # too small: skipped
+    with pytest.raises(TrainError, match="HR scales"):
+        load_pairs(data, 3, hr_scales=(1.5,))
