@@ -221,7 +221,23 @@ class Engine(wiring.Component):
             issue_drain.eq(Mux(desc.wide, (issue_cnt + R - 1) >> lr, issue_cnt)),
         ]
         last0 = last_cg & last_ky & last_kx
-        m.d.comb += adv.eq(~(last0 & dw_nz))
+        # Timing: ``adv`` and the per-level step enables ``en`` (adv and every inner level on
+        # its last value) are registers, computed from the flags' and drain_wait's next
+        # values, so the sequencer's clock enables come straight from flip-flops.
+        levels_ = ("kx", "ky", "cg", "vg", "qx", "qy")
+        flags = dict(zip(levels_, (last_kx, last_ky, last_cg, last_vg, last_qx, last_qy)))
+        n_last = {k: Signal(name=f"n_last_{k}") for k in levels_}
+        for k in levels_:
+            m.d.comb += n_last[k].eq(flags[k])      # hold unless the FSM says otherwise
+            m.d.sync += flags[k].eq(n_last[k])
+        en = {k: Signal(name=f"en_{k}", init=(k == "kx")) for k in levels_}
+        n_adv = Signal()
+        m.d.comb += n_adv.eq(~(n_last["cg"] & n_last["ky"] & n_last["kx"] & (dw_next != 0)))
+        m.d.comb += adv.eq(en["kx"])
+        inner = n_adv
+        for k in levels_:
+            m.d.sync += en[k].eq(inner)
+            inner = inner & n_last[k]
         with m.If(issuing & adv & last0):
             m.d.comb += dw_next.eq(issue_drain - 1)
         with m.Elif(dw_nz):
@@ -479,60 +495,66 @@ class Engine(wiring.Component):
                     w_addr.eq(dn.w_base),
                     by.eq(dn.by0), bx.eq(dn.bx0),
                     obase.eq(dn.obase0), obase_row.eq(dn.obase0),
-                    last_kx.eq(desc.t == 1), last_ky.eq(desc.t == 1), last_cg.eq(desc.cw == 1),
-                    last_vg.eq(dn.n_vg == 1), last_qx.eq(dn.qx0 == dn.qx1),
-                    last_qy.eq(dn.qy0 == dn.qy1),
+                ]
+                m.d.comb += [
+                    n_last["kx"].eq(desc.t == 1), n_last["ky"].eq(desc.t == 1),
+                    n_last["cg"].eq(desc.cw == 1), n_last["vg"].eq(dn.n_vg == 1),
+                    n_last["qx"].eq(dn.qx0 == dn.qx1), n_last["qy"].eq(dn.qy0 == dn.qy1),
                 ]
                 m.next = "RUN"
                 with m.If(soft_reset):
                     m.next = "IDLE"
             with m.State("RUN"):
                 m.d.comb += issuing.eq(1)
-                with m.If(adv):
+                # One block per loop level, innermost first (a later assignment wins, as
+                # the outer level's reset of a shared register must).
+                with m.If(en["kx"]):
                     m.d.sync += w_addr.eq(w_addr + 1)
                     with m.If(~last_kx):
-                        m.d.sync += [kx.eq(kx + 1), ix.eq(ix - 1),
-                                     last_kx.eq(kx + 2 == desc.t)]
+                        m.d.sync += [kx.eq(kx + 1), ix.eq(ix - 1)]
+                        m.d.comb += n_last["kx"].eq(kx + 2 == desc.t)
                     with m.Else():
-                        m.d.sync += [kx.eq(0), ix.eq(qx), last_kx.eq(desc.t == 1)]
-                        with m.If(~last_ky):
-                            m.d.sync += [ky.eq(ky + 1), iy.eq(iy - 1),
-                                         rowoff.eq(rowoff - dn.w_in),
-                                         last_ky.eq(ky + 2 == desc.t)]
-                        with m.Else():
-                            m.d.sync += [ky.eq(0), iy.eq(qy), rowoff.eq(qyw),
-                                         last_ky.eq(desc.t == 1)]
-                            with m.If(~last_cg):
-                                m.d.sync += [cg.eq(cg + 1), plane.eq(plane + dn.hw_in),
-                                             last_cg.eq(cg + 2 == desc.cw)]
-                            with m.Else():
-                                m.d.sync += [cg.eq(0), plane.eq(dn.in_base),
-                                             last_cg.eq(desc.cw == 1)]
-                                with m.If(~last_vg):
-                                    m.d.sync += [vg.eq(vg + 1), v0.eq(v0 + pv),
-                                                 last_vg.eq(vg + 2 == dn.n_vg)]
-                                with m.Else():
-                                    m.d.sync += [vg.eq(0), v0.eq(0), w_addr.eq(dn.w_base),
-                                                 last_vg.eq(dn.n_vg == 1)]
-                                    with m.If(~last_qx):
-                                        m.d.sync += [qx.eq(qx + 1), ix.eq(qx + 1),
-                                                     bx.eq(bx + desc.stride),
-                                                     obase.eq(obase + desc.stride),
-                                                     last_qx.eq(qx + 1 == dn.qx1)]
-                                    with m.Else():
-                                        m.d.sync += [
-                                            last_qx.eq(dn.qx0 == dn.qx1),
-                                            last_qy.eq(qy + 1 == dn.qy1),
-                                            qx.eq(dn.qx0), ix.eq(dn.qx0), bx.eq(dn.bx0),
-                                            qy.eq(qy + 1), iy.eq(qy + 1),
-                                            qyw.eq(qyw + dn.w_in),
-                                            rowoff.eq(qyw + dn.w_in),
-                                            by.eq(by + desc.stride),
-                                            obase_row.eq(obase_row + dn.orow),
-                                            obase.eq(obase_row + dn.orow),
-                                        ]
-                                        with m.If(last_qy):
-                                            m.next = "FLUSH"
+                        m.d.sync += [kx.eq(0), ix.eq(qx)]
+                        m.d.comb += n_last["kx"].eq(desc.t == 1)
+                with m.If(en["ky"]):
+                    with m.If(~last_ky):
+                        m.d.sync += [ky.eq(ky + 1), iy.eq(iy - 1), rowoff.eq(rowoff - dn.w_in)]
+                        m.d.comb += n_last["ky"].eq(ky + 2 == desc.t)
+                    with m.Else():
+                        m.d.sync += [ky.eq(0), iy.eq(qy), rowoff.eq(qyw)]
+                        m.d.comb += n_last["ky"].eq(desc.t == 1)
+                with m.If(en["cg"]):
+                    with m.If(~last_cg):
+                        m.d.sync += [cg.eq(cg + 1), plane.eq(plane + dn.hw_in)]
+                        m.d.comb += n_last["cg"].eq(cg + 2 == desc.cw)
+                    with m.Else():
+                        m.d.sync += [cg.eq(0), plane.eq(dn.in_base)]
+                        m.d.comb += n_last["cg"].eq(desc.cw == 1)
+                with m.If(en["vg"]):
+                    with m.If(~last_vg):
+                        m.d.sync += [vg.eq(vg + 1), v0.eq(v0 + pv)]
+                        m.d.comb += n_last["vg"].eq(vg + 2 == dn.n_vg)
+                    with m.Else():
+                        m.d.sync += [vg.eq(0), v0.eq(0), w_addr.eq(dn.w_base)]
+                        m.d.comb += n_last["vg"].eq(dn.n_vg == 1)
+                with m.If(en["qx"]):
+                    with m.If(~last_qx):
+                        m.d.sync += [qx.eq(qx + 1), ix.eq(qx + 1), bx.eq(bx + desc.stride),
+                                     obase.eq(obase + desc.stride)]
+                        m.d.comb += n_last["qx"].eq(qx + 1 == dn.qx1)
+                    with m.Else():
+                        m.d.sync += [qx.eq(dn.qx0), ix.eq(dn.qx0), bx.eq(dn.bx0)]
+                        m.d.comb += n_last["qx"].eq(dn.qx0 == dn.qx1)
+                with m.If(en["qy"]):
+                    m.d.sync += [
+                        qy.eq(qy + 1), iy.eq(qy + 1),
+                        qyw.eq(qyw + dn.w_in), rowoff.eq(qyw + dn.w_in),
+                        by.eq(by + desc.stride),
+                        obase_row.eq(obase_row + dn.orow), obase.eq(obase_row + dn.orow),
+                    ]
+                    m.d.comb += n_last["qy"].eq(qy + 1 == dn.qy1)
+                    with m.If(last_qy):
+                        m.next = "FLUSH"
                 with m.If(soft_reset):
                     m.next = "IDLE"
             with m.State("FLUSH"):
@@ -575,10 +597,17 @@ class Engine(wiring.Component):
                      stalled.eq(issuing & ~adv),
                      useful.eq(Mux(in_frame, desc.useful[last_cg][last_vg], 0))]
 
+        clear_counters = Signal()
+
         def inc(name, cond, amount=1):
             if name in kept:
+                base = Mux(clear_counters, 0, counters[name])
                 with m.If(cond):
-                    m.d.sync += counters[name].eq(counters[name] + amount)
+                    m.d.sync += counters[name].eq(base + amount)
+
+        with m.If(clear_counters):
+            for name in kept:
+                m.d.sync += counters[name].eq(0)
 
         with m.If(busy):
             inc("cycles_busy", 1)
@@ -629,6 +658,16 @@ class Engine(wiring.Component):
         m.d.sync += h2.valid.eq(h1.valid)
         with m.If(h1.valid):
             m.d.sync += [h2.eq(h1), h2.ok.eq(h1.ok & (always | ~busy))]
+        # The control writes decoded in the same stage (start with a legal layer count, start
+        # with a bad one, reset), so that acting on them is one gate away from flip-flops.
+        h1_ctrl = h1.valid & h1.write & (h1.space == Space.CTRL)
+        h2_start, h2_badstart, h2_reset = Signal(), Signal(), Signal()
+        h1_count_ok = (h1.data != 0) & (h1.data <= spec.max_layers)
+        m.d.sync += [
+            h2_start.eq(h1_ctrl & (h1.addr == CtrlReg.START_STATUS) & h1_count_ok),
+            h2_badstart.eq(h1_ctrl & (h1.addr == CtrlReg.START_STATUS) & ~h1_count_ok),
+            h2_reset.eq(h1_ctrl & (h1.addr == CtrlReg.RESET)),
+        ]
 
         haddr = h2.addr
         hdata = h2.data
@@ -715,20 +754,18 @@ class Engine(wiring.Component):
                         with m.If(act_sel_h == b):
                             m.d.comb += [act_wr[b].data.eq(hdata.replicate(A)),
                                          act_wr[b].en.eq(1 << lane_of[Space.ACT])]
-                with m.Case(Space.CTRL):
-                    with m.Switch(haddr):
-                        with m.Case(CtrlReg.START_STATUS):
-                            with m.If(~busy):
-                                with m.If((hdata == 0) | (hdata > spec.max_layers)):
-                                    m.d.sync += [error.eq(1), done.eq(0)]
-                                with m.Else():
-                                    m.d.comb += start.eq(1)
-                                    m.d.sync += [n_layers.eq(hdata), done.eq(0),
-                                                 error.eq(0)]
-                                    for name in kept:
-                                        m.d.sync += counters[name].eq(0)
-                        with m.Case(CtrlReg.RESET):
-                            m.d.comb += soft_reset.eq(1)
+
+        # CTRL writes (always legal): start (idle only) or reset.
+        with m.If(h2.valid & ~busy):
+            with m.If(h2_badstart):
+                m.d.sync += [error.eq(1), done.eq(0)]
+            with m.If(h2_start):
+                m.d.comb += start.eq(1)
+                m.d.sync += [n_layers.eq(hdata), done.eq(0), error.eq(0)]
+        m.d.comb += soft_reset.eq(h2.valid & h2_reset)
+        # The counters are cleared a cycle after a start or reset (a registered clear: it
+        # fans out to every counter bit), keeping what that cycle counts.
+        m.d.sync += clear_counters.eq(start | soft_reset)
 
         with m.If(hread):
             m.d.sync += [rd_pending.eq(1), rd_space.eq(space), rd_ok.eq(legal),
@@ -797,6 +834,4 @@ class Engine(wiring.Component):
                          wr_out.eq(0)]
             for c in [*ctl[1:], ctl_acc]:
                 m.d.sync += c.valid.eq(0)
-            for name in kept:
-                m.d.sync += counters[name].eq(0)
         return m
