@@ -212,8 +212,19 @@ class Engine(wiring.Component):
         dw_nz = Signal()        # drain_wait != 0, registered
         R = spec.drain_lanes
         lr = _log2(R)
+        # The layer's lvl = log2(Pi), decoded once into registers (the descriptor is loaded
+        # two cycles before the MAC loop starts): the lane group size pv and a one-hot lvl
+        # for every lane's operand and accumulator-input multiplexers.
         pv = Signal(range(P + 1))
-        m.d.comb += pv.eq(P >> desc.lvl)
+        lvl_oh = Signal(LA + 1)
+        m.d.sync += [pv.eq(P >> desc.lvl), lvl_oh.eq(1 << desc.lvl)]
+
+        def onehot_mux(choices):
+            """The choice k whose lvl_oh bit is set (an AND-OR, no decoder in the path)."""
+            out = 0
+            for k, v in choices:
+                out = out | Mux(lvl_oh[k], v, 0)
+            return out
         issue_cnt = Signal(range(P + 1))     # outputs of the group being issued
         issue_drain = Signal(range(P + 1))   # its drain cycles
         m.d.comb += [
@@ -230,14 +241,17 @@ class Engine(wiring.Component):
         for k in levels_:
             m.d.comb += n_last[k].eq(flags[k])      # hold unless the FSM says otherwise
             m.d.sync += flags[k].eq(n_last[k])
-        en = {k: Signal(name=f"en_{k}", init=(k == "kx")) for k in levels_}
+        en = {k: Signal(name=f"en_{k}") for k in levels_[1:]}
         n_adv = Signal()
         m.d.comb += n_adv.eq(~(n_last["cg"] & n_last["ky"] & n_last["kx"] & (dw_next != 0)))
-        m.d.comb += adv.eq(en["kx"])
+        held = Signal()         # ~adv, registered (not adv itself: a set-at-reset flip-flop
+        m.d.sync += held.eq(~n_adv)     # here made yosys 0.70 abc9 assert)
+        m.d.comb += adv.eq(~held)
+        en["kx"] = adv
         inner = n_adv
-        for k in levels_:
+        for k in levels_[1:]:
+            inner = inner & n_last[levels_[levels_.index(k) - 1]]
             m.d.sync += en[k].eq(inner)
-            inner = inner & n_last[k]
         with m.If(issuing & adv & last0):
             m.d.comb += dw_next.eq(issue_drain - 1)
         with m.Elif(dw_nz):
@@ -284,11 +298,8 @@ class Engine(wiring.Component):
         a_ops, b_ops = [], []
         for lane in range(P):
             act_sel = Signal(8, name=f"act_sel{lane}")
-            with m.Switch(desc.lvl):
-                for k in range(LA + 1):
-                    with m.Case(k):
-                        j = lane & ((1 << k) - 1)
-                        m.d.comb += act_sel.eq(act_word.word_select(j, 8))
+            m.d.comb += act_sel.eq(onehot_mux(
+                (k, act_word.word_select(lane & ((1 << k) - 1), 8)) for k in range(LA + 1)))
             a_op = Signal(8, name=f"a_op{lane}")
             b_op = Signal(signed(8), name=f"b_op{lane}")
             m.d.sync += [a_op.eq(Mux(ctl2.in_frame, act_sel, 0)),
@@ -332,10 +343,8 @@ class Engine(wiring.Component):
         # once more so that no multiplexer sits before the accumulators' adders and their
         # high-fan-out controls.
         ctl_acc = Signal(ctl_layout)
-        with m.Switch(desc.lvl):
-            for k in range(LA + 1):
-                with m.Case(k):
-                    m.d.sync += ctl_acc.eq(ctl[prod_stage + k])
+        m.d.sync += ctl_acc.eq(onehot_mux((k, ctl[prod_stage + k].as_value())
+                                          for k in range(LA + 1)))
         hold_full = Signal()
         hold_release = Signal()
         hold = [Signal(signed(a.acc_bits), name=f"hold{g}") for g in range(P)]
@@ -345,11 +354,9 @@ class Engine(wiring.Component):
         for g in range(P):
             acc = Signal(signed(a.acc_bits), name=f"acc{g}")
             acc_in = Signal(signed(a.acc_bits), name=f"acc_in{g}")
-            with m.Switch(desc.lvl):
-                for k in range(LA + 1):
-                    if g < P >> k:
-                        with m.Case(k):
-                            m.d.sync += acc_in.eq(levels[k][g])
+            # (lanes past the layer's group count take 0: they are never drained)
+            m.d.sync += acc_in.eq(onehot_mux((k, levels[k][g]) for k in range(LA + 1)
+                                             if g < P >> k))
             acc_new = Signal(signed(a.acc_bits), name=f"acc_new{g}")
             m.d.comb += acc_new.eq(Mux(ctl_acc.first, acc_in, acc + acc_in))
             with m.If(ctl_acc.valid):
@@ -467,7 +474,7 @@ class Engine(wiring.Component):
         m.d.comb += pipe_busy.eq(Cat([c.valid for c in ctl[1:]]).any() | ctl_acc.valid | hold_full |
                                  wr_act[0] | wr_act[1] | wr_out |
                                  d1_valid | d2_valid | requant.busy | requant.o.valid)
-        with m.FSM(name="seq"):
+        with m.FSM(name="seq") as seq_fsm:
             with m.State("IDLE"):
                 with m.If(start):
                     m.d.sync += [layer.eq(0), busy.eq(1)]
@@ -505,7 +512,6 @@ class Engine(wiring.Component):
                 with m.If(soft_reset):
                     m.next = "IDLE"
             with m.State("RUN"):
-                m.d.comb += issuing.eq(1)
                 # One block per loop level, innermost first (a later assignment wins, as
                 # the outer level's reset of a shared register must).
                 with m.If(en["kx"]):
@@ -572,6 +578,9 @@ class Engine(wiring.Component):
                 with m.If(soft_reset):
                     m.next = "IDLE"
 
+        # (a continuous assignment, not a process: Icarus starts it at time 0)
+        m.d.comb += issuing.eq(seq_fsm.ongoing("RUN"))
+
         # ---- engine memory ports (engine side) --------------------------------------------
         out_buf = ~desc.in_buf
         # Read enables: the input buffer and the weights are read every cycle of a layer.
@@ -601,15 +610,14 @@ class Engine(wiring.Component):
 
         def inc(name, cond, amount=1):
             if name in kept:
-                base = Mux(clear_counters, 0, counters[name])
-                with m.If(cond):
-                    m.d.sync += counters[name].eq(base + amount)
+                m.d.sync += counters[name].eq(Mux(clear_counters, 0, counters[name]) +
+                                              Mux(busy & cond, amount, 0))
 
-        with m.If(clear_counters):
-            for name in kept:
-                m.d.sync += counters[name].eq(0)
-
-        with m.If(busy):
+        with m.If(clear_counters):      # the two the layer FSM counts
+            for name in ("desc_reads", "layers_done"):
+                if name in kept:
+                    m.d.sync += counters[name].eq(0)
+        if True:
             inc("cycles_busy", 1)
             inc("cycles_stalled", stalled)
             inc("mac_used", issue, useful)
