@@ -21,6 +21,8 @@ from .requant import Requant
 
 __all__ = ["Engine"]
 
+OUT_BANK = 2048     # bytes per OUT memory bank (a power of two)
+
 
 def _log2(n: int) -> int:
     return n.bit_length() - 1
@@ -113,7 +115,13 @@ class Engine(wiring.Component):
         act_attrs = {} if spec.act_ram == "auto" else {"ram_style": spec.act_ram}
         act_mem = [Memory(shape=unsigned(A * 8), depth=spec.act_depth, init=[], attrs=act_attrs)
                    for _ in range(2)]
-        out_mem = Memory(shape=unsigned(8), depth=spec.out_bytes, init=[])
+        # OUT is deep and narrow: banks of OUT_BANK bytes (one ECP5 DP16KD, 2048 x 9, each),
+        # each read into its own register, so the bank multiplexer never follows a block
+        # RAM's clock-to-out in the same cycle.
+        n_ob = -(-spec.out_bytes // OUT_BANK)
+        lob = _log2(OUT_BANK) if n_ob > 1 else max(1, (spec.out_bytes - 1).bit_length())
+        out_mem = [Memory(shape=unsigned(8), depth=min(OUT_BANK, spec.out_bytes - i * OUT_BANK),
+                          init=[]) for i in range(n_ob)]
         id_bytes = spec.id_bytes()
         id_mem = Memory(shape=unsigned(8), depth=len(id_bytes), init=list(id_bytes))
         m.submodules.desc_mem = desc_mem
@@ -121,7 +129,8 @@ class Engine(wiring.Component):
         m.submodules.b_mem = b_mem
         m.submodules.act0_mem = act_mem[0]
         m.submodules.act1_mem = act_mem[1]
-        m.submodules.out_mem = out_mem
+        for i, mem in enumerate(out_mem):
+            m.submodules[f"out_mem{i}"] = mem
         m.submodules.id_mem = id_mem
         desc_rd = desc_mem.read_port()
         desc_wr = desc_mem.write_port()
@@ -131,8 +140,8 @@ class Engine(wiring.Component):
         b_wr = b_mem.write_port(granularity=8)
         act_rd = [mem.read_port() for mem in act_mem]
         act_wr = [mem.write_port(granularity=8) for mem in act_mem]
-        out_rd = out_mem.read_port()
-        out_wr = out_mem.write_port()
+        out_rd = [mem.read_port() for mem in out_mem]
+        out_wr = [mem.write_port() for mem in out_mem]
         id_rd = id_mem.read_port()
         # Per-layer snapshots of (cycles_busy, mac_used) at the end of each layer.
         snap_mem = Memory(shape=unsigned(64), depth=spec.max_layers, init=[])
@@ -593,7 +602,9 @@ class Engine(wiring.Component):
                 with m.If(wr_act[b]):
                     m.d.comb += [act_wr[b].data.eq(wr_data), act_wr[b].en.eq(wr_en)]
             with m.If(wr_out):
-                m.d.comb += [out_wr.data.eq(wr_data[:8]), out_wr.en.eq(1)]
+                for i, port in enumerate(out_wr):
+                    m.d.comb += [port.data.eq(wr_data[:8]),
+                                 port.en.eq(wr_addr[lob:] == i if n_ob > 1 else 1)]
 
         # ---- counters ---------------------------------------------------------------------
         # What the sequencer did, registered: the counters lag it by one cycle (always inside
@@ -732,7 +743,7 @@ class Engine(wiring.Component):
         out_paddr = Mux(busy, wr_addr, haddr)
         for port, addr in ((desc_rd, desc_addr), (desc_wr, desc_addr), (w_rd, w_paddr),
                            (w_wr, w_paddr), (b_rd, b_paddr), (b_wr, b_paddr),
-                           (out_rd, out_paddr), (out_wr, out_paddr)):
+                           *((p, out_paddr[:lob]) for p in (*out_rd, *out_wr))):
             m.d.comb += port.addr.eq(addr)
         for b in range(2):
             act_paddr = Mux(busy, Mux(desc.in_buf == b, act_addr, wr_addr), haddr[la:lb])
@@ -797,12 +808,13 @@ class Engine(wiring.Component):
         with m.If(rd_pending):
             m.d.sync += [rd_pending.eq(0), rd2.eq(1), rd2_space.eq(rd_space),
                          rd2_lane.eq(rd_lane), rd2_ok.eq(rd_ok), rd2_addr.eq(rd_addr)]
-        # The narrow memories' outputs, registered as they leave the RAM (OUT is many block
-        # RAMs deep: its output multiplexer must not share a cycle with the byte select).
-        out_q, desc_q, id_q = Signal(8), Signal(8), Signal(8)
+        # The narrow memories' outputs, registered as they leave the RAM (every OUT bank
+        # into its own register; the bank is chosen from those registers).
+        out_q = [Signal(8, name=f"out_q{i}") for i in range(n_ob)]
+        desc_q, id_q = Signal(8), Signal(8)
         snap_q = Signal(64)
-        m.d.sync += [out_q.eq(out_rd.data), desc_q.eq(desc_rd.data), id_q.eq(id_rd.data),
-                     snap_q.eq(snap_rd.data)]
+        m.d.sync += [*(q.eq(port.data) for q, port in zip(out_q, out_rd)),
+                     desc_q.eq(desc_rd.data), id_q.eq(id_rd.data), snap_q.eq(snap_rd.data)]
         byte = Signal(8)
         with m.If(rd2_ok):
             with m.Switch(rd2_space):
@@ -821,7 +833,7 @@ class Engine(wiring.Component):
                 with m.Case(Space.DESC):
                     m.d.comb += byte.eq(desc_q)
                 with m.Case(Space.OUT):
-                    m.d.comb += byte.eq(out_q)
+                    m.d.comb += byte.eq(Array(out_q)[rd2_addr[lob:]] if n_ob > 1 else out_q[0])
         m.d.comb += rd2_small.eq(byte)
         with m.If(rd2):
             m.d.sync += [rd2.eq(0), rsp_valid.eq(1)]

@@ -75,7 +75,10 @@ def run_cocotb(make_top, test_module: str, *, toplevel: str, build_dir, simulato
     build_dir.mkdir(parents=True, exist_ok=True)
     text = verilog_of(make_top(), toplevel)
     vfile = build_dir / f"{toplevel}.v"
-    digest = hashlib.sha256(text.encode()).hexdigest()
+    # The build depends on the Verilog and on the cocotb installation it links against (a
+    # build directory shared by two checkouts or virtualenvs must not reuse the other's).
+    import cocotb
+    digest = hashlib.sha256(text.encode() + cocotb.__file__.encode()).hexdigest()
     stamp = build_dir / f"{toplevel}.{simulator}.sha256"
     fresh = not (stamp.exists() and stamp.read_text() == digest)
     if fresh:
@@ -93,6 +96,8 @@ def run_cocotb(make_top, test_module: str, *, toplevel: str, build_dir, simulato
         if "CFG_CXXFLAGS_PCH_I" not in flags:
             os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
     if fresh or not sim_build.exists():
+        if sim_build.exists():
+            shutil.rmtree(sim_build)    # a stale tree's makefiles name the old paths
         runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=sim_build,
                      build_args=args, timescale=timescale, always=fresh)
         stamp.write_text(digest)
