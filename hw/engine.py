@@ -358,6 +358,8 @@ class Engine(wiring.Component):
         hold_release = Signal()
         hold = [Signal(signed(a.acc_bits), name=f"hold{g}") for g in range(P)]
         hold_meta = Signal(ctl_layout)
+        wide_q = Signal()       # desc.wide, registered: it selects the step of every hold bit
+        m.d.sync += wide_q.eq(desc.wide)
         push = Signal()
         m.d.comb += push.eq(ctl_acc.valid & ctl_acc.last)
         for g in range(P):
@@ -370,8 +372,12 @@ class Engine(wiring.Component):
             m.d.comb += acc_new.eq(Mux(ctl_acc.first, acc_in, acc + acc_in))
             with m.If(ctl_acc.valid):
                 m.d.sync += acc.eq(acc_new)
-            with m.If(push):
-                m.d.sync += hold[g].eq(acc_new)
+            # The held group drains from its bottom: the bank shifts down by the drain step
+            # (1, or R when wide) every cycle and the drain takes hold[0 .. R-1], so no
+            # multiplexer over the P accumulators follows it. (Shifting while empty is
+            # harmless: a push reloads the bank.)
+            below = [hold[g + s] if g + s < P else Const(0, signed(a.acc_bits)) for s in (1, R)]
+            m.d.sync += hold[g].eq(Mux(push, acc_new, Mux(wide_q, below[1], below[0])))
         with m.If(push):
             m.d.sync += [hold_full.eq(1), hold_meta.eq(ctl_acc)]
         with m.Elif(hold_release):
@@ -395,7 +401,6 @@ class Engine(wiring.Component):
         d1_sub = Signal(max(lr, 1))
         d1_acc = [Signal(signed(a.acc_bits), name=f"d1_acc{r}") for r in range(R)]
         d1_meta = Signal(ctl_layout)
-        hold_arr = Array(hold + [Const(0, signed(a.acc_bits))] * R)
         m.d.sync += [
             d1_valid.eq(hold_full),
             d1_wide.eq(desc.wide),
@@ -403,7 +408,7 @@ class Engine(wiring.Component):
             d1_meta.eq(hold_meta),
         ]
         for r in range(R):
-            m.d.sync += d1_acc[r].eq(hold_arr[dg + r])
+            m.d.sync += d1_acc[r].eq(hold[r])
         # d2: the entry word registered after the block RAM (whose clock-to-output is most
         # of a cycle), the rest delayed alongside.
         d2_valid = Signal()
