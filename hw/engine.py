@@ -663,10 +663,11 @@ class Engine(wiring.Component):
                                   "data": 8, "ok": 1})
         h1 = Signal(hcmd)
         h2 = Signal(hcmd)
-        rd2 = Signal()          # read: the wide words registered, byte chosen next
+        rd2 = Signal()          # read: the words registered, byte chosen next
+        rd3 = Signal()          # read: the byte registered, response next
         m.d.comb += [cmd.ready.eq(~(h1.valid & ~h1.write) & ~(h2.valid & ~h2.write) &
                                   ~(h1.valid & (h1.space == Space.CTRL)) &
-                                  ~rd_pending & ~rd2 & ~rsp_valid),
+                                  ~rd_pending & ~rd2 & ~rd3 & ~rsp_valid),
                      rsp.valid.eq(rsp_valid), rsp.payload.eq(rsp_data)]
         with m.If(rsp.valid & rsp.ready):
             m.d.sync += rsp_valid.eq(0)
@@ -800,26 +801,32 @@ class Engine(wiring.Component):
                         m.d.sync += rd_lane.eq(lane)
                 with m.Case(Space.ACT):
                     pass
-        # Reads: the narrow spaces' byte is chosen as the data leaves its memory; the wide
-        # words (WEIGHT, BIAS, ACT) are first registered (the pipeline's own word registers)
-        # and their byte chosen a cycle later, so a block RAM output never drives a wide
-        # multiplexer in the same cycle.
+        # Reads: every memory's output is registered as it leaves the RAM (the wide words,
+        # WEIGHT, BIAS and ACT, in the pipeline's own word registers), the byte is chosen from
+        # those registers a cycle later, and the response a cycle after that: a block RAM
+        # output never drives a multiplexer in the same cycle.
         rd2_space = Signal(Space)
         rd2_lane = Signal(8)
         rd2_ok = Signal()
-        rd2_small = Signal(8)       # the byte of a narrow space (ID, CTRL, COUNT, DESC, OUT)
         m.d.comb += host_act_sel.eq(rd_addr[lb] if lb < ADDR else 0)
         rd2_addr = Signal(ADDR)
         with m.If(rd_pending):
             m.d.sync += [rd_pending.eq(0), rd2.eq(1), rd2_space.eq(rd_space),
                          rd2_lane.eq(rd_lane), rd2_ok.eq(rd_ok), rd2_addr.eq(rd_addr)]
         # The narrow memories' outputs, registered as they leave the RAM (every OUT bank
-        # into its own register; the bank is chosen from those registers).
+        # into its own register), and the addressed counter's word.
         out_q = [Signal(8, name=f"out_q{i}") for i in range(n_ob)]
         desc_q, id_q = Signal(8), Signal(8)
         snap_q = Signal(64)
+        cnt_q = Signal(32)
         m.d.sync += [*(q.eq(port.data) for q, port in zip(out_q, out_rd)),
-                     desc_q.eq(desc_rd.data), id_q.eq(id_rd.data), snap_q.eq(snap_rd.data)]
+                     desc_q.eq(desc_rd.data), id_q.eq(id_rd.data), snap_q.eq(snap_rd.data),
+                     cnt_q.eq(Array(counters.values())[rd_addr[2:8]])]
+        # Third stage: the byte chosen from those registers, in three registers (the narrow
+        # spaces, the OUT bank, the wide words' lane), so each selection has a cycle of its
+        # own; the response takes one of them.
+        rd3_small, rd3_out, rd3_wide = Signal(8), Signal(8), Signal(8)
+        rd3_from = Signal(2)        # 0 narrow, 1 OUT, 2 wide
         byte = Signal(8)
         with m.If(rd2_ok):
             with m.Switch(rd2_space):
@@ -829,28 +836,33 @@ class Engine(wiring.Component):
                     with m.If(rd2_addr == CtrlReg.START_STATUS):
                         m.d.comb += byte.eq(Cat(busy, done, error))
                 with m.Case(Space.COUNT):
-                    cnt_bytes = Array(Cat(*counters.values()).word_select(i, 8)
-                                      for i in range(4 * len(COUNTERS)))
                     with m.If(rd2_addr < SNAP_BASE):
-                        m.d.comb += byte.eq(cnt_bytes[rd2_addr[:8]])
+                        m.d.comb += byte.eq(cnt_q.word_select(rd2_addr[:2], 8))
                     with m.Else():
                         m.d.comb += byte.eq(snap_q.word_select(rd2_addr[:3], 8))
                 with m.Case(Space.DESC):
                     m.d.comb += byte.eq(desc_q)
-                with m.Case(Space.OUT):
-                    m.d.comb += byte.eq(Array(out_q)[rd2_addr[lob:]] if n_ob > 1 else out_q[0])
-        m.d.comb += rd2_small.eq(byte)
+        wide_byte = Signal(8)
+        with m.Switch(rd2_space):
+            with m.Case(Space.WEIGHT):
+                m.d.comb += wide_byte.eq(w_word.word_select(rd2_lane, 8))
+            with m.Case(Space.BIAS):
+                m.d.comb += wide_byte.eq(b_word.word_select(rd2_lane, 8))
+            with m.Case(Space.ACT):
+                m.d.comb += wide_byte.eq(act_word.word_select(rd2_lane, 8))
         with m.If(rd2):
-            m.d.sync += [rd2.eq(0), rsp_valid.eq(1)]
-            with m.Switch(rd2_space):
-                with m.Case(Space.WEIGHT):
-                    m.d.sync += rsp_data.eq(Mux(rd2_ok, w_word.word_select(rd2_lane, 8), 0))
-                with m.Case(Space.BIAS):
-                    m.d.sync += rsp_data.eq(Mux(rd2_ok, b_word.word_select(rd2_lane, 8), 0))
-                with m.Case(Space.ACT):
-                    m.d.sync += rsp_data.eq(Mux(rd2_ok, act_word.word_select(rd2_lane, 8), 0))
-                with m.Default():
-                    m.d.sync += rsp_data.eq(rd2_small)
+            m.d.sync += [
+                rd2.eq(0), rd3.eq(1), rd3_small.eq(byte),
+                rd3_out.eq(Mux(rd2_ok, Array(out_q)[rd2_addr[lob:]] if n_ob > 1 else out_q[0], 0)),
+                rd3_wide.eq(Mux(rd2_ok, wide_byte, 0)),
+                rd3_from.eq(Mux(rd2_space == Space.OUT, 1,
+                                Mux((rd2_space == Space.WEIGHT) | (rd2_space == Space.BIAS) |
+                                    (rd2_space == Space.ACT), 2, 0))),
+            ]
+        with m.If(rd3):
+            m.d.sync += [rd3.eq(0), rsp_valid.eq(1),
+                         rsp_data.eq(Mux(rd3_from[1], rd3_wide,
+                                         Mux(rd3_from[0], rd3_out, rd3_small)))]
 
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
