@@ -288,15 +288,19 @@ class Engine(wiring.Component):
             ctl.append(c)
             return c
 
+        # Datapath registers (addresses, words, operands, products, sums, accumulators, the
+        # hold bank, drain and write data, host read data) are reset-less: what they hold is
+        # qualified by a reset control bit, and the reset then reaches only the controls
+        # (a reset fanning out to every register of the array would be the critical net).
         # Stage A: the read addresses, registered (an adder and the fan-out to every block RAM
         # of a buffer do not share a cycle).
-        act_addr = Signal(signed(AW))
-        w_raddr = Signal(AW)
+        act_addr = Signal(signed(AW), reset_less=True)
+        w_raddr = Signal(AW, reset_less=True)
         m.d.sync += [act_addr.eq(plane + rowoff + ix), w_raddr.eq(w_addr)]
         stage("ctla")
         ctl1 = stage("ctl1")
-        act_word = Signal(A * 8)
-        w_word = Signal(P * 8)
+        act_word = Signal(A * 8, reset_less=True)
+        w_word = Signal(P * 8, reset_less=True)
         host_act_sel = Signal()     # the ACT buffer a host read addresses (engine idle)
         m.d.sync += [act_word.eq(Mux(Mux(busy, desc.in_buf, host_act_sel),
                                      act_rd[1].data, act_rd[0].data)),
@@ -309,8 +313,8 @@ class Engine(wiring.Component):
             act_sel = Signal(8, name=f"act_sel{lane}")
             m.d.comb += act_sel.eq(onehot_mux(
                 (k, act_word.word_select(lane & ((1 << k) - 1), 8)) for k in range(LA + 1)))
-            a_op = Signal(8, name=f"a_op{lane}")
-            b_op = Signal(signed(8), name=f"b_op{lane}")
+            a_op = Signal(8, name=f"a_op{lane}", reset_less=True)
+            b_op = Signal(signed(8), name=f"b_op{lane}", reset_less=True)
             m.d.sync += [a_op.eq(Mux(ctl2.in_frame, act_sel, 0)),
                          b_op.eq(w_word.word_select(lane, 8))]
             a_ops.append(a_op)
@@ -330,7 +334,8 @@ class Engine(wiring.Component):
                     m.d.comb += [mul.a[i].eq(a_ops[lane + i]), mul.b[i].eq(b_ops[lane + i])]
                 prods.extend([mul.p[0], mul.p[1]])
             else:
-                prod = Signal(signed(a.act_bits + a.weight_bits + 1), name=f"prod{lane}")
+                prod = Signal(signed(a.act_bits + a.weight_bits + 1), name=f"prod{lane}",
+                              reset_less=True)
                 m.d.sync += prod.eq(a_ops[lane] * b_ops[lane])
                 prods.append(prod)
         prod_stage = len(ctl)
@@ -342,7 +347,8 @@ class Engine(wiring.Component):
             prev = levels[-1]
             cur = []
             for i in range(len(prev) // 2):
-                s = Signal(signed(a.act_bits + a.weight_bits + 1 + k), name=f"sum{k}_{i}")
+                s = Signal(signed(a.act_bits + a.weight_bits + 1 + k), name=f"sum{k}_{i}",
+                           reset_less=True)
                 m.d.sync += s.eq(prev[2 * i] + prev[2 * i + 1])
                 cur.append(s)
             levels.append(cur)
@@ -356,15 +362,15 @@ class Engine(wiring.Component):
                                           for k in range(LA + 1)))
         hold_full = Signal()
         hold_release = Signal()
-        hold = [Signal(signed(a.acc_bits), name=f"hold{g}") for g in range(P)]
+        hold = [Signal(signed(a.acc_bits), name=f"hold{g}", reset_less=True) for g in range(P)]
         hold_meta = Signal(ctl_layout)
         wide_q = Signal()       # desc.wide, registered: it selects the step of every hold bit
         m.d.sync += wide_q.eq(desc.wide)
         push = Signal()
         m.d.comb += push.eq(ctl_acc.valid & ctl_acc.last)
         for g in range(P):
-            acc = Signal(signed(a.acc_bits), name=f"acc{g}")
-            acc_in = Signal(signed(a.acc_bits), name=f"acc_in{g}")
+            acc = Signal(signed(a.acc_bits), name=f"acc{g}", reset_less=True)
+            acc_in = Signal(signed(a.acc_bits), name=f"acc_in{g}", reset_less=True)
             # (lanes past the layer's group count take 0: they are never drained)
             m.d.sync += acc_in.eq(onehot_mux((k, levels[k][g]) for k in range(LA + 1)
                                              if g < P >> k))
@@ -399,7 +405,7 @@ class Engine(wiring.Component):
         d1_valid = Signal()
         d1_wide = Signal()
         d1_sub = Signal(max(lr, 1))
-        d1_acc = [Signal(signed(a.acc_bits), name=f"d1_acc{r}") for r in range(R)]
+        d1_acc = [Signal(signed(a.acc_bits), name=f"d1_acc{r}", reset_less=True) for r in range(R)]
         d1_meta = Signal(ctl_layout)
         m.d.sync += [
             d1_valid.eq(hold_full),
@@ -414,9 +420,9 @@ class Engine(wiring.Component):
         d2_valid = Signal()
         d2_wide = Signal()
         d2_sub = Signal.like(d1_sub)
-        d2_acc = [Signal(signed(a.acc_bits), name=f"d2_acc{r}") for r in range(R)]
+        d2_acc = [Signal(signed(a.acc_bits), name=f"d2_acc{r}", reset_less=True) for r in range(R)]
         d2_meta = Signal(ctl_layout)
-        b_word = Signal.like(b_rd.data)
+        b_word = Signal.like(b_rd.data, reset_less=True)
         m.d.sync += [d2_valid.eq(d1_valid), d2_wide.eq(d1_wide), d2_sub.eq(d1_sub),
                      d2_meta.eq(d1_meta), b_word.eq(b_rd.data),
                      *[d2_acc[r].eq(d1_acc[r]) for r in range(R)]]
@@ -471,9 +477,9 @@ class Engine(wiring.Component):
         ]
         wr_act = [Signal(name=f"wr_act{b}") for b in range(2)]   # write ACT buffer b
         wr_out = Signal()                                         # write OUT
-        wr_addr = Signal(signed(AW))
-        wr_en = Signal(A)
-        wr_data = Signal(A * 8)
+        wr_addr = Signal(signed(AW), reset_less=True)
+        wr_en = Signal(A, reset_less=True)
+        wr_data = Signal(A * 8, reset_less=True)
         m.d.sync += [
             wr_act[0].eq(o_we & ~desc.to_out & desc.in_buf),
             wr_act[1].eq(o_we & ~desc.to_out & ~desc.in_buf),
@@ -815,17 +821,17 @@ class Engine(wiring.Component):
                          rd2_lane.eq(rd_lane), rd2_ok.eq(rd_ok), rd2_addr.eq(rd_addr)]
         # The narrow memories' outputs, registered as they leave the RAM (every OUT bank
         # into its own register), and the addressed counter's word.
-        out_q = [Signal(8, name=f"out_q{i}") for i in range(n_ob)]
-        desc_q, id_q = Signal(8), Signal(8)
-        snap_q = Signal(64)
-        cnt_q = Signal(32)
+        out_q = [Signal(8, name=f"out_q{i}", reset_less=True) for i in range(n_ob)]
+        desc_q, id_q = Signal(8, reset_less=True), Signal(8, reset_less=True)
+        snap_q = Signal(64, reset_less=True)
+        cnt_q = Signal(32, reset_less=True)
         m.d.sync += [*(q.eq(port.data) for q, port in zip(out_q, out_rd)),
                      desc_q.eq(desc_rd.data), id_q.eq(id_rd.data), snap_q.eq(snap_rd.data),
                      cnt_q.eq(Array(counters.values())[rd_addr[2:8]])]
         # Third stage: the byte chosen from those registers, in three registers (the narrow
         # spaces, the OUT bank, the wide words' lane), so each selection has a cycle of its
         # own; the response takes one of them.
-        rd3_small, rd3_out, rd3_wide = Signal(8), Signal(8), Signal(8)
+        rd3_small, rd3_out, rd3_wide = (Signal(8, reset_less=True) for _ in range(3))
         rd3_from = Signal(2)        # 0 narrow, 1 OUT, 2 wide
         byte = Signal(8)
         with m.If(rd2_ok):

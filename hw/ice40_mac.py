@@ -80,9 +80,11 @@ class DualMul8(wiring.Component):
         m = Module()
         use_dsp = uses_ice40_dsp(platform) if self.use_dsp is None else self.use_dsp
         if not use_dsp:
-            for i in range(2):
+            for i in range(2):      # (data registers: no reset)
+                p = Signal.like(self.p[i], reset_less=True, name=f"p{i}")
                 with m.If(self.en):
-                    m.d[self._domain] += self.p[i].eq(self.a[i] * self.b[i])
+                    m.d[self._domain] += p.eq(self.a[i] * self.b[i])
+                m.d.comb += self.p[i].eq(p)
             return m
         o = Signal(32)
         m.submodules.mac = Instance(

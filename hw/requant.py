@@ -66,10 +66,10 @@ class Requant(wiring.Component):
         lo_bits = self.LO_BITS
         sum_w = a.acc_bits + 1
         s1_valid = Signal()
-        s1_sum = Signal(signed(sum_w))
-        s1_mult = Signal(unsigned(a.mult_bits))
-        s1_shift = Signal(self.shift_bits)
-        s1_tag = Signal.like(self.i.payload.tag)
+        s1_sum = Signal(signed(sum_w), reset_less=True)
+        s1_mult = Signal(unsigned(a.mult_bits), reset_less=True)
+        s1_shift = Signal(self.shift_bits, reset_less=True)
+        s1_tag = Signal.like(self.i.payload.tag, reset_less=True)
         m.d.sync += [
             s1_valid.eq(self.i.valid),
             s1_sum.eq(self.i.payload.acc + self.i.payload.bias),
@@ -78,11 +78,11 @@ class Requant(wiring.Component):
             s1_tag.eq(self.i.payload.tag),
         ]
         s2_valid = Signal()
-        s2_lo = Signal(unsigned(lo_bits + a.mult_bits))
-        s2_hi = Signal(signed(max(sum_w - lo_bits, 1) + a.mult_bits + 1))
-        s2_rnd = Signal(unsigned(a.shift_max + 1))
-        s2_shift = Signal(self.shift_bits)
-        s2_tag = Signal.like(s1_tag)
+        s2_lo = Signal(unsigned(lo_bits + a.mult_bits), reset_less=True)
+        s2_hi = Signal(signed(max(sum_w - lo_bits, 1) + a.mult_bits + 1), reset_less=True)
+        s2_rnd = Signal(unsigned(a.shift_max + 1), reset_less=True)
+        s2_shift = Signal(self.shift_bits, reset_less=True)
+        s2_tag = Signal.like(s1_tag, reset_less=True)
         m.d.sync += [
             s2_valid.eq(s1_valid),
             s2_lo.eq(s1_sum[:lo_bits] * s1_mult),
@@ -92,9 +92,9 @@ class Requant(wiring.Component):
             s2_tag.eq(s1_tag),
         ]
         s3_valid = Signal()
-        s3_t = Signal(signed(a.product_bits + 1))
-        s3_shift = Signal(self.shift_bits)
-        s3_tag = Signal.like(s1_tag)
+        s3_t = Signal(signed(a.product_bits + 1), reset_less=True)
+        s3_shift = Signal(self.shift_bits, reset_less=True)
+        s3_tag = Signal.like(s1_tag, reset_less=True)
         m.d.sync += [
             s3_valid.eq(s2_valid),
             s3_t.eq((s2_hi << lo_bits) + s2_lo + s2_rnd),
@@ -102,8 +102,8 @@ class Requant(wiring.Component):
             s3_tag.eq(s2_tag),
         ]
         s4_valid = Signal()
-        q = Signal(signed(a.product_bits + 1))
-        s4_tag = Signal.like(s1_tag)
+        q = Signal(signed(a.product_bits + 1), reset_less=True)
+        s4_tag = Signal.like(s1_tag, reset_less=True)
         m.d.sync += [
             s4_valid.eq(s3_valid),
             q.eq(s3_t >> s3_shift),
