@@ -174,7 +174,8 @@ class Engine(wiring.Component):
             return v[:narrow[name]].as_signed() if v.shape().signed else v[:narrow[name]]
 
         dn = SimpleNamespace(**{name: _narrow(name) for name in narrow})
-        db = Signal(range(DESC_BYTES + 1))
+        db = Signal(range(DESC_BYTES + 2))
+        desc_q = Signal(8, reset_less=True)     # the descriptor RAM's output, registered
         start = Signal()
         soft_reset = Signal()
         m.d.comb += self.busy.eq(busy)
@@ -500,13 +501,14 @@ class Engine(wiring.Component):
                     m.d.sync += [layer.eq(0), busy.eq(1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                # Byte db is addressed in cycle db and arrives in cycle db + 1 (written in
-                # place, so the bits no field of this spec uses are not even registers).
+                # Byte db is addressed in cycle db, leaves the RAM in cycle db + 1 into
+                # desc_q (a register beside the block RAM: the descriptor's bits are spread
+                # over the whole array) and is written in cycle db + 2 (in place, so the bits
+                # no field of this spec uses are not even registers).
                 m.d.sync += db.eq(db + 1)
-                with m.If(db != 0):
-                    m.d.sync += desc_raw.word_select((db - 1)[:_log2(DESC_BYTES)], 8).eq(
-                        desc_rd.data)
-                with m.If(db == DESC_BYTES):
+                with m.If(db >= 2):
+                    m.d.sync += desc_raw.word_select((db - 2)[:_log2(DESC_BYTES)], 8).eq(desc_q)
+                with m.If(db == DESC_BYTES + 1):
                     m.d.sync += db.eq(0)
                     if "desc_reads" in kept:
                         m.d.sync += counters["desc_reads"].eq(counters["desc_reads"] + 1)
@@ -822,7 +824,7 @@ class Engine(wiring.Component):
         # The narrow memories' outputs, registered as they leave the RAM (every OUT bank
         # into its own register), and the addressed counter's word.
         out_q = [Signal(8, name=f"out_q{i}", reset_less=True) for i in range(n_ob)]
-        desc_q, id_q = Signal(8, reset_less=True), Signal(8, reset_less=True)
+        id_q = Signal(8, reset_less=True)
         snap_q = Signal(64, reset_less=True)
         cnt_q = Signal(32, reset_less=True)
         m.d.sync += [*(q.eq(port.data) for q, port in zip(out_q, out_rd)),
