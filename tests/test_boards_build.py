@@ -34,3 +34,15 @@ def test_timing_miss_is_an_error(tmp_path):
         flow.build("icebreaker", tmp_path, core="loopback", sync_mhz=250.0)
     assert e.value.kind == "timing"
     assert not flow.load_result(tmp_path).meets_timing   # the reports are still written
+
+
+def test_abc9_fallback_detection():
+    """Only yosys' abc9 reintegration assert switches the flow to the abc mapper."""
+    from deconvsr.hw.synth import ABC_FALLBACK, abc9_failed
+    bad = ("2.46.16.5. Executing ABC9.\n2.46.16.7. Executing ABC_OPS_REINTEGRATE pass\n"
+           "ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in rtlil.cc:3091.\n")
+    assert abc9_failed(bad)
+    assert not abc9_failed("2.46.16.5. Executing ABC9.\nEnd of script.\n")
+    assert not abc9_failed("ERROR: Module `top' not found!\n")
+    opts, after = ABC_FALLBACK["ecp5"]
+    assert "-run :map_luts" in opts and "abc -lut" in after and "-run map_cells:" in after
