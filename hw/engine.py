@@ -322,6 +322,17 @@ class Engine(wiring.Component):
             b_ops.append(b_op)
         stage("ctl3")
 
+        def retime(values, name):
+            out = []
+            for i, v in enumerate(values):
+                r = Signal.like(v, name=f"{name}{i}", reset_less=True)
+                m.d.sync += r.eq(v)
+                out.append(r)
+            return out
+        for k in range(spec.mul_regs):      # operand registers beside the multipliers
+            a_ops, b_ops = retime(a_ops, f"a_op_r{k}_"), retime(b_ops, f"b_op_r{k}_")
+            stage(f"ctl3r{k}")
+
         # Pairs of lanes share a DualMul8 (one SB_MAC16 in 8x8 mode on iCE40, where yosys
         # would spend a DSP per product); the products are registered.
         dual = a.act_bits == 8 and a.weight_bits == 8 and P >= 2
@@ -339,8 +350,11 @@ class Engine(wiring.Component):
                               reset_less=True)
                 m.d.sync += prod.eq(a_ops[lane] * b_ops[lane])
                 prods.append(prod)
-        prod_stage = len(ctl)
         stage("ctl4")
+        for k in range(spec.mul_regs):      # product registers beside the multipliers
+            prods = retime(prods, f"prod_r{k}_")
+            stage(f"ctl4r{k}")
+        prod_stage = len(ctl) - 1           # the control aligned with ``prods``
 
         # Product stage + k: adder tree level k (registered), up to the widest split Pi = A.
         levels = [prods]
