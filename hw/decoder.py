@@ -112,15 +112,18 @@ class Decoder(wiring.Component):
         popped = fifo.r_en & fifo.r_rdy
         m.d.sync += inflight.eq(inflight + issued - popped)
 
-        def issue_reads(*, status_reg=False):
-            m.d.comb += [cmd.valid.eq(issuing & (inflight < self._depth)),
-                         cmd.payload.write.eq(0)]
-            if status_reg:
-                m.d.comb += [cmd.payload.space.eq(Space.CTRL),
-                             cmd.payload.addr.eq(CtrlReg.START_STATUS)]
-            else:
-                m.d.comb += [cmd.payload.space.as_value().eq(space),
-                             cmd.payload.addr.eq(addr)]
+        # The bus command's payload comes from registers set when the request is dispatched
+        # (space, address, direction; the CTRL register of WAIT/RUN/RESET loaded into them),
+        # not from a multiplexer on the FSM state: the states only drive ``cmd.valid``.
+        cmd_write = Signal()        # WRITE, RUN, RESET
+        cmd_ctrl = Signal()         # RUN, RESET: the data byte is the header's length
+        addr_inc = Signal()         # READ, VERIFY, WRITE: the address steps per command
+        m.d.comb += [cmd.payload.space.as_value().eq(space), cmd.payload.addr.eq(addr),
+                     cmd.payload.write.eq(cmd_write),
+                     cmd.payload.data.eq(Mux(cmd_ctrl, hdr.length[:8], ev.data))]
+
+        def issue_reads():
+            m.d.comb += cmd.valid.eq(issuing & (inflight < self._depth))
             with m.If(cmd.valid & cmd.ready):
                 m.d.sync += [to_issue.eq(to_issue - 1), issuing.eq(to_issue != 1)]
 
@@ -196,6 +199,15 @@ class Decoder(wiring.Component):
                         reply(ev.status)
 
             with m.State("DISPATCH"):
+                m.d.sync += [cmd_write.eq(op_is[Opcode.WRITE] | op_is[Opcode.RUN] |
+                                          op_is[Opcode.RESET]),
+                             cmd_ctrl.eq(op_is[Opcode.RUN] | op_is[Opcode.RESET]),
+                             addr_inc.eq(op_is[Opcode.READ] | op_is[Opcode.WRITE] |
+                                         op_is[Opcode.VERIFY])]
+                with m.If(op_is[Opcode.RUN] | op_is[Opcode.RESET] | op_is[Opcode.WAIT]):
+                    m.d.sync += [space.eq(Space.CTRL),
+                                 addr.eq(Mux(op_is[Opcode.RESET], CtrlReg.RESET,
+                                             CtrlReg.START_STATUS))]
                 with m.If(op_is[Opcode.IDENTIFY]):
                     m.d.sync += last_valid.eq(0)
                     reply(Status.OK, info_bytes, at=pos_info)
@@ -227,10 +239,7 @@ class Decoder(wiring.Component):
 
             with m.State("WRITE"):
                 is_data = ev.kind == RxKind.DATA
-                m.d.comb += [cmd.payload.space.as_value().eq(space),
-                             cmd.payload.addr.eq(addr), cmd.payload.write.eq(1),
-                             cmd.payload.data.eq(ev.data),
-                             cmd.valid.eq(self.rx.valid & is_data & writable),
+                m.d.comb += [cmd.valid.eq(self.rx.valid & is_data & writable),
                              self.rx.ready.eq(~(is_data & writable) | cmd.ready)]
                 with m.If(self.rx.valid & self.rx.ready):
                     with m.If(ev.kind == RxKind.END):
@@ -242,16 +251,11 @@ class Decoder(wiring.Component):
                         reply(ev.status)
 
             with m.State("CTRL_WRITE"):
-                is_run = hdr.opcode == Opcode.RUN
-                m.d.comb += [cmd.valid.eq(1), cmd.payload.space.eq(Space.CTRL),
-                             cmd.payload.write.eq(1),
-                             cmd.payload.addr.eq(Mux(is_run, CtrlReg.START_STATUS,
-                                                     CtrlReg.RESET)),
-                             cmd.payload.data.eq(hdr.length[:8])]
+                m.d.comb += cmd.valid.eq(1)
                 with m.If(cmd.ready):
                     m.d.sync += [last_valid.eq(1), last_tag.eq(hdr.tag),
                                  last_op.eq(hdr.opcode.as_value())]
-                    with m.If(~is_run):
+                    with m.If(op_is[Opcode.RESET]):
                         m.d.sync += counters.eq(0)
                     reply(Status.OK)
 
@@ -267,7 +271,7 @@ class Decoder(wiring.Component):
                     reply(Status.OK, protocol.CRC_BYTES, at=pos_crc)
 
             with m.State("WAIT_READ"):
-                issue_reads(status_reg=True)
+                issue_reads()
                 m.d.comb += fifo.r_en.eq(1)
                 with m.If(fifo.r_rdy):
                     with m.If(fifo.r_data[0] & ~polls_zero):   # busy: nap, then poll again
@@ -324,10 +328,10 @@ class Decoder(wiring.Component):
                         bump("framing_errors")
                 m.d.sync += self.busy.eq(0)
                 m.next = "IDLE"
-        # The bus address: the header's while idle, then one up per command (only READ,
-        # VERIFY and WRITE use it; WAIT and RUN/RESET address CTRL registers directly).
+        # The bus address: the header's while idle, then one up per command of READ, VERIFY
+        # and WRITE (WAIT, RUN and RESET load their CTRL register in DISPATCH).
         with m.If(~self.busy):
             m.d.sync += addr.eq(hdr.addr)
-        with m.Elif(cmd.valid & cmd.ready):
+        with m.Elif(cmd.valid & cmd.ready & addr_inc):
             m.d.sync += addr.eq(addr + 1)
         return m
