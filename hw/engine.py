@@ -853,7 +853,7 @@ class Engine(wiring.Component):
         # Third stage: the byte chosen from those registers, in three registers (the narrow
         # spaces, the OUT bank, the wide words' lane), so each selection has a cycle of its
         # own; the response takes one of them.
-        rd3_small, rd3_out, rd3_wide = (Signal(8, reset_less=True) for _ in range(3))
+        rd3_small, rd3_out = (Signal(8, reset_less=True) for _ in range(2))
         rd3_from = Signal(2)        # 0 narrow, 1 OUT, 2 wide
         byte = Signal(8)
         with m.If(rd2_ok):
@@ -870,26 +870,33 @@ class Engine(wiring.Component):
                         m.d.comb += byte.eq(snap_q.word_select(rd2_addr[:3], 8))
                 with m.Case(Space.DESC):
                     m.d.comb += byte.eq(desc_q)
-        wide_byte = Signal(8)
-        with m.Switch(rd2_space):
-            with m.Case(Space.WEIGHT):
-                m.d.comb += wide_byte.eq(w_word.word_select(rd2_lane, 8))
-            with m.Case(Space.BIAS):
-                m.d.comb += wide_byte.eq(b_word.word_select(rd2_lane, 8))
-            with m.Case(Space.ACT):
-                m.d.comb += wide_byte.eq(act_word.word_select(rd2_lane, 8))
+        # A wide word's byte in two steps: within each 8-byte group (stage 3 registers one
+        # candidate per group), then among the groups (at the response).
+        wide_words = {Space.WEIGHT: w_word, Space.BIAS: b_word, Space.ACT: act_word}
+        n_grp = max(-(-len(w) // 64) for w in wide_words.values())
+        cands = [Signal(8, name=f"rd3_cand{k}", reset_less=True) for k in range(n_grp)]
+        rd3_grp = Signal(range(n_grp))
+        for k, cand in enumerate(cands):
+            c = Signal(8, name=f"cand{k}")
+            with m.Switch(rd2_space):
+                for sp, word in wide_words.items():
+                    if 64 * k < len(word):
+                        with m.Case(sp):
+                            m.d.comb += c.eq(word[64 * k:64 * (k + 1)].word_select(rd2_lane[:3], 8))
+            with m.If(rd2):
+                m.d.sync += cand.eq(Mux(rd2_ok, c, 0))
         with m.If(rd2):
             m.d.sync += [
                 rd2.eq(0), rd3.eq(1), rd3_small.eq(byte),
                 rd3_out.eq(Mux(rd2_ok, Array(out_q)[rd2_addr[lob:]] if n_ob > 1 else out_q[0], 0)),
-                rd3_wide.eq(Mux(rd2_ok, wide_byte, 0)),
+                rd3_grp.eq(rd2_lane[3:]),
                 rd3_from.eq(Mux(rd2_space == Space.OUT, 1,
                                 Mux((rd2_space == Space.WEIGHT) | (rd2_space == Space.BIAS) |
                                     (rd2_space == Space.ACT), 2, 0))),
             ]
         with m.If(rd3):
             m.d.sync += [rd3.eq(0), rsp_valid.eq(1),
-                         rsp_data.eq(Mux(rd3_from[1], rd3_wide,
+                         rsp_data.eq(Mux(rd3_from[1], Array(cands)[rd3_grp] if n_grp > 1 else cands[0],
                                          Mux(rd3_from[0], rd3_out, rd3_small)))]
 
         # ---- soft reset -------------------------------------------------------------------
