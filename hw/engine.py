@@ -506,8 +506,11 @@ class Engine(wiring.Component):
         ]
 
         # ---- sequencer / layer FSM ----------------------------------------------------------
+        # Something is in the MAC pipeline, registered (the OR of every stage's valid is deep
+        # logic; the layer's end waits one cycle more for it). ctl0.valid is included so that
+        # the register already says busy in the first FLUSH cycle.
         pipe_busy = Signal()
-        m.d.comb += pipe_busy.eq(Cat([c.valid for c in ctl[1:]]).any() | ctl_acc.valid | hold_full |
+        m.d.sync += pipe_busy.eq(Cat([c.valid for c in ctl]).any() | ctl_acc.valid | hold_full |
                                  wr_act[0] | wr_act[1] | wr_out.any() |
                                  d1_valid | d2_valid | requant.busy | requant.o.valid)
         with m.FSM(name="seq") as seq_fsm:
