@@ -46,10 +46,10 @@ class EngineSpec:
     act_ram : yosys ``ram_style`` of the ACT buffers ("auto", "block", "huge" = iCE40 SPRAM)
     counters : "all" performance counters, or "basic" (``descriptor.BASIC_COUNTERS`` only:
         cycles, useful MACs, layers; the others read 0)
-    mul_regs : extra register stages on each side of the multipliers (0..2): on the ECP5 the
-        MULT18X18D is used combinationally (about 4 ns), and these registers let the placer
-        put its operands and products beside it. Gateware-only (not in the ID ROM): it adds
-        2 * mul_regs cycles of pipeline latency per layer.
+    multiplier : "dsp" (the FPGA's multipliers: SB_MAC16 pairs on iCE40, MULT18X18D as yosys
+        infers it on ECP5) or "lut" (shift-and-add in logic, two registered stages, no DSP:
+        the ECP5's inferred MULT18X18D is combinational, ~4 ns plus its routes, too slow for
+        100 MHz). Gateware-only (not in the ID ROM); "lut" adds a cycle per layer.
     arith : the arithmetic contract
 
     Raises
@@ -70,7 +70,7 @@ class EngineSpec:
     drain_lanes: int = 1
     act_ram: str = "auto"
     counters: str = "all"
-    mul_regs: int = 0
+    multiplier: str = "dsp"
     arith: ArithSpec = field(default=DEFAULT_ARITH)
 
     def __post_init__(self):
@@ -99,8 +99,8 @@ class EngineSpec:
             raise ValueError(f"act_ram must be 'auto', 'block' or 'huge', not {self.act_ram!r}")
         if self.counters not in ("all", "basic"):
             raise ValueError(f"counters must be 'all' or 'basic', not {self.counters!r}")
-        if not isinstance(self.mul_regs, int) or not 0 <= self.mul_regs <= 2:
-            raise ValueError(f"mul_regs must be an integer in 0..2, not {self.mul_regs!r}")
+        if self.multiplier not in ("dsp", "lut"):
+            raise ValueError(f"multiplier must be 'dsp' or 'lut', not {self.multiplier!r}")
         if not isinstance(self.dim_bits, int) or not 4 <= self.dim_bits <= 14:
             raise ValueError(f"dim_bits must be an integer in 4..14, not {self.dim_bits!r}")
 
@@ -154,5 +154,5 @@ SPECS = {
     # needed 356). The paper network at P = 64 on 32 x 32-pixel tiles.
     "ulx3s-85f": EngineSpec(name="ulx3s-85f", lanes=64, act_lanes=16, act_depth=4096,
                             weight_depth=1024, bias_depth=256, out_bytes=36864, max_layers=8,
-                            drain_lanes=4, mul_regs=1),
+                            drain_lanes=4, multiplier="lut"),
 }

@@ -17,6 +17,7 @@ from ..descriptor import (ADDR, BASIC_COUNTERS, COUNTERS, DESC_BYTES, ENTRY_BYTE
                           LayerDescriptor)
 from ..spec import EngineSpec
 from .ice40_mac import DualMul8
+from .lutmul import ShiftAddMul
 from .requant import Requant
 
 __all__ = ["Engine"]
@@ -322,38 +323,33 @@ class Engine(wiring.Component):
             b_ops.append(b_op)
         stage("ctl3")
 
-        def retime(values, name):
-            out = []
-            for i, v in enumerate(values):
-                r = Signal.like(v, name=f"{name}{i}", reset_less=True)
-                m.d.sync += r.eq(v)
-                out.append(r)
-            return out
-        for k in range(spec.mul_regs):      # operand registers beside the multipliers
-            a_ops, b_ops = retime(a_ops, f"a_op_r{k}_"), retime(b_ops, f"b_op_r{k}_")
-            stage(f"ctl3r{k}")
-
-        # Pairs of lanes share a DualMul8 (one SB_MAC16 in 8x8 mode on iCE40, where yosys
-        # would spend a DSP per product); the products are registered.
+        # The products: ShiftAddMul per lane (logic, two stages), or the FPGA's multipliers,
+        # pairs of lanes sharing a DualMul8 (one SB_MAC16 in 8x8 mode on iCE40, where yosys
+        # would spend a DSP per product), registered.
         dual = a.act_bits == 8 and a.weight_bits == 8 and P >= 2
         prods = []
-        for lane in range(0, P, 2 if dual else 1):
-            if dual:
-                mul = DualMul8()
-                m.submodules[f"mul{lane // 2}"] = mul
-                m.d.comb += mul.en.eq(1)
-                for i in range(2):
-                    m.d.comb += [mul.a[i].eq(a_ops[lane + i]), mul.b[i].eq(b_ops[lane + i])]
-                prods.extend([mul.p[0], mul.p[1]])
-            else:
-                prod = Signal(signed(a.act_bits + a.weight_bits + 1), name=f"prod{lane}",
-                              reset_less=True)
-                m.d.sync += prod.eq(a_ops[lane] * b_ops[lane])
-                prods.append(prod)
+        if spec.multiplier == "lut":
+            for lane in range(P):
+                mul = ShiftAddMul(a.act_bits, a.weight_bits)
+                m.submodules[f"mul{lane}"] = mul
+                m.d.comb += [mul.a.eq(a_ops[lane]), mul.b.eq(b_ops[lane])]
+                prods.append(mul.p)
+            stage("ctl4a")
+        else:
+            for lane in range(0, P, 2 if dual else 1):
+                if dual:
+                    mul = DualMul8()
+                    m.submodules[f"mul{lane // 2}"] = mul
+                    m.d.comb += mul.en.eq(1)
+                    for i in range(2):
+                        m.d.comb += [mul.a[i].eq(a_ops[lane + i]), mul.b[i].eq(b_ops[lane + i])]
+                    prods.extend([mul.p[0], mul.p[1]])
+                else:
+                    prod = Signal(signed(a.act_bits + a.weight_bits + 1), name=f"prod{lane}",
+                                  reset_less=True)
+                    m.d.sync += prod.eq(a_ops[lane] * b_ops[lane])
+                    prods.append(prod)
         stage("ctl4")
-        for k in range(spec.mul_regs):      # product registers beside the multipliers
-            prods = retime(prods, f"prod_r{k}_")
-            stage(f"ctl4r{k}")
         prod_stage = len(ctl) - 1           # the control aligned with ``prods``
 
         # Product stage + k: adder tree level k (registered), up to the widest split Pi = A.
@@ -415,8 +411,13 @@ class Engine(wiring.Component):
         m.d.comb += hold_release.eq(hold_full & (dg + d_step >= d_cnt))
         with m.If(hold_full):
             m.d.sync += dg.eq(Mux(hold_release, 0, dg + d_step))
+        # The entry of output dg, b_base + v0 + dg, kept as a register that steps with dg
+        # (loaded with the group, so no adder sits before the entry RAM's address).
         entry_index = Signal(AW)
-        m.d.comb += entry_index.eq(dn.b_base + hold_meta.v0 + dg)
+        with m.If(push):
+            m.d.sync += entry_index.eq(dn.b_base + ctl_acc.v0)
+        with m.Elif(hold_full):
+            m.d.sync += entry_index.eq(entry_index + d_step)
         d1_valid = Signal()
         d1_wide = Signal()
         d1_sub = Signal(max(lr, 1))

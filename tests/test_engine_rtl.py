@@ -107,10 +107,10 @@ def test_random_layers_rtl(rng):
 
 
 #: Narrow feature-map words (the iCE40 layout): 8 lanes fed from 2-activation ACT words; the
-#: small FPGA's counter set; the ECP5's extra register stage around the multipliers.
+#: small FPGA's counter set; the ECP5 spec's multipliers in logic (ShiftAddMul).
 NARROW = EngineSpec(name="narrow", lanes=8, act_lanes=2, act_depth=2048, weight_depth=2048,
                     bias_depth=128, out_bytes=4096, max_layers=4, drain_lanes=2,
-                    counters="basic", mul_regs=1)
+                    counters="basic", multiplier="lut")
 
 
 def test_narrow_act_words_rtl(rng):
