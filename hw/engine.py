@@ -790,19 +790,28 @@ class Engine(wiring.Component):
         # Host writes: each memory's write enables decoded from the first stage into
         # registers of the second (legality included), so a write port's enable and data
         # come straight from flip-flops.
-        h1_write = h1.valid & h1.write & h1.ok & (always | ~busy)
+        # (which memory a taken write is for, decoded as it is taken)
+        cp = cmd.payload
+        w1 = {k: Signal(name=f"w1_{k}") for k in ("desc", "w", "b", "act0", "act1")}
+        with m.If(cmd.valid & cmd.ready):
+            m.d.sync += [
+                w1["desc"].eq(cp.write & (cp.space == Space.DESC)),
+                w1["w"].eq(cp.write & (cp.space == Space.WEIGHT)),
+                w1["b"].eq(cp.write & (cp.space == Space.BIAS)),
+                *(w1[f"act{b}"].eq(cp.write & (cp.space == Space.ACT) &
+                                   ((cp.addr[lb] if lb < ADDR else 0) == b)) for b in range(2)),
+            ]
+        h1_mem_write = h1.valid & h1.ok & ~busy
         a1 = h1.addr
         wen_desc = Signal()
         wen_w = Signal(P)
         wen_b = Signal(ENTRY_BYTES * R)
         wen_act = [Signal(A, name=f"wen_act{b}") for b in range(2)]
         m.d.sync += [
-            wen_desc.eq(h1_write & (h1.space == Space.DESC)),
-            wen_w.eq(Mux(h1_write & (h1.space == Space.WEIGHT), 1 << (a1[:lp] if lp else 0), 0)),
-            wen_b.eq(Mux(h1_write & (h1.space == Space.BIAS),
-                         1 << a1[:_log2(ENTRY_BYTES * R)], 0)),
-            *(wen_act[b].eq(Mux(h1_write & (h1.space == Space.ACT) &
-                                ((a1[lb] if lb < ADDR else 0) == b), 1 << (a1[:la] if la else 0), 0))
+            wen_desc.eq(h1_mem_write & w1["desc"]),
+            wen_w.eq(Mux(h1_mem_write & w1["w"], 1 << (a1[:lp] if lp else 0), 0)),
+            wen_b.eq(Mux(h1_mem_write & w1["b"], 1 << a1[:_log2(ENTRY_BYTES * R)], 0)),
+            *(wen_act[b].eq(Mux(h1_mem_write & w1[f"act{b}"], 1 << (a1[:la] if la else 0), 0))
               for b in range(2)),
         ]
         m.d.comb += [desc_wr.data.eq(hdata), desc_wr.en.eq(wen_desc),
