@@ -288,7 +288,7 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     try:
         for step in ("synth", "pnr", "pack"):
             stamps[step] = time.monotonic()
-            plan.execute_local(outdir, run_script=False)
+            plan.extract(outdir)
             try:
                 subprocess.run(["sh", f"step_{step}.sh"], cwd=outdir, env=env, check=True,
                                stdout=subprocess.DEVNULL if step == "pack" else None,
@@ -304,7 +304,7 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
                 plan = prepare(synth_opts=f"{board.synth_opts} {opts}".strip(),
                                script_after_synth=after.format(top=name))
                 mapper = "abc (abc9 asserted)"
-                plan.execute_local(outdir, run_script=False)
+                plan.extract(outdir)
                 subprocess.run(["sh", "step_synth.sh"], cwd=outdir, env=env, check=True)
     except subprocess.CalledProcessError:
         tim = outdir / f"{name}.tim"
