@@ -315,11 +315,16 @@ class Engine(wiring.Component):
             act_sel = Signal(8, name=f"act_sel{lane}")
             m.d.comb += act_sel.eq(onehot_mux(
                 (k, act_word.word_select(lane & ((1 << k) - 1), 8)) for k in range(LA + 1)))
+            # Lanes l, l + A, l + 2A, ... take the same activation byte: stored as is, the
+            # synthesis tool merges their operand registers into one that drives multipliers
+            # all over the die (the P = 64 critical path). Each group of A lanes stores it
+            # XORed with its own constant (undone after the register: one LUT input).
+            key = (lane // A) * 0x9D & 0xFF
             a_op = Signal(8, name=f"a_op{lane}", reset_less=True)
             b_op = Signal(signed(8), name=f"b_op{lane}", reset_less=True)
-            m.d.sync += [a_op.eq(Mux(ctl2.in_frame, act_sel, 0)),
+            m.d.sync += [a_op.eq(Mux(ctl2.in_frame, act_sel, 0) ^ key),
                          b_op.eq(w_word.word_select(lane, 8))]
-            a_ops.append(a_op)
+            a_ops.append(a_op ^ key if key else a_op)
             b_ops.append(b_op)
         stage("ctl3")
 
