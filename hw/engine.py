@@ -663,18 +663,17 @@ class Engine(wiring.Component):
             for name in ("desc_reads", "layers_done"):
                 if name in kept:
                     m.d.sync += counters[name].eq(0)
-        if True:
-            inc("cycles_busy", 1)
-            inc("cycles_stalled", stalled)
-            inc("mac_used", issue, useful)
-            inc("mac_idle", 1, P - Mux(issue, useful, 0))
-            inc("act0_reads", issue_in & ~desc.in_buf)
-            inc("act1_reads", issue_in & desc.in_buf)
-            inc("act0_writes", o_we & ~desc.to_out & (out_buf == 0), Mux(o_wide2, R, 1))
-            inc("act1_writes", o_we & ~desc.to_out & (out_buf == 1), Mux(o_wide2, R, 1))
-            inc("weight_reads", issue)
-            inc("bias_reads", hold_full, d_step)
-            inc("out_writes", o_we & desc.to_out)
+        inc("cycles_busy", 1)
+        inc("cycles_stalled", stalled)
+        inc("mac_used", issue, useful)
+        inc("mac_idle", 1, P - Mux(issue, useful, 0))
+        inc("act0_reads", issue_in & ~desc.in_buf)
+        inc("act1_reads", issue_in & desc.in_buf)
+        inc("act0_writes", o_we & ~desc.to_out & (out_buf == 0), Mux(o_wide2, R, 1))
+        inc("act1_writes", o_we & ~desc.to_out & (out_buf == 1), Mux(o_wide2, R, 1))
+        inc("weight_reads", issue)
+        inc("bias_reads", hold_full, d_step)
+        inc("out_writes", o_we & desc.to_out)
 
         # ---- host bus -----------------------------------------------------------------------
         cmd = self.bus.cmd
@@ -738,9 +737,11 @@ class Engine(wiring.Component):
             return cmd.payload.addr < limit
 
         # Which byte of a wide word, and whether the access is legal.
-        lane_of = {Space.WEIGHT: haddr[:lp] if lp else Const(0, 1),
-                   Space.ACT: haddr[:la] if la else Const(0, 1),
-                   Space.BIAS: haddr[:_log2(ENTRY_BYTES * spec.drain_lanes)]}
+        def lane_of(addr):
+            """The byte lane of a wide word an address picks, per wide space."""
+            return {Space.WEIGHT: addr[:lp] if lp else Const(0, 1),
+                    Space.ACT: addr[:la] if la else Const(0, 1),
+                    Space.BIAS: addr[:_log2(ENTRY_BYTES * R)]}
         # The range check is made on the incoming command and registered with it; whether
         # the memories are accessible (engine idle) is decided when the command acts.
         in_range = Signal()
@@ -807,16 +808,16 @@ class Engine(wiring.Component):
                                    ((cp.addr[lb] if lb < ADDR else 0) == b)) for b in range(2)),
             ]
         h1_mem_write = h1.valid & h1.ok & ~busy
-        a1 = h1.addr
+        lane1 = lane_of(h1.addr)
         wen_desc = Signal()
         wen_w = Signal(P)
         wen_b = Signal(ENTRY_BYTES * R)
         wen_act = [Signal(A, name=f"wen_act{b}") for b in range(2)]
         m.d.sync += [
             wen_desc.eq(h1_mem_write & w1["desc"]),
-            wen_w.eq(Mux(h1_mem_write & w1["w"], 1 << (a1[:lp] if lp else 0), 0)),
-            wen_b.eq(Mux(h1_mem_write & w1["b"], 1 << a1[:_log2(ENTRY_BYTES * R)], 0)),
-            *(wen_act[b].eq(Mux(h1_mem_write & w1[f"act{b}"], 1 << (a1[:la] if la else 0), 0))
+            wen_w.eq(Mux(h1_mem_write & w1["w"], 1 << lane1[Space.WEIGHT], 0)),
+            wen_b.eq(Mux(h1_mem_write & w1["b"], 1 << lane1[Space.BIAS], 0)),
+            *(wen_act[b].eq(Mux(h1_mem_write & w1[f"act{b}"], 1 << lane1[Space.ACT], 0))
               for b in range(2)),
         ]
         m.d.comb += [desc_wr.data.eq(hdata), desc_wr.en.eq(wen_desc),
@@ -842,7 +843,7 @@ class Engine(wiring.Component):
             m.d.sync += [rd_pending.eq(1), rd_space.eq(space), rd_ok.eq(legal),
                          rd_addr.eq(haddr)]
             with m.Switch(space):
-                for sp, lane in lane_of.items():
+                for sp, lane in lane_of(haddr).items():
                     with m.Case(sp):
                         m.d.sync += rd_lane.eq(lane)
                 with m.Case(Space.ACT):

@@ -264,7 +264,7 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     nextpnr_opts = f"--report {report_file} --timing-allow-fail --seed {seed}"
     if board.family == "ecp5":
         # router2, nextpnr's newer router (it routes the 16-lane design in about a minute and
-        # the 64-lane one in about 4: docs/boards.md).
+        # the 64-lane one in about 7: docs/boards.md).
         nextpnr_opts += " --router router2"
     kw = dict(nextpnr_opts=nextpnr_opts)
     for stale in (report_file, f"{name}.{board.bitstream_ext}", RESULT_FILE):
