@@ -50,6 +50,12 @@ class EngineSpec:
         infers it on ECP5) or "lut" (shift-and-add in logic, two registered stages, no DSP:
         the ECP5's inferred MULT18X18D is combinational, ~4 ns plus its routes, too slow for
         100 MHz). Gateware-only (not in the ID ROM); "lut" adds a cycle per layer.
+    requant : "parallel" (two multipliers, one output per cycle per requantiser) or "serial"
+        (one multiplier used twice: one DSP, one output every other cycle; needs
+        ``acc_bits <= 30`` and ``mult_bits <= 15``). Gateware-only.
+    lut_lanes : with ``multiplier="dsp"``, how many lanes (the last ones, an even number)
+        multiply in logic instead, leaving their DSPs to the requantiser (the iCE40UP5K's 8
+        SB_MAC16: 7 lane pairs plus the serial requantiser). Gateware-only.
     arith : the arithmetic contract
 
     Raises
@@ -71,6 +77,8 @@ class EngineSpec:
     act_ram: str = "auto"
     counters: str = "all"
     multiplier: str = "dsp"
+    requant: str = "parallel"
+    lut_lanes: int = 0
     arith: ArithSpec = field(default=DEFAULT_ARITH)
 
     def __post_init__(self):
@@ -101,6 +109,15 @@ class EngineSpec:
             raise ValueError(f"counters must be 'all' or 'basic', not {self.counters!r}")
         if self.multiplier not in ("dsp", "lut"):
             raise ValueError(f"multiplier must be 'dsp' or 'lut', not {self.multiplier!r}")
+        if (not isinstance(self.lut_lanes, int) or not 0 <= self.lut_lanes <= self.lanes
+                or self.lut_lanes % 2 or (self.lut_lanes and self.multiplier != "dsp")):
+            raise ValueError(f"lut_lanes must be an even number in 0..lanes ({self.lanes}) "
+                             f"with multiplier='dsp', not {self.lut_lanes!r}")
+        if self.requant not in ("parallel", "serial"):
+            raise ValueError(f"requant must be 'parallel' or 'serial', not {self.requant!r}")
+        if self.requant == "serial" and (self.arith.acc_bits > 30 or self.arith.mult_bits > 15):
+            raise ValueError(f"requant='serial' needs acc_bits <= 30 and mult_bits <= 15, not "
+                             f"{self.arith.acc_bits} and {self.arith.mult_bits}")
         if not isinstance(self.dim_bits, int) or not 4 <= self.dim_bits <= 14:
             raise ValueError(f"dim_bits must be an integer in 4..14, not {self.dim_bits!r}")
 
@@ -142,13 +159,17 @@ class EngineSpec:
 # device. Sizes must keep the memories within each FPGA's RAM.
 SPECS = {
     "sim": EngineSpec(),
-    # iCE40UP5K: each ACT buffer is 16384 x 32 bit = two SPRAMs (all four for the ping-pong
-    # pair); weights 4 KB, entries, OUT 4 KB and descriptors in EBR; 4 MACs in SB_MAC16 pairs;
-    # the basic counters. Fits the edge network (tiled), not the paper network's 58 KB of
-    # weights. (Not yet a bitstream: engine + link need ~6,300 of the 5,280 logic cells.)
-    "icebreaker": EngineSpec(name="icebreaker", lanes=4, act_depth=16384, weight_depth=1024,
-                             bias_depth=64, out_bytes=4096, max_layers=4, act_ram="huge",
-                             counters="basic"),
+    # iCE40UP5K: 16 lanes over 4-activation ACT words; each ACT buffer is 16384 x 32 bit =
+    # two SPRAMs (all four for the ping-pong pair); weights 256 x 128 bit (4 KB), entries,
+    # OUT 4 KB and descriptors in EBR. The 8 SB_MAC16: 7 pairs of lanes (8 x 8 mode) and the
+    # serial requantiser (16 x 16, used twice per output); the last 2 lanes multiply in
+    # logic. A 24-bit accumulator and 15-bit requantiser multiplier (the edge networks need
+    # < 21 bits), the basic counters. Fits the edge networks (tiled), not the paper
+    # network's 58 KB of weights.
+    "icebreaker": EngineSpec(name="icebreaker", lanes=16, act_lanes=4, act_depth=16384,
+                             weight_depth=256, bias_depth=64, out_bytes=4096, max_layers=4,
+                             act_ram="huge", counters="basic", requant="serial", lut_lanes=2,
+                             arith=ArithSpec(acc_bits=24, mult_bits=15)),
     # ECP5-85F (208 DP16KD): 64 lanes over 16-activation ACT words, ACT 2 x 4096 x 128 bit,
     # weights 1024 x 512 bit, entries, OUT 36 KB: 131 DP16KD placed (a 2048 x 512-bit ACT
     # needed 356). The paper network at P = 64 on 32 x 32-pixel tiles.

@@ -16,7 +16,7 @@ from ..bus import BusSignature, CtrlReg, Space
 from ..descriptor import (ADDR, BASIC_COUNTERS, COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry,
                           LayerDescriptor)
 from ..spec import EngineSpec
-from .ice40_mac import DualMul8
+from .ice40_mac import DualMul8, uses_ice40_dsp
 from .lutmul import ShiftAddMul
 from .requant import Requant
 
@@ -40,10 +40,16 @@ def _widths(spec: EngineSpec) -> dict:
 
 
 def _ctl_layout(w: dict) -> data.StructLayout:
-    """Control travelling with each MAC cycle down the pipeline."""
-    return data.StructLayout({"valid": 1, "first": 1, "last": 1, "in_frame": 1, "vg_last": 1,
-                              "by": signed(w["sw"]), "bx": signed(w["sw"]),
-                              "obase": signed(w["aw"]), "v0": unsigned(w["vb"])})
+    """Control travelling with each MAC cycle down the pipeline (a few bits: where a group's
+    outputs go is kept by the group tracker at the accumulators, not carried along)."""
+    return data.StructLayout({"valid": 1, "first": 1, "last": 1, "in_frame": 1})
+
+
+def _meta_layout(w: dict) -> data.StructLayout:
+    """A finished group's place: whether it is a pixel's last virtual group, its block
+    origin and its output base address."""
+    return data.StructLayout({"vg_last": 1, "by": signed(w["sw"]), "bx": signed(w["sw"]),
+                              "obase": signed(w["aw"])})
 
 
 def _out_tag_layout(w: dict, lane_bits: int) -> data.StructLayout:
@@ -109,11 +115,16 @@ class Engine(wiring.Component):
         # time, and an ACT buffer is either read or written in a layer), so they map to
         # single-port RAM (iCE40 SPRAM) as well as to dual-port block RAM. Descriptors are
         # bytes, loaded into the descriptor register in DESC_BYTES cycles per layer.
-        desc_mem = Memory(shape=unsigned(8), depth=spec.max_layers * DESC_BYTES, init=[])
-        w_mem = Memory(shape=unsigned(P * 8), depth=spec.weight_depth, init=[])
-        b_mem = Memory(shape=unsigned(ENTRY_BYTES * 8 * spec.drain_lanes),
+        # A read and a write of one memory in the same cycle never matter (no_rw_check): else
+        # yosys emulates the read-write collision of every block RAM bit with a flip-flop
+        # and a multiplexer (~1 logic cell per bit on iCE40).
+        rw = {"no_rw_check": 1}
+        desc_mem = Memory(shape=unsigned(8), depth=spec.max_layers * DESC_BYTES, init=[],
+                          attrs=rw)
+        w_mem = Memory(shape=unsigned(P * 8), depth=spec.weight_depth, init=[], attrs=rw)
+        b_mem = Memory(shape=unsigned(ENTRY_BYTES * 8 * spec.drain_lanes), attrs=rw,
                        depth=spec.bias_depth // spec.drain_lanes, init=[])
-        act_attrs = {} if spec.act_ram == "auto" else {"ram_style": spec.act_ram}
+        act_attrs = {**rw, **({} if spec.act_ram == "auto" else {"ram_style": spec.act_ram})}
         act_mem = [Memory(shape=unsigned(A * 8), depth=spec.act_depth, init=[], attrs=act_attrs)
                    for _ in range(2)]
         # OUT is deep and narrow: banks of OUT_BANK bytes (one ECP5 DP16KD, 2048 x 9, each),
@@ -121,7 +132,7 @@ class Engine(wiring.Component):
         # RAM's clock-to-out in the same cycle.
         n_ob = -(-spec.out_bytes // OUT_BANK)
         lob = _log2(OUT_BANK) if n_ob > 1 else max(1, (spec.out_bytes - 1).bit_length())
-        out_mem = [Memory(shape=unsigned(8), depth=min(OUT_BANK, spec.out_bytes - i * OUT_BANK),
+        out_mem = [Memory(shape=unsigned(8), depth=min(OUT_BANK, spec.out_bytes - i * OUT_BANK), attrs=rw,
                           init=[]) for i in range(n_ob)]
         id_bytes = spec.id_bytes()
         id_mem = Memory(shape=unsigned(8), depth=len(id_bytes), init=list(id_bytes))
@@ -145,7 +156,10 @@ class Engine(wiring.Component):
         out_wr = [mem.write_port() for mem in out_mem]
         id_rd = id_mem.read_port()
         # Per-layer snapshots of (cycles_busy, mac_used) at the end of each layer.
-        snap_mem = Memory(shape=unsigned(64), depth=spec.max_layers, init=[])
+        # (in block RAM on iCE40: yosys would otherwise build this small memory of flip-flops
+        # and multiplexers, ~500 logic cells)
+        snap_mem = Memory(shape=unsigned(64), depth=spec.max_layers, init=[],
+                          attrs={**rw, **({"ram_style": "block"} if uses_ice40_dsp(platform) else {})})
         m.submodules.snap_mem = snap_mem
         snap_wr = snap_mem.write_port()
         snap_rd = snap_mem.read_port()
@@ -163,6 +177,7 @@ class Engine(wiring.Component):
         # the bits this spec can need (the host compiler checks sizes against the spec).
         wd = _widths(spec)
         ctl_layout = _ctl_layout(wd)
+        meta_layout = _meta_layout(wd)
         SW, AW, VB, DB = wd["sw"], wd["aw"], wd["vb"], wd["db"]
         narrow = {"n_vg": VB, "pv_last": VB, "h_in": DB + 1, "w_in": DB + 1,
                   "h_out": DB + 1, "w_out": DB + 1, "qy0": DB + 1, "qy1": DB + 1,
@@ -198,11 +213,6 @@ class Engine(wiring.Component):
         rowoff = Signal(signed(AW))
         qyw = Signal(signed(AW))
         w_addr = Signal(AW)
-        by = Signal(signed(SW))
-        bx = Signal(signed(SW))
-        obase = Signal(signed(AW))
-        obase_row = Signal(signed(AW))
-        v0 = Signal(VB)
 
         # "Last value" flags of the loop counters, registered: set when a counter steps onto
         # its last value (so the sequencer's decisions come straight from flip-flops).
@@ -218,7 +228,9 @@ class Engine(wiring.Component):
         # hold bank can take it. ``adv`` = the sequencer advances (else it issues a bubble).
         adv = Signal()
         issuing = Signal()      # the sequencer is in a layer's MAC loop
-        drain_wait = Signal(range(P + 1))
+        # The drain takes R outputs every ``period`` cycles (2 for a serial requantiser).
+        period = 2 if spec.requant == "serial" else 1
+        drain_wait = Signal(range(period * P + 1))
         dw_next = Signal.like(drain_wait)
         dw_nz = Signal()        # drain_wait != 0, registered
         R = spec.drain_lanes
@@ -237,10 +249,10 @@ class Engine(wiring.Component):
                 out = out | Mux(lvl_oh[k], v, 0)
             return out
         issue_cnt = Signal(range(P + 1))     # outputs of the group being issued
-        issue_drain = Signal(range(P + 1))   # its drain cycles
+        issue_drain = Signal(range(period * P + 1))   # its drain cycles
         m.d.comb += [
             issue_cnt.eq(Mux(last_vg, dn.pv_last, pv)),
-            issue_drain.eq(Mux(desc.wide, (issue_cnt + R - 1) >> lr, issue_cnt)),
+            issue_drain.eq(Mux(desc.wide, (issue_cnt + R - 1) >> lr, issue_cnt) * period),
         ]
         last0 = last_cg & last_ky & last_kx
         # Timing: ``adv`` and the per-level step enables ``en`` (adv and every inner level on
@@ -274,8 +286,6 @@ class Engine(wiring.Component):
             ctl0.first.eq((cg == 0) & (ky == 0) & (kx == 0)),
             ctl0.last.eq(last0),
             ctl0.in_frame.eq(in_frame),
-            ctl0.vg_last.eq(last_vg),
-            ctl0.by.eq(by), ctl0.bx.eq(bx), ctl0.obase.eq(obase), ctl0.v0.eq(v0),
         ]
 
         # Stage 1: memory read data. Stage 2: registered copies of the words (block RAM
@@ -311,6 +321,7 @@ class Engine(wiring.Component):
 
         # Lane l = g*Pi + j takes activation byte j = l mod Pi.
         a_ops, b_ops = [], []
+        a_ins, b_ins = [], []       # the operands before their registers
         for lane in range(P):
             act_sel = Signal(8, name=f"act_sel{lane}")
             m.d.comb += act_sel.eq(onehot_mux(
@@ -322,8 +333,11 @@ class Engine(wiring.Component):
             key = (lane // A) * 0x9D & 0xFF
             a_op = Signal(8, name=f"a_op{lane}", reset_less=True)
             b_op = Signal(signed(8), name=f"b_op{lane}", reset_less=True)
-            m.d.sync += [a_op.eq(Mux(ctl2.in_frame, act_sel, 0) ^ key),
-                         b_op.eq(w_word.word_select(lane, 8))]
+            a_in = Mux(ctl2.in_frame, act_sel, 0)
+            b_in = w_word.word_select(lane, 8)
+            m.d.sync += [a_op.eq(a_in ^ key), b_op.eq(b_in)]
+            a_ins.append(a_in)
+            b_ins.append(b_in)
             a_ops.append(a_op ^ key if key else a_op)
             b_ops.append(b_op)
         stage("ctl3")
@@ -341,8 +355,18 @@ class Engine(wiring.Component):
                 prods.append(mul.p)
             stage("ctl4a")
         else:
+            # The last ``spec.lut_lanes`` lanes multiply in logic (their DSPs are spent
+            # elsewhere): a ShiftAddMul fed before the operand registers (its first stage is
+            # their register), so its product arrives with the DSPs'.
+            n_dsp = P - spec.lut_lanes
             for lane in range(0, P, 2 if dual else 1):
-                if dual:
+                if lane >= n_dsp:
+                    for i in range(2 if dual else 1):
+                        mul = ShiftAddMul(a.act_bits, a.weight_bits)
+                        m.submodules[f"lmul{lane + i}"] = mul
+                        m.d.comb += [mul.a.eq(a_ins[lane + i]), mul.b.eq(b_ins[lane + i])]
+                        prods.append(mul.p)
+                elif dual:
                     mul = DualMul8()
                     m.submodules[f"mul{lane // 2}"] = mul
                     m.d.comb += mul.en.eq(1)
@@ -378,11 +402,18 @@ class Engine(wiring.Component):
                                           for k in range(LA + 1)))
         hold_full = Signal()
         hold_release = Signal()
+        push = Signal()         # a finished group enters the hold bank
+        d_go = Signal()         # the drain takes outputs this cycle
+        if period > 1:
+            d_tog = Signal()    # the off cycle of the drain's period
+            m.d.comb += d_go.eq(hold_full & ~d_tog)
+            m.d.sync += d_tog.eq(Mux(push, 0, d_go))
+        else:
+            m.d.comb += d_go.eq(hold_full)
         hold = [Signal(signed(a.acc_bits), name=f"hold{g}", reset_less=True) for g in range(P)]
-        hold_meta = Signal(ctl_layout)
+        hold_meta = Signal(meta_layout)
         wide_q = Signal()       # desc.wide, registered: it selects the step of every hold bit
         m.d.sync += wide_q.eq(desc.wide)
-        push = Signal()
         m.d.comb += push.eq(ctl_acc.valid & ctl_acc.last)
         for g in range(P):
             acc = Signal(signed(a.acc_bits), name=f"acc{g}", reset_less=True)
@@ -399,9 +430,38 @@ class Engine(wiring.Component):
             # multiplexer over the P accumulators follows it. (Shifting while empty is
             # harmless: a push reloads the bank.)
             below = [hold[g + s] if g + s < P else Const(0, signed(a.acc_bits)) for s in (1, R)]
-            m.d.sync += hold[g].eq(Mux(push, acc_new, Mux(wide_q, below[1], below[0])))
+            hold_next = Mux(push, acc_new, Mux(wide_q, below[1], below[0]))
+            if period > 1:
+                with m.If(push | d_go):
+                    m.d.sync += hold[g].eq(hold_next)
+            else:
+                m.d.sync += hold[g].eq(hold_next)
+        # The group tracker: the place of the group reaching the accumulators, stepped at
+        # each push as the sequencer's vg, qx and qy levels stepped at each group's issue
+        # (groups arrive in issue order), instead of carrying it down every pipeline stage.
+        g_vg = Signal(VB)
+        g_v0 = Signal(VB)
+        g_qx = Signal(signed(SW))
+        g_last_qx = Signal()
+        g_meta = Signal(meta_layout)
+        g_orow = Signal(signed(AW))     # obase of the row
+        g_last_vg = g_meta.vg_last
         with m.If(push):
-            m.d.sync += [hold_full.eq(1), hold_meta.eq(ctl_acc)]
+            m.d.sync += [hold_full.eq(1), hold_meta.eq(g_meta)]
+            with m.If(~g_last_vg):
+                m.d.sync += [g_vg.eq(g_vg + 1), g_v0.eq(g_v0 + pv),
+                             g_last_vg.eq(g_vg + 2 == dn.n_vg)]
+            with m.Else():
+                m.d.sync += [g_vg.eq(0), g_v0.eq(0), g_last_vg.eq(dn.n_vg == 1)]
+                with m.If(~g_last_qx):
+                    m.d.sync += [g_qx.eq(g_qx + 1), g_meta.bx.eq(g_meta.bx + desc.stride),
+                                 g_meta.obase.eq(g_meta.obase + desc.stride),
+                                 g_last_qx.eq(g_qx + 1 == dn.qx1)]
+                with m.Else():
+                    m.d.sync += [g_qx.eq(dn.qx0), g_meta.bx.eq(dn.bx0),
+                                 g_meta.by.eq(g_meta.by + desc.stride),
+                                 g_orow.eq(g_orow + dn.orow), g_meta.obase.eq(g_orow + dn.orow),
+                                 g_last_qx.eq(dn.qx0 == dn.qx1)]
         with m.Elif(hold_release):
             m.d.sync += hold_full.eq(0)
 
@@ -413,23 +473,23 @@ class Engine(wiring.Component):
         d_step = Signal(range(R + 1))
         m.d.comb += [d_cnt.eq(Mux(hold_meta.vg_last, dn.pv_last, pv)),
                      d_step.eq(Mux(desc.wide, R, 1))]
-        m.d.comb += hold_release.eq(hold_full & (dg + d_step >= d_cnt))
-        with m.If(hold_full):
+        m.d.comb += hold_release.eq(d_go & (dg + d_step >= d_cnt))
+        with m.If(d_go):
             m.d.sync += dg.eq(Mux(hold_release, 0, dg + d_step))
         # The entry of output dg, b_base + v0 + dg, kept as a register that steps with dg
         # (loaded with the group, so no adder sits before the entry RAM's address).
         entry_index = Signal(AW)
         with m.If(push):
-            m.d.sync += entry_index.eq(dn.b_base + ctl_acc.v0)
-        with m.Elif(hold_full):
+            m.d.sync += entry_index.eq(dn.b_base + g_v0)
+        with m.Elif(d_go):
             m.d.sync += entry_index.eq(entry_index + d_step)
         d1_valid = Signal()
         d1_wide = Signal()
         d1_sub = Signal(max(lr, 1))
         d1_acc = [Signal(signed(a.acc_bits), name=f"d1_acc{r}", reset_less=True) for r in range(R)]
-        d1_meta = Signal(ctl_layout)
+        d1_meta = Signal(meta_layout)
         m.d.sync += [
-            d1_valid.eq(hold_full),
+            d1_valid.eq(d_go),
             d1_wide.eq(desc.wide),
             d1_sub.eq(entry_index[:lr] if lr else 0),
             d1_meta.eq(hold_meta),
@@ -442,7 +502,7 @@ class Engine(wiring.Component):
         d2_wide = Signal()
         d2_sub = Signal.like(d1_sub)
         d2_acc = [Signal(signed(a.acc_bits), name=f"d2_acc{r}", reset_less=True) for r in range(R)]
-        d2_meta = Signal(ctl_layout)
+        d2_meta = Signal(meta_layout)
         b_word = Signal.like(b_rd.data, reset_less=True)
         m.d.sync += [d2_valid.eq(d1_valid), d2_wide.eq(d1_wide), d2_sub.eq(d1_sub),
                      d2_meta.eq(d1_meta), b_word.eq(b_rd.data),
@@ -460,7 +520,8 @@ class Engine(wiring.Component):
         m.d.comb += [oy.eq(d2_meta.by + entry.fy[:4]), ox.eq(d2_meta.bx + entry.fx[:4])]
         requants = []
         for r in range(R):
-            rq = Requant(a, _out_tag_layout(wd, LA) if r == 0 else unsigned(1))
+            rq = Requant(a, _out_tag_layout(wd, LA) if r == 0 else unsigned(1),
+                         serial=period > 1)
             m.submodules[f"requant{r}"] = rq
             requants.append(rq)
             shift_w = len(rq.i.payload.shift)
@@ -542,12 +603,13 @@ class Engine(wiring.Component):
                     m.next = "IDLE"
             with m.State("INIT"):
                 m.d.sync += [
-                    kx.eq(0), ky.eq(0), cg.eq(0), vg.eq(0), v0.eq(0),
+                    g_vg.eq(0), g_v0.eq(0), g_qx.eq(dn.qx0), g_last_vg.eq(dn.n_vg == 1),
+                    g_last_qx.eq(dn.qx0 == dn.qx1), g_meta.by.eq(dn.by0), g_meta.bx.eq(dn.bx0),
+                    g_meta.obase.eq(dn.obase0), g_orow.eq(dn.obase0),
+                    kx.eq(0), ky.eq(0), cg.eq(0), vg.eq(0),
                     qx.eq(dn.qx0), qy.eq(dn.qy0), ix.eq(dn.qx0), iy.eq(dn.qy0),
                     plane.eq(dn.in_base), rowoff.eq(dn.row0), qyw.eq(dn.row0),
                     w_addr.eq(dn.w_base),
-                    by.eq(dn.by0), bx.eq(dn.bx0),
-                    obase.eq(dn.obase0), obase_row.eq(dn.obase0),
                 ]
                 m.d.comb += [
                     n_last["kx"].eq(desc.t == 1), n_last["ky"].eq(desc.t == 1),
@@ -584,25 +646,22 @@ class Engine(wiring.Component):
                         m.d.comb += n_last["cg"].eq(desc.cw == 1)
                 with m.If(en["vg"]):
                     with m.If(~last_vg):
-                        m.d.sync += [vg.eq(vg + 1), v0.eq(v0 + pv)]
+                        m.d.sync += vg.eq(vg + 1)
                         m.d.comb += n_last["vg"].eq(vg + 2 == dn.n_vg)
                     with m.Else():
-                        m.d.sync += [vg.eq(0), v0.eq(0), w_addr.eq(dn.w_base)]
+                        m.d.sync += [vg.eq(0), w_addr.eq(dn.w_base)]
                         m.d.comb += n_last["vg"].eq(dn.n_vg == 1)
                 with m.If(en["qx"]):
                     with m.If(~last_qx):
-                        m.d.sync += [qx.eq(qx + 1), ix.eq(qx + 1), bx.eq(bx + desc.stride),
-                                     obase.eq(obase + desc.stride)]
+                        m.d.sync += [qx.eq(qx + 1), ix.eq(qx + 1)]
                         m.d.comb += n_last["qx"].eq(qx + 1 == dn.qx1)
                     with m.Else():
-                        m.d.sync += [qx.eq(dn.qx0), ix.eq(dn.qx0), bx.eq(dn.bx0)]
+                        m.d.sync += [qx.eq(dn.qx0), ix.eq(dn.qx0)]
                         m.d.comb += n_last["qx"].eq(dn.qx0 == dn.qx1)
                 with m.If(en["qy"]):
                     m.d.sync += [
                         qy.eq(qy + 1), iy.eq(qy + 1),
                         qyw.eq(qyw + dn.w_in), rowoff.eq(qyw + dn.w_in),
-                        by.eq(by + desc.stride),
-                        obase_row.eq(obase_row + dn.orow), obase.eq(obase_row + dn.orow),
                     ]
                     m.d.comb += n_last["qy"].eq(qy + 1 == dn.qy1)
                     with m.If(last_qy):
@@ -672,7 +731,7 @@ class Engine(wiring.Component):
         inc("act0_writes", o_we & ~desc.to_out & (out_buf == 0), Mux(o_wide2, R, 1))
         inc("act1_writes", o_we & ~desc.to_out & (out_buf == 1), Mux(o_wide2, R, 1))
         inc("weight_reads", issue)
-        inc("bias_reads", hold_full, d_step)
+        inc("bias_reads", d_go, d_step)
         inc("out_writes", o_we & desc.to_out)
 
         # ---- host bus -----------------------------------------------------------------------
@@ -787,9 +846,9 @@ class Engine(wiring.Component):
         # on write" (iCE40 SPRAM feature buffers) say so structurally, a read disabled by a
         # write; elsewhere that gate would only lengthen the path to every block RAM's enable.
         single_port = spec.act_ram == "huge"
-        for rd, wr, en in ((act_rd[0], act_wr[0], act_rd_en[0]), (act_rd[1], act_wr[1], act_rd_en[1]),
-                           (w_rd, w_wr, w_rd_en)):
+        for rd, wr, en in ((act_rd[0], act_wr[0], act_rd_en[0]), (act_rd[1], act_wr[1], act_rd_en[1])):
             m.d.comb += rd.en.eq(en & ~wr.en.any() if single_port else en)
+        m.d.comb += w_rd.en.eq(w_rd_en)
         m.d.comb += [id_rd.addr.eq(haddr),
                      snap_rd.addr.eq((haddr - SNAP_BASE) >> 3)]
 

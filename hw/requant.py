@@ -1,7 +1,7 @@
 """Requantisation pipeline: ``clamp(((acc + bias) * m + round) >> s, 0, 2**act_bits - 1)``,
 exactly :func:`deconvsr.arith.requantize`."""
 
-from amaranth import Module, Mux, Shape, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,21 +24,36 @@ class Requant(wiring.Component):
     o : Out(stream) of ``{data, tag}``; always ready (no backpressure: the consumer must take
         every output).
 
+    serial : False (default): the two partial products in two multipliers, one input per
+        cycle. True: one multiplier (one iCE40 SB_MAC16 in 16 x 16 mode) computes them in two
+        consecutive cycles; inputs at most every other cycle. Needs ``acc_bits <= 30`` and
+        ``mult_bits <= 15`` (both partial products are then signed 16 x 16).
+
     Latency: an input accepted in cycle ``n`` appears on ``o`` in cycle ``n + latency``
-    (``latency`` = 4). Throughput one per cycle. ``busy`` is high while an accepted input has
-    not reached ``o`` yet.
+    (``latency`` = 4, or 5 when ``serial``). Throughput one per cycle (one per two cycles
+    when ``serial``). ``busy`` is high while an accepted input has not reached ``o`` yet.
 
     Raises
     ------
     TypeError
         if ``arith`` is not an :class:`ArithSpec`.
+    ValueError
+        if ``serial`` and the widths do not fit one 16 x 16 multiplier.
     """
 
-    def __init__(self, arith: ArithSpec = DEFAULT_ARITH, tag_shape=unsigned(1)):
+    def __init__(self, arith: ArithSpec = DEFAULT_ARITH, tag_shape=unsigned(1), *,
+                 serial: bool = False):
         if not isinstance(arith, ArithSpec):
             self._MustUse__silence = True  # not built: no 'never used' warning
             raise TypeError(f"arith must be an ArithSpec, not {arith!r}")
+        if serial and (arith.acc_bits > 30 or arith.mult_bits > 15):
+            self._MustUse__silence = True
+            raise ValueError(f"a serial requantiser needs acc_bits <= 30 and mult_bits <= 15, "
+                             f"not {arith.acc_bits} and {arith.mult_bits}")
         self.arith = arith
+        self.serial = serial
+        self.latency = 5 if serial else 4
+        self.lo_bits = 15 if serial else self.LO_BITS
         self.shift_bits = Shape.cast(range(arith.shift_max + 1)).width
         self.in_layout = data.StructLayout({
             "acc": signed(arith.acc_bits), "bias": signed(arith.acc_bits),
@@ -51,8 +66,6 @@ class Requant(wiring.Component):
             "busy": Out(1),
         })
 
-    #: Cycles from ``i`` to ``o``.
-    latency = 4
     #: Low bits of ``acc + bias`` multiplied separately (fits one 18x18 DSP with the multiplier).
     LO_BITS = 17
 
@@ -63,34 +76,57 @@ class Requant(wiring.Component):
         # the caller can register it with its own write stage.
         a = self.arith
         m = Module()
-        lo_bits = self.LO_BITS
+        lo_bits = self.lo_bits
         sum_w = a.acc_bits + 1
         s1_valid = Signal()
         s1_sum = Signal(signed(sum_w), reset_less=True)
         s1_mult = Signal(unsigned(a.mult_bits), reset_less=True)
         s1_shift = Signal(self.shift_bits, reset_less=True)
         s1_tag = Signal.like(self.i.payload.tag, reset_less=True)
-        m.d.sync += [
-            s1_valid.eq(self.i.valid),
-            s1_sum.eq(self.i.payload.acc + self.i.payload.bias),
-            s1_mult.eq(self.i.payload.mult),
-            s1_shift.eq(self.i.payload.shift),
-            s1_tag.eq(self.i.payload.tag),
-        ]
+        m.d.sync += s1_valid.eq(self.i.valid)
+        # (serial: s1 is read in the two cycles after it is loaded, so it loads only inputs)
+        with m.If(self.i.valid if self.serial else 1):
+            m.d.sync += [
+                s1_sum.eq(self.i.payload.acc + self.i.payload.bias),
+                s1_mult.eq(self.i.payload.mult),
+                s1_shift.eq(self.i.payload.shift),
+                s1_tag.eq(self.i.payload.tag),
+            ]
         s2_valid = Signal()
         s2_lo = Signal(unsigned(lo_bits + a.mult_bits), reset_less=True)
         s2_hi = Signal(signed(max(sum_w - lo_bits, 1) + a.mult_bits + 1), reset_less=True)
         s2_rnd = Signal(unsigned(a.shift_max + 1), reset_less=True)
         s2_shift = Signal(self.shift_bits, reset_less=True)
         s2_tag = Signal.like(s1_tag, reset_less=True)
-        m.d.sync += [
-            s2_valid.eq(s1_valid),
-            s2_lo.eq(s1_sum[:lo_bits] * s1_mult),
-            s2_hi.eq(s1_sum[lo_bits:].as_signed() * s1_mult if sum_w > lo_bits else 0),
-            s2_rnd.eq(Mux(s1_shift == 0, 0, (1 << s1_shift) >> 1)),
-            s2_shift.eq(s1_shift),
-            s2_tag.eq(s1_tag),
-        ]
+        hi = s1_sum[lo_bits:].as_signed() if sum_w > lo_bits else Const(0, signed(1))
+        if self.serial:
+            # Cycle 1 (s1 just loaded): the low part's product into ``p``; cycle 2 (s1 still
+            # holds: inputs come at most every other cycle): the high part's, while the low
+            # one moves on. One signed 16 x 16 multiply: the low part zero-extended.
+            s1b_valid = Signal()            # the second cycle of s1's input
+            p = Signal(signed(32), reset_less=True)
+            p_lo = Signal(signed(32), reset_less=True)
+            opnd = Signal(signed(16))
+            m.d.comb += opnd.eq(Mux(s1b_valid, hi, s1_sum[:lo_bits]))
+            m.d.sync += [s1b_valid.eq(s1_valid), p.eq(opnd * s1_mult), p_lo.eq(p)]
+            m.d.sync += [
+                s2_valid.eq(s1b_valid),
+                s2_rnd.eq(Mux(s1_shift == 0, 0, (1 << s1_shift) >> 1)),
+                s2_shift.eq(s1_shift),
+                s2_tag.eq(s1_tag),
+            ]
+            m.d.comb += [s2_lo.eq(p_lo), s2_hi.eq(p)]
+            busy_extra = s1b_valid
+        else:
+            m.d.sync += [
+                s2_valid.eq(s1_valid),
+                s2_lo.eq(s1_sum[:lo_bits] * s1_mult),
+                s2_hi.eq(hi * s1_mult if sum_w > lo_bits else 0),
+                s2_rnd.eq(Mux(s1_shift == 0, 0, (1 << s1_shift) >> 1)),
+                s2_shift.eq(s1_shift),
+                s2_tag.eq(s1_tag),
+            ]
+            busy_extra = 0
         s3_valid = Signal()
         s3_t = Signal(signed(a.product_bits + 1), reset_less=True)
         s3_shift = Signal(self.shift_bits, reset_less=True)
@@ -110,7 +146,7 @@ class Requant(wiring.Component):
             s4_tag.eq(s3_tag),
         ]
         m.d.comb += [
-            self.busy.eq(s1_valid | s2_valid | s3_valid),
+            self.busy.eq(s1_valid | busy_extra | s2_valid | s3_valid),
             self.o.valid.eq(s4_valid),
             self.o.payload.tag.eq(s4_tag),
             self.o.payload.data.eq(Mux(q < 0, 0, Mux(q > a.act_max, a.act_max, q))),

@@ -37,7 +37,9 @@ def test_synthesis_fits_ice40():
     from deconvsr.spec import SPECS
     r = synthesize(SPECS["icebreaker"], "ice40up5k")
     assert r["counts"]["SPRAM"] == 4       # the two ACT buffers
-    assert r["counts"]["DSP"] >= SPECS["icebreaker"].lanes
+    spec = SPECS["icebreaker"]
+    # 16 lanes: 7 SB_MAC16 lane pairs + 2 lanes in logic; the eighth is the requantiser's.
+    assert spec.lanes >= 16 and r["counts"]["DSP"] == 8 == (spec.lanes - spec.lut_lanes) // 2 + 1
     assert r["fits"], r["fits_by"]
 
 

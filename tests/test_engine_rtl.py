@@ -13,6 +13,7 @@ from deconvsr.bus import Space
 from deconvsr.descriptor import BASIC_COUNTERS, COUNTERS
 from deconvsr.sim.engine_sim import cached_build_dir, run_programs
 from deconvsr.sim.harness import available_simulators
+from deconvsr.arith import ArithSpec
 from deconvsr.spec import SPECS, EngineSpec
 from deconvsr.sw.bench_engine import (EDGE_ARCH, PAPER_ARCH, calibrated_network, random_qlayer,
                                       camera_tile)
@@ -54,11 +55,12 @@ def _layer_cases(rng, spec, n):
     x = rng.integers(128, 256, size=(5, 4, 5))
     w = np.full((5, 2, 4, 4), 127)
     w[:, 1] = -128
-    hi = QLayer(w, np.zeros((2, 2, 2), int), np.array([65535, 1]), np.array([0, 0]), 2, 1,
+    mmax = spec.arith.mult_max
+    hi = QLayer(w, np.zeros((2, 2, 2), int), np.array([mmax, 1]), np.array([0, 0]), 2, 1,
                 name="sat")
     cases.append(([hi], x))
     lo = QLayer(rng.integers(-5, 5, size=(5, 3, 3, 3)), np.full((3, 1, 1), -(1 << 20)),
-                np.array([1, 3, 65535]), np.array([0, 4, 47]), 1, 1, name="neg")
+                np.array([1, 3, mmax]), np.array([0, 4, 47]), 1, 1, name="neg")
     cases.append(([lo], x))
     # 1x1 layers with C_in = 1: with narrow ACT words (A < P) their groups are shorter than
     # their drain (Pv outputs per 1-cycle group), so the sequencer must hold back each group's
@@ -129,6 +131,27 @@ def test_narrow_act_words_rtl(rng):
     # (else the hold bank would be overwritten and the outputs wrong).
     assert any(pl.pv // NARROW.drain_lanes > pl.group_cycles() for p in progs for pl in p.plans)
     _check(results, progs, cases, NARROW)
+
+
+#: The small-FPGA datapath (the iCE40 spec's choices at a test size): a narrower accumulator
+#: and requantiser multiplier, one multiplier used twice per output (a drain every other
+#: cycle), DSP-pair products but for two lanes in logic, 4-activation words.
+LEAN = EngineSpec(name="lean", lanes=8, act_lanes=4, act_depth=2048, weight_depth=2048,
+                  bias_depth=128, out_bytes=4096, max_layers=4, counters="basic",
+                  requant="serial", lut_lanes=2, arith=ArithSpec(acc_bits=26, mult_bits=15))
+
+
+def test_lean_datapath_rtl(rng):
+    """The serial requantiser's drain (one output per two cycles: the sequencer holds groups
+    back twice as long) and the narrow arithmetic, bit-exact."""
+    cases = _layer_cases(rng, LEAN, 9)
+    progs = [set_input(compile_network(layers, x.shape, LEAN), x.astype(np.uint8))
+             for layers, x in cases]
+    with build_dir(LEAN) as bd:
+        results = run_programs(progs, LEAN, backend="rtl", build_dir=bd, idle=0.3,
+                               backpressure=0.3, seed=int(rng.integers(1 << 30)))
+    assert any(2 * pl.pv > pl.group_cycles() for p in progs for pl in p.plans)
+    _check(results, progs, cases, LEAN)
 
 
 def test_bus_spaces_rtl(rng):

@@ -58,6 +58,56 @@ def test_requant_matches_contract(rng):
     assert {0, 255} <= {q for _, q in got}
 
 
+def test_requant_serial_matches_contract(rng):
+    """One multiplier used twice per output (the iCE40's single SB_MAC16): inputs every
+    other cycle, at the narrower widths it supports."""
+    from deconvsr.arith import ArithSpec
+    a = ArithSpec(acc_bits=24, mult_bits=15)
+    cases = [(0, 0, 1, 0), (255, 0, 1, 0), (-1, 0, 1, 0), (a.acc_max, 0, a.mult_max, 0),
+             (a.acc_min, 0, a.mult_max, 0), (a.acc_max, a.acc_max, a.mult_max, a.shift_max),
+             (a.acc_min, a.acc_min, a.mult_max, a.shift_max), (-5, 0, 1, 1), (5, 0, 1, 1),
+             ((1 << 15) - 1, 1, a.mult_max, 15), (-(1 << 15), 0, a.mult_max, 15)]
+    for _ in range(300):
+        cases.append((int(rng.integers(a.acc_min, a.acc_max + 1)),
+                      int(rng.integers(-2**20, 2**20)), int(rng.integers(0, a.mult_max + 1)),
+                      int(rng.integers(0, a.shift_max + 1))))
+    dut = Requant(a, tag_shape=16, serial=True)
+    assert dut.latency == 5
+    got, sent = [], []
+
+    async def bench(ctx):
+        k = 0
+        for i in range(3 * len(cases) + dut.latency + 4):
+            # every other cycle, sometimes a gap of three
+            go = k < len(cases) and i % 2 == 0 and i % 14 != 6
+            if go:
+                acc, bias, mult, shift = cases[k]
+                ctx.set(dut.i.payload, {"acc": acc, "bias": bias, "mult": mult, "shift": shift,
+                                        "tag": k})
+                sent.append(i)
+                k += 1
+            if not go:      # what is offered without valid must not matter
+                ctx.set(dut.i.payload, {"acc": int(rng.integers(a.acc_min, a.acc_max + 1)),
+                                        "bias": 7, "mult": 3, "shift": 5, "tag": 999})
+            ctx.set(dut.i.valid, go)
+            if ctx.get(dut.o.valid):
+                got.append((i, ctx.get(dut.o.payload.tag), ctx.get(dut.o.payload.data)))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [t for _, t, _ in got] == list(range(len(cases)))
+    assert [i for i, _, _ in got] == [i + dut.latency for i in sent]
+    for (_, tag, q), (acc, bias, mult, shift) in zip(got, cases):
+        want = requantize(acc + bias, mult, shift, a)
+        assert q == want, (acc, bias, mult, shift, q, want)
+    assert {0, 255} <= {q for _, _, q in got}
+    with pytest.raises(ValueError, match="serial requantiser needs"):
+        Requant(DEFAULT_ARITH, serial=True)
+
+
 def test_requant_rejects_bad_arith():
     with pytest.raises(TypeError, match="arith must be an ArithSpec"):
         Requant(8)
