@@ -80,7 +80,8 @@ class Engine(wiring.Component):
     pipeline is 7 + log2(Pi) cycles deep and never stalls. The sequencer issues a bubble
     instead of a group's last MAC cycle while the previous group is still draining (a group
     of ``cw*T*T`` cycles produces ``Pv`` outputs, drained one, or ``spec.drain_lanes`` for
-    ``wide`` layers, per cycle): ``cycles_stalled`` counts those. Layers run back to back;
+    ``wide`` layers, per cycle, or every other cycle with ``spec.requant == "serial"``):
+    ``cycles_stalled`` counts those. Layers run back to back;
     per layer the descriptor load takes ``DESC_BYTES + 2`` cycles and the pipeline drain
     about ``10 + Pv`` cycles. Outputs reach memory 6 cycles after leaving the accumulators.
 
@@ -426,9 +427,10 @@ class Engine(wiring.Component):
             with m.If(ctl_acc.valid):
                 m.d.sync += acc.eq(acc_new)
             # The held group drains from its bottom: the bank shifts down by the drain step
-            # (1, or R when wide) every cycle and the drain takes hold[0 .. R-1], so no
-            # multiplexer over the P accumulators follows it. (Shifting while empty is
-            # harmless: a push reloads the bank.)
+            # (1, or R when wide) every drain cycle (every cycle, or every other one with a
+            # serial requantiser) and the drain takes hold[0 .. R-1], so no multiplexer over
+            # the P accumulators follows it. (Shifting while empty is harmless: a push
+            # reloads the bank.)
             below = [hold[g + s] if g + s < P else Const(0, signed(a.acc_bits)) for s in (1, R)]
             hold_next = Mux(push, acc_new, Mux(wide_q, below[1], below[0]))
             if period > 1:
@@ -580,6 +582,14 @@ class Engine(wiring.Component):
         m.d.sync += pipe_busy.eq(Cat([c.valid for c in ctl]).any() | ctl_acc.valid | hold_full |
                                  wr_act[0] | wr_act[1] | wr_out.any() |
                                  d1_valid | d2_valid | requant.busy | requant.o.valid)
+        # The layer's snapshot is written a cycle after the layer ends, from registers (the
+        # FSM state, the counters and the snapshot RAM are far apart on a large FPGA).
+        snap_we = Signal()
+        snap_addr = Signal.like(layer)
+        snap_data = Signal(64, reset_less=True)
+        m.d.sync += [snap_we.eq(0), snap_addr.eq(layer),
+                     snap_data.eq(Cat((counters["cycles_busy"] + 1)[:32], counters["mac_used"]))]
+        m.d.comb += [snap_wr.addr.eq(snap_addr), snap_wr.en.eq(snap_we), snap_wr.data.eq(snap_data)]
         with m.FSM(name="seq") as seq_fsm:
             with m.State("IDLE"):
                 with m.If(start):
@@ -670,9 +680,7 @@ class Engine(wiring.Component):
                     m.next = "IDLE"
             with m.State("FLUSH"):
                 with m.If(~pipe_busy):
-                    m.d.comb += [snap_wr.addr.eq(layer), snap_wr.en.eq(1),
-                                 snap_wr.data.eq(Cat((counters["cycles_busy"] + 1)[:32],
-                                                     counters["mac_used"]))]
+                    m.d.sync += snap_we.eq(1)
                     m.d.sync += [layer.eq(layer + 1),
                                  counters["layers_done"].eq(counters["layers_done"] + 1)]
                     with m.If(layer + 1 >= n_layers):

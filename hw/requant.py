@@ -71,9 +71,9 @@ class Requant(wiring.Component):
 
     def elaborate(self, platform):
         # Four register stages, each at most one adder deep: (acc + bias); the two partial
-        # products of its low 17 and high bits (each one DSP multiply); their sum plus the
-        # rounding constant; the shift. The clamp is combinational on the output side so that
-        # the caller can register it with its own write stage.
+        # products of its low 17 and high bits (each one DSP multiply); their sum; the shift.
+        # The rounding increment and the clamp (on the low bits only) are combinational on
+        # the output side so that the caller can register them with its own write stage.
         a = self.arith
         m = Module()
         lo_bits = self.lo_bits
@@ -95,7 +95,6 @@ class Requant(wiring.Component):
         s2_valid = Signal()
         s2_lo = Signal(unsigned(lo_bits + a.mult_bits), reset_less=True)
         s2_hi = Signal(signed(max(sum_w - lo_bits, 1) + a.mult_bits + 1), reset_less=True)
-        s2_rnd = Signal(unsigned(a.shift_max + 1), reset_less=True)
         s2_shift = Signal(self.shift_bits, reset_less=True)
         s2_tag = Signal.like(s1_tag, reset_less=True)
         hi = s1_sum[lo_bits:].as_signed() if sum_w > lo_bits else Const(0, signed(1))
@@ -111,7 +110,6 @@ class Requant(wiring.Component):
             m.d.sync += [s1b_valid.eq(s1_valid), p.eq(opnd * s1_mult), p_lo.eq(p)]
             m.d.sync += [
                 s2_valid.eq(s1b_valid),
-                s2_rnd.eq(Mux(s1_shift == 0, 0, (1 << s1_shift) >> 1)),
                 s2_shift.eq(s1_shift),
                 s2_tag.eq(s1_tag),
             ]
@@ -122,7 +120,6 @@ class Requant(wiring.Component):
                 s2_valid.eq(s1_valid),
                 s2_lo.eq(s1_sum[:lo_bits] * s1_mult),
                 s2_hi.eq(hi * s1_mult if sum_w > lo_bits else 0),
-                s2_rnd.eq(Mux(s1_shift == 0, 0, (1 << s1_shift) >> 1)),
                 s2_shift.eq(s1_shift),
                 s2_tag.eq(s1_tag),
             ]
@@ -133,22 +130,28 @@ class Requant(wiring.Component):
         s3_tag = Signal.like(s1_tag, reset_less=True)
         m.d.sync += [
             s3_valid.eq(s2_valid),
-            s3_t.eq((s2_hi << lo_bits) + s2_lo + s2_rnd),
+            s3_t.eq((s2_hi << lo_bits) + s2_lo),
             s3_shift.eq(s2_shift),
             s3_tag.eq(s2_tag),
         ]
+        # Round half up by shifting first: with u = (2 t) >> s (floor), q = (u + 1) >> 1 =
+        # floor((t + 2**(s-1)) / 2**s) for s > 0, and t for s = 0. No rounding constant, and
+        # the clamp needs only u's sign, whether u > 2 * act_max, and u's low bits.
         s4_valid = Signal()
-        q = Signal(signed(a.product_bits + 1), reset_less=True)
+        u = Signal(signed(a.product_bits + 2), reset_less=True)
         s4_tag = Signal.like(s1_tag, reset_less=True)
         m.d.sync += [
             s4_valid.eq(s3_valid),
-            q.eq(s3_t >> s3_shift),
+            u.eq((s3_t << 1) >> s3_shift),
             s4_tag.eq(s3_tag),
         ]
+        low = Signal(a.act_bits + 3)
+        m.d.comb += low.eq(u[:a.act_bits + 2] + 1)
         m.d.comb += [
             self.busy.eq(s1_valid | busy_extra | s2_valid | s3_valid),
             self.o.valid.eq(s4_valid),
             self.o.payload.tag.eq(s4_tag),
-            self.o.payload.data.eq(Mux(q < 0, 0, Mux(q > a.act_max, a.act_max, q))),
+            self.o.payload.data.eq(Mux(u < -1, 0, Mux(u > 2 * a.act_max, a.act_max,
+                                                        low[1:a.act_bits + 1]))),
         ]
         return m

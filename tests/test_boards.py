@@ -365,8 +365,11 @@ def test_spec_overrides():
     new = spec_with(spec, ["lanes=32", "act_depth=0x400"])
     assert (new.lanes, new.act_depth, new.weight_depth) == (32, 1024, spec.weight_depth)
     assert new.act_lanes == spec.act_lanes == 16         # narrower words stay as they were
-    wide = spec_with(BOARDS["icebreaker"].spec, ["lanes=32"])
+    from deconvsr.spec import SPECS
+    wide = spec_with(SPECS["sim"], ["lanes=32"])
     assert wide.act_lanes == 32                            # words as wide as the lanes follow
+    ice = spec_with(BOARDS["icebreaker"].spec, ["lanes=8"])
+    assert (ice.lanes, ice.act_lanes, ice.requant) == (8, 4, "serial")
     assert spec_with(spec, ["counters=basic"]).counters == "basic"
     with pytest.raises(CLIError, match=r"--set: counters must be 'all' or 'basic', not 'x'"):
         spec_with(spec, ["counters=x"])
