@@ -23,6 +23,8 @@ from .requant import Requant
 __all__ = ["Engine"]
 
 OUT_BANK = 2048     # bytes per OUT memory bank (a power of two)
+ACT_BANK = 2048     # words per ACT memory bank in block RAM (ECP5 DP16KD 2048 x 9: no depth
+                    # decode inside a bank)
 
 
 def _log2(n: int) -> int:
@@ -70,7 +72,7 @@ class Engine(wiring.Component):
     -------
     bus : Out(:class:`BusSignature`) (that signature is written from the engine side:
         ``cmd`` flows in, ``rsp`` out): host commands and read responses. ``cmd`` is accepted
-        when no read is in flight (a read takes 5 cycles before its byte is offered on
+        when no read is in flight (a read takes 6 cycles before its byte is offered on
         ``rsp``; ``rsp.valid`` stays up until ``rsp.ready``). Memory spaces are accessible
         while the engine is idle; while busy, their reads return 0 and writes are ignored
         (CTRL, COUNT and ID always work).
@@ -126,8 +128,17 @@ class Engine(wiring.Component):
         b_mem = Memory(shape=unsigned(ENTRY_BYTES * 8 * spec.drain_lanes), attrs=rw,
                        depth=spec.bias_depth // spec.drain_lanes, init=[])
         act_attrs = {**rw, **({} if spec.act_ram == "auto" else {"ram_style": spec.act_ram})}
-        act_mem = [Memory(shape=unsigned(A * 8), depth=spec.act_depth, init=[], attrs=act_attrs)
-                   for _ in range(2)]
+        # ACT in block RAM: banks of ACT_BANK words, each read into its own register beside
+        # it and written with its own registered enable (one-hot over the banks), so neither
+        # a block RAM's clock-to-out nor a depth decode shares a cycle with a route across
+        # the die. (iCE40 SPRAM, "huge": one bank per buffer, no extra register.)
+        banked = spec.act_ram != "huge"
+        ab = min(ACT_BANK, spec.act_depth) if banked else spec.act_depth    # words per bank
+        nb = spec.act_depth // ab
+        lab = _log2(ab)
+        nbb = max(1, (nb - 1).bit_length())       # bank index bits
+        act_mem = [[Memory(shape=unsigned(A * 8), depth=ab, init=[], attrs=act_attrs)
+                    for _ in range(nb)] for _ in range(2)]
         # OUT is deep and narrow: banks of OUT_BANK bytes (one ECP5 DP16KD, 2048 x 9, each),
         # each read into its own register, so the bank multiplexer never follows a block
         # RAM's clock-to-out in the same cycle.
@@ -140,8 +151,9 @@ class Engine(wiring.Component):
         m.submodules.desc_mem = desc_mem
         m.submodules.w_mem = w_mem
         m.submodules.b_mem = b_mem
-        m.submodules.act0_mem = act_mem[0]
-        m.submodules.act1_mem = act_mem[1]
+        for b in range(2):
+            for k, mem in enumerate(act_mem[b]):
+                m.submodules[f"act{b}_mem" + (f"{k}" if nb > 1 else "")] = mem
         for i, mem in enumerate(out_mem):
             m.submodules[f"out_mem{i}"] = mem
         m.submodules.id_mem = id_mem
@@ -151,8 +163,8 @@ class Engine(wiring.Component):
         w_wr = w_mem.write_port(granularity=8)
         b_rd = b_mem.read_port()
         b_wr = b_mem.write_port(granularity=8)
-        act_rd = [mem.read_port() for mem in act_mem]
-        act_wr = [mem.write_port(granularity=8) for mem in act_mem]
+        act_rd = [[mem.read_port() for mem in banks] for banks in act_mem]
+        act_wr = [[mem.write_port(granularity=8) for mem in banks] for banks in act_mem]
         out_rd = [mem.read_port() for mem in out_mem]
         out_wr = [mem.write_port() for mem in out_mem]
         id_rd = id_mem.read_port()
@@ -311,13 +323,36 @@ class Engine(wiring.Component):
         w_raddr = Signal(AW, reset_less=True)
         m.d.sync += [act_addr.eq(plane + rowoff + ix), w_raddr.eq(w_addr)]
         stage("ctla")
-        ctl1 = stage("ctl1")
+        stage("ctl1")
         act_word = Signal(A * 8, reset_less=True)
         w_word = Signal(P * 8, reset_less=True)
         host_act_sel = Signal()     # the ACT buffer a host read addresses (engine idle)
-        m.d.sync += [act_word.eq(Mux(Mux(busy, desc.in_buf, host_act_sel),
-                                     act_rd[1].data, act_rd[0].data)),
-                     w_word.eq(w_rd.data)]
+        host_act_bank = Signal(nbb)     # and its bank
+        if banked:
+            # the banks' registers; the weights are read a cycle later to stay aligned
+            act_src = [[Signal(A * 8, name=f"act_q{b}_{k}", reset_less=True) for k in range(nb)]
+                       for b in range(2)]
+            for b in range(2):
+                for k in range(nb):
+                    m.d.sync += act_src[b][k].eq(act_rd[b][k].data)
+            bank1 = Signal(nbb, reset_less=True)
+            bank2 = Signal(nbb, reset_less=True)
+            m.d.sync += [bank1.eq(act_addr[lab:lab + nbb] if nb > 1 else 0), bank2.eq(bank1)]
+            w_raddr2 = Signal(AW, reset_less=True)
+            m.d.sync += w_raddr2.eq(w_raddr)
+            w_eaddr = w_raddr2
+            stage("ctl1b")
+        else:
+            act_src = [[act_rd[b][0].data] for b in range(2)]
+            bank2 = Const(0, nbb)
+            w_eaddr = w_raddr
+        sel_buf = Mux(busy, desc.in_buf, host_act_sel)
+        sel_bank = Mux(busy, bank2, host_act_bank)
+        if nb > 1:      # word index buf * nb + bank (nb a power of two)
+            act_pick = Array(act_src[0] + act_src[1])[Cat(sel_bank, sel_buf)]
+        else:
+            act_pick = Mux(sel_buf, act_src[1][0], act_src[0][0])
+        m.d.sync += [act_word.eq(act_pick), w_word.eq(w_rd.data)]
         ctl2 = stage("ctl2")
 
         # Lane l = g*Pi + j takes activation byte j = l mod Pi.
@@ -559,14 +594,15 @@ class Engine(wiring.Component):
             o_group.eq(Cat(*[Mux(o_tag.zero, 0, rq.o.payload.data) for rq in requants])),
             o_we.eq(requant.o.valid & o_tag.write),
         ]
-        wr_act = [Signal(name=f"wr_act{b}") for b in range(2)]   # write ACT buffer b
+        wr_act = Signal(2 * nb)     # write ACT buffer b, bank k: bit b * nb + k (one-hot)
         wr_out = Signal(n_ob)                                     # write OUT bank i
         wr_addr = Signal(signed(AW), reset_less=True)
         wr_en = Signal(A, reset_less=True)
         wr_data = Signal(A * 8, reset_less=True)
         m.d.sync += [
-            wr_act[0].eq(o_we & ~desc.to_out & desc.in_buf),
-            wr_act[1].eq(o_we & ~desc.to_out & ~desc.in_buf),
+            wr_act.eq(Mux(o_we & ~desc.to_out,
+                          1 << (Cat(o_tag.addr[lab:lab + nbb], ~desc.in_buf) if nb > 1
+                                else ~desc.in_buf), 0)),
             wr_out.eq(Mux(o_we & desc.to_out,
                           1 << o_tag.addr[lob:lob + (n_ob - 1).bit_length()] if n_ob > 1 else 1, 0)),
             wr_addr.eq(o_tag.addr),
@@ -580,7 +616,7 @@ class Engine(wiring.Component):
         # the register already says busy in the first FLUSH cycle.
         pipe_busy = Signal()
         m.d.sync += pipe_busy.eq(Cat([c.valid for c in ctl]).any() | ctl_acc.valid | hold_full |
-                                 wr_act[0] | wr_act[1] | wr_out.any() |
+                                 wr_act.any() | wr_out.any() |
                                  d1_valid | d2_valid | requant.busy | requant.o.valid)
         # The layer's snapshot is written a cycle after the layer ends, from registers (the
         # FSM state, the counters and the snapshot RAM are far apart on a large FPGA).
@@ -703,8 +739,9 @@ class Engine(wiring.Component):
             m.d.comb += [act_rd_en[0].eq(~desc.in_buf), act_rd_en[1].eq(desc.in_buf),
                          w_rd_en.eq(1)]
             for b in range(2):
-                with m.If(wr_act[b]):
-                    m.d.comb += [act_wr[b].data.eq(wr_data), act_wr[b].en.eq(wr_en)]
+                for k in range(nb):
+                    with m.If(wr_act[b * nb + k]):
+                        m.d.comb += [act_wr[b][k].data.eq(wr_data), act_wr[b][k].en.eq(wr_en)]
             for i, port in enumerate(out_wr):
                 m.d.comb += [port.data.eq(wr_data[:8]), port.en.eq(wr_out[i])]
 
@@ -746,6 +783,7 @@ class Engine(wiring.Component):
         cmd = self.bus.cmd
         rsp = self.bus.rsp
         rd_pending = Signal()       # read issued last cycle, data on the ports now
+        rdx = Signal()              # read: the RAM words registered (ACT banks)
         rd_space = Signal(Space)
         rd_lane = Signal(8)
         rd_ok = Signal()            # address in range and memory accessible
@@ -763,7 +801,7 @@ class Engine(wiring.Component):
         rd3 = Signal()          # read: the byte registered, response next
         m.d.comb += [cmd.ready.eq(~(h1.valid & ~h1.write) & ~(h2.valid & ~h2.write) &
                                   ~(h1.valid & (h1.space == Space.CTRL)) &
-                                  ~rd_pending & ~rd2 & ~rd3 & ~rsp_valid),
+                                  ~rd_pending & ~rdx & ~rd2 & ~rd3 & ~rsp_valid),
                      rsp.valid.eq(rsp_valid), rsp.payload.eq(rsp_data)]
         with m.If(rsp.valid & rsp.ready):
             m.d.sync += rsp_valid.eq(0)
@@ -840,7 +878,7 @@ class Engine(wiring.Component):
             m.d.comb += [act_rd_en[0].eq(hread), act_rd_en[1].eq(hread), w_rd_en.eq(hread)]
         # One address per memory: the engine's while busy, the host's while idle.
         desc_addr = Mux(busy, Cat(db[:_log2(DESC_BYTES)], layer), haddr)
-        w_paddr = Mux(busy, w_raddr, haddr >> lp)
+        w_paddr = Mux(busy, w_eaddr, haddr >> lp)
         b_paddr = Mux(busy, entry_index >> lr, haddr >> _log2(ENTRY_BYTES * R))
         out_paddr = Mux(busy, wr_addr, haddr)
         for port, addr in ((desc_rd, desc_addr), (desc_wr, desc_addr), (w_rd, w_paddr),
@@ -849,13 +887,16 @@ class Engine(wiring.Component):
             m.d.comb += port.addr.eq(addr)
         for b in range(2):
             act_paddr = Mux(busy, Mux(desc.in_buf == b, act_addr, wr_addr), haddr[la:lb])
-            m.d.comb += [act_rd[b].addr.eq(act_paddr), act_wr[b].addr.eq(act_paddr)]
+            for k in range(nb):
+                m.d.comb += [act_rd[b][k].addr.eq(act_paddr[:lab]),
+                             act_wr[b][k].addr.eq(act_paddr[:lab])]
         # Reads and writes of one memory never coincide. For single-port RAMs with "no change
         # on write" (iCE40 SPRAM feature buffers) say so structurally, a read disabled by a
         # write; elsewhere that gate would only lengthen the path to every block RAM's enable.
         single_port = spec.act_ram == "huge"
-        for rd, wr, en in ((act_rd[0], act_wr[0], act_rd_en[0]), (act_rd[1], act_wr[1], act_rd_en[1])):
-            m.d.comb += rd.en.eq(en & ~wr.en.any() if single_port else en)
+        for b in range(2):
+            for rd, wr in zip(act_rd[b], act_wr[b]):
+                m.d.comb += rd.en.eq(act_rd_en[b] & ~wr.en.any() if single_port else act_rd_en[b])
         m.d.comb += w_rd.en.eq(w_rd_en)
         m.d.comb += [id_rd.addr.eq(haddr),
                      snap_rd.addr.eq((haddr - SNAP_BASE) >> 3)]
@@ -879,20 +920,24 @@ class Engine(wiring.Component):
         wen_desc = Signal()
         wen_w = Signal(P)
         wen_b = Signal(ENTRY_BYTES * R)
-        wen_act = [Signal(A, name=f"wen_act{b}") for b in range(2)]
+        wen_act = [[Signal(A, name=f"wen_act{b}_{k}") for k in range(nb)] for b in range(2)]
+        h1_bank = h1.addr[la + lab:la + lab + nbb] if nb > 1 else 0
         m.d.sync += [
             wen_desc.eq(h1_mem_write & w1["desc"]),
             wen_w.eq(Mux(h1_mem_write & w1["w"], 1 << lane1[Space.WEIGHT], 0)),
             wen_b.eq(Mux(h1_mem_write & w1["b"], 1 << lane1[Space.BIAS], 0)),
-            *(wen_act[b].eq(Mux(h1_mem_write & w1[f"act{b}"], 1 << lane1[Space.ACT], 0))
-              for b in range(2)),
+            *(wen_act[b][k].eq(Mux(h1_mem_write & w1[f"act{b}"] & (h1_bank == k),
+                                   1 << lane1[Space.ACT], 0))
+              for b in range(2) for k in range(nb)),
         ]
         m.d.comb += [desc_wr.data.eq(hdata), desc_wr.en.eq(wen_desc),
                      w_wr.data.eq(hdata.replicate(P)), w_wr.en.eq(wen_w),
                      b_wr.data.eq(hdata.replicate(ENTRY_BYTES * R)), b_wr.en.eq(wen_b)]
         with m.If(~busy):
             for b in range(2):
-                m.d.comb += [act_wr[b].data.eq(hdata.replicate(A)), act_wr[b].en.eq(wen_act[b])]
+                for k in range(nb):
+                    m.d.comb += [act_wr[b][k].data.eq(hdata.replicate(A)),
+                                 act_wr[b][k].en.eq(wen_act[b][k])]
 
         # CTRL writes (always legal): start (idle only) or reset.
         with m.If(h2.valid & ~busy):
@@ -922,10 +967,14 @@ class Engine(wiring.Component):
         rd2_space = Signal(Space)
         rd2_lane = Signal(8)
         rd2_ok = Signal()
-        m.d.comb += host_act_sel.eq(rd_addr[lb] if lb < ADDR else 0)
+        m.d.comb += [host_act_sel.eq(rd_addr[lb] if lb < ADDR else 0),
+                     host_act_bank.eq(rd_addr[la + lab:la + lab + nbb] if nb > 1 else 0)]
         rd2_addr = Signal(ADDR)
+        # (one cycle more for the ACT banks' registers: the same for every space)
         with m.If(rd_pending):
-            m.d.sync += [rd_pending.eq(0), rd2.eq(1), rd2_space.eq(rd_space),
+            m.d.sync += [rd_pending.eq(0), rdx.eq(1)]
+        with m.If(rdx):
+            m.d.sync += [rdx.eq(0), rd2.eq(1), rd2_space.eq(rd_space),
                          rd2_lane.eq(rd_lane), rd2_ok.eq(rd_ok), rd2_addr.eq(rd_addr)]
         # The narrow memories' outputs, registered as they leave the RAM (every OUT bank
         # into its own register), and the addressed counter's word.
@@ -988,7 +1037,7 @@ class Engine(wiring.Component):
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
-                         d1_valid.eq(0), d2_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0), wr_act[0].eq(0), wr_act[1].eq(0),
+                         d1_valid.eq(0), d2_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0), wr_act.eq(0),
                          wr_out.eq(0)]
             for c in [*ctl[1:], ctl_acc]:
                 m.d.sync += c.valid.eq(0)
