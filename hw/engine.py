@@ -23,6 +23,7 @@ from .requant import Requant
 __all__ = ["Engine"]
 
 OUT_BANK = 2048     # bytes per OUT memory bank (a power of two)
+ACC_GROUP = 8       # lanes per copy of the accumulators' control register
 ACT_BANK = 2048     # words per ACT memory bank in block RAM (ECP5 DP16KD 2048 x 9: no depth
                     # decode inside a bank)
 
@@ -434,8 +435,23 @@ class Engine(wiring.Component):
         # once more so that no multiplexer sits before the accumulators' adders and their
         # high-fan-out controls.
         ctl_acc = Signal(ctl_layout)
-        m.d.sync += ctl_acc.eq(onehot_mux((k, ctl[prod_stage + k].as_value())
-                                          for k in range(LA + 1)))
+        acc_next = Signal(ctl_layout)
+        m.d.comb += acc_next.eq(onehot_mux((k, ctl[prod_stage + k].as_value())
+                                           for k in range(LA + 1)))
+        m.d.sync += ctl_acc.eq(acc_next)
+        # The accumulators' controls (first, valid, last, wide) in a register per group of
+        # ACC_GROUP lanes, so that no single flip-flop drives the adders and hold registers
+        # of every lane across the die (at P = 64 that route alone was 12.6 ns). Identical
+        # registers would be merged by the synthesis tool: each group's holds the controls
+        # XORed with its own 4-bit key (free: an inverted LUT input).
+        acc_grp = []
+        for q in range(max(1, P // ACC_GROUP)):
+            key = (q * 0x5) & 0xF
+            r = Signal(4, name=f"acc_ctl{q}", init=key)     # init: not valid
+            m.d.sync += r.eq(Cat(acc_next.first, acc_next.valid, acc_next.last, desc.wide) ^ key)
+            dec = r ^ key
+            acc_grp.append((r, key, SimpleNamespace(first=dec[0], valid=dec[1],
+                                                    push=dec[1] & dec[2], wide=dec[3])))
         hold_full = Signal()
         hold_release = Signal()
         push = Signal()         # a finished group enters the hold bank
@@ -448,8 +464,6 @@ class Engine(wiring.Component):
             m.d.comb += d_go.eq(hold_full)
         hold = [Signal(signed(a.acc_bits), name=f"hold{g}", reset_less=True) for g in range(P)]
         hold_meta = Signal(meta_layout)
-        wide_q = Signal()       # desc.wide, registered: it selects the step of every hold bit
-        m.d.sync += wide_q.eq(desc.wide)
         m.d.comb += push.eq(ctl_acc.valid & ctl_acc.last)
         for g in range(P):
             acc = Signal(signed(a.acc_bits), name=f"acc{g}", reset_less=True)
@@ -457,9 +471,10 @@ class Engine(wiring.Component):
             # (lanes past the layer's group count take 0: they are never drained)
             m.d.sync += acc_in.eq(onehot_mux((k, levels[k][g]) for k in range(LA + 1)
                                              if g < P >> k))
+            gc = acc_grp[g // ACC_GROUP][2]
             acc_new = Signal(signed(a.acc_bits), name=f"acc_new{g}")
-            m.d.comb += acc_new.eq(Mux(ctl_acc.first, acc_in, acc + acc_in))
-            with m.If(ctl_acc.valid):
+            m.d.comb += acc_new.eq(Mux(gc.first, acc_in, acc + acc_in))
+            with m.If(gc.valid):
                 m.d.sync += acc.eq(acc_new)
             # The held group drains from its bottom: the bank shifts down by the drain step
             # (1, or R when wide) every drain cycle (every cycle, or every other one with a
@@ -467,7 +482,7 @@ class Engine(wiring.Component):
             # the P accumulators follows it. (Shifting while empty is harmless: a push
             # reloads the bank.)
             below = [hold[g + s] if g + s < P else Const(0, signed(a.acc_bits)) for s in (1, R)]
-            hold_next = Mux(push, acc_new, Mux(wide_q, below[1], below[0]))
+            hold_next = Mux(gc.push, acc_new, Mux(gc.wide, below[1], below[0]))
             if period > 1:
                 with m.If(push | d_go):
                     m.d.sync += hold[g].eq(hold_next)
@@ -1041,4 +1056,6 @@ class Engine(wiring.Component):
                          wr_out.eq(0)]
             for c in [*ctl[1:], ctl_acc]:
                 m.d.sync += c.valid.eq(0)
+            for r, key, _ in acc_grp:
+                m.d.sync += r[1].eq((key >> 1) & 1)
         return m
