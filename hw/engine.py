@@ -24,6 +24,7 @@ __all__ = ["Engine"]
 
 OUT_BANK = 2048     # bytes per OUT memory bank (a power of two)
 ACC_GROUP = 8       # lanes per copy of the accumulators' control register
+OP_GROUP = 16       # lanes per copy of the activation word and the operand controls
 ACT_BANK = 2048     # words per ACT memory bank in block RAM (ECP5 DP16KD 2048 x 9: no depth
                     # decode inside a bank)
 
@@ -256,11 +257,11 @@ class Engine(wiring.Component):
         lvl_oh = Signal(LA + 1)
         m.d.sync += [pv.eq(P >> desc.lvl), lvl_oh.eq(1 << desc.lvl)]
 
-        def onehot_mux(choices):
-            """The choice k whose lvl_oh bit is set (an AND-OR, no decoder in the path)."""
+        def onehot_mux(choices, oh=lvl_oh):
+            """The choice k whose ``oh`` bit is set (an AND-OR, no decoder in the path)."""
             out = 0
             for k, v in choices:
-                out = out | Mux(lvl_oh[k], v, 0)
+                out = out | Mux(oh[k], v, 0)
             return out
         issue_cnt = Signal(range(P + 1))     # outputs of the group being issued
         issue_drain = Signal(range(period * P + 1))   # its drain cycles
@@ -354,28 +355,42 @@ class Engine(wiring.Component):
         else:
             act_pick = Mux(sel_buf, act_src[1][0], act_src[0][0])
         m.d.sync += [act_word.eq(act_pick), w_word.eq(w_rd.data)]
+        # Copies per group of OP_GROUP lanes of the activation word, the layer's lvl and the
+        # in-frame bit, each driving only its group's operand multiplexers (the original
+        # act_word feeds group 0 and the host reads). "__rep": kept apart by the flows
+        # (deconvsr.hw.synth.KEEP_REPLICAS), which yosys would otherwise merge again.
+        n_opg = max(1, P // OP_GROUP)
+        op_word = [act_word]
+        op_ctl = []
+        for g in range(n_opg):
+            if g:
+                w_g = Signal(A * 8, name=f"act_word{g}__rep", reset_less=True)
+                m.d.sync += w_g.eq(act_pick)
+                op_word.append(w_g)
+            c_g = Signal(LA + 2, name=f"op_ctl{g}__rep", reset_less=True)
+            m.d.sync += c_g.eq(Cat(ctl[-1].in_frame, 1 << desc.lvl))
+            op_ctl.append(c_g)
         ctl2 = stage("ctl2")
 
         # Lane l = g*Pi + j takes activation byte j = l mod Pi.
         a_ops, b_ops = [], []
         a_ins, b_ins = [], []       # the operands before their registers
         for lane in range(P):
+            # (lanes l, l + A, ... take the same activation byte; in different groups their
+            # operand registers have different sources and stay apart)
+            g = lane // OP_GROUP
             act_sel = Signal(8, name=f"act_sel{lane}")
             m.d.comb += act_sel.eq(onehot_mux(
-                (k, act_word.word_select(lane & ((1 << k) - 1), 8)) for k in range(LA + 1)))
-            # Lanes l, l + A, l + 2A, ... take the same activation byte: stored as is, the
-            # synthesis tool merges their operand registers into one that drives multipliers
-            # all over the die (the P = 64 critical path). Each group of A lanes stores it
-            # XORed with its own constant (undone after the register: one LUT input).
-            key = (lane // A) * 0x9D & 0xFF
+                ((k, op_word[g].word_select(lane & ((1 << k) - 1), 8)) for k in range(LA + 1)),
+                oh=op_ctl[g][1:]))
             a_op = Signal(8, name=f"a_op{lane}", reset_less=True)
             b_op = Signal(signed(8), name=f"b_op{lane}", reset_less=True)
-            a_in = Mux(ctl2.in_frame, act_sel, 0)
+            a_in = Mux(op_ctl[g][0], act_sel, 0)
             b_in = w_word.word_select(lane, 8)
-            m.d.sync += [a_op.eq(a_in ^ key), b_op.eq(b_in)]
+            m.d.sync += [a_op.eq(a_in), b_op.eq(b_in)]
             a_ins.append(a_in)
             b_ins.append(b_in)
-            a_ops.append(a_op ^ key if key else a_op)
+            a_ops.append(a_op)
             b_ops.append(b_op)
         stage("ctl3")
 
@@ -439,19 +454,17 @@ class Engine(wiring.Component):
         m.d.comb += acc_next.eq(onehot_mux((k, ctl[prod_stage + k].as_value())
                                            for k in range(LA + 1)))
         m.d.sync += ctl_acc.eq(acc_next)
-        # The accumulators' controls (first, valid, last, wide) in a register per group of
+        # The accumulators' controls (first, valid, last, wide, lvl) in a copy per group of
         # ACC_GROUP lanes, so that no single flip-flop drives the adders and hold registers
-        # of every lane across the die (at P = 64 that route alone was 12.6 ns). Identical
-        # registers would be merged by the synthesis tool: each group's holds the controls
-        # XORed with its own 4-bit key (free: an inverted LUT input).
+        # of every lane across the die (at P = 64 that route alone was 12.6 ns); "__rep":
+        # kept apart by the flows (KEEP_REPLICAS).
         acc_grp = []
         for q in range(max(1, P // ACC_GROUP)):
-            key = (q * 0x5) & 0xF
-            r = Signal(4, name=f"acc_ctl{q}", init=key)     # init: not valid
-            m.d.sync += r.eq(Cat(acc_next.first, acc_next.valid, acc_next.last, desc.wide) ^ key)
-            dec = r ^ key
-            acc_grp.append((r, key, SimpleNamespace(first=dec[0], valid=dec[1],
-                                                    push=dec[1] & dec[2], wide=dec[3])))
+            r = Signal(4 + LA + 1, name=f"acc_ctl{q}__rep")
+            m.d.sync += r.eq(Cat(acc_next.first, acc_next.valid, acc_next.last, desc.wide,
+                                 1 << desc.lvl))
+            acc_grp.append((r, SimpleNamespace(first=r[0], valid=r[1], push=r[1] & r[2],
+                                               wide=r[3], lvl_oh=r[4:])))
         hold_full = Signal()
         hold_release = Signal()
         push = Signal()         # a finished group enters the hold bank
@@ -469,9 +482,9 @@ class Engine(wiring.Component):
             acc = Signal(signed(a.acc_bits), name=f"acc{g}", reset_less=True)
             acc_in = Signal(signed(a.acc_bits), name=f"acc_in{g}", reset_less=True)
             # (lanes past the layer's group count take 0: they are never drained)
-            m.d.sync += acc_in.eq(onehot_mux((k, levels[k][g]) for k in range(LA + 1)
-                                             if g < P >> k))
-            gc = acc_grp[g // ACC_GROUP][2]
+            gc = acc_grp[g // ACC_GROUP][1]
+            m.d.sync += acc_in.eq(onehot_mux(((k, levels[k][g]) for k in range(LA + 1)
+                                              if g < P >> k), oh=gc.lvl_oh))
             acc_new = Signal(signed(a.acc_bits), name=f"acc_new{g}")
             m.d.comb += acc_new.eq(Mux(gc.first, acc_in, acc + acc_in))
             with m.If(gc.valid):
@@ -614,6 +627,15 @@ class Engine(wiring.Component):
         wr_addr = Signal(signed(AW), reset_less=True)
         wr_en = Signal(A, reset_less=True)
         wr_data = Signal(A * 8, reset_less=True)
+        # Each ACT bank's byte write enables, registered (with wr_act, which only says that
+        # some bank is written): the block RAMs' write enables come straight from flip-flops.
+        byte_en = Mux(o_wide2, ((1 << R) - 1) << o_tag.lane, 1 << o_tag.lane)
+        we_act = [[Signal(A, name=f"we_act{b}_{k}") for k in range(nb)] for b in range(2)]
+        o_bank = o_tag.addr[lab:lab + nbb] if nb > 1 else 0
+        for b in range(2):
+            for k in range(nb):
+                m.d.sync += we_act[b][k].eq(Mux(o_we & ~desc.to_out & (desc.in_buf == 1 - b) &
+                                                (o_bank == k), byte_en, 0))
         m.d.sync += [
             wr_act.eq(Mux(o_we & ~desc.to_out,
                           1 << (Cat(o_tag.addr[lab:lab + nbb], ~desc.in_buf) if nb > 1
@@ -621,7 +643,7 @@ class Engine(wiring.Component):
             wr_out.eq(Mux(o_we & desc.to_out,
                           1 << o_tag.addr[lob:lob + (n_ob - 1).bit_length()] if n_ob > 1 else 1, 0)),
             wr_addr.eq(o_tag.addr),
-            wr_en.eq(Mux(o_wide2, ((1 << R) - 1) << o_tag.lane, 1 << o_tag.lane)),
+            wr_en.eq(byte_en),
             wr_data.eq(Mux(o_wide2, o_group.replicate(A // R), o_data.replicate(A))),
         ]
 
@@ -747,16 +769,10 @@ class Engine(wiring.Component):
 
         # ---- engine memory ports (engine side) --------------------------------------------
         out_buf = ~desc.in_buf
-        # Read enables: the input buffer and the weights are read every cycle of a layer.
+        # Read enables of single-port ACT RAM (iCE40 SPRAM): the input buffer during a layer.
         act_rd_en = [Signal(name=f"act{b}_rd_en") for b in range(2)]
-        w_rd_en = Signal()
         with m.If(busy):
-            m.d.comb += [act_rd_en[0].eq(~desc.in_buf), act_rd_en[1].eq(desc.in_buf),
-                         w_rd_en.eq(1)]
-            for b in range(2):
-                for k in range(nb):
-                    with m.If(wr_act[b * nb + k]):
-                        m.d.comb += [act_wr[b][k].data.eq(wr_data), act_wr[b][k].en.eq(wr_en)]
+            m.d.comb += [act_rd_en[0].eq(~desc.in_buf), act_rd_en[1].eq(desc.in_buf)]
             for i, port in enumerate(out_wr):
                 m.d.comb += [port.data.eq(wr_data[:8]), port.en.eq(wr_out[i])]
 
@@ -890,7 +906,7 @@ class Engine(wiring.Component):
 
         # Host-side port driving while idle.
         with m.If(~busy):
-            m.d.comb += [act_rd_en[0].eq(hread), act_rd_en[1].eq(hread), w_rd_en.eq(hread)]
+            m.d.comb += [act_rd_en[0].eq(hread), act_rd_en[1].eq(hread)]
         # One address per memory: the engine's while busy, the host's while idle.
         desc_addr = Mux(busy, Cat(db[:_log2(DESC_BYTES)], layer), haddr)
         w_paddr = Mux(busy, w_eaddr, haddr >> lp)
@@ -909,10 +925,12 @@ class Engine(wiring.Component):
         # on write" (iCE40 SPRAM feature buffers) say so structurally, a read disabled by a
         # write; elsewhere that gate would only lengthen the path to every block RAM's enable.
         single_port = spec.act_ram == "huge"
+        # Block RAMs are read every cycle (no clock-enable logic in front of their many
+        # blocks): what the host reads stays on its address until the response is sent.
         for b in range(2):
             for rd, wr in zip(act_rd[b], act_wr[b]):
-                m.d.comb += rd.en.eq(act_rd_en[b] & ~wr.en.any() if single_port else act_rd_en[b])
-        m.d.comb += w_rd.en.eq(w_rd_en)
+                m.d.comb += rd.en.eq(act_rd_en[b] & ~wr.en.any() if single_port else 1)
+        m.d.comb += w_rd.en.eq(1)
         m.d.comb += [id_rd.addr.eq(haddr),
                      snap_rd.addr.eq((haddr - SNAP_BASE) >> 3)]
 
@@ -948,11 +966,11 @@ class Engine(wiring.Component):
         m.d.comb += [desc_wr.data.eq(hdata), desc_wr.en.eq(wen_desc),
                      w_wr.data.eq(hdata.replicate(P)), w_wr.en.eq(wen_w),
                      b_wr.data.eq(hdata.replicate(ENTRY_BYTES * R)), b_wr.en.eq(wen_b)]
-        with m.If(~busy):
-            for b in range(2):
-                for k in range(nb):
-                    m.d.comb += [act_wr[b][k].data.eq(hdata.replicate(A)),
-                                 act_wr[b][k].en.eq(wen_act[b][k])]
+        # (the engine's enables are 0 while idle, the host's while busy)
+        for b in range(2):
+            for k in range(nb):
+                m.d.comb += [act_wr[b][k].data.eq(Mux(busy, wr_data, hdata.replicate(A))),
+                             act_wr[b][k].en.eq(we_act[b][k] | wen_act[b][k])]
 
         # CTRL writes (always legal): start (idle only) or reset.
         with m.If(h2.valid & ~busy):
@@ -1053,9 +1071,10 @@ class Engine(wiring.Component):
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
                          d1_valid.eq(0), d2_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0), wr_act.eq(0),
+                         *(we.eq(0) for bank in we_act for we in bank),
                          wr_out.eq(0)]
             for c in [*ctl[1:], ctl_acc]:
                 m.d.sync += c.valid.eq(0)
-            for r, key, _ in acc_grp:
-                m.d.sync += r[1].eq((key >> 1) & 1)
+            for r, _ in acc_grp:
+                m.d.sync += r[1].eq(0)
         return m

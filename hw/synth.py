@@ -26,7 +26,7 @@ from types import SimpleNamespace
 from ..spec import SPECS, EngineSpec
 
 __all__ = ["DEVICES", "synthesize", "drop_zero_init", "abc9_failed", "ABC_FALLBACK",
-           "NO_COLLISION", "main"]
+           "NO_COLLISION", "KEEP_REPLICAS", "AFTER_READ", "main"]
 
 #: Run after reading the design: the memories marked ``no_rw_check`` (the engine's: one read
 #: and one write port each, never used on one address in one cycle) get an undefined
@@ -35,6 +35,15 @@ __all__ = ["DEVICES", "synthesize", "drop_zero_init", "abc9_failed", "ABC_FALLBA
 #: the iCE40 spec this saves ~640 logic cells. (yosys reads ``no_rw_check`` only from
 #: Verilog; Amaranth's memories come as RTLIL, hence the explicit parameter.)
 NO_COLLISION = "proc; memory_collect; setparam -set RD_COLLISION_X_MASK 1'1 a:no_rw_check"
+
+#: Run after :data:`NO_COLLISION`: registers whose name contains ``__rep`` are deliberate
+#: copies of one value, each driving a part of a wide array (e.g. the engine's per-group
+#: copies of its broadcast controls); ``keep`` on their flip-flop cells stops yosys from
+#: merging them back into one register with die-wide routes.
+KEEP_REPLICAS = "setattr -set keep 1 w:*__rep* %ci1 t:$dff %i"
+
+#: What the flows run after reading the design.
+AFTER_READ = f"{NO_COLLISION}; {KEEP_REPLICAS}"
 
 #: yosys 0.70's ``abc9`` (the LUT mapping of ``synth_ecp5``) sometimes asserts while putting
 #: the mapped netlist back ("ABC_OPS_REINTEGRATE ... Assert `GetSize(conn.first) ==
@@ -150,7 +159,7 @@ def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> 
     def run(script):
         proc = subprocess.run(
             [*_yosys(), "-q", "-l", f"{device}.log", "-p",
-             f"read_rtlil {vfile.name}; {NO_COLLISION}; {script.format(top=top)}; stat"],
+             f"read_rtlil {vfile.name}; {AFTER_READ}; {script.format(top=top)}; stat"],
             env=env, capture_output=True, text=True, timeout=timeout, cwd=work)
         return proc, (work / f"{device}.log").read_text() if (work / f"{device}.log").exists() else ""
 

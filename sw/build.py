@@ -270,10 +270,10 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     for stale in (report_file, f"{name}.{board.bitstream_ext}", RESULT_FILE):
         (outdir / stale).unlink(missing_ok=True)
     t0 = time.monotonic()
-    from deconvsr.hw.synth import ABC_FALLBACK, NO_COLLISION, abc9_failed, drop_zero_init
+    from deconvsr.hw.synth import ABC_FALLBACK, AFTER_READ, abc9_failed, drop_zero_init
 
     def prepare(**overrides):
-        plan = platform.prepare(top, name=name, **kw, script_after_read=NO_COLLISION,
+        plan = platform.prepare(top, name=name, **kw, script_after_read=AFTER_READ,
                                 **overrides)
         _split_script(plan, name)
         # The engine never relies on initial RAM contents, and single-port RAMs (the iCE40's
