@@ -323,7 +323,8 @@ class Engine(wiring.Component):
         # of a buffer do not share a cycle).
         act_addr = Signal(signed(AW), reset_less=True)
         w_raddr = Signal(AW, reset_less=True)
-        m.d.sync += [act_addr.eq(plane + rowoff + ix), w_raddr.eq(w_addr)]
+        act_addr_next = plane + rowoff + ix
+        m.d.sync += [act_addr.eq(act_addr_next), w_raddr.eq(w_addr)]
         stage("ctla")
         stage("ctl1")
         act_word = Signal(A * 8, reset_less=True)
@@ -342,12 +343,12 @@ class Engine(wiring.Component):
             m.d.sync += [bank1.eq(act_addr[lab:lab + nbb] if nb > 1 else 0), bank2.eq(bank1)]
             w_raddr2 = Signal(AW, reset_less=True)
             m.d.sync += w_raddr2.eq(w_raddr)
-            w_eaddr = w_raddr2
+            w_eaddr, w_eaddr_next = w_raddr2, w_raddr
             stage("ctl1b")
         else:
             act_src = [[act_rd[b][0].data] for b in range(2)]
             bank2 = Const(0, nbb)
-            w_eaddr = w_raddr
+            w_eaddr, w_eaddr_next = w_raddr, w_addr
         sel_buf = Mux(busy, desc.in_buf, host_act_sel)
         sel_bank = Mux(busy, bank2, host_act_bank)
         if nb > 1:      # word index buf * nb + bank (nb a power of two)
@@ -909,18 +910,26 @@ class Engine(wiring.Component):
             m.d.comb += [act_rd_en[0].eq(hread), act_rd_en[1].eq(hread)]
         # One address per memory: the engine's while busy, the host's while idle.
         desc_addr = Mux(busy, Cat(db[:_log2(DESC_BYTES)], layer), haddr)
-        w_paddr = Mux(busy, w_eaddr, haddr >> lp)
+        # The block RAMs' addresses: registers (a copy per ACT and OUT bank), loaded with
+        # what the multiplexer would give in the next cycle, so no logic sits between a
+        # flip-flop and the address pins of a memory's many blocks.
+        hnext = Mux(h1.valid, h1.addr, h2.addr)         # haddr in the next cycle
+        w_paddr = Signal(AW, name="w_pa__rep", reset_less=True)
+        m.d.sync += w_paddr.eq(Mux(busy, w_eaddr_next, hnext >> lp))
         b_paddr = Mux(busy, entry_index >> lr, haddr >> _log2(ENTRY_BYTES * R))
-        out_paddr = Mux(busy, wr_addr, haddr)
         for port, addr in ((desc_rd, desc_addr), (desc_wr, desc_addr), (w_rd, w_paddr),
-                           (w_wr, w_paddr), (b_rd, b_paddr), (b_wr, b_paddr),
-                           *((p, out_paddr[:lob]) for p in (*out_rd, *out_wr))):
+                           (w_wr, w_paddr), (b_rd, b_paddr), (b_wr, b_paddr)):
             m.d.comb += port.addr.eq(addr)
+        for i in range(n_ob):
+            o_pa = Signal(lob, name=f"out_pa{i}__rep", reset_less=True)
+            m.d.sync += o_pa.eq(Mux(busy, o_tag.addr, hnext)[:lob])
+            m.d.comb += [out_rd[i].addr.eq(o_pa), out_wr[i].addr.eq(o_pa)]
         for b in range(2):
-            act_paddr = Mux(busy, Mux(desc.in_buf == b, act_addr, wr_addr), haddr[la:lb])
             for k in range(nb):
-                m.d.comb += [act_rd[b][k].addr.eq(act_paddr[:lab]),
-                             act_wr[b][k].addr.eq(act_paddr[:lab])]
+                a_pa = Signal(lab, name=f"act_pa{b}_{k}__rep", reset_less=True)
+                m.d.sync += a_pa.eq(Mux(busy, Mux(desc.in_buf == b, act_addr_next, o_tag.addr),
+                                        hnext[la:lb])[:lab])
+                m.d.comb += [act_rd[b][k].addr.eq(a_pa), act_wr[b][k].addr.eq(a_pa)]
         # Reads and writes of one memory never coincide. For single-port RAMs with "no change
         # on write" (iCE40 SPRAM feature buffers) say so structurally, a read disabled by a
         # write; elsewhere that gate would only lengthen the path to every block RAM's enable.
