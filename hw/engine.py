@@ -87,7 +87,7 @@ class Engine(wiring.Component):
     ``wide`` layers, per cycle, or every other cycle with ``spec.requant == "serial"``):
     ``cycles_stalled`` counts those. Layers run back to back;
     per layer the descriptor load takes ``DESC_BYTES + 2`` cycles and the pipeline drain
-    about ``10 + Pv`` cycles. Outputs reach memory 6 cycles after leaving the accumulators.
+    about ``10 + Pv`` cycles. Outputs reach memory 7 cycles after leaving the accumulators.
 
     Raises
     ------
@@ -581,9 +581,20 @@ class Engine(wiring.Component):
             else:
                 m.d.comb += entries[r].eq(b_word.word_select(r, ENTRY_BYTES * 8))
         entry = entries[0]
-        oy = Signal(signed(SW + 1))
-        ox = Signal(signed(SW + 1))
-        m.d.comb += [oy.eq(d2_meta.by + entry.fy[:4]), ox.eq(d2_meta.bx + entry.fx[:4])]
+        # d3: the selected entries, the output position and address, registered (the entry
+        # multiplexer and the adders do not share a cycle with the range compares).
+        d3_valid = Signal()
+        d3_wide = Signal()
+        d3_acc = [Signal(signed(a.acc_bits), name=f"d3_acc{r}", reset_less=True) for r in range(R)]
+        d3_entry = [Signal(BiasEntry, name=f"d3_entry{r}") for r in range(R)]
+        oy = Signal(signed(SW + 1), reset_less=True)
+        ox = Signal(signed(SW + 1), reset_less=True)
+        d3_addr = Signal(signed(AW), reset_less=True)
+        m.d.sync += [d3_valid.eq(d2_valid), d3_wide.eq(d2_wide),
+                     oy.eq(d2_meta.by + entry.fy[:4]), ox.eq(d2_meta.bx + entry.fx[:4]),
+                     d3_addr.eq(d2_meta.obase + entry.off[:AW - 1]),
+                     *(d3_acc[r].eq(d2_acc[r]) for r in range(R)),
+                     *(d3_entry[r].eq(entries[r]) for r in range(R))]
         requants = []
         for r in range(R):
             rq = Requant(a, _out_tag_layout(wd, LA) if r == 0 else unsigned(1),
@@ -592,14 +603,14 @@ class Engine(wiring.Component):
             requants.append(rq)
             shift_w = len(rq.i.payload.shift)
             m.d.comb += [
-                rq.i.valid.eq(d2_valid & (d2_wide if r else 1)),
-                rq.i.payload.acc.eq(d2_acc[r]),
-                rq.i.payload.bias.eq(entries[r].bias),
-                rq.i.payload.mult.eq(entries[r].mult),
-                rq.i.payload.shift.eq(entries[r].shift[:shift_w]),
+                rq.i.valid.eq(d3_valid & (d3_wide if r else 1)),
+                rq.i.payload.acc.eq(d3_acc[r]),
+                rq.i.payload.bias.eq(d3_entry[r].bias),
+                rq.i.payload.mult.eq(d3_entry[r].mult),
+                rq.i.payload.shift.eq(d3_entry[r].shift[:shift_w]),
             ]
         requant = requants[0]
-        o_wide2 = d2_wide               # delayed by the requantiser's latency
+        o_wide2 = d3_wide               # delayed by the requantiser's latency
         for i in range(requant.latency):
             o_wide_d = Signal(name=f"o_wide_d{i}")
             m.d.sync += o_wide_d.eq(o_wide2)
@@ -609,8 +620,8 @@ class Engine(wiring.Component):
                                            (ox >= 0) & (ox < dn.w_out)),
             requant.i.payload.tag.zero.eq((oy < dn.vy0) | (oy >= dn.vy1) |
                                           (ox < dn.vx0) | (ox >= dn.vx1)),
-            requant.i.payload.tag.addr.eq(d2_meta.obase + entry.off[:AW - 1]),
-            requant.i.payload.tag.lane.eq(entry.lane),
+            requant.i.payload.tag.addr.eq(d3_addr),
+            requant.i.payload.tag.lane.eq(d3_entry[0].lane),
         ]
         # Write stage: the clamped outputs, byte enables and address are registered, so the
         # memories' write ports (spread over many block RAMs) are driven by flip-flops only.
@@ -655,7 +666,7 @@ class Engine(wiring.Component):
         pipe_busy = Signal()
         m.d.sync += pipe_busy.eq(Cat([c.valid for c in ctl]).any() | ctl_acc.valid | hold_full |
                                  wr_act.any() | wr_out.any() |
-                                 d1_valid | d2_valid | requant.busy | requant.o.valid)
+                                 d1_valid | d2_valid | d3_valid | requant.busy | requant.o.valid)
         # The layer's snapshot is written a cycle after the layer ends, from registers (the
         # FSM state, the counters and the snapshot RAM are far apart on a large FPGA).
         snap_we = Signal()
@@ -1079,7 +1090,7 @@ class Engine(wiring.Component):
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
-                         d1_valid.eq(0), d2_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0), wr_act.eq(0),
+                         d1_valid.eq(0), d2_valid.eq(0), d3_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0), wr_act.eq(0),
                          *(we.eq(0) for bank in we_act for we in bank),
                          wr_out.eq(0)]
             for c in [*ctl[1:], ctl_acc]:
