@@ -39,8 +39,9 @@ NO_COLLISION = "proc; memory_collect; setparam -set RD_COLLISION_X_MASK 1'1 a:no
 #: Run after :data:`NO_COLLISION`: registers whose name contains ``__rep`` are deliberate
 #: copies of one value, each driving a part of a wide array (e.g. the engine's per-group
 #: copies of its broadcast controls); ``keep`` on their flip-flop cells stops yosys from
-#: merging them back into one register with die-wide routes.
-KEEP_REPLICAS = "setattr -set keep 1 w:*__rep* %ci1 t:$dff %i"
+#: merging them back into one register with die-wide routes. (``%a``: the wires aliased to
+#: them too; a register that drives a memory port drives the port's wire, not the named one.)
+KEEP_REPLICAS = "setattr -set keep 1 w:*__rep* %a %ci1 t:$dff %i"
 
 #: What the flows run after reading the design.
 AFTER_READ = f"{NO_COLLISION}; {KEEP_REPLICAS}"
