@@ -98,3 +98,67 @@ def test_frame_cycles_rtl(tmp_path, monkeypatch):
         raise AssertionError("simulated again")
     monkeypatch.setattr(engine_sim, "run_programs", no_sim)
     assert frame_cycles(net, spec, 12, 12) == untiled
+
+
+def _yosys_cells(tmp_path, design, ports, script, after_read):
+    """Cell counts of ``design`` through ``script`` (yosys from YoWASP)."""
+    import subprocess
+    from amaranth.back import rtlil
+    from deconvsr.hw.synth import _parse_stat, _yosys
+    (tmp_path / "t.il").write_text(rtlil.convert(design, ports=ports, name="t"))
+    proc = subprocess.run([*_yosys(), "-q", "-l", "y.log", "-p",
+                           f"read_rtlil t.il; {after_read} {script}; stat"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return _parse_stat((tmp_path / "y.log").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.synth
+def test_flow_keeps_replicas_and_skips_collision_emulation(tmp_path):
+    """The two yosys steps the flows run after reading a design (deconvsr.hw.synth.AFTER_READ):
+    registers named ``*__rep`` stay separate flip-flops (also one driving a memory address),
+    and a memory marked ``no_rw_check`` maps to iCE40 block RAM without a flip-flop and a
+    multiplexer per output bit."""
+    from amaranth import Cat, Elaboratable, Module, Signal
+    from amaranth.lib.memory import Memory
+    from deconvsr.hw.synth import AFTER_READ, KEEP_REPLICAS
+
+    class Design(Elaboratable):
+        def __init__(self):
+            self.a, self.b, self.o = Signal(8), Signal(8), Signal(24)
+            self.we = Signal()
+
+        def elaborate(self, platform):
+            m = Module()
+            mem = Memory(shape=16, depth=256, init=[], attrs={"no_rw_check": 1})
+            m.submodules.mem = mem
+            rd, wr = mem.read_port(), mem.write_port()
+            outs = []
+            for g in range(4):      # four copies of one register, each feeding its own logic
+                r = Signal(8, name=f"r{g}__rep")
+                m.d.sync += r.eq(self.a)
+                x = Signal(2, name=f"x{g}")
+                m.d.sync += x.eq(Cat((r ^ self.b).any(), (r + self.b)[7]))
+                outs.append(x)
+            pa = Signal(8, name="pa__rep")      # an address register
+            m.d.sync += pa.eq(self.b)
+            m.d.comb += [rd.addr.eq(pa), wr.addr.eq(pa), wr.data.eq(Cat(self.a, self.b)),
+                         wr.en.eq(self.we), self.o.eq(Cat(*outs, rd.data))]
+            return m
+
+    d = Design()
+    ports = [d.a, d.b, d.we, d.o]
+    ecp5 = "synth_ecp5 -top t"
+    kept = _yosys_cells(tmp_path, d, ports, ecp5, f"{AFTER_READ};")
+    merged = _yosys_cells(tmp_path, d, ports, ecp5, "")
+    # 4 x 8 copies + 8 address + 4 x 2 outputs; merged: one copy, whose 4 outputs are
+    # then identical and merge too
+    assert kept["TRELLIS_FF"] == 4 * 8 + 8 + 4 * 2
+    assert merged["TRELLIS_FF"] <= 8 + 8 + 2
+    ice = "synth_ice40 -top t"
+    lean = _yosys_cells(tmp_path, d, ports, ice, f"{AFTER_READ};")
+    emulated = _yosys_cells(tmp_path, d, ports, ice, f"proc; {KEEP_REPLICAS};")
+    assert lean["SB_RAM40_4K"] == emulated["SB_RAM40_4K"] == 1
+    ffs = lambda c: sum(v for k, v in c.items() if k.startswith("SB_DFF"))     # noqa: E731
+    assert ffs(emulated) - ffs(lean) >= 16      # one per RAM output bit, at least
