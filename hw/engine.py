@@ -673,7 +673,7 @@ class Engine(wiring.Component):
         snap_addr = Signal.like(layer)
         snap_data = Signal(64, reset_less=True)
         m.d.sync += [snap_we.eq(0), snap_addr.eq(layer),
-                     snap_data.eq(Cat((counters["cycles_busy"] + 1)[:32], counters["mac_used"]))]
+                     snap_data.eq(Cat((counters["cycles_busy"] + 2)[:32], counters["mac_used"]))]
         m.d.comb += [snap_wr.addr.eq(snap_addr), snap_wr.en.eq(snap_we), snap_wr.data.eq(snap_data)]
         with m.FSM(name="seq") as seq_fsm:
             with m.State("IDLE"):
@@ -801,10 +801,17 @@ class Engine(wiring.Component):
 
         clear_counters = Signal()
 
+        # The counters see ``busy`` a cycle late, from a copy of their own (``busy`` reaches
+        # the whole engine). The events they count happen only inside the busy period, so
+        # only cycles_busy and mac_idle shift by a cycle: their totals are the same, and the
+        # layer snapshot adds 2 (not 1) to cycles_busy for the cycles it has not yet counted.
+        cnt_busy = Signal(name="cnt_busy__rep")
+        m.d.sync += cnt_busy.eq(busy)
+
         def inc(name, cond, amount=1):
             if name in kept:
                 m.d.sync += counters[name].eq(Mux(clear_counters, 0, counters[name]) +
-                                              Mux(busy & cond, amount, 0))
+                                              Mux(cnt_busy & cond, amount, 0))
 
         with m.If(clear_counters):      # the two the layer FSM counts
             for name in ("desc_reads", "layers_done"):
