@@ -57,6 +57,13 @@ class ArithSpec:
             if not isinstance(value, int) or not lo <= value <= hi:
                 raise ValueError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
 
+    @property
+    def fits_serial_requant(self) -> bool:
+        """Whether both partial products of the requantiser multiply fit one signed 16 x 16
+        multiplier (the serial requantiser of small FPGAs): ``acc_bits <= 30``,
+        ``mult_bits <= 15``."""
+        return self.acc_bits <= 30 and self.mult_bits <= 15
+
     # Ranges ---------------------------------------------------------------------------------
     @property
     def act_max(self) -> int:

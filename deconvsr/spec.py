@@ -115,7 +115,7 @@ class EngineSpec:
                              f"with multiplier='dsp', not {self.lut_lanes!r}")
         if self.requant not in ("parallel", "serial"):
             raise ValueError(f"requant must be 'parallel' or 'serial', not {self.requant!r}")
-        if self.requant == "serial" and (self.arith.acc_bits > 30 or self.arith.mult_bits > 15):
+        if self.requant == "serial" and not self.arith.fits_serial_requant:
             raise ValueError(f"requant='serial' needs acc_bits <= 30 and mult_bits <= 15, not "
                              f"{self.arith.acc_bits} and {self.arith.mult_bits}")
         if not isinstance(self.dim_bits, int) or not 4 <= self.dim_bits <= 14:

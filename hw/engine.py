@@ -332,7 +332,8 @@ class Engine(wiring.Component):
         host_act_sel = Signal()     # the ACT buffer a host read addresses (engine idle)
         host_act_bank = Signal(nbb)     # and its bank
         if banked:
-            # the banks' registers; the weights are read a cycle later to stay aligned
+            # the banks' registers; the weights are read a cycle later to stay aligned (their
+            # address register below takes w_raddr instead of w_addr)
             act_src = [[Signal(A * 8, name=f"act_q{b}_{k}", reset_less=True) for k in range(nb)]
                        for b in range(2)]
             for b in range(2):
@@ -341,14 +342,12 @@ class Engine(wiring.Component):
             bank1 = Signal(nbb, reset_less=True)
             bank2 = Signal(nbb, reset_less=True)
             m.d.sync += [bank1.eq(act_addr[lab:lab + nbb] if nb > 1 else 0), bank2.eq(bank1)]
-            w_raddr2 = Signal(AW, reset_less=True)
-            m.d.sync += w_raddr2.eq(w_raddr)
-            w_eaddr, w_eaddr_next = w_raddr2, w_raddr
+            w_eaddr_next = w_raddr
             stage("ctl1b")
         else:
             act_src = [[act_rd[b][0].data] for b in range(2)]
             bank2 = Const(0, nbb)
-            w_eaddr, w_eaddr_next = w_raddr, w_addr
+            w_eaddr_next = w_addr
         sel_buf = Mux(busy, desc.in_buf, host_act_sel)
         sel_bank = Mux(busy, bank2, host_act_bank)
         if nb > 1:      # word index buf * nb + bank (nb a power of two)
@@ -637,7 +636,6 @@ class Engine(wiring.Component):
         wr_act = Signal(2 * nb)     # write ACT buffer b, bank k: bit b * nb + k (one-hot)
         wr_out = Signal(n_ob)                                     # write OUT bank i
         wr_addr = Signal(signed(AW), reset_less=True)
-        wr_en = Signal(A, reset_less=True)
         wr_data = Signal(A * 8, reset_less=True)
         # Each ACT bank's byte write enables, registered (with wr_act, which only says that
         # some bank is written): the block RAMs' write enables come straight from flip-flops.
@@ -655,7 +653,6 @@ class Engine(wiring.Component):
             wr_out.eq(Mux(o_we & desc.to_out,
                           1 << o_tag.addr[lob:lob + (n_ob - 1).bit_length()] if n_ob > 1 else 1, 0)),
             wr_addr.eq(o_tag.addr),
-            wr_en.eq(byte_en),
             wr_data.eq(Mux(o_wide2, o_group.replicate(A // R), o_data.replicate(A))),
         ]
 

@@ -46,7 +46,7 @@ class Requant(wiring.Component):
         if not isinstance(arith, ArithSpec):
             self._MustUse__silence = True  # not built: no 'never used' warning
             raise TypeError(f"arith must be an ArithSpec, not {arith!r}")
-        if serial and (arith.acc_bits > 30 or arith.mult_bits > 15):
+        if serial and not arith.fits_serial_requant:
             self._MustUse__silence = True
             raise ValueError(f"a serial requantiser needs acc_bits <= 30 and mult_bits <= 15, "
                              f"not {arith.acc_bits} and {arith.mult_bits}")
