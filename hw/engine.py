@@ -126,9 +126,15 @@ class Engine(wiring.Component):
         rw = {"no_rw_check": 1}
         desc_mem = Memory(shape=unsigned(8), depth=spec.max_layers * DESC_BYTES, init=[],
                           attrs=rw)
-        w_mem = Memory(shape=unsigned(P * 8), depth=spec.weight_depth, init=[], attrs=rw)
-        b_mem = Memory(shape=unsigned(ENTRY_BYTES * 8 * spec.drain_lanes), attrs=rw,
-                       depth=spec.bias_depth // spec.drain_lanes, init=[])
+        # The wide weight and entry words are split into slices (OP_GROUP lanes' weights, one
+        # entry), each a memory with its own address register, so no single address net
+        # reaches every block of a word across the die.
+        n_ws = max(1, P // OP_GROUP)
+        R = spec.drain_lanes
+        w_mem = [Memory(shape=unsigned(P * 8 // n_ws), depth=spec.weight_depth, init=[],
+                        attrs=rw) for _ in range(n_ws)]
+        b_mem = [Memory(shape=unsigned(ENTRY_BYTES * 8), depth=spec.bias_depth // R, init=[],
+                        attrs=rw) for _ in range(R)]
         act_attrs = {**rw, **({} if spec.act_ram == "auto" else {"ram_style": spec.act_ram})}
         # ACT in block RAM: banks of ACT_BANK words, each read into its own register beside
         # it and written with its own registered enable (one-hot over the banks), so neither
@@ -151,8 +157,10 @@ class Engine(wiring.Component):
         id_bytes = spec.id_bytes()
         id_mem = Memory(shape=unsigned(8), depth=len(id_bytes), init=list(id_bytes))
         m.submodules.desc_mem = desc_mem
-        m.submodules.w_mem = w_mem
-        m.submodules.b_mem = b_mem
+        for i, mem in enumerate(w_mem):
+            m.submodules[f"w_mem{i}"] = mem
+        for i, mem in enumerate(b_mem):
+            m.submodules[f"b_mem{i}"] = mem
         for b in range(2):
             for k, mem in enumerate(act_mem[b]):
                 m.submodules[f"act{b}_mem" + (f"{k}" if nb > 1 else "")] = mem
@@ -161,10 +169,10 @@ class Engine(wiring.Component):
         m.submodules.id_mem = id_mem
         desc_rd = desc_mem.read_port()
         desc_wr = desc_mem.write_port()
-        w_rd = w_mem.read_port()
-        w_wr = w_mem.write_port(granularity=8)
-        b_rd = b_mem.read_port()
-        b_wr = b_mem.write_port(granularity=8)
+        w_rd = [mem.read_port() for mem in w_mem]
+        w_wr = [mem.write_port(granularity=8) for mem in w_mem]
+        b_rd = [mem.read_port() for mem in b_mem]
+        b_wr = [mem.write_port(granularity=8) for mem in b_mem]
         act_rd = [[mem.read_port() for mem in banks] for banks in act_mem]
         act_wr = [[mem.write_port(granularity=8) for mem in banks] for banks in act_mem]
         out_rd = [mem.read_port() for mem in out_mem]
@@ -248,7 +256,6 @@ class Engine(wiring.Component):
         drain_wait = Signal(range(period * P + 1))
         dw_next = Signal.like(drain_wait)
         dw_nz = Signal()        # drain_wait != 0, registered
-        R = spec.drain_lanes
         lr = _log2(R)
         # The layer's lvl = log2(Pi), decoded once into registers (the descriptor is loaded
         # two cycles before the MAC loop starts): the lane group size pv and a one-hot lvl
@@ -354,7 +361,7 @@ class Engine(wiring.Component):
             act_pick = Array(act_src[0] + act_src[1])[Cat(sel_bank, sel_buf)]
         else:
             act_pick = Mux(sel_buf, act_src[1][0], act_src[0][0])
-        m.d.sync += [act_word.eq(act_pick), w_word.eq(w_rd.data)]
+        m.d.sync += [act_word.eq(act_pick), w_word.eq(Cat(rd.data for rd in w_rd))]
         # Copies per group of OP_GROUP lanes of the activation word, the layer's lvl and the
         # in-frame bit, each driving only its group's operand multiplexers (the original
         # act_word feeds group 0 and the host reads). "__rep": kept apart by the flows
@@ -447,23 +454,29 @@ class Engine(wiring.Component):
             stage(f"ctl{prod_stage + k}")
 
         # Accumulators tap level lvl with the control of the product stage + lvl, registered
-        # once more so that no multiplexer sits before the accumulators' adders and their
-        # high-fan-out controls.
+        # twice more (``acc_pre``, then ``acc_in``) so that no multiplexer sits before the
+        # accumulators' adders and their high-fan-out controls, and the placer can split the
+        # route from the adder tree to each accumulator.
         ctl_acc = Signal(ctl_layout)
         acc_next = Signal(ctl_layout)
+        acc_mid = Signal(ctl_layout)
         m.d.comb += acc_next.eq(onehot_mux((k, ctl[prod_stage + k].as_value())
                                            for k in range(LA + 1)))
-        m.d.sync += ctl_acc.eq(acc_next)
+        m.d.sync += [acc_mid.eq(acc_next), ctl_acc.eq(acc_mid)]
         # The accumulators' controls (first, valid, last, wide, lvl) in a copy per group of
         # ACC_GROUP lanes, so that no single flip-flop drives the adders and hold registers
-        # of every lane across the die (at P = 64 that route alone was 12.6 ns); "__rep":
-        # kept apart by the flows (KEEP_REPLICAS).
+        # of every lane across the die (at P = 64 that route alone was 12.6 ns), and the
+        # group's push (valid and last, a cycle later: the hold bank takes the finished sums
+        # from the accumulators' registers); "__rep": kept apart by the flows
+        # (KEEP_REPLICAS).
         acc_grp = []
         for q in range(max(1, P // ACC_GROUP)):
             r = Signal(4 + LA + 1, name=f"acc_ctl{q}__rep")
-            m.d.sync += r.eq(Cat(acc_next.first, acc_next.valid, acc_next.last, desc.wide,
+            m.d.sync += r.eq(Cat(acc_mid.first, acc_mid.valid, acc_mid.last, desc.wide,
                                  1 << desc.lvl))
-            acc_grp.append((r, SimpleNamespace(first=r[0], valid=r[1], push=r[1] & r[2],
+            r_push = Signal(name=f"acc_push{q}__rep")
+            m.d.sync += r_push.eq(r[1] & r[2])
+            acc_grp.append((r, SimpleNamespace(first=r[0], valid=r[1], push=r_push,
                                                wide=r[3], lvl_oh=r[4:])))
         hold_full = Signal()
         hold_release = Signal()
@@ -477,25 +490,25 @@ class Engine(wiring.Component):
             m.d.comb += d_go.eq(hold_full)
         hold = [Signal(signed(a.acc_bits), name=f"hold{g}", reset_less=True) for g in range(P)]
         hold_meta = Signal(meta_layout)
-        m.d.comb += push.eq(ctl_acc.valid & ctl_acc.last)
+        m.d.sync += push.eq(ctl_acc.valid & ctl_acc.last)
         for g in range(P):
             acc = Signal(signed(a.acc_bits), name=f"acc{g}", reset_less=True)
+            acc_pre = Signal(signed(a.acc_bits), name=f"acc_pre{g}", reset_less=True)
             acc_in = Signal(signed(a.acc_bits), name=f"acc_in{g}", reset_less=True)
             # (lanes past the layer's group count take 0: they are never drained)
             gc = acc_grp[g // ACC_GROUP][1]
-            m.d.sync += acc_in.eq(onehot_mux(((k, levels[k][g]) for k in range(LA + 1)
-                                              if g < P >> k), oh=gc.lvl_oh))
-            acc_new = Signal(signed(a.acc_bits), name=f"acc_new{g}")
-            m.d.comb += acc_new.eq(Mux(gc.first, acc_in, acc + acc_in))
+            m.d.sync += [acc_pre.eq(onehot_mux(((k, levels[k][g]) for k in range(LA + 1)
+                                                if g < P >> k), oh=gc.lvl_oh)),
+                         acc_in.eq(acc_pre)]
             with m.If(gc.valid):
-                m.d.sync += acc.eq(acc_new)
+                m.d.sync += acc.eq(Mux(gc.first, acc_in, acc + acc_in))
             # The held group drains from its bottom: the bank shifts down by the drain step
             # (1, or R when wide) every drain cycle (every cycle, or every other one with a
             # serial requantiser) and the drain takes hold[0 .. R-1], so no multiplexer over
             # the P accumulators follows it. (Shifting while empty is harmless: a push
             # reloads the bank.)
             below = [hold[g + s] if g + s < P else Const(0, signed(a.acc_bits)) for s in (1, R)]
-            hold_next = Mux(gc.push, acc_new, Mux(gc.wide, below[1], below[0]))
+            hold_next = Mux(gc.push, acc, Mux(gc.wide, below[1], below[0]))
             if period > 1:
                 with m.If(push | d_go):
                     m.d.sync += hold[g].eq(hold_next)
@@ -544,10 +557,10 @@ class Engine(wiring.Component):
         # The entry of output dg, b_base + v0 + dg, kept as a register that steps with dg
         # (loaded with the group, so no adder sits before the entry RAM's address).
         entry_index = Signal(AW)
-        with m.If(push):
-            m.d.sync += entry_index.eq(dn.b_base + g_v0)
-        with m.Elif(d_go):
-            m.d.sync += entry_index.eq(entry_index + d_step)
+        entry_next = Signal(AW)     # (its next value: the entry RAMs' address registers')
+        m.d.comb += entry_next.eq(Mux(push, dn.b_base + g_v0,
+                                      Mux(d_go, entry_index + d_step, entry_index)))
+        m.d.sync += entry_index.eq(entry_next)
         d1_valid = Signal()
         d1_wide = Signal()
         d1_sub = Signal(max(lr, 1))
@@ -568,9 +581,9 @@ class Engine(wiring.Component):
         d2_sub = Signal.like(d1_sub)
         d2_acc = [Signal(signed(a.acc_bits), name=f"d2_acc{r}", reset_less=True) for r in range(R)]
         d2_meta = Signal(meta_layout)
-        b_word = Signal.like(b_rd.data, reset_less=True)
+        b_word = Signal(ENTRY_BYTES * 8 * R, reset_less=True)
         m.d.sync += [d2_valid.eq(d1_valid), d2_wide.eq(d1_wide), d2_sub.eq(d1_sub),
-                     d2_meta.eq(d1_meta), b_word.eq(b_rd.data),
+                     d2_meta.eq(d1_meta), b_word.eq(Cat(rd.data for rd in b_rd)),
                      *[d2_acc[r].eq(d1_acc[r]) for r in range(R)]]
         entries = [Signal(BiasEntry, name=f"entry{r}") for r in range(R)]
         for r in range(R):
@@ -661,7 +674,8 @@ class Engine(wiring.Component):
         # logic; the layer's end waits one cycle more for it). ctl0.valid is included so that
         # the register already says busy in the first FLUSH cycle.
         pipe_busy = Signal()
-        m.d.sync += pipe_busy.eq(Cat([c.valid for c in ctl]).any() | ctl_acc.valid | hold_full |
+        m.d.sync += pipe_busy.eq(Cat([c.valid for c in ctl]).any() | acc_mid.valid | ctl_acc.valid |
+                                 push | hold_full |
                                  wr_act.any() | wr_out.any() |
                                  d1_valid | d2_valid | d3_valid | requant.busy | requant.o.valid)
         # The layer's snapshot is written a cycle after the layer ends, from registers (the
@@ -929,12 +943,16 @@ class Engine(wiring.Component):
         # what the multiplexer would give in the next cycle, so no logic sits between a
         # flip-flop and the address pins of a memory's many blocks.
         hnext = Mux(h1.valid, h1.addr, h2.addr)         # haddr in the next cycle
-        w_paddr = Signal(AW, name="w_pa__rep", reset_less=True)
-        m.d.sync += w_paddr.eq(Mux(busy, w_eaddr_next, hnext >> lp))
-        b_paddr = Mux(busy, entry_index >> lr, haddr >> _log2(ENTRY_BYTES * R))
-        for port, addr in ((desc_rd, desc_addr), (desc_wr, desc_addr), (w_rd, w_paddr),
-                           (w_wr, w_paddr), (b_rd, b_paddr), (b_wr, b_paddr)):
-            m.d.comb += port.addr.eq(addr)
+        for port in (desc_rd, desc_wr):
+            m.d.comb += port.addr.eq(desc_addr)
+        for i in range(n_ws):
+            w_pa = Signal(AW, name=f"w_pa{i}__rep", reset_less=True)
+            m.d.sync += w_pa.eq(Mux(busy, w_eaddr_next, hnext >> lp))
+            m.d.comb += [w_rd[i].addr.eq(w_pa), w_wr[i].addr.eq(w_pa)]
+        for i in range(R):
+            b_pa = Signal(AW, name=f"b_pa{i}__rep", reset_less=True)
+            m.d.sync += b_pa.eq(Mux(busy, entry_next >> lr, hnext >> _log2(ENTRY_BYTES * R)))
+            m.d.comb += [b_rd[i].addr.eq(b_pa), b_wr[i].addr.eq(b_pa)]
         for i in range(n_ob):
             o_pa = Signal(lob, name=f"out_pa{i}__rep", reset_less=True)
             m.d.sync += o_pa.eq(Mux(busy, o_tag.addr, hnext)[:lob])
@@ -954,7 +972,7 @@ class Engine(wiring.Component):
         for b in range(2):
             for rd, wr in zip(act_rd[b], act_wr[b]):
                 m.d.comb += rd.en.eq(act_rd_en[b] & ~wr.en.any() if single_port else 1)
-        m.d.comb += w_rd.en.eq(1)
+        m.d.comb += [rd.en.eq(1) for rd in w_rd]
         m.d.comb += [id_rd.addr.eq(haddr),
                      snap_rd.addr.eq((haddr - SNAP_BASE) >> 3)]
 
@@ -988,8 +1006,10 @@ class Engine(wiring.Component):
               for b in range(2) for k in range(nb)),
         ]
         m.d.comb += [desc_wr.data.eq(hdata), desc_wr.en.eq(wen_desc),
-                     w_wr.data.eq(hdata.replicate(P)), w_wr.en.eq(wen_w),
-                     b_wr.data.eq(hdata.replicate(ENTRY_BYTES * R)), b_wr.en.eq(wen_b)]
+                     *(wr.data.eq(hdata.replicate(P // n_ws)) for wr in w_wr),
+                     *(wr.en.eq(wen_w.word_select(i, P // n_ws)) for i, wr in enumerate(w_wr)),
+                     *(wr.data.eq(hdata.replicate(ENTRY_BYTES)) for wr in b_wr),
+                     *(wr.en.eq(wen_b.word_select(i, ENTRY_BYTES)) for i, wr in enumerate(b_wr))]
         # (the engine's enables are 0 while idle, the host's while busy)
         for b in range(2):
             for k in range(nb):
@@ -1097,8 +1117,9 @@ class Engine(wiring.Component):
                          d1_valid.eq(0), d2_valid.eq(0), d3_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0), wr_act.eq(0),
                          *(we.eq(0) for bank in we_act for we in bank),
                          wr_out.eq(0)]
-            for c in [*ctl[1:], ctl_acc]:
+            for c in [*ctl[1:], acc_mid, ctl_acc]:
                 m.d.sync += c.valid.eq(0)
-            for r, _ in acc_grp:
-                m.d.sync += r[1].eq(0)
+            m.d.sync += push.eq(0)
+            for r, gc in acc_grp:
+                m.d.sync += [r[1].eq(0), gc.push.eq(0)]
         return m
