@@ -371,7 +371,8 @@ class BoardTop(Elaboratable):
             m.d.por += por_done.eq(1)
         with m.Else():
             m.d.por += por_count.eq(por_count + 1)
-        m.submodules.rst_sync = ResetSynchronizer(~por_done, domain="sync")
+        # (four stages: the last can sit near the middle of the registers it resets)
+        m.submodules.rst_sync = ResetSynchronizer(~por_done, domain="sync", stages=4)
 
         m.submodules.core = core = self.core
         members = core.signature.members

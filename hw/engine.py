@@ -220,8 +220,10 @@ class Engine(wiring.Component):
         m.d.comb += self.busy.eq(busy)
 
         kept = COUNTERS if spec.counters == "all" else BASIC_COUNTERS
-        counters = {name: Signal(32, name=f"cnt_{name}") if name in kept else Const(0, 32)
-                    for name in COUNTERS}
+        # (reset-less: a start or soft reset clears them, and they power up as 0 from the
+        # configuration's initial values; the reset route to all of them spanned the die)
+        counters = {name: Signal(32, name=f"cnt_{name}", reset_less=True) if name in kept
+                    else Const(0, 32) for name in COUNTERS}
 
         # ---- sequencer registers (pipeline stage 0) -----------------------------------------
         kx = Signal(4)
