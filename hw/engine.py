@@ -272,12 +272,20 @@ class Engine(wiring.Component):
             for k, v in choices:
                 out = out | Mux(oh[k], v, 0)
             return out
-        issue_cnt = Signal(range(P + 1))     # outputs of the group being issued
-        issue_drain = Signal(range(period * P + 1))   # its drain cycles
-        m.d.comb += [
-            issue_cnt.eq(Mux(last_vg, dn.pv_last, pv)),
-            issue_drain.eq(Mux(desc.wide, (issue_cnt + R - 1) >> lr, issue_cnt) * period),
-        ]
+        def drain_cycles(cnt):
+            return Mux(desc.wide, (cnt + R - 1) >> lr, cnt) * period
+        issue_drain = Signal(range(period * P + 1))   # drain cycles of the group being issued
+        m.d.comb += issue_drain.eq(drain_cycles(Mux(last_vg, dn.pv_last, pv)))
+        # Whether the wait counter is nonzero next cycle, from registers only: the drain
+        # times of a full and of the last lane group are not 1 (registered beside pv, from
+        # the descriptor), and dw_next == 1 (registered).
+        drain_gt1 = Signal()
+        drain_gt1_last = Signal()
+        dw_is1 = Signal()
+        dw_next_nz = Signal()
+        m.d.sync += [drain_gt1.eq(drain_cycles(P >> desc.lvl) != 1),
+                     drain_gt1_last.eq(drain_cycles(dn.pv_last) != 1),
+                     dw_is1.eq(dw_next == 1)]
         last0 = last_cg & last_ky & last_kx
         # Timing: ``adv`` and the per-level step enables ``en`` (adv and every inner level on
         # its last value) are registers, computed from the flags' and drain_wait's next
@@ -288,9 +296,27 @@ class Engine(wiring.Component):
         for k in levels_:
             m.d.comb += n_last[k].eq(flags[k])      # hold unless the FSM says otherwise
             m.d.sync += flags[k].eq(n_last[k])
+        # Their lookahead, registers too: ``one`` = the level's first value is its last (set
+        # per layer), ``pre`` = the counter's next value is its last (kept as it steps), so
+        # that the next flags need no adder or compare after the FSM's decisions.
+        # (counter, first value, "value v is the last")
+        loops = {"kx": (kx, 0, lambda v: v + 1 == desc.t),
+                 "ky": (ky, 0, lambda v: v + 1 == desc.t),
+                 "cg": (cg, 0, lambda v: v + 1 == desc.cw),
+                 "vg": (vg, 0, lambda v: v + 1 == dn.n_vg),
+                 "qx": (qx, dn.qx0, lambda v: v == dn.qx1), "qy": (qy, dn.qy0, lambda v: v == dn.qy1)}
+        def pre_after_step(k):
+            c, _, hit = loops[k]
+            return hit(c + 2)
+
+        def pre_after_wrap(k):
+            _, first, hit = loops[k]
+            return hit(first + 1)
+        one = {k: Signal(name=f"one_{k}") for k in levels_}
+        pre = {k: Signal(name=f"pre_last_{k}") for k in levels_}
         en = {k: Signal(name=f"en_{k}") for k in levels_[1:]}
         n_adv = Signal()
-        m.d.comb += n_adv.eq(~(n_last["cg"] & n_last["ky"] & n_last["kx"] & (dw_next != 0)))
+        m.d.comb += n_adv.eq(~(n_last["cg"] & n_last["ky"] & n_last["kx"] & dw_next_nz))
         held = Signal()         # ~adv, registered (not adv itself: a set-at-reset flip-flop
         m.d.sync += held.eq(~n_adv)     # here made yosys 0.70 abc9 assert)
         m.d.comb += adv.eq(~held)
@@ -300,9 +326,10 @@ class Engine(wiring.Component):
             inner = inner & n_last[levels_[levels_.index(k) - 1]]
             m.d.sync += en[k].eq(inner)
         with m.If(issuing & adv & last0):
-            m.d.comb += dw_next.eq(issue_drain - 1)
+            m.d.comb += [dw_next.eq(issue_drain - 1),
+                         dw_next_nz.eq(Mux(last_vg, drain_gt1_last, drain_gt1))]
         with m.Elif(dw_nz):
-            m.d.comb += dw_next.eq(drain_wait - 1)
+            m.d.comb += [dw_next.eq(drain_wait - 1), dw_next_nz.eq(~dw_is1)]
         m.d.sync += [drain_wait.eq(dw_next), dw_nz.eq(dw_next != 0)]
         ctl0 = Signal(ctl_layout)
         m.d.comb += [
@@ -719,11 +746,9 @@ class Engine(wiring.Component):
                     plane.eq(dn.in_base), rowoff.eq(dn.row0), qyw.eq(dn.row0),
                     w_addr.eq(dn.w_base),
                 ]
-                m.d.comb += [
-                    n_last["kx"].eq(desc.t == 1), n_last["ky"].eq(desc.t == 1),
-                    n_last["cg"].eq(desc.cw == 1), n_last["vg"].eq(dn.n_vg == 1),
-                    n_last["qx"].eq(dn.qx0 == dn.qx1), n_last["qy"].eq(dn.qy0 == dn.qy1),
-                ]
+                for k, (_, first, hit) in loops.items():
+                    m.d.comb += n_last[k].eq(hit(first))
+                    m.d.sync += [one[k].eq(hit(first)), pre[k].eq(hit(first + 1))]
                 m.next = "RUN"
                 with m.If(soft_reset):
                     m.next = "IDLE"
@@ -734,44 +759,55 @@ class Engine(wiring.Component):
                     m.d.sync += w_addr.eq(w_addr + 1)
                     with m.If(~last_kx):
                         m.d.sync += [kx.eq(kx + 1), ix.eq(ix - 1)]
-                        m.d.comb += n_last["kx"].eq(kx + 2 == desc.t)
+                        m.d.comb += n_last["kx"].eq(pre["kx"])
+                        m.d.sync += pre["kx"].eq(pre_after_step("kx"))
                     with m.Else():
                         m.d.sync += [kx.eq(0), ix.eq(qx)]
-                        m.d.comb += n_last["kx"].eq(desc.t == 1)
+                        m.d.comb += n_last["kx"].eq(one["kx"])
+                        m.d.sync += pre["kx"].eq(pre_after_wrap("kx"))
                 with m.If(en["ky"]):
                     with m.If(~last_ky):
                         m.d.sync += [ky.eq(ky + 1), iy.eq(iy - 1), rowoff.eq(rowoff - dn.w_in)]
-                        m.d.comb += n_last["ky"].eq(ky + 2 == desc.t)
+                        m.d.comb += n_last["ky"].eq(pre["ky"])
+                        m.d.sync += pre["ky"].eq(pre_after_step("ky"))
                     with m.Else():
                         m.d.sync += [ky.eq(0), iy.eq(qy), rowoff.eq(qyw)]
-                        m.d.comb += n_last["ky"].eq(desc.t == 1)
+                        m.d.comb += n_last["ky"].eq(one["ky"])
+                        m.d.sync += pre["ky"].eq(pre_after_wrap("ky"))
                 with m.If(en["cg"]):
                     with m.If(~last_cg):
                         m.d.sync += [cg.eq(cg + 1), plane.eq(plane + dn.hw_in)]
-                        m.d.comb += n_last["cg"].eq(cg + 2 == desc.cw)
+                        m.d.comb += n_last["cg"].eq(pre["cg"])
+                        m.d.sync += pre["cg"].eq(pre_after_step("cg"))
                     with m.Else():
                         m.d.sync += [cg.eq(0), plane.eq(dn.in_base)]
-                        m.d.comb += n_last["cg"].eq(desc.cw == 1)
+                        m.d.comb += n_last["cg"].eq(one["cg"])
+                        m.d.sync += pre["cg"].eq(pre_after_wrap("cg"))
                 with m.If(en["vg"]):
                     with m.If(~last_vg):
                         m.d.sync += vg.eq(vg + 1)
-                        m.d.comb += n_last["vg"].eq(vg + 2 == dn.n_vg)
+                        m.d.comb += n_last["vg"].eq(pre["vg"])
+                        m.d.sync += pre["vg"].eq(pre_after_step("vg"))
                     with m.Else():
                         m.d.sync += [vg.eq(0), w_addr.eq(dn.w_base)]
-                        m.d.comb += n_last["vg"].eq(dn.n_vg == 1)
+                        m.d.comb += n_last["vg"].eq(one["vg"])
+                        m.d.sync += pre["vg"].eq(pre_after_wrap("vg"))
                 with m.If(en["qx"]):
                     with m.If(~last_qx):
                         m.d.sync += [qx.eq(qx + 1), ix.eq(qx + 1)]
-                        m.d.comb += n_last["qx"].eq(qx + 1 == dn.qx1)
+                        m.d.comb += n_last["qx"].eq(pre["qx"])
+                        m.d.sync += pre["qx"].eq(pre_after_step("qx"))
                     with m.Else():
                         m.d.sync += [qx.eq(dn.qx0), ix.eq(dn.qx0)]
-                        m.d.comb += n_last["qx"].eq(dn.qx0 == dn.qx1)
+                        m.d.comb += n_last["qx"].eq(one["qx"])
+                        m.d.sync += pre["qx"].eq(pre_after_wrap("qx"))
                 with m.If(en["qy"]):
                     m.d.sync += [
                         qy.eq(qy + 1), iy.eq(qy + 1),
                         qyw.eq(qyw + dn.w_in), rowoff.eq(qyw + dn.w_in),
                     ]
-                    m.d.comb += n_last["qy"].eq(qy + 1 == dn.qy1)
+                    m.d.comb += n_last["qy"].eq(pre["qy"])
+                    m.d.sync += pre["qy"].eq(pre_after_step("qy"))
                     with m.If(last_qy):
                         m.next = "FLUSH"
                 with m.If(soft_reset):
