@@ -193,7 +193,7 @@ class Engine(wiring.Component):
         error = Signal()
         n_layers = Signal(8)
         layer = Signal(8)
-        desc_raw = Signal(DESC_BYTES * 8)
+        desc_raw = Signal(DESC_BYTES * 8, reset_less=True)
         desc = Signal(LayerDescriptor)
         m.d.comb += desc.eq(desc_raw)
         # The descriptor's fields are as wide as the protocol allows; the datapath uses only
@@ -226,18 +226,18 @@ class Engine(wiring.Component):
                     else Const(0, 32) for name in COUNTERS}
 
         # ---- sequencer registers (pipeline stage 0) -----------------------------------------
-        kx = Signal(4)
-        ky = Signal(4)
-        cg = Signal(9)
-        vg = Signal(VB)
-        qx = Signal(signed(SW))
-        qy = Signal(signed(SW))
-        ix = Signal(signed(SW))
-        iy = Signal(signed(SW))
-        plane = Signal(signed(AW))
-        rowoff = Signal(signed(AW))
-        qyw = Signal(signed(AW))
-        w_addr = Signal(AW)
+        kx = Signal(4, reset_less=True)
+        ky = Signal(4, reset_less=True)
+        cg = Signal(9, reset_less=True)
+        vg = Signal(VB, reset_less=True)
+        qx = Signal(signed(SW), reset_less=True)
+        qy = Signal(signed(SW), reset_less=True)
+        ix = Signal(signed(SW), reset_less=True)
+        iy = Signal(signed(SW), reset_less=True)
+        plane = Signal(signed(AW), reset_less=True)
+        rowoff = Signal(signed(AW), reset_less=True)
+        qyw = Signal(signed(AW), reset_less=True)
+        w_addr = Signal(AW, reset_less=True)
 
         # "Last value" flags of the loop counters, registered: set when a counter steps onto
         # its last value (so the sequencer's decisions come straight from flip-flops).
@@ -518,7 +518,7 @@ class Engine(wiring.Component):
         else:
             m.d.comb += d_go.eq(hold_full)
         hold = [Signal(signed(a.acc_bits), name=f"hold{g}", reset_less=True) for g in range(P)]
-        hold_meta = Signal(meta_layout)
+        hold_meta = Signal(meta_layout, reset_less=True)
         m.d.sync += push.eq(ctl_acc.valid & ctl_acc.last)
         for g in range(P):
             acc = Signal(signed(a.acc_bits), name=f"acc{g}", reset_less=True)
@@ -546,12 +546,12 @@ class Engine(wiring.Component):
         # The group tracker: the place of the group reaching the accumulators, stepped at
         # each push as the sequencer's vg, qx and qy levels stepped at each group's issue
         # (groups arrive in issue order), instead of carrying it down every pipeline stage.
-        g_vg = Signal(VB)
-        g_v0 = Signal(VB)
-        g_qx = Signal(signed(SW))
+        g_vg = Signal(VB, reset_less=True)
+        g_v0 = Signal(VB, reset_less=True)
+        g_qx = Signal(signed(SW), reset_less=True)
         g_last_qx = Signal()
-        g_meta = Signal(meta_layout)
-        g_orow = Signal(signed(AW))     # obase of the row
+        g_meta = Signal(meta_layout, reset_less=True)
+        g_orow = Signal(signed(AW), reset_less=True)     # obase of the row
         g_last_vg = g_meta.vg_last
         with m.If(push):
             m.d.sync += [hold_full.eq(1), hold_meta.eq(g_meta)]
@@ -585,16 +585,16 @@ class Engine(wiring.Component):
             m.d.sync += dg.eq(Mux(hold_release, 0, dg + d_step))
         # The entry of output dg, b_base + v0 + dg, kept as a register that steps with dg
         # (loaded with the group, so no adder sits before the entry RAM's address).
-        entry_index = Signal(AW)
+        entry_index = Signal(AW, reset_less=True)
         entry_next = Signal(AW)     # (its next value: the entry RAMs' address registers')
         m.d.comb += entry_next.eq(Mux(push, dn.b_base + g_v0,
                                       Mux(d_go, entry_index + d_step, entry_index)))
         m.d.sync += entry_index.eq(entry_next)
         d1_valid = Signal()
-        d1_wide = Signal()
-        d1_sub = Signal(max(lr, 1))
+        d1_wide = Signal(reset_less=True)
+        d1_sub = Signal(max(lr, 1), reset_less=True)
         d1_acc = [Signal(signed(a.acc_bits), name=f"d1_acc{r}", reset_less=True) for r in range(R)]
-        d1_meta = Signal(meta_layout)
+        d1_meta = Signal(meta_layout, reset_less=True)
         m.d.sync += [
             d1_valid.eq(d_go),
             d1_wide.eq(desc.wide),
@@ -606,10 +606,10 @@ class Engine(wiring.Component):
         # d2: the entry word registered after the block RAM (whose clock-to-output is most
         # of a cycle), the rest delayed alongside.
         d2_valid = Signal()
-        d2_wide = Signal()
+        d2_wide = Signal(reset_less=True)
         d2_sub = Signal.like(d1_sub)
         d2_acc = [Signal(signed(a.acc_bits), name=f"d2_acc{r}", reset_less=True) for r in range(R)]
-        d2_meta = Signal(meta_layout)
+        d2_meta = Signal(meta_layout, reset_less=True)
         b_word = Signal(ENTRY_BYTES * 8 * R, reset_less=True)
         m.d.sync += [d2_valid.eq(d1_valid), d2_wide.eq(d1_wide), d2_sub.eq(d1_sub),
                      d2_meta.eq(d1_meta), b_word.eq(Cat(rd.data for rd in b_rd)),
@@ -625,9 +625,9 @@ class Engine(wiring.Component):
         # d3: the selected entries, the output position and address, registered (the entry
         # multiplexer and the adders do not share a cycle with the range compares).
         d3_valid = Signal()
-        d3_wide = Signal()
+        d3_wide = Signal(reset_less=True)
         d3_acc = [Signal(signed(a.acc_bits), name=f"d3_acc{r}", reset_less=True) for r in range(R)]
-        d3_entry = [Signal(BiasEntry, name=f"d3_entry{r}") for r in range(R)]
+        d3_entry = [Signal(BiasEntry, name=f"d3_entry{r}", reset_less=True) for r in range(R)]
         oy = Signal(signed(SW + 1), reset_less=True)
         ox = Signal(signed(SW + 1), reset_less=True)
         d3_addr = Signal(signed(AW), reset_less=True)
@@ -859,8 +859,11 @@ class Engine(wiring.Component):
 
         def inc(name, cond, amount=1):
             if name in kept:
-                m.d.sync += counters[name].eq(Mux(clear_counters, 0, counters[name]) +
-                                              Mux(cnt_busy & cond, amount, 0))
+                # (each counter's own copy of the clear: one register reached all 30 x 32)
+                clr = Signal(name=f"cnt_clr_{name}__rep")
+                m.d.sync += [clr.eq(start | soft_reset),
+                             counters[name].eq(Mux(clr, 0, counters[name]) +
+                                               Mux(cnt_busy & cond, amount, 0))]
 
         with m.If(clear_counters):      # the two the layer FSM counts
             for name in ("desc_reads", "layers_done"):
@@ -883,10 +886,10 @@ class Engine(wiring.Component):
         rsp = self.bus.rsp
         rd_pending = Signal()       # read issued last cycle, data on the ports now
         rdx = Signal()              # read: the RAM words registered (ACT banks)
-        rd_space = Signal(Space)
-        rd_lane = Signal(8)
+        rd_space = Signal(Space, reset_less=True)
+        rd_lane = Signal(8, reset_less=True)
         rd_ok = Signal()            # address in range and memory accessible
-        rd_addr = Signal(ADDR)
+        rd_addr = Signal(ADDR, reset_less=True)
         rsp_valid = Signal()
         rsp_data = Signal(8)
         # A taken command is registered first, with its address range check, and acts in the
@@ -1079,12 +1082,12 @@ class Engine(wiring.Component):
         # WEIGHT, BIAS and ACT, in the pipeline's own word registers), the byte is chosen from
         # those registers a cycle later, and the response a cycle after that: a block RAM
         # output never drives a multiplexer in the same cycle.
-        rd2_space = Signal(Space)
-        rd2_lane = Signal(8)
+        rd2_space = Signal(Space, reset_less=True)
+        rd2_lane = Signal(8, reset_less=True)
         rd2_ok = Signal()
         m.d.comb += [host_act_sel.eq(rd_addr[lb] if lb < ADDR else 0),
                      host_act_bank.eq(rd_addr[la + lab:la + lab + nbb] if nb > 1 else 0)]
-        rd2_addr = Signal(ADDR)
+        rd2_addr = Signal(ADDR, reset_less=True)
         # (one cycle more for the ACT banks' registers: the same for every space)
         with m.If(rd_pending):
             m.d.sync += [rd_pending.eq(0), rdx.eq(1)]
@@ -1127,14 +1130,20 @@ class Engine(wiring.Component):
         cands = [Signal(8, name=f"rd3_cand{k}", reset_less=True) for k in range(n_grp)]
         rd3_grp = Signal(range(n_grp))
         for k, cand in enumerate(cands):
+            # (the group's own copy of the byte lane, space and ok: one register would drive
+            # the byte multiplexers of every wide word, bits spread over the whole die)
+            sel = Signal(data.StructLayout({"lane": 3, "space": Space, "ok": 1}),
+                         name=f"rd2_sel{k}__rep")
+            with m.If(rdx):
+                m.d.sync += sel.eq(Cat(rd_lane[:3], rd_space, rd_ok))
             c = Signal(8, name=f"cand{k}")
-            with m.Switch(rd2_space):
+            with m.Switch(sel.space):
                 for sp, word in wide_words.items():
                     if 64 * k < len(word):
                         with m.Case(sp):
-                            m.d.comb += c.eq(word[64 * k:64 * (k + 1)].word_select(rd2_lane[:3], 8))
+                            m.d.comb += c.eq(word[64 * k:64 * (k + 1)].word_select(sel.lane, 8))
             with m.If(rd2):
-                m.d.sync += cand.eq(Mux(rd2_ok, c, 0))
+                m.d.sync += cand.eq(Mux(sel.ok, c, 0))
         with m.If(rd2):
             m.d.sync += [
                 rd2.eq(0), rd3.eq(1), rd3_small.eq(byte),

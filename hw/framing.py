@@ -350,14 +350,18 @@ class SkidBuffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        skid = Signal.like(self.i.payload)
+        # (the payload registers are reset-less: the valid bits qualify them, and the
+        # reset then reaches fewer flip-flops)
+        skid = Signal.like(self.i.payload, reset_less=True)
+        out = Signal.like(self.i.payload, reset_less=True)
         skid_valid = Signal()
-        m.d.comb += [self.i.ready.eq(~skid_valid), self.busy.eq(self.o.valid)]
+        m.d.comb += [self.i.ready.eq(~skid_valid), self.busy.eq(self.o.valid),
+                     self.o.payload.eq(out)]
         with m.If(self.o.ready | ~self.o.valid):        # the output register can load
             with m.If(skid_valid):
-                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
+                m.d.sync += [out.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
             with m.Else():
-                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+                m.d.sync += [out.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
         with m.Elif(self.i.valid & ~skid_valid):        # output stalled: park the input
             m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
         return m
