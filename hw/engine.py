@@ -678,7 +678,7 @@ class Engine(wiring.Component):
         wr_act = Signal(2 * nb)     # write ACT buffer b, bank k: bit b * nb + k (one-hot)
         wr_out = Signal(n_ob)                                     # write OUT bank i
         wr_addr = Signal(signed(AW), reset_less=True)
-        wr_data = Signal(A * 8, reset_less=True)
+        wr_data = Signal(8, reset_less=True)
         # Each ACT bank's byte write enables, registered (with wr_act, which only says that
         # some bank is written): the block RAMs' write enables come straight from flip-flops.
         byte_en = Mux(o_wide2, ((1 << R) - 1) << o_tag.lane, 1 << o_tag.lane)
@@ -695,7 +695,7 @@ class Engine(wiring.Component):
             wr_out.eq(Mux(o_we & desc.to_out,
                           1 << o_tag.addr[lob:lob + (n_ob - 1).bit_length()] if n_ob > 1 else 1, 0)),
             wr_addr.eq(o_tag.addr),
-            wr_data.eq(Mux(o_wide2, o_group.replicate(A // R), o_data.replicate(A))),
+            wr_data.eq(Mux(o_wide2, o_group[:8], o_data)),  # (OUT's byte; ACT banks: below)
         ]
 
         # ---- sequencer / layer FSM ----------------------------------------------------------
@@ -835,7 +835,7 @@ class Engine(wiring.Component):
         with m.If(busy):
             m.d.comb += [act_rd_en[0].eq(~desc.in_buf), act_rd_en[1].eq(desc.in_buf)]
             for i, port in enumerate(out_wr):
-                m.d.comb += [port.data.eq(wr_data[:8]), port.en.eq(wr_out[i])]
+                m.d.comb += [port.data.eq(wr_data), port.en.eq(wr_out[i])]
 
         # ---- counters ---------------------------------------------------------------------
         # What the sequencer did, registered: the counters lag it by one cycle (always inside
@@ -1051,10 +1051,17 @@ class Engine(wiring.Component):
                      *(wr.en.eq(wen_w.word_select(i, P // n_ws)) for i, wr in enumerate(w_wr)),
                      *(wr.data.eq(hdata.replicate(ENTRY_BYTES)) for wr in b_wr),
                      *(wr.en.eq(wen_b.word_select(i, ENTRY_BYTES)) for i, wr in enumerate(b_wr))]
-        # (the engine's enables are 0 while idle, the host's while busy)
+        # (the engine's enables are 0 while idle, the host's while busy.) Each ACT bank's
+        # write data is a register of its own, loaded with the next cycle's data (engine or
+        # host, as for the address registers), so no multiplexer and no single register
+        # drives the data pins of blocks across the die.
+        wr_data_next = Mux(o_wide2, o_group.replicate(A // R), o_data.replicate(A))
+        hdata_next = Mux(h1.valid, h1.data, h2.data)
         for b in range(2):
             for k in range(nb):
-                m.d.comb += [act_wr[b][k].data.eq(Mux(busy, wr_data, hdata.replicate(A))),
+                wd = Signal(A * 8, name=f"act_wd{b}_{k}__rep", reset_less=True)
+                m.d.sync += wd.eq(Mux(busy, wr_data_next, hdata_next.replicate(A)))
+                m.d.comb += [act_wr[b][k].data.eq(wd),
                              act_wr[b][k].en.eq(we_act[b][k] | wen_act[b][k])]
 
         # CTRL writes (always legal): start (idle only) or reset.
