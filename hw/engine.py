@@ -376,21 +376,28 @@ class Engine(wiring.Component):
                 for k in range(nb):
                     m.d.sync += act_src[b][k].eq(act_rd[b][k].data)
             bank1 = Signal(nbb, reset_less=True)
-            bank2 = Signal(nbb, reset_less=True)
-            m.d.sync += [bank1.eq(act_addr[lab:lab + nbb] if nb > 1 else 0), bank2.eq(bank1)]
+            m.d.sync += bank1.eq(act_addr[lab:lab + nbb] if nb > 1 else 0)
+            bank_next = bank1       # the bank of the word in the banks' registers next cycle
             w_eaddr_next = w_raddr
             stage("ctl1b")
         else:
             act_src = [[act_rd[b][0].data] for b in range(2)]
-            bank2 = Const(0, nbb)
+            bank_next = Const(0, nbb)
             w_eaddr_next = w_addr
-        sel_buf = Mux(busy, desc.in_buf, host_act_sel)
-        sel_bank = Mux(busy, bank2, host_act_bank)
-        if nb > 1:      # word index buf * nb + bank (nb a power of two)
-            act_pick = Array(act_src[0] + act_src[1])[Cat(sel_bank, sel_buf)]
-        else:
-            act_pick = Mux(sel_buf, act_src[1][0], act_src[0][0])
-        m.d.sync += [act_word.eq(act_pick), w_word.eq(Cat(rd.data for rd in w_rd))]
+        # The word of buffer buf, bank k (source buf * nb + k), chosen by a one-hot register
+        # per copy of the word, loaded with the next cycle's choice (the engine's while busy,
+        # the host read's, whose address holds, while idle): no decode and no single select
+        # net in front of the copies' multiplexers.
+        sources = act_src[0] + act_src[1]
+        src_next = Cat(Mux(busy, bank_next, host_act_bank)[:(nb - 1).bit_length()],
+                       Mux(busy, desc.in_buf, host_act_sel))
+
+        def act_pick(name):
+            oh = Signal(len(sources), name=name, reset_less=True)
+            m.d.sync += oh.eq(1 << src_next)
+            return onehot_mux(enumerate(sources), oh=oh)
+        m.d.sync += [act_word.eq(act_pick("act_src0__rep")),
+                     w_word.eq(Cat(rd.data for rd in w_rd))]
         # Copies per group of OP_GROUP lanes of the activation word, the layer's lvl and the
         # in-frame bit, each driving only its group's operand multiplexers (the original
         # act_word feeds group 0 and the host reads). "__rep": kept apart by the flows
@@ -401,7 +408,7 @@ class Engine(wiring.Component):
         for g in range(n_opg):
             if g:
                 w_g = Signal(A * 8, name=f"act_word{g}__rep", reset_less=True)
-                m.d.sync += w_g.eq(act_pick)
+                m.d.sync += w_g.eq(act_pick(f"act_src{g}__rep"))
                 op_word.append(w_g)
             c_g = Signal(LA + 2, name=f"op_ctl{g}__rep", reset_less=True)
             m.d.sync += c_g.eq(Cat(ctl[-1].in_frame, 1 << desc.lvl))
@@ -430,18 +437,19 @@ class Engine(wiring.Component):
             b_ops.append(b_op)
         stage("ctl3")
 
-        # The products: ShiftAddMul per lane (logic, two stages), or the FPGA's multipliers,
+        # The products: ShiftAddMul per lane (logic, three stages), or the FPGA's multipliers,
         # pairs of lanes sharing a DualMul8 (one SB_MAC16 in 8x8 mode on iCE40, where yosys
         # would spend a DSP per product), registered.
         dual = a.act_bits == 8 and a.weight_bits == 8 and P >= 2
         prods = []
         if spec.multiplier == "lut":
             for lane in range(P):
-                mul = ShiftAddMul(a.act_bits, a.weight_bits)
+                mul = ShiftAddMul(a.act_bits, a.weight_bits, stages=3)
                 m.submodules[f"mul{lane}"] = mul
                 m.d.comb += [mul.a.eq(a_ops[lane]), mul.b.eq(b_ops[lane])]
                 prods.append(mul.p)
             stage("ctl4a")
+            stage("ctl4b")
         else:
             # The last ``spec.lut_lanes`` lanes multiply in logic (their DSPs are spent
             # elsewhere): a ShiftAddMul fed before the operand registers (its first stage is
@@ -1046,17 +1054,26 @@ class Engine(wiring.Component):
                                    1 << lane1[Space.ACT], 0))
               for b in range(2) for k in range(nb)),
         ]
+        # (the weight and entry slices' write data: a copy of the host's byte per slice,
+        # loaded with the next cycle's byte)
+        hdata_next = Mux(h1.valid, h1.data, h2.data)
+
+        def hdata_copy(name):
+            r = Signal(8, name=name, reset_less=True)
+            m.d.sync += r.eq(hdata_next)
+            return r
         m.d.comb += [desc_wr.data.eq(hdata), desc_wr.en.eq(wen_desc),
-                     *(wr.data.eq(hdata.replicate(P // n_ws)) for wr in w_wr),
+                     *(wr.data.eq(hdata_copy(f"w_wd{i}__rep").replicate(P // n_ws))
+                       for i, wr in enumerate(w_wr)),
                      *(wr.en.eq(wen_w.word_select(i, P // n_ws)) for i, wr in enumerate(w_wr)),
-                     *(wr.data.eq(hdata.replicate(ENTRY_BYTES)) for wr in b_wr),
+                     *(wr.data.eq(hdata_copy(f"b_wd{i}__rep").replicate(ENTRY_BYTES))
+                       for i, wr in enumerate(b_wr)),
                      *(wr.en.eq(wen_b.word_select(i, ENTRY_BYTES)) for i, wr in enumerate(b_wr))]
         # (the engine's enables are 0 while idle, the host's while busy.) Each ACT bank's
         # write data is a register of its own, loaded with the next cycle's data (engine or
         # host, as for the address registers), so no multiplexer and no single register
         # drives the data pins of blocks across the die.
         wr_data_next = Mux(o_wide2, o_group.replicate(A // R), o_data.replicate(A))
-        hdata_next = Mux(h1.valid, h1.data, h2.data)
         for b in range(2):
             for k in range(nb):
                 wd = Signal(A * 8, name=f"act_wd{b}_{k}__rep", reset_less=True)
