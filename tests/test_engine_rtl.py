@@ -6,10 +6,13 @@ directory, serialised by a file lock for ``pytest -n``) and many cases run in on
 process.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from deconvsr.bus import Space
+from deconvsr.hw.engine import ACT_BANK
 from deconvsr.descriptor import BASIC_COUNTERS, COUNTERS
 from deconvsr.sim.engine_sim import cached_build_dir, run_programs
 from deconvsr.sim.harness import available_simulators
@@ -154,40 +157,49 @@ def test_lean_datapath_rtl(rng):
     _check(results, progs, cases, LEAN)
 
 
-def test_bus_spaces_rtl(rng):
+BANKED = dataclasses.replace(QUICK, name="banked", act_depth=2 * ACT_BANK)
+
+
+@pytest.mark.parametrize("spec", [QUICK, pytest.param(BANKED, marks=pytest.mark.slow)],
+                         ids=lambda s: s.name)
+def test_bus_spaces_rtl(rng, spec):
     """ID, status, readback of every writable space, out-of-range reads return 0 and writes
-    there are ignored, counters after a run; under idle insertion and backpressure."""
-    p = QUICK.lanes
+    there are ignored, counters after a run; under idle insertion and backpressure. (Slow:
+    the same with ACT in two banks per buffer, whose words reach the host through the
+    banks' registers.)"""
+    p = spec.lanes
     wbytes = bytes(rng.integers(0, 256, size=3 * p, dtype=np.uint8))
     ops = [
-        ["r", Space.ID.value, 0, len(QUICK.id_bytes()) + 2],
+        ["r", Space.ID.value, 0, len(spec.id_bytes()) + 2],
         ["r", Space.CTRL.value, 0, 1],
         ["w", Space.WEIGHT.value, 5, wbytes.hex()],
         ["w", Space.BIAS.value, 17, "a1b2c3"],
         ["w", Space.DESC.value, 64 + 3, "0102"],
-        ["w", Space.ACT.value, QUICK.act_depth * p + 7, "7f80"],
-        ["w", Space.WEIGHT.value, QUICK.weight_depth * p, "ff"],   # out of range: ignored
+        ["w", Space.ACT.value, spec.act_depth * p + 7, "7f80"],
+        ["w", Space.WEIGHT.value, spec.weight_depth * p, "ff"],   # out of range: ignored
         ["r", Space.WEIGHT.value, 5, len(wbytes)],
         ["r", Space.BIAS.value, 17, 3],
         ["r", Space.DESC.value, 64 + 3, 2],
-        ["r", Space.ACT.value, QUICK.act_depth * p + 7, 2],
-        ["r", Space.WEIGHT.value, QUICK.weight_depth * p, 2],
-        ["r", Space.OUT.value, QUICK.out_bytes, 1],
+        ["r", Space.ACT.value, spec.act_depth * p + 7, 2],
+        ["r", Space.WEIGHT.value, spec.weight_depth * p, 2],
+        ["r", Space.OUT.value, spec.out_bytes, 1],
         ["w", Space.CTRL.value, 0, "00"],                            # start 0 layers: error
         ["r", Space.CTRL.value, 0, 1],
         ["w", Space.CTRL.value, 1, "00"],                            # soft reset clears it
         ["r", Space.CTRL.value, 0, 1],
         ["r", Space.COUNT.value, 0, 8],
+        ["w", Space.ACT.value, (spec.act_depth - 1) * p + 1, "5aa5"],  # buffer 0's last word
+        ["r", Space.ACT.value, (spec.act_depth - 1) * p + 1, 2],
     ]
     x = rng.integers(0, 256, size=(3, 4, 4))
     layer = random_qlayer(rng, 3, 2, 3, 1, 1, x=x)
-    prog = set_input(compile_network([layer], x.shape, QUICK), x.astype(np.uint8))
-    with build_dir(QUICK) as bd:
-        res = run_programs([prog], QUICK, backend="rtl", build_dir=bd, idle=0.4,
+    prog = set_input(compile_network([layer], x.shape, spec), x.astype(np.uint8))
+    with build_dir(spec) as bd:
+        res = run_programs([prog], spec, backend="rtl", build_dir=bd, idle=0.4,
                            backpressure=0.5, seed=int(rng.integers(1 << 30)),
                            extra_ops=ops)
     r = res[-1]["extra"]
-    assert r[0] == QUICK.id_bytes() + b"\0\0"
+    assert r[0] == spec.id_bytes() + b"\0\0"
     assert r[1] == b"\0"
     assert r[2] == wbytes
     assert r[3] == bytes.fromhex("a1b2c3")
@@ -196,6 +208,7 @@ def test_bus_spaces_rtl(rng):
     assert r[6] == b"\0\0" and r[7] == b"\0"
     assert r[8] == bytes([4])   # error bit
     assert r[9] == b"\0" and r[10] == bytes(8)
+    assert r[11] == bytes.fromhex("5aa5")
     np.testing.assert_array_equal(res[0]["out"], run_layer(x, layer))
     assert len(res[0]["counters"]) == len(COUNTERS)
 
