@@ -28,12 +28,13 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-__all__ = ["BuildError", "Resource", "BuildResult", "tool_env", "parse_report", "build",
-           "check", "load_result", "RESULT_FILE", "DEFAULT_SEED"]
+__all__ = ["BuildError", "Resource", "BuildResult", "tool_env", "parse_report", "slow_endpoints",
+           "build", "check", "load_result", "RESULT_FILE", "SLOW_FILE", "DEFAULT_SEED"]
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "build.json"
+SLOW_FILE = "slow_endpoints.txt"    #: the endpoints that miss timing, grouped (slow_endpoints)
 DEFAULT_SEED = 1
 
 # nextpnr's cell types -> the names this report uses, per family.
@@ -184,6 +185,29 @@ def parse_report(report: dict, family: str) -> tuple[dict, dict, dict]:
     return util, fmax, constraint
 
 
+# Cell names from yosys/nextpnr: the register or memory a name starts with, before the suffixes
+# that mapping and packing append (and with indices folded, so copies and bits group together).
+_MAPPED_SUFFIX = re.compile(r"(_TRELLIS|_LUT4|_CCU2|_PFUMX|_L6MUX|_SB_|\$).*")
+
+
+def slow_endpoints(report: dict, period_ns: float, top: int = 40) -> list[dict]:
+    """The endpoints that miss ``period_ns`` in nextpnr's report (``--detailed-timing-report``),
+    grouped by the register or memory they belong to: ``[{"group", "port", "worst_ns",
+    "count"}, ...]``, worst first. One build shows every structure that misses timing, not
+    only the critical path."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for net in report.get("detailed_net_timings", []):
+        for ep in net.get("endpoints", []):
+            arrival = max(ep.get("delay", [0]))
+            if arrival > period_ns:
+                name = re.sub(r"\d+", "#", _MAPPED_SUFFIX.sub("", ep["cell"]))
+                groups.setdefault((name, re.sub(r"\d+", "#", ep["port"])), []).append(arrival)
+    rows = [{"group": g, "port": p, "worst_ns": round(max(v), 2), "count": len(v)}
+            for (g, p), v in groups.items()]
+    rows.sort(key=lambda r: -r["worst_ns"])
+    return rows[:top]
+
+
 def _yosys_cells(rpt: str) -> dict[str, int]:
     """Cell counts from the last ``stat`` table of a yosys log (both 0.3x and 0.5x+ layouts)."""
     cells: dict[str, int] = {}
@@ -261,13 +285,14 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     top = BoardTop(board, core, link=link)
     platform = board.platform()
     report_file = f"{name}.report.json"
-    nextpnr_opts = f"--report {report_file} --timing-allow-fail --seed {seed}"
+    nextpnr_opts = (f"--report {report_file} --detailed-timing-report --timing-allow-fail "
+                    f"--seed {seed}")
     if board.family == "ecp5":
         # router2, nextpnr's newer router (it routes the 16-lane design in about a minute and
         # the 64-lane one in about 7: docs/boards.md).
         nextpnr_opts += " --router router2"
     kw = dict(nextpnr_opts=nextpnr_opts)
-    for stale in (report_file, f"{name}.{board.bitstream_ext}", RESULT_FILE):
+    for stale in (report_file, f"{name}.{board.bitstream_ext}", RESULT_FILE, SLOW_FILE):
         (outdir / stale).unlink(missing_ok=True)
     t0 = time.monotonic()
     from deconvsr.hw.synth import ABC_FALLBACK, AFTER_READ, abc9_failed, drop_zero_init
@@ -323,6 +348,11 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
 
     report = json.loads((outdir / report_file).read_text())
     util, fmax, constraint = parse_report(report, board.family)
+    slow = slow_endpoints(report, 1e3 / (board.clk_hz / 1e6))
+    (outdir / SLOW_FILE).write_text(
+        f"# endpoints slower than {1e3 / (board.clk_hz / 1e6):.2f} ns, by register or memory\n"
+        "# worst_ns  count  group.port\n" +
+        "".join(f"{r['worst_ns']:8.2f} {r['count']:6d}  {r['group']}.{r['port']}\n" for r in slow))
     cells = _yosys_cells((outdir / f"{name}.rpt").read_text(errors="replace"))
     spec = getattr(top.core, "spec", None)
     result = BuildResult(

@@ -189,6 +189,25 @@ def test_parse_report():
     assert again == r
 
 
+def test_slow_endpoints_grouped():
+    """Endpoints past the period, grouped by register (bits and copies folded), worst first."""
+    report = {"detailed_net_timings": [
+        {"net": "a", "endpoints": [
+            {"cell": "core.engine.act_word1__rep_TRELLIS_FF_Q_84", "port": "M", "delay": [1.0, 14.2]},
+            {"cell": "core.engine.act_word2__rep_TRELLIS_FF_Q_7", "port": "M", "delay": [1.0, 11.0]},
+            {"cell": "core.engine.acc3_TRELLIS_FF_Q_1", "port": "DI", "delay": [1.0, 9.9]}]},
+        {"net": "b", "endpoints": [
+            {"cell": "core.engine.w_mem2.0.3", "port": "DIA0", "delay": [2.0, 12.5]},
+            {"cell": "core.engine.rd3_cand3_TRELLIS_FF_Q_DI_LUT4_Z", "port": "DI",
+             "delay": [0.5, 10.5]}]}]}
+    rows = flow.slow_endpoints(report, 10.0)
+    assert rows == [
+        {"group": "core.engine.act_word#__rep", "port": "M", "worst_ns": 14.2, "count": 2},
+        {"group": "core.engine.w_mem#.#.#", "port": "DIA#", "worst_ns": 12.5, "count": 1},
+        {"group": "core.engine.rd#_cand#", "port": "DI", "worst_ns": 10.5, "count": 1}]
+    assert flow.slow_endpoints(report, 15.0) == [] and flow.slow_endpoints({}, 10.0) == []
+
+
 def test_check_timing_miss():
     r = _result(fmax={"clk": 45.25, "clk12_0__io": 300.0})
     assert not r.meets_timing
