@@ -218,6 +218,17 @@ class Engine(wiring.Component):
         start = Signal()
         soft_reset = Signal()
         m.d.comb += self.busy.eq(busy)
+        # Exact copies of busy, each driving one group of the memories' address and data
+        # multiplexers: set and cleared with it (by a start; at the end of the last layer or
+        # by a soft reset, which wins), see the end of elaborate.
+        busy_set = Signal()
+        busy_clr = Signal()
+        busy_copies = []
+
+        def busy_copy(name):
+            r = Signal(name=name)
+            busy_copies.append(r)
+            return r
 
         kept = COUNTERS if spec.counters == "all" else BASIC_COUNTERS
         # (reset-less: a start or soft reset clears them, and they power up as 0 from the
@@ -833,8 +844,11 @@ class Engine(wiring.Component):
                 with m.If(soft_reset):
                     m.next = "IDLE"
 
-        # (a continuous assignment, not a process: Icarus starts it at time 0)
-        m.d.comb += issuing.eq(seq_fsm.ongoing("RUN"))
+        # (continuous assignments, not processes: Icarus starts them at time 0)
+        m.d.comb += [issuing.eq(seq_fsm.ongoing("RUN")),
+                     busy_set.eq(seq_fsm.ongoing("IDLE") & start),
+                     busy_clr.eq(soft_reset | (seq_fsm.ongoing("FLUSH") & ~pipe_busy &
+                                               (layer + 1 >= n_layers)))]
 
         # ---- engine memory ports (engine side) --------------------------------------------
         out_buf = ~desc.in_buf
@@ -996,20 +1010,22 @@ class Engine(wiring.Component):
             m.d.comb += port.addr.eq(desc_addr)
         for i in range(n_ws):
             w_pa = Signal(AW, name=f"w_pa{i}__rep", reset_less=True)
-            m.d.sync += w_pa.eq(Mux(busy, w_eaddr_next, hnext >> lp))
+            m.d.sync += w_pa.eq(Mux(busy_copy(f"w_busy{i}__rep"), w_eaddr_next, hnext >> lp))
             m.d.comb += [w_rd[i].addr.eq(w_pa), w_wr[i].addr.eq(w_pa)]
         for i in range(R):
             b_pa = Signal(AW, name=f"b_pa{i}__rep", reset_less=True)
-            m.d.sync += b_pa.eq(Mux(busy, entry_next >> lr, hnext >> _log2(ENTRY_BYTES * R)))
+            m.d.sync += b_pa.eq(Mux(busy_copy(f"b_busy{i}__rep"), entry_next >> lr,
+                                    hnext >> _log2(ENTRY_BYTES * R)))
             m.d.comb += [b_rd[i].addr.eq(b_pa), b_wr[i].addr.eq(b_pa)]
         for i in range(n_ob):
             o_pa = Signal(lob, name=f"out_pa{i}__rep", reset_less=True)
-            m.d.sync += o_pa.eq(Mux(busy, o_tag.addr, hnext)[:lob])
+            m.d.sync += o_pa.eq(Mux(busy_copy(f"out_busy{i}__rep"), o_tag.addr, hnext)[:lob])
             m.d.comb += [out_rd[i].addr.eq(o_pa), out_wr[i].addr.eq(o_pa)]
         for b in range(2):
             for k in range(nb):
                 a_pa = Signal(lab, name=f"act_pa{b}_{k}__rep", reset_less=True)
-                m.d.sync += a_pa.eq(Mux(busy, Mux(desc.in_buf == b, act_addr_next, o_tag.addr),
+                m.d.sync += a_pa.eq(Mux(busy_copy(f"act_busy{b}_{k}__rep"),
+                                        Mux(desc.in_buf == b, act_addr_next, o_tag.addr),
                                         hnext[la:lb])[:lab])
                 m.d.comb += [act_rd[b][k].addr.eq(a_pa), act_wr[b][k].addr.eq(a_pa)]
         # Reads and writes of one memory never coincide. For single-port RAMs with "no change
@@ -1077,7 +1093,8 @@ class Engine(wiring.Component):
         for b in range(2):
             for k in range(nb):
                 wd = Signal(A * 8, name=f"act_wd{b}_{k}__rep", reset_less=True)
-                m.d.sync += wd.eq(Mux(busy, wr_data_next, hdata_next.replicate(A)))
+                m.d.sync += wd.eq(Mux(busy_copy(f"act_wbusy{b}_{k}__rep"), wr_data_next,
+                                      hdata_next.replicate(A)))
                 m.d.comb += [act_wr[b][k].data.eq(wd),
                              act_wr[b][k].en.eq(we_act[b][k] | wen_act[b][k])]
 
@@ -1193,4 +1210,10 @@ class Engine(wiring.Component):
             m.d.sync += push.eq(0)
             for r, gc in acc_grp:
                 m.d.sync += [r[1].eq(0), gc.push.eq(0)]
+        # busy's copies, under the conditions that set and clear it (the FSM's IDLE start,
+        # FLUSH end of the last layer, soft reset), so they equal it in every cycle.
+        with m.If(busy_set):
+            m.d.sync += [c.eq(1) for c in busy_copies]
+        with m.If(busy_clr):
+            m.d.sync += [c.eq(0) for c in busy_copies]
         return m
