@@ -23,7 +23,7 @@ from .requant import Requant
 __all__ = ["Engine"]
 
 OUT_BANK = 2048     # bytes per OUT memory bank (a power of two)
-ACC_GROUP = 8       # lanes per copy of the accumulators' control register
+ACC_GROUP = 4       # lanes per copy of the accumulators' control register
 OP_GROUP = 16       # lanes per copy of the activation word and the operand controls
 ACT_BANK = 2048     # words per ACT memory bank in block RAM (ECP5 DP16KD 2048 x 9: no depth
                     # decode inside a bank)
@@ -505,7 +505,7 @@ class Engine(wiring.Component):
         # twice more (``acc_pre``, then ``acc_in``) so that no multiplexer sits before the
         # accumulators' adders and their high-fan-out controls, and the placer can split the
         # route from the adder tree to each accumulator.
-        ctl_acc = Signal(ctl_layout)
+        ctl_acc = Signal(ctl_layout, name="ctl_acc__rep")     # (not merged with a group's copy)
         acc_next = Signal(ctl_layout)
         acc_mid = Signal(ctl_layout)
         m.d.comb += acc_next.eq(onehot_mux((k, ctl[prod_stage + k].as_value())
@@ -718,14 +718,24 @@ class Engine(wiring.Component):
         ]
 
         # ---- sequencer / layer FSM ----------------------------------------------------------
-        # Something is in the MAC pipeline, registered (the OR of every stage's valid is deep
-        # logic; the layer's end waits one cycle more for it). ctl0.valid is included so that
-        # the register already says busy in the first FLUSH cycle.
+        # Something is in the MAC pipeline, in two registered levels (the valid bits are
+        # spread over the die: the MAC stages' and the drain's ORs, then their OR), so it
+        # shows what was in flight two cycles before. The layer ends when it says nothing
+        # was, at least two cycles into FLUSH (nothing is issued in FLUSH, so nothing is
+        # in flight then either).
+        pb_mac = Signal()
+        pb_out = Signal()
         pipe_busy = Signal()
-        m.d.sync += pipe_busy.eq(Cat([c.valid for c in ctl]).any() | acc_mid.valid | ctl_acc.valid |
-                                 push | hold_full |
-                                 wr_act.any() | wr_out.any() |
-                                 d1_valid | d2_valid | d3_valid | requant.busy | requant.o.valid)
+        flush_age = Signal(2)       # cycles in FLUSH, up to 2
+        flush_ok = Signal()         # the pipeline is empty: the layer may end
+        m.d.sync += [
+            pb_mac.eq(Cat([c.valid for c in ctl]).any() | acc_mid.valid | ctl_acc.valid | push),
+            pb_out.eq(hold_full | wr_act.any() | wr_out.any() | d1_valid | d2_valid | d3_valid |
+                      requant.busy | requant.o.valid),
+            pipe_busy.eq(pb_mac | pb_out),
+        ]
+        m.d.comb += flush_ok.eq(flush_age[1] & ~pipe_busy)
+        m.d.sync += flush_age.eq(0)        # (counted in FLUSH, below)
         # The layer's snapshot is written a cycle after the layer ends, from registers (the
         # FSM state, the counters and the snapshot RAM are far apart on a large FPGA).
         snap_we = Signal()
@@ -832,7 +842,8 @@ class Engine(wiring.Component):
                 with m.If(soft_reset):
                     m.next = "IDLE"
             with m.State("FLUSH"):
-                with m.If(~pipe_busy):
+                m.d.sync += flush_age.eq(Mux(flush_age[1], 2, flush_age + 1))
+                with m.If(flush_ok):
                     m.d.sync += snap_we.eq(1)
                     m.d.sync += [layer.eq(layer + 1),
                                  counters["layers_done"].eq(counters["layers_done"] + 1)]
@@ -847,7 +858,7 @@ class Engine(wiring.Component):
         # (continuous assignments, not processes: Icarus starts them at time 0)
         m.d.comb += [issuing.eq(seq_fsm.ongoing("RUN")),
                      busy_set.eq(seq_fsm.ongoing("IDLE") & start),
-                     busy_clr.eq(soft_reset | (seq_fsm.ongoing("FLUSH") & ~pipe_busy &
+                     busy_clr.eq(soft_reset | (seq_fsm.ongoing("FLUSH") & flush_ok &
                                                (layer + 1 >= n_layers)))]
 
         # ---- engine memory ports (engine side) --------------------------------------------
