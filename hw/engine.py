@@ -670,11 +670,11 @@ class Engine(wiring.Component):
                 rq.i.payload.shift.eq(d3_entry[r].shift[:shift_w]),
             ]
         requant = requants[0]
-        o_wide2 = d3_wide               # delayed by the requantiser's latency
+        o_wide_c = d3_wide              # delayed by the requantiser's latency
         for i in range(requant.latency):
             o_wide_d = Signal(name=f"o_wide_d{i}")
-            m.d.sync += o_wide_d.eq(o_wide2)
-            o_wide2 = o_wide_d
+            m.d.sync += o_wide_d.eq(o_wide_c)
+            o_wide_prev, o_wide_c = o_wide_c, o_wide_d
         m.d.comb += [
             requant.i.payload.tag.write.eq((oy >= 0) & (oy < dn.h_out) &
                                            (ox >= 0) & (ox < dn.w_out)),
@@ -683,17 +683,21 @@ class Engine(wiring.Component):
             requant.i.payload.tag.addr.eq(d3_addr),
             requant.i.payload.tag.lane.eq(d3_entry[0].lane),
         ]
-        # Write stage: the clamped outputs, byte enables and address are registered, so the
-        # memories' write ports (spread over many block RAMs) are driven by flip-flops only.
-        o_tag = requant.o.payload.tag
-        o_data = Signal(8)
-        o_group = Signal(8 * R)       # R bytes for lanes lane..lane+R-1 (wide)
+        # Output stage: the requantisers' outputs (zeroed outside the valid region), their
+        # tag and write flag registered as they leave, then (write stage) the byte enables,
+        # address and data registered again, so the memories' write ports (spread over many
+        # block RAMs) are driven by flip-flops only, and the outputs reach the far banks
+        # through a register of each bank's.
+        o_tag_c = requant.o.payload.tag
+        o_data_c = Mux(o_tag_c.zero, 0, requant.o.payload.data)
+        o_group_c = Cat(*[Mux(o_tag_c.zero, 0, rq.o.payload.data) for rq in requants])
+        o_tag = Signal(o_tag_c.shape(), reset_less=True)
+        o_data = Signal(8, reset_less=True)
+        o_group = Signal(8 * R, reset_less=True)    # R bytes for lanes lane..lane+R-1 (wide)
         o_we = Signal()
-        m.d.comb += [
-            o_data.eq(Mux(o_tag.zero, 0, requant.o.payload.data)),
-            o_group.eq(Cat(*[Mux(o_tag.zero, 0, rq.o.payload.data) for rq in requants])),
-            o_we.eq(requant.o.valid & o_tag.write),
-        ]
+        o_wide2 = Signal()
+        m.d.sync += [o_tag.eq(o_tag_c), o_data.eq(o_data_c), o_group.eq(o_group_c),
+                     o_we.eq(requant.o.valid & o_tag_c.write), o_wide2.eq(o_wide_c)]
         wr_act = Signal(2 * nb)     # write ACT buffer b, bank k: bit b * nb + k (one-hot)
         wr_out = Signal(n_ob)                                     # write OUT bank i
         wr_addr = Signal(signed(AW), reset_less=True)
@@ -730,7 +734,7 @@ class Engine(wiring.Component):
         flush_ok = Signal()         # the pipeline is empty: the layer may end
         m.d.sync += [
             pb_mac.eq(Cat([c.valid for c in ctl]).any() | acc_mid.valid | ctl_acc.valid | push),
-            pb_out.eq(hold_full | wr_act.any() | wr_out.any() | d1_valid | d2_valid | d3_valid |
+            pb_out.eq(hold_full | o_we | wr_act.any() | wr_out.any() | d1_valid | d2_valid | d3_valid |
                       requant.busy | requant.o.valid),
             pipe_busy.eq(pb_mac | pb_out),
         ]
@@ -1100,12 +1104,18 @@ class Engine(wiring.Component):
         # write data is a register of its own, loaded with the next cycle's data (engine or
         # host, as for the address registers), so no multiplexer and no single register
         # drives the data pins of blocks across the die.
-        wr_data_next = Mux(o_wide2, o_group.replicate(A // R), o_data.replicate(A))
         for b in range(2):
             for k in range(nb):
+                # (the bank's copy of the output stage's data, wide or one byte)
+                o_wide_bk = Signal(name=f"o_wide{b}_{k}__rep")
+                wdp = Signal(A * 8, name=f"act_wdp{b}_{k}__rep", reset_less=True)
+                m.d.sync += [o_wide_bk.eq(o_wide_prev),
+                             wdp.eq(Mux(o_wide_bk, o_group_c.replicate(A // R),
+                                        o_data_c.replicate(A)))]
                 wd = Signal(A * 8, name=f"act_wd{b}_{k}__rep", reset_less=True)
-                m.d.sync += wd.eq(Mux(busy_copy(f"act_wbusy{b}_{k}__rep"), wr_data_next,
-                                      hdata_next.replicate(A)))
+                for j in range(0, A * 8, 32):       # (a copy of busy per 32 bits)
+                    m.d.sync += wd[j:j + 32].eq(Mux(busy_copy(f"act_wbusy{b}_{k}_{j // 32}__rep"),
+                                                    wdp[j:j + 32], hdata_next.replicate(4)))
                 m.d.comb += [act_wr[b][k].data.eq(wd),
                              act_wr[b][k].en.eq(we_act[b][k] | wen_act[b][k])]
 
@@ -1214,6 +1224,7 @@ class Engine(wiring.Component):
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
                          d1_valid.eq(0), d2_valid.eq(0), d3_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0), wr_act.eq(0),
+                         o_we.eq(0),
                          *(we.eq(0) for bank in we_act for we in bank),
                          wr_out.eq(0)]
             for c in [*ctl[1:], acc_mid, ctl_acc]:
