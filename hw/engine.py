@@ -87,7 +87,7 @@ class Engine(wiring.Component):
     ``wide`` layers, per cycle, or every other cycle with ``spec.requant == "serial"``):
     ``cycles_stalled`` counts those. Layers run back to back;
     per layer the descriptor load takes ``DESC_BYTES + 2`` cycles and the pipeline drain
-    about ``10 + Pv`` cycles. Outputs reach memory 7 cycles after leaving the accumulators.
+    about ``15 + Pv`` cycles. Outputs reach memory 8 cycles after leaving the accumulators.
 
     Raises
     ------
