@@ -724,9 +724,9 @@ class Engine(wiring.Component):
         # ---- sequencer / layer FSM ----------------------------------------------------------
         # Something is in the MAC pipeline, in two registered levels (the valid bits are
         # spread over the die: the MAC stages' and the drain's ORs, then their OR), so it
-        # shows what was in flight two cycles before. The layer ends when it says nothing
-        # was, at least two cycles into FLUSH (nothing is issued in FLUSH, so nothing is
-        # in flight then either).
+        # shows what was in flight two cycles before. The layer ends when it said nothing
+        # was (``flush_ok``, registered), at least three cycles into FLUSH (nothing is
+        # issued in FLUSH, so nothing is in flight then either).
         pb_mac = Signal()
         pb_out = Signal()
         pipe_busy = Signal()
@@ -738,7 +738,10 @@ class Engine(wiring.Component):
                       requant.busy | requant.o.valid),
             pipe_busy.eq(pb_mac | pb_out),
         ]
-        m.d.comb += flush_ok.eq(flush_age[1] & ~pipe_busy)
+        # (a register: the pipeline-busy flags are far from the FSM. flush_age counts only in
+        # FLUSH, so its bit 1 says the FSM has been in FLUSH for two cycles; outside FLUSH
+        # the flag is not used, and a layer's FLUSH is never two cycles after the last)
+        m.d.sync += flush_ok.eq(flush_age[1] & ~pipe_busy)
         m.d.sync += flush_age.eq(0)        # (counted in FLUSH, below)
         # The layer's snapshot is written a cycle after the layer ends, from registers (the
         # FSM state, the counters and the snapshot RAM are far apart on a large FPGA).
@@ -748,6 +751,14 @@ class Engine(wiring.Component):
         m.d.sync += [snap_we.eq(0), snap_addr.eq(layer),
                      snap_data.eq(Cat((counters["cycles_busy"] + 2)[:32], counters["mac_used"]))]
         m.d.comb += [snap_wr.addr.eq(snap_addr), snap_wr.en.eq(snap_we), snap_wr.data.eq(snap_data)]
+        # The descriptor byte written in a cycle of LOAD: a one-hot register shifted along (byte
+        # k is written when db = k + 2), so each byte's clock enable is a flip-flop, not a
+        # decode of db and the FSM state.
+        desc_be = Signal(DESC_BYTES)
+        m.d.sync += desc_be.eq(0)           # (shifted in LOAD, below)
+        for k in range(DESC_BYTES):
+            with m.If(desc_be[k]):
+                m.d.sync += desc_raw[8 * k:8 * k + 8].eq(desc_q)
         with m.FSM(name="seq") as seq_fsm:
             with m.State("IDLE"):
                 with m.If(start):
@@ -758,16 +769,23 @@ class Engine(wiring.Component):
                 # desc_q (a register beside the block RAM: the descriptor's bits are spread
                 # over the whole array) and is written in cycle db + 2 (in place, so the bits
                 # no field of this spec uses are not even registers).
-                m.d.sync += db.eq(db + 1)
-                with m.If(db >= 2):
-                    m.d.sync += desc_raw.word_select((db - 2)[:_log2(DESC_BYTES)], 8).eq(desc_q)
+                m.d.sync += [db.eq(db + 1), desc_be.eq(Cat(db == 1, desc_be[:-1]))]
                 with m.If(db == DESC_BYTES + 1):
                     m.d.sync += db.eq(0)
                     if "desc_reads" in kept:
                         m.d.sync += counters["desc_reads"].eq(counters["desc_reads"] + 1)
-                    m.next = "INIT"
+                    m.next = "PREP"
                 with m.If(soft_reset):
                     m.d.sync += db.eq(0)
+                    m.next = "IDLE"
+            with m.State("PREP"):
+                # The loops' lookahead flags from the new descriptor, registered a cycle
+                # before INIT takes them (no compare of descriptor fields, spread over the
+                # die, sits in front of the step enables).
+                for k, (_, first, hit) in loops.items():
+                    m.d.sync += [one[k].eq(hit(first)), pre[k].eq(hit(first + 1))]
+                m.next = "INIT"
+                with m.If(soft_reset):
                     m.next = "IDLE"
             with m.State("INIT"):
                 m.d.sync += [
@@ -779,9 +797,8 @@ class Engine(wiring.Component):
                     plane.eq(dn.in_base), rowoff.eq(dn.row0), qyw.eq(dn.row0),
                     w_addr.eq(dn.w_base),
                 ]
-                for k, (_, first, hit) in loops.items():
-                    m.d.comb += n_last[k].eq(hit(first))
-                    m.d.sync += [one[k].eq(hit(first)), pre[k].eq(hit(first + 1))]
+                for k in loops:
+                    m.d.comb += n_last[k].eq(one[k])
                 m.next = "RUN"
                 with m.If(soft_reset):
                     m.next = "IDLE"
@@ -1106,12 +1123,15 @@ class Engine(wiring.Component):
         # drives the data pins of blocks across the die.
         for b in range(2):
             for k in range(nb):
-                # (the bank's copy of the output stage's data, wide or one byte)
+                # (the bank's own copy of the output stage: the wide flag, the byte and the
+                # R bytes of a wide write; each output bit reaches a register per bank, not
+                # every data pin of every bank)
                 o_wide_bk = Signal(name=f"o_wide{b}_{k}__rep")
-                wdp = Signal(A * 8, name=f"act_wdp{b}_{k}__rep", reset_less=True)
-                m.d.sync += [o_wide_bk.eq(o_wide_prev),
-                             wdp.eq(Mux(o_wide_bk, o_group_c.replicate(A // R),
-                                        o_data_c.replicate(A)))]
+                o_data_bk = Signal(8, name=f"o_data{b}_{k}__rep", reset_less=True)
+                o_group_bk = Signal(8 * R, name=f"o_group{b}_{k}__rep", reset_less=True)
+                m.d.sync += [o_wide_bk.eq(o_wide_prev), o_data_bk.eq(o_data_c),
+                             o_group_bk.eq(o_group_c)]
+                wdp = Mux(o_wide_bk, o_group_bk.replicate(A // R), o_data_bk.replicate(A))
                 wd = Signal(A * 8, name=f"act_wd{b}_{k}__rep", reset_less=True)
                 for j in range(0, A * 8, 32):       # (a copy of busy per 32 bits)
                     m.d.sync += wd[j:j + 32].eq(Mux(busy_copy(f"act_wbusy{b}_{k}_{j // 32}__rep"),
