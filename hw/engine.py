@@ -254,8 +254,14 @@ class Engine(wiring.Component):
         # its last value (so the sequencer's decisions come straight from flip-flops).
         last_kx, last_ky, last_cg, last_vg, last_qx, last_qy = (
             Signal(name=f"last_{n}") for n in ("kx", "ky", "cg", "vg", "qx", "qy"))
-        in_frame = Signal()
-        m.d.comb += in_frame.eq((iy >= 0) & (iy < dn.h_in) & (ix >= 0) & (ix < dn.w_in))
+        # Whether the tap's input pixel is inside the frame: compared a cycle after issue, on
+        # copies of ix and iy (the compares against the descriptor's sizes do not share a
+        # cycle with the sequencer's stepping); it joins the control at stage 1.
+        ix_a = Signal(signed(SW), reset_less=True)
+        iy_a = Signal(signed(SW), reset_less=True)
+        m.d.sync += [ix_a.eq(ix), iy_a.eq(iy)]
+        in_frame_a = Signal()
+        m.d.comb += in_frame_a.eq((iy_a >= 0) & (iy_a < dn.h_in) & (ix_a >= 0) & (ix_a < dn.w_in))
 
         # ---- the MAC pipeline -------------------------------------------------------------
         # The pipeline never stalls (no enable fans out to its thousands of registers): the
@@ -347,7 +353,6 @@ class Engine(wiring.Component):
             ctl0.valid.eq(issuing & adv),
             ctl0.first.eq((cg == 0) & (ky == 0) & (kx == 0)),
             ctl0.last.eq(last0),
-            ctl0.in_frame.eq(in_frame),
         ]
 
         # Stage 1: memory read data. Stage 2: registered copies of the words (block RAM
@@ -373,7 +378,8 @@ class Engine(wiring.Component):
         act_addr_next = plane + rowoff + ix
         m.d.sync += [act_addr.eq(act_addr_next), w_raddr.eq(w_addr)]
         stage("ctla")
-        stage("ctl1")
+        ctl1 = stage("ctl1")
+        m.d.sync += ctl1.in_frame.eq(in_frame_a)     # (ctl0 and ctla carry no in_frame)
         act_word = Signal(A * 8, reset_less=True)
         w_word = Signal(P * 8, reset_less=True)
         host_act_sel = Signal()     # the ACT buffer a host read addresses (engine idle)
@@ -892,15 +898,20 @@ class Engine(wiring.Component):
                 m.d.comb += [port.data.eq(wr_data), port.en.eq(wr_out[i])]
 
         # ---- counters ---------------------------------------------------------------------
-        # What the sequencer did, registered: the counters lag it by one cycle (always inside
-        # the busy period: the layer's pipeline drain follows its last issue).
+        # What the sequencer did, registered twice (the second time with the in-frame test
+        # made a cycle after issue): the counters lag it by two cycles (always inside the
+        # busy period: the layer's pipeline drain follows its last issue).
+        issue_a = Signal()
+        stalled_a = Signal()
+        useful_a = Signal(range(P + 1), reset_less=True)
+        m.d.sync += [issue_a.eq(issuing & adv), stalled_a.eq(issuing & ~adv),
+                     useful_a.eq(desc.useful[last_cg][last_vg])]
         issue = Signal()
         issue_in = Signal()         # an issue inside the input frame (a real ACT read)
         stalled = Signal()
         useful = Signal(range(P + 1))
-        m.d.sync += [issue.eq(issuing & adv), issue_in.eq(issuing & adv & in_frame),
-                     stalled.eq(issuing & ~adv),
-                     useful.eq(Mux(in_frame, desc.useful[last_cg][last_vg], 0))]
+        m.d.sync += [issue.eq(issue_a), issue_in.eq(issue_a & in_frame_a), stalled.eq(stalled_a),
+                     useful.eq(Mux(in_frame_a, useful_a, 0))]
 
         clear_counters = Signal()
 

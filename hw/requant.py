@@ -30,7 +30,7 @@ class Requant(wiring.Component):
         ``mult_bits <= 15`` (both partial products are then signed 16 x 16).
 
     Latency: an input accepted in cycle ``n`` appears on ``o`` in cycle ``n + latency``
-    (``latency`` = 4, or 5 when ``serial``). Throughput one per cycle (one per two cycles
+    (``latency`` = 5, or 6 when ``serial``). Throughput one per cycle (one per two cycles
     when ``serial``). ``busy`` is high while an accepted input has not reached ``o`` yet.
 
     Raises
@@ -52,7 +52,7 @@ class Requant(wiring.Component):
                              f"not {arith.acc_bits} and {arith.mult_bits}")
         self.arith = arith
         self.serial = serial
-        self.latency = 5 if serial else 4
+        self.latency = 6 if serial else 5
         self.lo_bits = 15 if serial else self.LO_BITS
         self.shift_bits = Shape.cast(range(arith.shift_max + 1)).width
         self.in_layout = data.StructLayout({
@@ -70,8 +70,9 @@ class Requant(wiring.Component):
     LO_BITS = 17
 
     def elaborate(self, platform):
-        # Four register stages, each at most one adder deep: (acc + bias); the two partial
-        # products of its low 17 and high bits (each one DSP multiply); their sum; the shift.
+        # Five register stages, each at most one adder deep: (acc + bias); the two partial
+        # products of its low 17 and high bits (each one DSP multiply); their sum; the shift
+        # in two steps.
         # The rounding increment and the clamp (on the low bits only) are combinational on
         # the output side so that the caller can register them with its own write stage.
         a = self.arith
@@ -137,18 +138,31 @@ class Requant(wiring.Component):
         # Round half up by shifting first: with u = (2 t) >> s (floor), q = (u + 1) >> 1 =
         # floor((t + 2**(s-1)) / 2**s) for s > 0, and t for s = 0. No rounding constant, and
         # the clamp needs only u's sign, whether u > 2 * act_max, and u's low bits.
+        # The shift in two stages: by the low bits of s, then by the rest (a barrel shifter
+        # of 40-odd bits in one cycle is six logic levels).
+        k = min(3, self.shift_bits)
+        s35_valid = Signal()
+        v = Signal(signed(a.product_bits + 2), reset_less=True)
+        s35_shift = Signal(max(self.shift_bits - k, 1), reset_less=True)
+        s35_tag = Signal.like(s1_tag, reset_less=True)
+        m.d.sync += [
+            s35_valid.eq(s3_valid),
+            v.eq((s3_t << 1) >> s3_shift[:k]),
+            s35_shift.eq(s3_shift[k:] if self.shift_bits > k else 0),
+            s35_tag.eq(s3_tag),
+        ]
         s4_valid = Signal()
         u = Signal(signed(a.product_bits + 2), reset_less=True)
         s4_tag = Signal.like(s1_tag, reset_less=True)
         m.d.sync += [
-            s4_valid.eq(s3_valid),
-            u.eq((s3_t << 1) >> s3_shift),
-            s4_tag.eq(s3_tag),
+            s4_valid.eq(s35_valid),
+            u.eq(v >> (s35_shift << k)),
+            s4_tag.eq(s35_tag),
         ]
         low = Signal(a.act_bits + 3)
         m.d.comb += low.eq(u[:a.act_bits + 2] + 1)
         m.d.comb += [
-            self.busy.eq(s1_valid | busy_extra | s2_valid | s3_valid),
+            self.busy.eq(s1_valid | busy_extra | s2_valid | s3_valid | s35_valid),
             self.o.valid.eq(s4_valid),
             self.o.payload.tag.eq(s4_tag),
             self.o.payload.data.eq(Mux(u < -1, 0, Mux(u > 2 * a.act_max, a.act_max,
