@@ -765,128 +765,126 @@ class Engine(wiring.Component):
         for k in range(DESC_BYTES):
             with m.If(desc_be[k]):
                 m.d.sync += desc_raw[8 * k:8 * k + 8].eq(desc_q)
-        with m.FSM(name="seq") as seq_fsm:
-            with m.State("IDLE"):
-                with m.If(start):
-                    m.d.sync += [layer.eq(0), busy.eq(1)]
-                    m.next = "LOAD"
-            with m.State("LOAD"):
-                # Byte db is addressed in cycle db, leaves the RAM in cycle db + 1 into
-                # desc_q (a register beside the block RAM: the descriptor's bits are spread
-                # over the whole array) and is written in cycle db + 2 (in place, so the bits
-                # no field of this spec uses are not even registers).
-                m.d.sync += [db.eq(db + 1), desc_be.eq(Cat(db == 1, desc_be[:-1]))]
-                with m.If(db == DESC_BYTES + 1):
-                    m.d.sync += db.eq(0)
-                    if "desc_reads" in kept:
-                        m.d.sync += counters["desc_reads"].eq(counters["desc_reads"] + 1)
-                    m.next = "PREP"
-                with m.If(soft_reset):
-                    m.d.sync += db.eq(0)
-                    m.next = "IDLE"
-            with m.State("PREP"):
-                # The loops' lookahead flags from the new descriptor, registered a cycle
-                # before INIT takes them (no compare of descriptor fields, spread over the
-                # die, sits in front of the step enables).
-                for k, (_, first, hit) in loops.items():
-                    m.d.sync += [one[k].eq(hit(first)), pre[k].eq(hit(first + 1))]
-                m.next = "INIT"
-                with m.If(soft_reset):
-                    m.next = "IDLE"
-            with m.State("INIT"):
+        # The layer FSM, one-hot: a flip-flop per state, so that the state's many consumers
+        # (step enables, address and counter loads, the group tracker) read a flip-flop, not
+        # a decode of an encoded state. (yosys does not re-encode a state register with an
+        # initial value.) A soft reset returns to IDLE from any state.
+        st = {name: Signal(name=f"st_{name.lower()}", init=name == "IDLE")
+              for name in ("IDLE", "LOAD", "PREP", "INIT", "RUN", "FLUSH")}
+        db_end = db == DESC_BYTES + 1
+        last_layer = layer + 1 >= n_layers
+        run_end = en["qy"] & last_qy
+        layer_end = st["FLUSH"] & flush_ok
+        m.d.sync += [
+            st["IDLE"].eq(soft_reset | (st["IDLE"] & ~start) | (layer_end & last_layer)),
+            st["LOAD"].eq(~soft_reset & ((st["IDLE"] & start) | (st["LOAD"] & ~db_end) |
+                                         (layer_end & ~last_layer))),
+            st["PREP"].eq(~soft_reset & st["LOAD"] & db_end),
+            st["INIT"].eq(~soft_reset & st["PREP"]),
+            st["RUN"].eq(~soft_reset & (st["INIT"] | (st["RUN"] & ~run_end))),
+            st["FLUSH"].eq(~soft_reset & ((st["RUN"] & run_end) | (st["FLUSH"] & ~flush_ok))),
+        ]
+        with m.If(st["IDLE"] & start):
+            m.d.sync += [layer.eq(0), busy.eq(1)]
+        with m.If(st["LOAD"]):
+            # Byte db is addressed in cycle db, leaves the RAM in cycle db + 1 into
+            # desc_q (a register beside the block RAM: the descriptor's bits are spread
+            # over the whole array) and is written in cycle db + 2 (in place, so the bits
+            # no field of this spec uses are not even registers).
+            m.d.sync += [db.eq(db + 1), desc_be.eq(Cat(db == 1, desc_be[:-1]))]
+            with m.If(db_end):
+                m.d.sync += db.eq(0)
+                if "desc_reads" in kept:
+                    m.d.sync += counters["desc_reads"].eq(counters["desc_reads"] + 1)
+            with m.If(soft_reset):
+                m.d.sync += db.eq(0)
+        with m.If(st["PREP"]):
+            # The loops' lookahead flags from the new descriptor, registered a cycle
+            # before INIT takes them (no compare of descriptor fields, spread over the
+            # die, sits in front of the step enables).
+            for k, (_, first, hit) in loops.items():
+                m.d.sync += [one[k].eq(hit(first)), pre[k].eq(hit(first + 1))]
+        with m.If(st["INIT"]):
+            m.d.sync += [
+                g_vg.eq(0), g_v0.eq(0), g_qx.eq(dn.qx0), g_last_vg.eq(dn.n_vg == 1),
+                g_last_qx.eq(dn.qx0 == dn.qx1), g_meta.by.eq(dn.by0), g_meta.bx.eq(dn.bx0),
+                g_meta.obase.eq(dn.obase0), g_orow.eq(dn.obase0),
+                kx.eq(0), ky.eq(0), cg.eq(0), vg.eq(0),
+                qx.eq(dn.qx0), qy.eq(dn.qy0), ix.eq(dn.qx0), iy.eq(dn.qy0),
+                plane.eq(dn.in_base), rowoff.eq(dn.row0), qyw.eq(dn.row0),
+                w_addr.eq(dn.w_base),
+            ]
+            for k in loops:
+                m.d.comb += n_last[k].eq(one[k])
+        with m.If(st["RUN"]):
+            # One block per loop level, innermost first (a later assignment wins, as
+            # the outer level's reset of a shared register must).
+            with m.If(en["kx"]):
+                m.d.sync += w_addr.eq(w_addr + 1)
+                with m.If(~last_kx):
+                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix - 1)]
+                    m.d.comb += n_last["kx"].eq(pre["kx"])
+                    m.d.sync += pre["kx"].eq(pre_after_step("kx"))
+                with m.Else():
+                    m.d.sync += [kx.eq(0), ix.eq(qx)]
+                    m.d.comb += n_last["kx"].eq(one["kx"])
+                    m.d.sync += pre["kx"].eq(pre_after_wrap("kx"))
+            with m.If(en["ky"]):
+                with m.If(~last_ky):
+                    m.d.sync += [ky.eq(ky + 1), iy.eq(iy - 1), rowoff.eq(rowoff - dn.w_in)]
+                    m.d.comb += n_last["ky"].eq(pre["ky"])
+                    m.d.sync += pre["ky"].eq(pre_after_step("ky"))
+                with m.Else():
+                    m.d.sync += [ky.eq(0), iy.eq(qy), rowoff.eq(qyw)]
+                    m.d.comb += n_last["ky"].eq(one["ky"])
+                    m.d.sync += pre["ky"].eq(pre_after_wrap("ky"))
+            with m.If(en["cg"]):
+                with m.If(~last_cg):
+                    m.d.sync += [cg.eq(cg + 1), plane.eq(plane + dn.hw_in)]
+                    m.d.comb += n_last["cg"].eq(pre["cg"])
+                    m.d.sync += pre["cg"].eq(pre_after_step("cg"))
+                with m.Else():
+                    m.d.sync += [cg.eq(0), plane.eq(dn.in_base)]
+                    m.d.comb += n_last["cg"].eq(one["cg"])
+                    m.d.sync += pre["cg"].eq(pre_after_wrap("cg"))
+            with m.If(en["vg"]):
+                with m.If(~last_vg):
+                    m.d.sync += vg.eq(vg + 1)
+                    m.d.comb += n_last["vg"].eq(pre["vg"])
+                    m.d.sync += pre["vg"].eq(pre_after_step("vg"))
+                with m.Else():
+                    m.d.sync += [vg.eq(0), w_addr.eq(dn.w_base)]
+                    m.d.comb += n_last["vg"].eq(one["vg"])
+                    m.d.sync += pre["vg"].eq(pre_after_wrap("vg"))
+            with m.If(en["qx"]):
+                with m.If(~last_qx):
+                    m.d.sync += [qx.eq(qx + 1), ix.eq(qx + 1)]
+                    m.d.comb += n_last["qx"].eq(pre["qx"])
+                    m.d.sync += pre["qx"].eq(pre_after_step("qx"))
+                with m.Else():
+                    m.d.sync += [qx.eq(dn.qx0), ix.eq(dn.qx0)]
+                    m.d.comb += n_last["qx"].eq(one["qx"])
+                    m.d.sync += pre["qx"].eq(pre_after_wrap("qx"))
+            with m.If(en["qy"]):
                 m.d.sync += [
-                    g_vg.eq(0), g_v0.eq(0), g_qx.eq(dn.qx0), g_last_vg.eq(dn.n_vg == 1),
-                    g_last_qx.eq(dn.qx0 == dn.qx1), g_meta.by.eq(dn.by0), g_meta.bx.eq(dn.bx0),
-                    g_meta.obase.eq(dn.obase0), g_orow.eq(dn.obase0),
-                    kx.eq(0), ky.eq(0), cg.eq(0), vg.eq(0),
-                    qx.eq(dn.qx0), qy.eq(dn.qy0), ix.eq(dn.qx0), iy.eq(dn.qy0),
-                    plane.eq(dn.in_base), rowoff.eq(dn.row0), qyw.eq(dn.row0),
-                    w_addr.eq(dn.w_base),
+                    qy.eq(qy + 1), iy.eq(qy + 1),
+                    qyw.eq(qyw + dn.w_in), rowoff.eq(qyw + dn.w_in),
                 ]
-                for k in loops:
-                    m.d.comb += n_last[k].eq(one[k])
-                m.next = "RUN"
-                with m.If(soft_reset):
-                    m.next = "IDLE"
-            with m.State("RUN"):
-                # One block per loop level, innermost first (a later assignment wins, as
-                # the outer level's reset of a shared register must).
-                with m.If(en["kx"]):
-                    m.d.sync += w_addr.eq(w_addr + 1)
-                    with m.If(~last_kx):
-                        m.d.sync += [kx.eq(kx + 1), ix.eq(ix - 1)]
-                        m.d.comb += n_last["kx"].eq(pre["kx"])
-                        m.d.sync += pre["kx"].eq(pre_after_step("kx"))
-                    with m.Else():
-                        m.d.sync += [kx.eq(0), ix.eq(qx)]
-                        m.d.comb += n_last["kx"].eq(one["kx"])
-                        m.d.sync += pre["kx"].eq(pre_after_wrap("kx"))
-                with m.If(en["ky"]):
-                    with m.If(~last_ky):
-                        m.d.sync += [ky.eq(ky + 1), iy.eq(iy - 1), rowoff.eq(rowoff - dn.w_in)]
-                        m.d.comb += n_last["ky"].eq(pre["ky"])
-                        m.d.sync += pre["ky"].eq(pre_after_step("ky"))
-                    with m.Else():
-                        m.d.sync += [ky.eq(0), iy.eq(qy), rowoff.eq(qyw)]
-                        m.d.comb += n_last["ky"].eq(one["ky"])
-                        m.d.sync += pre["ky"].eq(pre_after_wrap("ky"))
-                with m.If(en["cg"]):
-                    with m.If(~last_cg):
-                        m.d.sync += [cg.eq(cg + 1), plane.eq(plane + dn.hw_in)]
-                        m.d.comb += n_last["cg"].eq(pre["cg"])
-                        m.d.sync += pre["cg"].eq(pre_after_step("cg"))
-                    with m.Else():
-                        m.d.sync += [cg.eq(0), plane.eq(dn.in_base)]
-                        m.d.comb += n_last["cg"].eq(one["cg"])
-                        m.d.sync += pre["cg"].eq(pre_after_wrap("cg"))
-                with m.If(en["vg"]):
-                    with m.If(~last_vg):
-                        m.d.sync += vg.eq(vg + 1)
-                        m.d.comb += n_last["vg"].eq(pre["vg"])
-                        m.d.sync += pre["vg"].eq(pre_after_step("vg"))
-                    with m.Else():
-                        m.d.sync += [vg.eq(0), w_addr.eq(dn.w_base)]
-                        m.d.comb += n_last["vg"].eq(one["vg"])
-                        m.d.sync += pre["vg"].eq(pre_after_wrap("vg"))
-                with m.If(en["qx"]):
-                    with m.If(~last_qx):
-                        m.d.sync += [qx.eq(qx + 1), ix.eq(qx + 1)]
-                        m.d.comb += n_last["qx"].eq(pre["qx"])
-                        m.d.sync += pre["qx"].eq(pre_after_step("qx"))
-                    with m.Else():
-                        m.d.sync += [qx.eq(dn.qx0), ix.eq(dn.qx0)]
-                        m.d.comb += n_last["qx"].eq(one["qx"])
-                        m.d.sync += pre["qx"].eq(pre_after_wrap("qx"))
-                with m.If(en["qy"]):
-                    m.d.sync += [
-                        qy.eq(qy + 1), iy.eq(qy + 1),
-                        qyw.eq(qyw + dn.w_in), rowoff.eq(qyw + dn.w_in),
-                    ]
-                    m.d.comb += n_last["qy"].eq(pre["qy"])
-                    m.d.sync += pre["qy"].eq(pre_after_step("qy"))
-                    with m.If(last_qy):
-                        m.next = "FLUSH"
-                with m.If(soft_reset):
-                    m.next = "IDLE"
-            with m.State("FLUSH"):
-                m.d.sync += flush_age.eq(Mux(flush_age[1], 2, flush_age + 1))
-                with m.If(flush_ok):
-                    m.d.sync += snap_we.eq(1)
-                    m.d.sync += [layer.eq(layer + 1),
-                                 counters["layers_done"].eq(counters["layers_done"] + 1)]
-                    with m.If(layer + 1 >= n_layers):
-                        m.d.sync += [busy.eq(0), done.eq(1)]
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "LOAD"
-                with m.If(soft_reset):
-                    m.next = "IDLE"
+                m.d.comb += n_last["qy"].eq(pre["qy"])
+                m.d.sync += pre["qy"].eq(pre_after_step("qy"))
+        with m.If(st["FLUSH"]):
+            m.d.sync += flush_age.eq(Mux(flush_age[1], 2, flush_age + 1))
+            with m.If(flush_ok):
+                m.d.sync += snap_we.eq(1)
+                m.d.sync += [layer.eq(layer + 1),
+                             counters["layers_done"].eq(counters["layers_done"] + 1)]
+                with m.If(last_layer):
+                    m.d.sync += [busy.eq(0), done.eq(1)]
 
         # (continuous assignments, not processes: Icarus starts them at time 0)
-        m.d.comb += [issuing.eq(seq_fsm.ongoing("RUN")),
-                     busy_set.eq(seq_fsm.ongoing("IDLE") & start),
-                     busy_clr.eq(soft_reset | (seq_fsm.ongoing("FLUSH") & flush_ok &
-                                               (layer + 1 >= n_layers)))]
+        m.d.comb += [issuing.eq(st["RUN"]),
+                     busy_set.eq(st["IDLE"] & start),
+                     busy_clr.eq(soft_reset | (layer_end & last_layer))]
 
         # ---- engine memory ports (engine side) --------------------------------------------
         out_buf = ~desc.in_buf
@@ -1155,9 +1153,10 @@ class Engine(wiring.Component):
             with m.If(h2_badstart):
                 m.d.sync += [error.eq(1), done.eq(0)]
             with m.If(h2_start):
-                m.d.comb += start.eq(1)
                 m.d.sync += [n_layers.eq(hdata), done.eq(0), error.eq(0)]
-        m.d.comb += soft_reset.eq(h2.valid & h2_reset)
+        # (continuous assignments, not processes: the one-hot FSM's next state takes them
+        # through logic, and Icarus would start a process's output as X)
+        m.d.comb += [start.eq(h2.valid & ~busy & h2_start), soft_reset.eq(h2.valid & h2_reset)]
         # The counters are cleared a cycle after a start or reset (a registered clear: it
         # fans out to every counter bit), keeping what that cycle counts.
         m.d.sync += clear_counters.eq(start | soft_reset)
