@@ -86,8 +86,8 @@ class Engine(wiring.Component):
     of ``cw*T*T`` cycles produces ``Pv`` outputs, drained one, or ``spec.drain_lanes`` for
     ``wide`` layers, per cycle, or every other cycle with ``spec.requant == "serial"``):
     ``cycles_stalled`` counts those. Layers run back to back;
-    per layer the descriptor load takes ``DESC_BYTES + 2`` cycles and the pipeline drain
-    about ``15 + Pv`` cycles. Outputs reach memory 8 cycles after leaving the accumulators.
+    per layer the descriptor load takes ``DESC_BYTES + 3`` cycles (with PREP) and the pipeline drain
+    about ``17 + Pv`` cycles. Outputs reach memory 9 cycles after leaving the accumulators.
 
     Raises
     ------
