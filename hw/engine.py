@@ -680,7 +680,7 @@ class Engine(wiring.Component):
         for i in range(requant.latency):
             o_wide_d = Signal(name=f"o_wide_d{i}")
             m.d.sync += o_wide_d.eq(o_wide_c)
-            o_wide_prev, o_wide_c = o_wide_c, o_wide_d
+            o_wide_c = o_wide_d
         m.d.comb += [
             requant.i.payload.tag.write.eq((oy >= 0) & (oy < dn.h_out) &
                                            (ox >= 0) & (ox < dn.w_out)),
@@ -710,18 +710,36 @@ class Engine(wiring.Component):
         wr_data = Signal(8, reset_less=True)
         # Each ACT bank's byte write enables, registered (with wr_act, which only says that
         # some bank is written): the block RAMs' write enables come straight from flip-flops.
-        byte_en = Mux(o_wide2, ((1 << R) - 1) << o_tag.lane, 1 << o_tag.lane)
+        # Each ACT bank has its own copy of the output stage (write flag for this bank, byte
+        # lane, wide flag, the byte and the R bytes of a wide write) and of whether the layer
+        # writes its buffer, so no output-stage register reaches every bank's write enables
+        # and data pins; OUT likewise has its own write flag.
+        o_bank_c = o_tag_c.addr[lab:lab + nbb] if nb > 1 else 0
+        o_we_c = requant.o.valid & o_tag_c.write
+        o_bk = [[SimpleNamespace(
+            we=Signal(name=f"o_we{b}_{k}__rep"), tgt=Signal(name=f"act_tgt{b}_{k}__rep"),
+            lane=Signal(len(o_tag.lane), name=f"o_lane{b}_{k}__rep", reset_less=True),
+            wide=Signal(name=f"o_wide{b}_{k}__rep"),
+            data=Signal(8, name=f"o_data{b}_{k}__rep", reset_less=True),
+            group=Signal(8 * R, name=f"o_group{b}_{k}__rep", reset_less=True))
+            for k in range(nb)] for b in range(2)]
+        o_we_out = Signal(name="o_we_out__rep")
+        to_out_r = Signal(name="to_out__rep")
+        m.d.sync += [to_out_r.eq(desc.to_out), o_we_out.eq(o_we_c & to_out_r)]
         we_act = [[Signal(A, name=f"we_act{b}_{k}") for k in range(nb)] for b in range(2)]
-        o_bank = o_tag.addr[lab:lab + nbb] if nb > 1 else 0
         for b in range(2):
             for k in range(nb):
-                m.d.sync += we_act[b][k].eq(Mux(o_we & ~desc.to_out & (desc.in_buf == 1 - b) &
-                                                (o_bank == k), byte_en, 0))
+                c = o_bk[b][k]
+                m.d.sync += [c.we.eq(o_we_c & (o_bank_c == k)), c.lane.eq(o_tag_c.lane),
+                             c.wide.eq(o_wide_c), c.data.eq(o_data_c), c.group.eq(o_group_c),
+                             c.tgt.eq(~desc.to_out & (desc.in_buf == 1 - b))]
+                byte_en = Mux(c.wide, ((1 << R) - 1) << c.lane, 1 << c.lane)
+                m.d.sync += we_act[b][k].eq(Mux(c.we & c.tgt, byte_en, 0))
         m.d.sync += [
             wr_act.eq(Mux(o_we & ~desc.to_out,
                           1 << (Cat(o_tag.addr[lab:lab + nbb], ~desc.in_buf) if nb > 1
                                 else ~desc.in_buf), 0)),
-            wr_out.eq(Mux(o_we & desc.to_out,
+            wr_out.eq(Mux(o_we_out,
                           1 << o_tag.addr[lob:lob + (n_ob - 1).bit_length()] if n_ob > 1 else 1, 0)),
             wr_addr.eq(o_tag.addr),
             wr_data.eq(Mux(o_wide2, o_group[:8], o_data)),  # (OUT's byte; ACT banks: below)
@@ -922,7 +940,19 @@ class Engine(wiring.Component):
 
         def inc(name, cond, amount=1):
             if name in kept:
-                # (each counter's own copy of the clear: one register reached all 30 x 32)
+                # (each counter's own copy of the clear: one register reached all 30 x 32;
+                # and its own registers of the event and the amount, a cycle late: the
+                # events come from all over the die. Events fall inside the busy period with
+                # a few cycles to spare, and the amounts of mac_idle, P at both ends of it,
+                # add up the same.)
+                if not isinstance(cond, int):
+                    ev = Signal(name=f"cnt_ev_{name}__rep")
+                    m.d.sync += ev.eq(cond)
+                    cond = ev
+                if not isinstance(amount, int):
+                    amt = Signal(len(amount), name=f"cnt_amt_{name}__rep", reset_less=True)
+                    m.d.sync += amt.eq(amount)
+                    amount = amt
                 clr = Signal(name=f"cnt_clr_{name}__rep")
                 m.d.sync += [clr.eq(start | soft_reset),
                              counters[name].eq(Mux(clr, 0, counters[name]) +
@@ -1132,15 +1162,9 @@ class Engine(wiring.Component):
         # drives the data pins of blocks across the die.
         for b in range(2):
             for k in range(nb):
-                # (the bank's own copy of the output stage: the wide flag, the byte and the
-                # R bytes of a wide write; each output bit reaches a register per bank, not
-                # every data pin of every bank)
-                o_wide_bk = Signal(name=f"o_wide{b}_{k}__rep")
-                o_data_bk = Signal(8, name=f"o_data{b}_{k}__rep", reset_less=True)
-                o_group_bk = Signal(8 * R, name=f"o_group{b}_{k}__rep", reset_less=True)
-                m.d.sync += [o_wide_bk.eq(o_wide_prev), o_data_bk.eq(o_data_c),
-                             o_group_bk.eq(o_group_c)]
-                wdp = Mux(o_wide_bk, o_group_bk.replicate(A // R), o_data_bk.replicate(A))
+                # (from the bank's own copy of the output stage)
+                c = o_bk[b][k]
+                wdp = Mux(c.wide, c.group.replicate(A // R), c.data.replicate(A))
                 wd = Signal(A * 8, name=f"act_wd{b}_{k}__rep", reset_less=True)
                 for j in range(0, A * 8, 32):       # (a copy of busy per 32 bits)
                     m.d.sync += wd[j:j + 32].eq(Mux(busy_copy(f"act_wbusy{b}_{k}_{j // 32}__rep"),
@@ -1254,7 +1278,7 @@ class Engine(wiring.Component):
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
                          d1_valid.eq(0), d2_valid.eq(0), d3_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0), wr_act.eq(0),
-                         o_we.eq(0),
+                         o_we.eq(0), o_we_out.eq(0), *(c.we.eq(0) for bank in o_bk for c in bank),
                          *(we.eq(0) for bank in we_act for we in bank),
                          wr_out.eq(0)]
             for c in [*ctl[1:], acc_mid, ctl_acc]:
