@@ -790,7 +790,8 @@ class Engine(wiring.Component):
         st = {name: Signal(name=f"st_{name.lower()}", init=name == "IDLE")
               for name in ("IDLE", "LOAD", "PREP", "INIT", "RUN", "FLUSH")}
         db_end = db == DESC_BYTES + 1
-        last_layer = layer + 1 >= n_layers
+        last_layer = Signal()       # (registered: layer and n_layers hold during FLUSH)
+        m.d.sync += last_layer.eq(layer + 1 >= n_layers)
         run_end = en["qy"] & last_qy
         layer_end = st["FLUSH"] & flush_ok
         m.d.sync += [
@@ -914,20 +915,24 @@ class Engine(wiring.Component):
                 m.d.comb += [port.data.eq(wr_data), port.en.eq(wr_out[i])]
 
         # ---- counters ---------------------------------------------------------------------
-        # What the sequencer did, registered twice (the second time with the in-frame test
-        # made a cycle after issue): the counters lag it by two cycles (always inside the
-        # busy period: the layer's pipeline drain follows its last issue).
+        # What the sequencer did, registered three times (the third with the in-frame test,
+        # made a cycle after issue, from the control pipeline's register): the counters lag
+        # it by a few cycles (always inside the busy period: the layer's pipeline drain
+        # follows its last issue).
         issue_a = Signal()
         stalled_a = Signal()
         useful_a = Signal(range(P + 1), reset_less=True)
         m.d.sync += [issue_a.eq(issuing & adv), stalled_a.eq(issuing & ~adv),
                      useful_a.eq(desc.useful[last_cg][last_vg])]
+        issue_b = Signal()
+        useful_b = Signal(range(P + 1), reset_less=True)
+        m.d.sync += [issue_b.eq(issue_a), useful_b.eq(useful_a)]
         issue = Signal()
         issue_in = Signal()         # an issue inside the input frame (a real ACT read)
         stalled = Signal()
         useful = Signal(range(P + 1))
-        m.d.sync += [issue.eq(issue_a), issue_in.eq(issue_a & in_frame_a), stalled.eq(stalled_a),
-                     useful.eq(Mux(in_frame_a, useful_a, 0))]
+        m.d.sync += [issue.eq(issue_b), issue_in.eq(issue_b & ctl1.in_frame), stalled.eq(stalled_a),
+                     useful.eq(Mux(ctl1.in_frame, useful_b, 0))]
 
         clear_counters = Signal()
 
