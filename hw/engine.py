@@ -145,8 +145,12 @@ class Engine(wiring.Component):
         nb = spec.act_depth // ab
         lab = _log2(ab)
         nbb = max(1, (nb - 1).bit_length())       # bank index bits
-        act_mem = [[Memory(shape=unsigned(A * 8), depth=ab, init=[], attrs=act_attrs)
-                    for _ in range(nb)] for _ in range(2)]
+        # (and each bank in block RAM in 32-bit slices, each with its own address register:
+        # one address net reached the 15 blocks of a 128-bit bank)
+        n_as = max(1, A * 8 // 32) if banked else 1
+        asw = A * 8 // n_as         # bits per slice
+        act_mem = [[[Memory(shape=unsigned(asw), depth=ab, init=[], attrs=act_attrs)
+                     for _ in range(n_as)] for _ in range(nb)] for _ in range(2)]
         # OUT is deep and narrow: banks of OUT_BANK bytes (one ECP5 DP16KD, 2048 x 9, each),
         # each read into its own register, so the bank multiplexer never follows a block
         # RAM's clock-to-out in the same cycle.
@@ -162,8 +166,10 @@ class Engine(wiring.Component):
         for i, mem in enumerate(b_mem):
             m.submodules[f"b_mem{i}"] = mem
         for b in range(2):
-            for k, mem in enumerate(act_mem[b]):
-                m.submodules[f"act{b}_mem" + (f"{k}" if nb > 1 else "")] = mem
+            for k, slices in enumerate(act_mem[b]):
+                for j, mem in enumerate(slices):
+                    m.submodules[f"act{b}_mem" + (f"{k}" if nb > 1 else "") +
+                                 (f"_{j}" if n_as > 1 else "")] = mem
         for i, mem in enumerate(out_mem):
             m.submodules[f"out_mem{i}"] = mem
         m.submodules.id_mem = id_mem
@@ -173,8 +179,9 @@ class Engine(wiring.Component):
         w_wr = [mem.write_port(granularity=8) for mem in w_mem]
         b_rd = [mem.read_port() for mem in b_mem]
         b_wr = [mem.write_port(granularity=8) for mem in b_mem]
-        act_rd = [[mem.read_port() for mem in banks] for banks in act_mem]
-        act_wr = [[mem.write_port(granularity=8) for mem in banks] for banks in act_mem]
+        act_rd = [[[mem.read_port() for mem in slices] for slices in banks] for banks in act_mem]
+        act_wr = [[[mem.write_port(granularity=8) for mem in slices] for slices in banks]
+                  for banks in act_mem]
         out_rd = [mem.read_port() for mem in out_mem]
         out_wr = [mem.write_port() for mem in out_mem]
         id_rd = id_mem.read_port()
@@ -391,14 +398,14 @@ class Engine(wiring.Component):
                        for b in range(2)]
             for b in range(2):
                 for k in range(nb):
-                    m.d.sync += act_src[b][k].eq(act_rd[b][k].data)
+                    m.d.sync += act_src[b][k].eq(Cat(rd.data for rd in act_rd[b][k]))
             bank1 = Signal(nbb, reset_less=True)
             m.d.sync += bank1.eq(act_addr[lab:lab + nbb] if nb > 1 else 0)
             bank_next = bank1       # the bank of the word in the banks' registers next cycle
             w_eaddr_next = w_raddr
             stage("ctl1b")
         else:
-            act_src = [[act_rd[b][0].data] for b in range(2)]
+            act_src = [[Cat(rd.data for rd in act_rd[b][0])] for b in range(2)]
             bank_next = Const(0, nbb)
             w_eaddr_next = w_addr
         # The word of buffer buf, bank k (source buf * nb + k), chosen by a one-hot register
@@ -1099,11 +1106,12 @@ class Engine(wiring.Component):
             m.d.comb += [out_rd[i].addr.eq(o_pa), out_wr[i].addr.eq(o_pa)]
         for b in range(2):
             for k in range(nb):
-                a_pa = Signal(lab, name=f"act_pa{b}_{k}__rep", reset_less=True)
-                m.d.sync += a_pa.eq(Mux(busy_copy(f"act_busy{b}_{k}__rep"),
-                                        Mux(desc.in_buf == b, act_addr_next, o_tag.addr),
-                                        hnext[la:lb])[:lab])
-                m.d.comb += [act_rd[b][k].addr.eq(a_pa), act_wr[b][k].addr.eq(a_pa)]
+                for j in range(n_as):
+                    a_pa = Signal(lab, name=f"act_pa{b}_{k}_{j}__rep", reset_less=True)
+                    m.d.sync += a_pa.eq(Mux(busy_copy(f"act_busy{b}_{k}_{j}__rep"),
+                                            Mux(desc.in_buf == b, act_addr_next, o_tag.addr),
+                                            hnext[la:lb])[:lab])
+                    m.d.comb += [act_rd[b][k][j].addr.eq(a_pa), act_wr[b][k][j].addr.eq(a_pa)]
         # Reads and writes of one memory never coincide. For single-port RAMs with "no change
         # on write" (iCE40 SPRAM feature buffers) say so structurally, a read disabled by a
         # write; elsewhere that gate would only lengthen the path to every block RAM's enable.
@@ -1111,8 +1119,10 @@ class Engine(wiring.Component):
         # Block RAMs are read every cycle (no clock-enable logic in front of their many
         # blocks): what the host reads stays on its address until the response is sent.
         for b in range(2):
-            for rd, wr in zip(act_rd[b], act_wr[b]):
-                m.d.comb += rd.en.eq(act_rd_en[b] & ~wr.en.any() if single_port else 1)
+            for rds, wrs in zip(act_rd[b], act_wr[b]):
+                for rd in rds:
+                    m.d.comb += rd.en.eq(act_rd_en[b] & ~Cat(wr.en for wr in wrs).any()
+                                         if single_port else 1)
         m.d.comb += [rd.en.eq(1) for rd in w_rd]
         m.d.comb += [id_rd.addr.eq(haddr),
                      snap_rd.addr.eq((haddr - SNAP_BASE) >> 3)]
@@ -1174,8 +1184,10 @@ class Engine(wiring.Component):
                 for j in range(0, A * 8, 32):       # (a copy of busy per 32 bits)
                     m.d.sync += wd[j:j + 32].eq(Mux(busy_copy(f"act_wbusy{b}_{k}_{j // 32}__rep"),
                                                     wdp[j:j + 32], hdata_next.replicate(4)))
-                m.d.comb += [act_wr[b][k].data.eq(wd),
-                             act_wr[b][k].en.eq(we_act[b][k] | wen_act[b][k])]
+                act_en = we_act[b][k] | wen_act[b][k]
+                for j, wr in enumerate(act_wr[b][k]):
+                    m.d.comb += [wr.data.eq(wd[j * asw:(j + 1) * asw]),
+                                 wr.en.eq(act_en[j * asw // 8:(j + 1) * asw // 8])]
 
         # CTRL writes (always legal): start (idle only) or reset.
         with m.If(h2.valid & ~busy):
