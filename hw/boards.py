@@ -422,5 +422,9 @@ class BoardTop(Elaboratable):
         led_bits = [beat_led, act != 0, *status]
         for i in range(board.leds):
             m.submodules[f"led_{i}"] = led = io.Buffer("o", platform.request("led", i, dir="-"))
-            m.d.comb += led.o.eq(led_bits[i] if i < len(led_bits) else 0)
+            # (registered: a register whose only load is the pad; the status bits come from
+            # logic anywhere in the core)
+            led_q = Signal(name=f"led_q{i}")
+            m.d.sync += led_q.eq(led_bits[i] if i < len(led_bits) else 0)
+            m.d.comb += led.o.eq(led_q)
         return m

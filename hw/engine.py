@@ -1296,13 +1296,14 @@ class Engine(wiring.Component):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
                          d1_valid.eq(0), d2_valid.eq(0), d3_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0), wr_act.eq(0),
                          o_we.eq(0), o_we_out.eq(0), *(c.we.eq(0) for bank in o_bk for c in bank),
-                         *(we.eq(0) for bank in we_act for we in bank),
-                         wr_out.eq(0)]
+                         *(we.eq(0) for bank in we_act for we in bank)]
             for c in [*ctl[1:], acc_mid, ctl_acc]:
                 m.d.sync += c.valid.eq(0)
             m.d.sync += push.eq(0)
-            for r, gc in acc_grp:
-                m.d.sync += [r[1].eq(0), gc.push.eq(0)]
+            # (not cleared: OUT's write enables, wr_out, which act only while busy; the
+            # accumulators' per-group controls, whose stale valid or push only reloads
+            # accumulators or hold registers that no drain will read: hold_full comes from
+            # push, cleared here. A soft reset's route to them spanned the die.)
         # busy's copies, under the conditions that set and clear it (the FSM's IDLE start,
         # FLUSH end of the last layer, soft reset), so they equal it in every cycle.
         with m.If(busy_set):
