@@ -394,13 +394,11 @@ class Engine(wiring.Component):
         if banked:
             # the banks' registers; the weights are read a cycle later to stay aligned (their
             # address register below takes w_raddr instead of w_addr)
-            # (a register per slice: the placer may put a bank's slices far apart)
-            act_q = [[[Signal(asw, name=f"act_q{b}_{k}_{j}", reset_less=True)
-                       for j in range(n_as)] for k in range(nb)] for b in range(2)]
+            act_src = [[Signal(A * 8, name=f"act_q{b}_{k}", reset_less=True) for k in range(nb)]
+                       for b in range(2)]
             for b in range(2):
                 for k in range(nb):
-                    m.d.sync += [q.eq(rd.data) for q, rd in zip(act_q[b][k], act_rd[b][k])]
-            act_src = [[Cat(act_q[b][k]) for k in range(nb)] for b in range(2)]
+                    m.d.sync += act_src[b][k].eq(Cat(rd.data for rd in act_rd[b][k]))
             bank1 = Signal(nbb, reset_less=True)
             m.d.sync += bank1.eq(act_addr[lab:lab + nbb] if nb > 1 else 0)
             bank_next = bank1       # the bank of the word in the banks' registers next cycle
