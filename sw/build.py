@@ -37,7 +37,7 @@ RESULT_FILE = "build.json"
 SLOW_FILE = "slow_endpoints.txt"    #: the endpoints that miss timing, grouped (slow_endpoints)
 DEFAULT_SEED = 1
 
-#: nextpnr-ecp5 ``--placer-heap-timingweight`` (docs/boards.md, build AQ).
+#: nextpnr-ecp5 ``--placer-heap-timingweight`` (docs/boards.md: build AP's netlist, weights 10/40/100).
 ECP5_TIMING_WEIGHT = 40
 
 # nextpnr's cell types -> the names this report uses, per family.
