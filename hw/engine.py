@@ -842,62 +842,40 @@ class Engine(wiring.Component):
             ]
             for k in loops:
                 m.d.comb += n_last[k].eq(one[k])
+        def level(k, step, wrap=None):
+            """Loop level ``k`` on its step enable: step (or, on its last value, wrap) the
+            counter and what follows it; its next flag and lookahead come from the
+            lookahead registers. ``wrap=None``: the level never wraps (the outermost, whose
+            last step ends the layer)."""
+            with m.If(en[k]):
+                if wrap is None:
+                    m.d.sync += step
+                    m.d.comb += n_last[k].eq(pre[k])
+                    m.d.sync += pre[k].eq(pre_after_step(k))
+                    return
+                with m.If(~flags[k]):
+                    m.d.sync += step
+                    m.d.comb += n_last[k].eq(pre[k])
+                    m.d.sync += pre[k].eq(pre_after_step(k))
+                with m.Else():
+                    m.d.sync += wrap
+                    m.d.comb += n_last[k].eq(one[k])
+                    m.d.sync += pre[k].eq(pre_after_wrap(k))
+
         with m.If(st["RUN"]):
             # One block per loop level, innermost first (a later assignment wins, as
             # the outer level's reset of a shared register must).
             with m.If(en["kx"]):
                 m.d.sync += w_addr.eq(w_addr + 1)
-                with m.If(~last_kx):
-                    m.d.sync += [kx.eq(kx + 1), ix.eq(ix - 1)]
-                    m.d.comb += n_last["kx"].eq(pre["kx"])
-                    m.d.sync += pre["kx"].eq(pre_after_step("kx"))
-                with m.Else():
-                    m.d.sync += [kx.eq(0), ix.eq(qx)]
-                    m.d.comb += n_last["kx"].eq(one["kx"])
-                    m.d.sync += pre["kx"].eq(pre_after_wrap("kx"))
-            with m.If(en["ky"]):
-                with m.If(~last_ky):
-                    m.d.sync += [ky.eq(ky + 1), iy.eq(iy - 1), rowoff.eq(rowoff - dn.w_in)]
-                    m.d.comb += n_last["ky"].eq(pre["ky"])
-                    m.d.sync += pre["ky"].eq(pre_after_step("ky"))
-                with m.Else():
-                    m.d.sync += [ky.eq(0), iy.eq(qy), rowoff.eq(qyw)]
-                    m.d.comb += n_last["ky"].eq(one["ky"])
-                    m.d.sync += pre["ky"].eq(pre_after_wrap("ky"))
-            with m.If(en["cg"]):
-                with m.If(~last_cg):
-                    m.d.sync += [cg.eq(cg + 1), plane.eq(plane + dn.hw_in)]
-                    m.d.comb += n_last["cg"].eq(pre["cg"])
-                    m.d.sync += pre["cg"].eq(pre_after_step("cg"))
-                with m.Else():
-                    m.d.sync += [cg.eq(0), plane.eq(dn.in_base)]
-                    m.d.comb += n_last["cg"].eq(one["cg"])
-                    m.d.sync += pre["cg"].eq(pre_after_wrap("cg"))
-            with m.If(en["vg"]):
-                with m.If(~last_vg):
-                    m.d.sync += vg.eq(vg + 1)
-                    m.d.comb += n_last["vg"].eq(pre["vg"])
-                    m.d.sync += pre["vg"].eq(pre_after_step("vg"))
-                with m.Else():
-                    m.d.sync += [vg.eq(0), w_addr.eq(dn.w_base)]
-                    m.d.comb += n_last["vg"].eq(one["vg"])
-                    m.d.sync += pre["vg"].eq(pre_after_wrap("vg"))
-            with m.If(en["qx"]):
-                with m.If(~last_qx):
-                    m.d.sync += [qx.eq(qx + 1), ix.eq(qx + 1)]
-                    m.d.comb += n_last["qx"].eq(pre["qx"])
-                    m.d.sync += pre["qx"].eq(pre_after_step("qx"))
-                with m.Else():
-                    m.d.sync += [qx.eq(dn.qx0), ix.eq(dn.qx0)]
-                    m.d.comb += n_last["qx"].eq(one["qx"])
-                    m.d.sync += pre["qx"].eq(pre_after_wrap("qx"))
-            with m.If(en["qy"]):
-                m.d.sync += [
-                    qy.eq(qy + 1), iy.eq(qy + 1),
-                    qyw.eq(qyw + dn.w_in), rowoff.eq(qyw + dn.w_in),
-                ]
-                m.d.comb += n_last["qy"].eq(pre["qy"])
-                m.d.sync += pre["qy"].eq(pre_after_step("qy"))
+            level("kx", [kx.eq(kx + 1), ix.eq(ix - 1)], [kx.eq(0), ix.eq(qx)])
+            level("ky", [ky.eq(ky + 1), iy.eq(iy - 1), rowoff.eq(rowoff - dn.w_in)],
+                  [ky.eq(0), iy.eq(qy), rowoff.eq(qyw)])
+            level("cg", [cg.eq(cg + 1), plane.eq(plane + dn.hw_in)],
+                  [cg.eq(0), plane.eq(dn.in_base)])
+            level("vg", [vg.eq(vg + 1)], [vg.eq(0), w_addr.eq(dn.w_base)])
+            level("qx", [qx.eq(qx + 1), ix.eq(qx + 1)], [qx.eq(dn.qx0), ix.eq(dn.qx0)])
+            level("qy", [qy.eq(qy + 1), iy.eq(qy + 1), qyw.eq(qyw + dn.w_in),
+                         rowoff.eq(qyw + dn.w_in)])
         with m.If(st["FLUSH"]):
             m.d.sync += flush_age.eq(Mux(flush_age[1], 2, flush_age + 1))
             with m.If(flush_ok):
