@@ -74,15 +74,16 @@ class Engine(wiring.Component):
     -------
     bus : Out(:class:`BusSignature`) (that signature is written from the engine side:
         ``cmd`` flows in, ``rsp`` out): host commands and read responses. ``cmd`` is accepted
-        when no read is in flight (a read takes 6 cycles before its byte is offered on
-        ``rsp``; ``rsp.valid`` stays up until ``rsp.ready``). Memory spaces are accessible
-        while the engine is idle; while busy, their reads return 0 and writes are ignored
-        (CTRL, COUNT and ID always work).
+        when no read is in flight (a read takes 7 cycles, 8 with ACT in block RAM, before its
+        byte is offered on ``rsp``; ``rsp.valid`` stays up until ``rsp.ready``). Memory
+        spaces are accessible while the engine is idle; while busy, their reads return 0 and
+        writes are ignored (CTRL, COUNT and ID always work).
     busy : Out(1), high from a start command until the last layer's last output is written.
 
     Timing: one MAC cycle per (block, virtual group, input channel word, tap); the MAC
-    pipeline is 7 + log2(Pi) cycles deep and never stalls. The sequencer issues a bubble
-    instead of a group's last MAC cycle while the previous group is still draining (a group
+    pipeline is 7 + log2(Pi) cycles deep (two more with ACT in block RAM, two more with
+    ``multiplier="lut"``) and never stalls. The sequencer issues a bubble instead of a
+    group's last MAC cycle while the previous group is still draining (a group
     of ``cw*T*T`` cycles produces ``Pv`` outputs, drained one, or ``spec.drain_lanes`` for
     ``wide`` layers, per cycle, or every other cycle with ``spec.requant == "serial"``):
     ``cycles_stalled`` counts those. Layers run back to back;
@@ -392,18 +393,27 @@ class Engine(wiring.Component):
         host_act_sel = Signal()     # the ACT buffer a host read addresses (engine idle)
         host_act_bank = Signal(nbb)     # and its bank
         if banked:
-            # the banks' registers; the weights are read a cycle later to stay aligned (their
-            # address register below takes w_raddr instead of w_addr)
-            act_src = [[Signal(A * 8, name=f"act_q{b}_{k}", reset_less=True) for k in range(nb)]
+            # the banks' registers, two deep (the first beside the bank's blocks, the second
+            # on the way to the lanes: the banks and the lanes are far apart on a large FPGA);
+            # the weights are read two cycles later to stay aligned (their address register
+            # below takes w_raddr2 instead of w_addr)
+            act_q = [[Signal(A * 8, name=f"act_q{b}_{k}", reset_less=True) for k in range(nb)]
+                     for b in range(2)]
+            act_src = [[Signal(A * 8, name=f"act_r{b}_{k}", reset_less=True) for k in range(nb)]
                        for b in range(2)]
             for b in range(2):
                 for k in range(nb):
-                    m.d.sync += act_src[b][k].eq(Cat(rd.data for rd in act_rd[b][k]))
+                    m.d.sync += [act_q[b][k].eq(Cat(rd.data for rd in act_rd[b][k])),
+                                 act_src[b][k].eq(act_q[b][k])]
             bank1 = Signal(nbb, reset_less=True)
-            m.d.sync += bank1.eq(act_addr[lab:lab + nbb] if nb > 1 else 0)
-            bank_next = bank1       # the bank of the word in the banks' registers next cycle
-            w_eaddr_next = w_raddr
+            bank2 = Signal(nbb, reset_less=True)
+            m.d.sync += [bank1.eq(act_addr[lab:lab + nbb] if nb > 1 else 0), bank2.eq(bank1)]
+            bank_next = bank2       # the bank of the word in the second registers next cycle
+            w_raddr2 = Signal(AW, reset_less=True)
+            m.d.sync += w_raddr2.eq(w_raddr)
+            w_eaddr_next = w_raddr2
             stage("ctl1b")
+            stage("ctl1c")
         else:
             act_src = [[Cat(rd.data for rd in act_rd[b][0])] for b in range(2)]
             bank_next = Const(0, nbb)
@@ -968,7 +978,8 @@ class Engine(wiring.Component):
         cmd = self.bus.cmd
         rsp = self.bus.rsp
         rd_pending = Signal()       # read issued last cycle, data on the ports now
-        rdx = Signal()              # read: the RAM words registered (ACT banks)
+        # read: the RAM words registered (ACT banks: their two registers), a cycle per bit
+        rdx = Signal(2 if banked else 1)
         rd_space = Signal(Space, reset_less=True)
         rd_lane = Signal(8, reset_less=True)
         rd_ok = Signal()            # address in range and memory accessible
@@ -983,10 +994,11 @@ class Engine(wiring.Component):
         h1 = Signal(hcmd)
         h2 = Signal(hcmd)
         rd2 = Signal()          # read: the words registered, byte chosen next
+        rd2b = Signal()         # read: the wide words' lane bytes registered
         rd3 = Signal()          # read: the byte registered, response next
         m.d.comb += [cmd.ready.eq(~(h1.valid & ~h1.write) & ~(h2.valid & ~h2.write) &
                                   ~(h1.valid & (h1.space == Space.CTRL)) &
-                                  ~rd_pending & ~rdx & ~rd2 & ~rd3 & ~rsp_valid),
+                                  ~rd_pending & ~rdx.any() & ~rd2 & ~rd2b & ~rd3 & ~rsp_valid),
                      rsp.valid.eq(rsp_valid), rsp.payload.eq(rsp_data)]
         with m.If(rsp.valid & rsp.ready):
             m.d.sync += rsp_valid.eq(0)
@@ -1063,32 +1075,37 @@ class Engine(wiring.Component):
             m.d.comb += [act_rd_en[0].eq(hread), act_rd_en[1].eq(hread)]
         # One address per memory: the engine's while busy, the host's while idle.
         desc_addr = Mux(busy, Cat(db[:_log2(DESC_BYTES)], layer), haddr)
-        # The block RAMs' addresses: registers (a copy per ACT and OUT bank), loaded with
-        # what the multiplexer would give in the next cycle, so no logic sits between a
-        # flip-flop and the address pins of a memory's many blocks.
-        hnext = Mux(h1.valid, h1.addr, h2.addr)         # haddr in the next cycle
+        # The block RAMs' addresses: registers (a copy per ACT and OUT bank), each loaded
+        # with the engine's next address while busy, else with a taken command's address as
+        # it enters the second stage (h1 -> h2), and holding otherwise: so no logic sits
+        # between a flip-flop and the address pins of a memory's many blocks, and no
+        # multiplexer shared by the copies sits in front of them (each copy's own enable).
+        # An access acts in the second stage, when h2 holds the command the copy took.
+        def host_reg(name, width, busy_name, engine_next, host_value):
+            r = Signal(width, name=name, reset_less=True)
+            with m.If(busy_copy(busy_name)):
+                m.d.sync += r.eq(engine_next)
+            with m.Elif(h1.valid):
+                m.d.sync += r.eq(host_value)
+            return r
         for port in (desc_rd, desc_wr):
             m.d.comb += port.addr.eq(desc_addr)
         for i in range(n_ws):
-            w_pa = Signal(AW, name=f"w_pa{i}__rep", reset_less=True)
-            m.d.sync += w_pa.eq(Mux(busy_copy(f"w_busy{i}__rep"), w_eaddr_next, hnext >> lp))
+            w_pa = host_reg(f"w_pa{i}__rep", AW, f"w_busy{i}__rep", w_eaddr_next, h1.addr >> lp)
             m.d.comb += [w_rd[i].addr.eq(w_pa), w_wr[i].addr.eq(w_pa)]
         for i in range(R):
-            b_pa = Signal(AW, name=f"b_pa{i}__rep", reset_less=True)
-            m.d.sync += b_pa.eq(Mux(busy_copy(f"b_busy{i}__rep"), entry_next >> lr,
-                                    hnext >> _log2(ENTRY_BYTES * R)))
+            b_pa = host_reg(f"b_pa{i}__rep", AW, f"b_busy{i}__rep", entry_next >> lr,
+                            h1.addr >> _log2(ENTRY_BYTES * R))
             m.d.comb += [b_rd[i].addr.eq(b_pa), b_wr[i].addr.eq(b_pa)]
         for i in range(n_ob):
-            o_pa = Signal(lob, name=f"out_pa{i}__rep", reset_less=True)
-            m.d.sync += o_pa.eq(Mux(busy_copy(f"out_busy{i}__rep"), o_tag.addr, hnext)[:lob])
+            o_pa = host_reg(f"out_pa{i}__rep", lob, f"out_busy{i}__rep", o_tag.addr, h1.addr)
             m.d.comb += [out_rd[i].addr.eq(o_pa), out_wr[i].addr.eq(o_pa)]
         for b in range(2):
             for k in range(nb):
                 for j in range(n_as):
-                    a_pa = Signal(lab, name=f"act_pa{b}_{k}_{j}__rep", reset_less=True)
-                    m.d.sync += a_pa.eq(Mux(busy_copy(f"act_busy{b}_{k}_{j}__rep"),
-                                            Mux(desc.in_buf == b, act_addr_next, o_tag.addr),
-                                            hnext[la:lb])[:lab])
+                    a_pa = host_reg(f"act_pa{b}_{k}_{j}__rep", lab, f"act_busy{b}_{k}_{j}__rep",
+                                    Mux(desc.in_buf == b, act_addr_next, o_tag.addr),
+                                    h1.addr[la:lb])
                     m.d.comb += [act_rd[b][k][j].addr.eq(a_pa), act_wr[b][k][j].addr.eq(a_pa)]
         # Reads and writes of one memory never coincide. For single-port RAMs with "no change
         # on write" (iCE40 SPRAM feature buffers) say so structurally, a read disabled by a
@@ -1135,12 +1152,11 @@ class Engine(wiring.Component):
               for b in range(2) for k in range(nb)),
         ]
         # (the weight and entry slices' write data: a copy of the host's byte per slice,
-        # loaded with the next cycle's byte)
-        hdata_next = Mux(h1.valid, h1.data, h2.data)
-
+        # loaded as the command enters the second stage)
         def hdata_copy(name):
             r = Signal(8, name=name, reset_less=True)
-            m.d.sync += r.eq(hdata_next)
+            with m.If(h1.valid):
+                m.d.sync += r.eq(h1.data)
             return r
         m.d.comb += [desc_wr.data.eq(hdata), desc_wr.en.eq(wen_desc),
                      *(wr.data.eq(hdata_copy(f"w_wd{i}__rep").replicate(P // n_ws))
@@ -1150,18 +1166,19 @@ class Engine(wiring.Component):
                        for i, wr in enumerate(b_wr)),
                      *(wr.en.eq(wen_b.word_select(i, ENTRY_BYTES)) for i, wr in enumerate(b_wr))]
         # (the engine's enables are 0 while idle, the host's while busy.) Each ACT bank's
-        # write data is a register of its own, loaded with the next cycle's data (engine or
-        # host, as for the address registers), so no multiplexer and no single register
+        # write data is a register of its own, loaded as the address registers are (the
+        # engine's next data, or the host's byte), so no multiplexer and no single register
         # drives the data pins of blocks across the die.
         for b in range(2):
             for k in range(nb):
                 # (from the bank's own copy of the output stage)
                 c = o_bk[b][k]
                 wdp = Mux(c.wide, c.group.replicate(A // R), c.data.replicate(A))
-                wd = Signal(A * 8, name=f"act_wd{b}_{k}__rep", reset_less=True)
+                wd = Signal(A * 8, name=f"act_wd{b}_{k}")
                 for j in range(0, A * 8, 32):       # (a copy of busy per 32 bits)
-                    m.d.sync += wd[j:j + 32].eq(Mux(busy_copy(f"act_wbusy{b}_{k}_{j // 32}__rep"),
-                                                    wdp[j:j + 32], hdata_next.replicate(4)))
+                    m.d.comb += wd[j:j + 32].eq(host_reg(
+                        f"act_wd{b}_{k}_{j // 32}__rep", 32, f"act_wbusy{b}_{k}_{j // 32}__rep",
+                        wdp[j:j + 32], h1.data.replicate(4)))
                 act_en = we_act[b][k] | wen_act[b][k]
                 for j, wr in enumerate(act_wr[b][k]):
                     m.d.comb += [wr.data.eq(wd[j * asw:(j + 1) * asw]),
@@ -1199,11 +1216,12 @@ class Engine(wiring.Component):
         m.d.comb += [host_act_sel.eq(rd_addr[lb] if lb < ADDR else 0),
                      host_act_bank.eq(rd_addr[la + lab:la + lab + nbb] if nb > 1 else 0)]
         rd2_addr = Signal(ADDR, reset_less=True)
-        # (one cycle more for the ACT banks' registers: the same for every space)
+        # (a cycle more per register of the ACT banks: the same for every space)
         with m.If(rd_pending):
-            m.d.sync += [rd_pending.eq(0), rdx.eq(1)]
-        with m.If(rdx):
-            m.d.sync += [rdx.eq(0), rd2.eq(1), rd2_space.eq(rd_space),
+            m.d.sync += rd_pending.eq(0)
+        m.d.sync += rdx.eq(Cat(rd_pending, rdx[:-1]))
+        with m.If(rdx[-1]):
+            m.d.sync += [rd2.eq(1), rd2_space.eq(rd_space),
                          rd2_lane.eq(rd_lane), rd2_ok.eq(rd_ok), rd2_addr.eq(rd_addr)]
         # The narrow memories' outputs, registered as they leave the RAM (every OUT bank
         # into its own register), and the addressed counter's word.
@@ -1212,8 +1230,15 @@ class Engine(wiring.Component):
         snap_q = Signal(64, reset_less=True)
         cnt_q = Signal(32, reset_less=True)
         m.d.sync += [*(q.eq(port.data) for q, port in zip(out_q, out_rd)),
-                     desc_q.eq(desc_rd.data), id_q.eq(id_rd.data), snap_q.eq(snap_rd.data),
-                     cnt_q.eq(Array(counters.values())[rd_addr[2:8]])]
+                     desc_q.eq(desc_rd.data), id_q.eq(id_rd.data), snap_q.eq(snap_rd.data)]
+        # (the counter in two registered steps, eight counters each: the counters are spread
+        # over the die; rd_addr holds from the read's first stage to its response)
+        cnt_all = list(counters.values())
+        cnt_g = [Signal(32, name=f"cnt_g{k}", reset_less=True)
+                 for k in range(-(-len(cnt_all) // 8))]
+        for k, g in enumerate(cnt_g):
+            m.d.sync += g.eq(Array(cnt_all[8 * k:8 * k + 8])[rd_addr[2:5]])
+        m.d.sync += cnt_q.eq(Array(cnt_g)[rd_addr[5:8]])
         # Third stage: the byte chosen from those registers, in three registers (the narrow
         # spaces, the OUT bank, the wide words' lane), so each selection has a cycle of its
         # own; the response takes one of them.
@@ -1234,8 +1259,9 @@ class Engine(wiring.Component):
                         m.d.comb += byte.eq(snap_q.word_select(rd2_addr[:3], 8))
                 with m.Case(Space.DESC):
                     m.d.comb += byte.eq(desc_q)
-        # A wide word's byte in two steps: within each 8-byte group (stage 3 registers one
-        # candidate per group), then among the groups (at the response).
+        # A wide word's byte in three steps: the lane's byte of each word's 8-byte group
+        # (registered in rd2), the space's (in rd2b: one candidate per group), then the
+        # group's (at the response).
         wide_words = {Space.WEIGHT: w_word, Space.BIAS: b_word, Space.ACT: act_word}
         n_grp = max(-(-len(w) // 64) for w in wide_words.values())
         cands = [Signal(8, name=f"rd3_cand{k}", reset_less=True) for k in range(n_grp)]
@@ -1245,19 +1271,23 @@ class Engine(wiring.Component):
             # the byte multiplexers of every wide word, bits spread over the whole die)
             sel = Signal(data.StructLayout({"lane": 3, "space": Space, "ok": 1}),
                          name=f"rd2_sel{k}__rep")
-            with m.If(rdx):
+            with m.If(rdx[-1]):
                 m.d.sync += sel.eq(Cat(rd_lane[:3], rd_space, rd_ok))
             c = Signal(8, name=f"cand{k}")
-            with m.Switch(sel.space):
-                for sp, word in wide_words.items():
-                    if 64 * k < len(word):
-                        with m.Case(sp):
-                            m.d.comb += c.eq(word[64 * k:64 * (k + 1)].word_select(sel.lane, 8))
-            with m.If(rd2):
+            for sp, word in wide_words.items():
+                if 64 * k < len(word):
+                    lane_byte = Signal(8, name=f"rd2_{sp.name.lower()}{k}", reset_less=True)
+                    with m.If(rd2):
+                        m.d.sync += lane_byte.eq(word[64 * k:64 * (k + 1)].word_select(sel.lane, 8))
+                    with m.If(sel.space == sp):
+                        m.d.comb += c.eq(lane_byte)
+            with m.If(rd2b):
                 m.d.sync += cand.eq(Mux(sel.ok, c, 0))
+        with m.If(rd2b):
+            m.d.sync += [rd2b.eq(0), rd3.eq(1)]
         with m.If(rd2):
             m.d.sync += [
-                rd2.eq(0), rd3.eq(1), rd3_small.eq(byte),
+                rd2.eq(0), rd2b.eq(1), rd3_small.eq(byte),
                 rd3_out.eq(Mux(rd2_ok, Array(out_q)[rd2_addr[lob:]] if n_ob > 1 else out_q[0], 0)),
                 rd3_grp.eq(rd2_lane[3:]),
                 rd3_from.eq(Mux(rd2_space == Space.OUT, 1,
