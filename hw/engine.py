@@ -81,7 +81,7 @@ class Engine(wiring.Component):
     busy : Out(1), high from a start command until the last layer's last output is written.
 
     Timing: one MAC cycle per (block, virtual group, input channel word, tap); the MAC
-    pipeline is 7 + log2(Pi) cycles deep (two more with ACT in block RAM, two more with
+    pipeline is 7 + log2(Pi) cycles deep (three more with ACT in block RAM, two more with
     ``multiplier="lut"``) and never stalls. The sequencer issues a bubble instead of a
     group's last MAC cycle while the previous group is still draining (a group
     of ``cw*T*T`` cycles produces ``Pv`` outputs, drained one, or ``spec.drain_lanes`` for
@@ -393,10 +393,13 @@ class Engine(wiring.Component):
         host_act_sel = Signal()     # the ACT buffer a host read addresses (engine idle)
         host_act_bank = Signal(nbb)     # and its bank
         if banked:
-            # the banks' registers, two deep (the first beside the bank's blocks, the second
-            # on the way to the lanes: the banks and the lanes are far apart on a large FPGA);
-            # the weights are read two cycles later to stay aligned (their address register
-            # below takes w_raddr2 instead of w_addr)
+            # The read address: the banks' address registers copy act_addr a cycle after it
+            # is summed (in block RAM the copies are many and spread, and the three-input
+            # adder stays out of their path). The banks' registers, two deep (the first
+            # beside the bank's blocks, the second on the way to the lanes: the banks and
+            # the lanes are far apart on a large FPGA). The weights are read three cycles
+            # later to stay aligned (their address register below takes w_raddr3).
+            act_rd_addr = act_addr
             act_q = [[Signal(A * 8, name=f"act_q{b}_{k}", reset_less=True) for k in range(nb)]
                      for b in range(2)]
             act_src = [[Signal(A * 8, name=f"act_r{b}_{k}", reset_less=True) for k in range(nb)]
@@ -405,16 +408,18 @@ class Engine(wiring.Component):
                 for k in range(nb):
                     m.d.sync += [act_q[b][k].eq(Cat(rd.data for rd in act_rd[b][k])),
                                  act_src[b][k].eq(act_q[b][k])]
-            bank1 = Signal(nbb, reset_less=True)
-            bank2 = Signal(nbb, reset_less=True)
-            m.d.sync += [bank1.eq(act_addr[lab:lab + nbb] if nb > 1 else 0), bank2.eq(bank1)]
-            bank_next = bank2       # the bank of the word in the second registers next cycle
-            w_raddr2 = Signal(AW, reset_less=True)
-            m.d.sync += w_raddr2.eq(w_raddr)
-            w_eaddr_next = w_raddr2
+            bank_d = [Signal(nbb, name=f"bank{i}", reset_less=True) for i in range(3)]
+            m.d.sync += [bank_d[0].eq(act_addr[lab:lab + nbb] if nb > 1 else 0),
+                         bank_d[1].eq(bank_d[0]), bank_d[2].eq(bank_d[1])]
+            bank_next = bank_d[2]   # the bank of the word in the second registers next cycle
+            w_raddr_d = [Signal(AW, name=f"w_raddr{i + 2}", reset_less=True) for i in range(2)]
+            m.d.sync += [w_raddr_d[0].eq(w_raddr), w_raddr_d[1].eq(w_raddr_d[0])]
+            w_eaddr_next = w_raddr_d[1]
             stage("ctl1b")
             stage("ctl1c")
+            stage("ctl1d")
         else:
+            act_rd_addr = act_addr_next
             act_src = [[Cat(rd.data for rd in act_rd[b][0])] for b in range(2)]
             bank_next = Const(0, nbb)
             w_eaddr_next = w_addr
@@ -953,8 +958,10 @@ class Engine(wiring.Component):
                     amt = Signal(len(amount), name=f"cnt_amt_{name}__rep", reset_less=True)
                     m.d.sync += amt.eq(amount)
                     amount = amt
+                # (the clear from clear_counters' register, two cycles after the start or
+                # reset: nothing is counted in between, the events come with busy)
                 clr = Signal(name=f"cnt_clr_{name}__rep")
-                m.d.sync += [clr.eq(start | soft_reset),
+                m.d.sync += [clr.eq(clear_counters),
                              counters[name].eq(Mux(clr, 0, counters[name]) +
                                                Mux(cnt_busy & cond, amount, 0))]
 
@@ -1104,7 +1111,7 @@ class Engine(wiring.Component):
             for k in range(nb):
                 for j in range(n_as):
                     a_pa = host_reg(f"act_pa{b}_{k}_{j}__rep", lab, f"act_busy{b}_{k}_{j}__rep",
-                                    Mux(desc.in_buf == b, act_addr_next, o_tag.addr),
+                                    Mux(desc.in_buf == b, act_rd_addr, o_tag.addr),
                                     h1.addr[la:lb])
                     m.d.comb += [act_rd[b][k][j].addr.eq(a_pa), act_wr[b][k][j].addr.eq(a_pa)]
         # Reads and writes of one memory never coincide. For single-port RAMs with "no change
