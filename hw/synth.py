@@ -43,8 +43,10 @@ NO_COLLISION = "proc; memory_collect; setparam -set RD_COLLISION_X_MASK 1'1 a:no
 #: them too; a register that drives a memory port drives the port's wire, not the named one.)
 KEEP_REPLICAS = "setattr -set keep 1 w:*__rep* %a %ci1 t:$dff %i"
 
-#: What the flows run after reading the design.
-AFTER_READ = f"{NO_COLLISION}; {KEEP_REPLICAS}"
+#: What the flows run after reading the design, per FPGA family. The copies are for the
+#: die-spanning fan-outs of a large FPGA (ECP5-85F); on the iCE40UP5K, small and short of
+#: logic cells, yosys merges them back (~150 cells of the icebreaker spec).
+AFTER_READ = {"ecp5": f"{NO_COLLISION}; {KEEP_REPLICAS}", "ice40": NO_COLLISION}
 
 #: yosys 0.70's ``abc9`` (the LUT mapping of ``synth_ecp5``) sometimes asserts while putting
 #: the mapped netlist back ("ABC_OPS_REINTEGRATE ... Assert `GetSize(conn.first) ==
@@ -160,7 +162,8 @@ def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> 
     def run(script):
         proc = subprocess.run(
             [*_yosys(), "-q", "-l", f"{device}.log", "-p",
-             f"read_rtlil {vfile.name}; {AFTER_READ}; {script.format(top=top)}; stat"],
+             f"read_rtlil {vfile.name}; {AFTER_READ[family.family]}; {script.format(top=top)}; "
+             "stat"],
             env=env, capture_output=True, text=True, timeout=timeout, cwd=work)
         return proc, (work / f"{device}.log").read_text() if (work / f"{device}.log").exists() else ""
 

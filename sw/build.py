@@ -302,7 +302,7 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     from deconvsr.hw.synth import ABC_FALLBACK, AFTER_READ, abc9_failed, drop_zero_init
 
     def prepare(**overrides):
-        plan = platform.prepare(top, name=name, **kw, script_after_read=AFTER_READ,
+        plan = platform.prepare(top, name=name, **kw, script_after_read=AFTER_READ[board.family],
                                 **overrides)
         _split_script(plan, name)
         # The engine never relies on initial RAM contents, and single-port RAMs (the iCE40's

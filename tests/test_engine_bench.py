@@ -116,10 +116,10 @@ def _yosys_cells(tmp_path, design, ports, script, after_read):
 @pytest.mark.slow
 @pytest.mark.synth
 def test_flow_keeps_replicas_and_skips_collision_emulation(tmp_path):
-    """The two yosys steps the flows run after reading a design (deconvsr.hw.synth.AFTER_READ):
-    registers named ``*__rep`` stay separate flip-flops (also one driving a memory address),
-    and a memory marked ``no_rw_check`` maps to iCE40 block RAM without a flip-flop and a
-    multiplexer per output bit."""
+    """The yosys steps the flows run after reading a design (deconvsr.hw.synth.AFTER_READ): on
+    ECP5, registers named ``*__rep`` stay separate flip-flops (also one driving a memory
+    address); on iCE40 they merge, and a memory marked ``no_rw_check`` maps to block RAM
+    without a flip-flop and a multiplexer per output bit."""
     from amaranth import Cat, Elaboratable, Module, Signal
     from amaranth.lib.memory import Memory
     from deconvsr.hw.synth import AFTER_READ, KEEP_REPLICAS
@@ -150,15 +150,16 @@ def test_flow_keeps_replicas_and_skips_collision_emulation(tmp_path):
     d = Design()
     ports = [d.a, d.b, d.we, d.o]
     ecp5 = "synth_ecp5 -top t"
-    kept = _yosys_cells(tmp_path, d, ports, ecp5, f"{AFTER_READ};")
+    kept = _yosys_cells(tmp_path, d, ports, ecp5, f"{AFTER_READ['ecp5']};")
     merged = _yosys_cells(tmp_path, d, ports, ecp5, "")
     # 4 x 8 copies + 8 address + 4 x 2 outputs; merged: one copy, whose 4 outputs are
     # then identical and merge too
     assert kept["TRELLIS_FF"] == 4 * 8 + 8 + 4 * 2
     assert merged["TRELLIS_FF"] <= 8 + 8 + 2
     ice = "synth_ice40 -top t"
-    lean = _yosys_cells(tmp_path, d, ports, ice, f"{AFTER_READ};")
+    lean = _yosys_cells(tmp_path, d, ports, ice, f"{AFTER_READ['ice40']};")
     emulated = _yosys_cells(tmp_path, d, ports, ice, f"proc; {KEEP_REPLICAS};")
     assert lean["SB_RAM40_4K"] == emulated["SB_RAM40_4K"] == 1
     ffs = lambda c: sum(v for k, v in c.items() if k.startswith("SB_DFF"))     # noqa: E731
     assert ffs(emulated) - ffs(lean) >= 16      # one per RAM output bit, at least
+    assert ffs(lean) <= 8 + 8 + 2               # the copies merged
