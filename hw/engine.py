@@ -729,7 +729,6 @@ class Engine(wiring.Component):
         wr_act = Signal(2 * nb)     # write ACT buffer b, bank k: bit b * nb + k (one-hot)
         wr_out = Signal(n_ob)                                     # write OUT bank i
         wr_addr = Signal(signed(AW), reset_less=True)
-        wr_data = Signal(8, reset_less=True)
         # Each ACT bank's byte write enables, registered (with wr_act, which only says that
         # some bank is written): the block RAMs' write enables come straight from flip-flops.
         # Each ACT bank has its own copy of the output stage (write flag for this bank, byte
@@ -764,8 +763,9 @@ class Engine(wiring.Component):
             wr_out.eq(Mux(o_we_out,
                           1 << o_tag.addr[lob:lob + (n_ob - 1).bit_length()] if n_ob > 1 else 1, 0)),
             wr_addr.eq(o_tag.addr),
-            wr_data.eq(Mux(o_wide2, o_group[:8], o_data)),  # (OUT's byte; ACT banks: below)
         ]
+        # (OUT's byte, registered per OUT bank at the host ports below; ACT banks: below)
+        wr_data_next = Mux(o_wide2, o_group[:8], o_data)
 
         # ---- sequencer / layer FSM ----------------------------------------------------------
         # Something is in the MAC pipeline, in two registered levels (the valid bits are
@@ -911,8 +911,6 @@ class Engine(wiring.Component):
         act_rd_en = [Signal(name=f"act{b}_rd_en") for b in range(2)]
         with m.If(busy):
             m.d.comb += [act_rd_en[0].eq(~desc.in_buf), act_rd_en[1].eq(desc.in_buf)]
-            for i, port in enumerate(out_wr):
-                m.d.comb += [port.data.eq(wr_data), port.en.eq(wr_out[i])]
 
         # ---- counters ---------------------------------------------------------------------
         # What the sequencer did, registered three times (the third with the in-frame test,
@@ -1090,7 +1088,8 @@ class Engine(wiring.Component):
         # An access acts in the second stage, when h2 holds the command the copy took.
         def host_reg(name, width, busy_name, engine_next, host_value):
             r = Signal(width, name=name, reset_less=True)
-            with m.If(busy_copy(busy_name)):
+            b = busy_name if isinstance(busy_name, Signal) else busy_copy(busy_name)
+            with m.If(b):
                 m.d.sync += r.eq(engine_next)
             with m.Elif(h1.valid):
                 m.d.sync += r.eq(host_value)
@@ -1105,8 +1104,15 @@ class Engine(wiring.Component):
                             h1.addr >> _log2(ENTRY_BYTES * R))
             m.d.comb += [b_rd[i].addr.eq(b_pa), b_wr[i].addr.eq(b_pa)]
         for i in range(n_ob):
-            o_pa = host_reg(f"out_pa{i}__rep", lob, f"out_busy{i}__rep", o_tag.addr, h1.addr)
-            m.d.comb += [out_rd[i].addr.eq(o_pa), out_wr[i].addr.eq(o_pa)]
+            # (OUT is written by the engine only: each bank's byte registered alongside
+            # wr_out, its enable gated by the bank's busy copy, since wr_out is not cleared
+            # by a soft reset)
+            o_busy = busy_copy(f"out_busy{i}__rep")
+            o_pa = host_reg(f"out_pa{i}__rep", lob, o_busy, o_tag.addr, h1.addr)
+            o_wd = Signal(8, name=f"out_wd{i}__rep", reset_less=True)
+            m.d.sync += o_wd.eq(wr_data_next)
+            m.d.comb += [out_rd[i].addr.eq(o_pa), out_wr[i].addr.eq(o_pa),
+                         out_wr[i].data.eq(o_wd), out_wr[i].en.eq(wr_out[i] & o_busy)]
         for b in range(2):
             for k in range(nb):
                 for j in range(n_as):
