@@ -787,7 +787,9 @@ class Engine(wiring.Component):
         # (a register: the pipeline-busy flags are far from the FSM. flush_age counts only in
         # FLUSH, so its bit 1 says the FSM has been in FLUSH for two cycles; outside FLUSH
         # the flag is not used, and a layer's FLUSH is never two cycles after the last)
-        m.d.sync += flush_ok.eq(flush_age[1] & ~pipe_busy)
+        flush_ok_d = Signal()       # (flush_ok's next value; also for busy_clr's, below)
+        m.d.comb += flush_ok_d.eq(flush_age[1] & ~pipe_busy)
+        m.d.sync += flush_ok.eq(flush_ok_d)
         m.d.sync += flush_age.eq(0)        # (counted in FLUSH, below)
         # The layer's snapshot is written a cycle after the layer ends, from registers (the
         # FSM state, the counters and the snapshot RAM are far apart on a large FPGA).
@@ -813,7 +815,10 @@ class Engine(wiring.Component):
               for name in ("IDLE", "LOAD", "PREP", "INIT", "RUN", "FLUSH")}
         db_end = db == DESC_BYTES + 1
         last_layer = Signal()       # (registered: layer and n_layers hold during FLUSH)
-        m.d.sync += last_layer.eq(layer + 1 >= n_layers)
+        last_layer_d = Signal()
+        flush_d = Signal()          # (FLUSH's next value)
+        m.d.comb += last_layer_d.eq(layer + 1 >= n_layers)
+        m.d.sync += last_layer.eq(last_layer_d)
         run_end = en["qy"] & last_qy
         layer_end = st["FLUSH"] & flush_ok
         m.d.sync += [
@@ -823,8 +828,9 @@ class Engine(wiring.Component):
             st["PREP"].eq(~soft_reset & st["LOAD"] & db_end),
             st["INIT"].eq(~soft_reset & st["PREP"]),
             st["RUN"].eq(~soft_reset & (st["INIT"] | (st["RUN"] & ~run_end))),
-            st["FLUSH"].eq(~soft_reset & ((st["RUN"] & run_end) | (st["FLUSH"] & ~flush_ok))),
+            st["FLUSH"].eq(flush_d),
         ]
+        m.d.comb += flush_d.eq(~soft_reset & ((st["RUN"] & run_end) | (st["FLUSH"] & ~flush_ok)))
         with m.If(st["IDLE"] & start):
             m.d.sync += [layer.eq(0), busy.eq(1)]
         with m.If(st["LOAD"]):
@@ -901,9 +907,11 @@ class Engine(wiring.Component):
                     m.d.sync += [busy.eq(0), done.eq(1)]
 
         # (continuous assignments, not processes: Icarus starts them at time 0)
+        # (busy_clr = soft_reset | (layer_end & last_layer), from a register of its own
+        # loaded with that value's next-cycle terms, see the end of elaborate: it fans out
+        # to every busy copy)
         m.d.comb += [issuing.eq(st["RUN"]),
-                     busy_set.eq(st["IDLE"] & start),
-                     busy_clr.eq(soft_reset | (layer_end & last_layer))]
+                     busy_set.eq(st["IDLE"] & start)]
 
         # ---- engine memory ports (engine side) --------------------------------------------
         out_buf = ~desc.in_buf
@@ -1205,7 +1213,8 @@ class Engine(wiring.Component):
                 m.d.sync += [n_layers.eq(hdata), done.eq(0), error.eq(0)]
         # (continuous assignments, not processes: the one-hot FSM's next state takes them
         # through logic, and Icarus would start a process's output as X)
-        m.d.comb += [start.eq(h2.valid & ~busy & h2_start), soft_reset.eq(h2.valid & h2_reset)]
+        # (h2_start, h2_badstart and h2_reset imply h2.valid: they are decoded from h1.valid)
+        m.d.comb += [start.eq(~busy & h2_start), soft_reset.eq(h2_reset)]
         # The counters are cleared a cycle after a start or reset (a registered clear: it
         # fans out to every counter bit), keeping what that cycle counts.
         m.d.sync += clear_counters.eq(start | soft_reset)
@@ -1326,7 +1335,13 @@ class Engine(wiring.Component):
             # accumulators or hold registers that no drain will read: hold_full comes from
             # push, cleared here. A soft reset's route to them spanned the die.)
         # busy's copies, under the conditions that set and clear it (the FSM's IDLE start,
-        # FLUSH end of the last layer, soft reset), so they equal it in every cycle.
+        # FLUSH end of the last layer, soft reset), so they equal it in every cycle. The
+        # clear is a register: its next value from the next values of h2_reset, FLUSH,
+        # flush_ok and last_layer.
+        busy_clr_r = Signal(name="busy_clr")
+        m.d.sync += busy_clr_r.eq((h1_ctrl & (h1.addr == CtrlReg.RESET)) |
+                                  (flush_d & flush_ok_d & last_layer_d))
+        m.d.comb += busy_clr.eq(busy_clr_r)
         with m.If(busy_set):
             m.d.sync += [c.eq(1) for c in busy_copies]
         with m.If(busy_clr):
