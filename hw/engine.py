@@ -1009,10 +1009,17 @@ class Engine(wiring.Component):
         rd2 = Signal()          # read: the words registered, byte chosen next
         rd2b = Signal()         # read: the wide words' lane bytes registered
         rd3 = Signal()          # read: the byte registered, response next
-        m.d.comb += [cmd.ready.eq(~(h1.valid & ~h1.write) & ~(h2.valid & ~h2.write) &
-                                  ~(h1.valid & (h1.space == Space.CTRL)) &
-                                  ~rd_pending & ~rdx.any() & ~rd2 & ~rd2b & ~rd3 & ~rsp_valid),
-                     rsp.valid.eq(rsp_valid), rsp.payload.eq(rsp_data)]
+        # ``cmd.ready``: no read in flight or answered, no CTRL command in the first stage,
+        # i.e. ~(h1.valid & ~h1.write) & ~(h2.valid & ~h2.write) & ~(h1.valid & h1 is CTRL)
+        # & ~rd_pending & ~rdx & ~rd2 & ~rd2b & ~rd3 & ~rsp_valid. It is a register (it
+        # reaches the link's skid buffer), loaded with those terms' next values.
+        ready = Signal(init=1)
+        taken = cmd.valid & ready
+        m.d.sync += ready.eq(~(taken & (~cmd.payload.write | (cmd.payload.space == Space.CTRL))) &
+                             ~(h1.valid & ~h1.write) & ~(h2.valid & ~h2.write) &
+                             ~rd_pending & ~rdx.any() & ~rd2 & ~rd2b &
+                             ~rd3 & ~(rsp_valid & ~rsp.ready))
+        m.d.comb += [cmd.ready.eq(ready), rsp.valid.eq(rsp_valid), rsp.payload.eq(rsp_data)]
         with m.If(rsp.valid & rsp.ready):
             m.d.sync += rsp_valid.eq(0)
         m.d.sync += h1.valid.eq(cmd.valid & cmd.ready)
