@@ -547,10 +547,13 @@ class Engine(wiring.Component):
         # (KEEP_REPLICAS).
         acc_grp = []
         for q in range(max(1, P // ACC_GROUP)):
-            r = Signal(4 + LA + 1, name=f"acc_ctl{q}__rep")
+            # (reset-less, as a soft reset leaves them, see there: the reset's route to
+            # them spanned the die; they load acc_mid, reset, a cycle after a reset, and the
+            # FPGA powers them up as 0)
+            r = Signal(4 + LA + 1, name=f"acc_ctl{q}__rep", reset_less=True)
             m.d.sync += r.eq(Cat(acc_mid.first, acc_mid.valid, acc_mid.last, desc.wide,
                                  1 << desc.lvl))
-            r_push = Signal(name=f"acc_push{q}__rep")
+            r_push = Signal(name=f"acc_push{q}__rep", reset_less=True)
             m.d.sync += r_push.eq(r[1] & r[2])
             acc_grp.append((r, SimpleNamespace(first=r[0], valid=r[1], push=r_push,
                                                wide=r[3], lvl_oh=r[4:])))
