@@ -1104,9 +1104,11 @@ class Engine(wiring.Component):
         # between a flip-flop and the address pins of a memory's many blocks, and no
         # multiplexer shared by the copies sits in front of them (each copy's own enable).
         # An access acts in the second stage, when h2 holds the command the copy took.
-        def host_reg(name, width, busy_name, engine_next, host_value):
+        def host_reg(name, width, busy_r, engine_next, host_value):
+            """A register named ``name`` as above; ``busy_r``: its busy copy, or the name of
+            a new one."""
             r = Signal(width, name=name, reset_less=True)
-            b = busy_name if isinstance(busy_name, Signal) else busy_copy(busy_name)
+            b = busy_r if isinstance(busy_r, Signal) else busy_copy(busy_r)
             with m.If(b):
                 m.d.sync += r.eq(engine_next)
             with m.Elif(h1.valid):
