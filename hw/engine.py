@@ -27,6 +27,8 @@ ACC_GROUP = 4       # lanes per copy of the accumulators' control register
 OP_GROUP = 16       # lanes per copy of the activation word and the operand controls
 ACT_BANK = 2048     # words per ACT memory bank in block RAM (ECP5 DP16KD 2048 x 9: no depth
                     # decode inside a bank)
+ACT_BANK_REGS = 2   # registers after each ACT bank in block RAM (the first beside the bank's
+                    # blocks, the next on the way to the lanes: far apart on a large FPGA)
 
 
 def _log2(n: int) -> int:
@@ -230,7 +232,6 @@ class Engine(wiring.Component):
         # multiplexers: set and cleared with it (by a start; at the end of the last layer or
         # by a soft reset, which wins), see the end of elaborate.
         busy_set = Signal()
-        busy_clr = Signal()
         busy_copies = []
 
         def busy_copy(name):
@@ -395,29 +396,25 @@ class Engine(wiring.Component):
         if banked:
             # The read address: the banks' address registers copy act_addr a cycle after it
             # is summed (in block RAM the copies are many and spread, and the three-input
-            # adder stays out of their path). The banks' registers, two deep (the first
-            # beside the bank's blocks, the second on the way to the lanes: the banks and
-            # the lanes are far apart on a large FPGA). The weights are read three cycles
-            # later to stay aligned (their address register below takes w_raddr3).
+            # adder stays out of their path); each bank's word then passes ACT_BANK_REGS
+            # registers. So ACT reads take 1 + ACT_BANK_REGS cycles more, and the weights
+            # (their address register below takes w_eaddr_next), the bank index and the
+            # control pipeline are delayed to match.
+            def delayed(value, n, name):
+                for i in range(n):
+                    r = Signal(len(value), name=f"{name}{i}", reset_less=True)
+                    m.d.sync += r.eq(value)
+                    value = r
+                return value
             act_rd_addr = act_addr
-            act_q = [[Signal(A * 8, name=f"act_q{b}_{k}", reset_less=True) for k in range(nb)]
-                     for b in range(2)]
-            act_src = [[Signal(A * 8, name=f"act_r{b}_{k}", reset_less=True) for k in range(nb)]
-                       for b in range(2)]
-            for b in range(2):
-                for k in range(nb):
-                    m.d.sync += [act_q[b][k].eq(Cat(rd.data for rd in act_rd[b][k])),
-                                 act_src[b][k].eq(act_q[b][k])]
-            bank_d = [Signal(nbb, name=f"bank{i}", reset_less=True) for i in range(3)]
-            m.d.sync += [bank_d[0].eq(act_addr[lab:lab + nbb] if nb > 1 else 0),
-                         bank_d[1].eq(bank_d[0]), bank_d[2].eq(bank_d[1])]
-            bank_next = bank_d[2]   # the bank of the word in the second registers next cycle
-            w_raddr_d = [Signal(AW, name=f"w_raddr{i + 2}", reset_less=True) for i in range(2)]
-            m.d.sync += [w_raddr_d[0].eq(w_raddr), w_raddr_d[1].eq(w_raddr_d[0])]
-            w_eaddr_next = w_raddr_d[1]
-            stage("ctl1b")
-            stage("ctl1c")
-            stage("ctl1d")
+            act_src = [[delayed(Cat(rd.data for rd in act_rd[b][k]), ACT_BANK_REGS,
+                                f"act_q{b}_{k}_") for k in range(nb)] for b in range(2)]
+            # (the bank of the word in the last registers next cycle)
+            bank_next = delayed(act_addr[lab:lab + nbb] if nb > 1 else Const(0, nbb),
+                                1 + ACT_BANK_REGS, "bank")
+            w_eaddr_next = delayed(w_raddr, ACT_BANK_REGS, "w_raddr_d")
+            for i in range(1 + ACT_BANK_REGS):
+                stage(f"ctl1_bank{i}")
         else:
             act_rd_addr = act_addr_next
             act_src = [[Cat(rd.data for rd in act_rd[b][0])] for b in range(2)]
@@ -994,8 +991,8 @@ class Engine(wiring.Component):
         cmd = self.bus.cmd
         rsp = self.bus.rsp
         rd_pending = Signal()       # read issued last cycle, data on the ports now
-        # read: the RAM words registered (ACT banks: their two registers), a cycle per bit
-        rdx = Signal(2 if banked else 1)
+        # read: the RAM words registered (ACT banks: their registers), a cycle per bit
+        rdx = Signal(ACT_BANK_REGS if banked else 1)
         rd_space = Signal(Space, reset_less=True)
         rd_lane = Signal(8, reset_less=True)
         rd_ok = Signal()            # address in range and memory accessible
@@ -1350,10 +1347,9 @@ class Engine(wiring.Component):
         # FLUSH end of the last layer, soft reset), so they equal it in every cycle. The
         # clear is a register: its next value from the next values of h2_reset, FLUSH,
         # flush_ok and last_layer.
-        busy_clr_r = Signal(name="busy_clr")
-        m.d.sync += busy_clr_r.eq((h1_ctrl & (h1.addr == CtrlReg.RESET)) |
-                                  (flush_d & flush_ok_d & last_layer_d))
-        m.d.comb += busy_clr.eq(busy_clr_r)
+        busy_clr = Signal()
+        m.d.sync += busy_clr.eq((h1_ctrl & (h1.addr == CtrlReg.RESET)) |
+                                (flush_d & flush_ok_d & last_layer_d))
         with m.If(busy_set):
             m.d.sync += [c.eq(1) for c in busy_copies]
         with m.If(busy_clr):
