@@ -404,6 +404,13 @@ class BoardTop(Elaboratable):
                 # the resource's cs is active high (PinsN); the core's cs_n is active low
                 m.d.comb += [core.cs_n.eq(~bufs["cs"].i), core.sck.eq(bufs["clk"].i),
                              core.copi.eq(bufs["copi"].i), cipo.o.eq(core.cipo)]
+        # The core's idle/waiting under fixed names: the simulated board test
+        # (``deconvsr.sim.board_top``) paces simulated time by them. No pin, no logic.
+        core_idle, core_waiting = Signal(name="core_idle"), Signal(name="core_waiting")
+        if "idle" in members:
+            m.d.comb += core_idle.eq(core.idle)
+        if "waiting" in members:
+            m.d.comb += core_waiting.eq(core.waiting)
         status = [~core.idle] if "idle" in members else []
         status += [core.waiting] if "waiting" in members else []
 

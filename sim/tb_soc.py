@@ -3,9 +3,12 @@ under the simulator and a TCP server on 127.0.0.1 carries the host's bytes into 
 its reply bytes back, so the host driver connects with ``socket://127.0.0.1:PORT``.
 
 Environment (set by :mod:`deconvsr.sim.device_sim`):
-``DECONVSR_TOP`` stream|uart|spi, ``DECONVSR_CLK_PS`` clock period, ``DECONVSR_DIVISOR``
-(uart: cycles per bit), ``DECONVSR_SCK_CYCLES`` (spi: cycles per SCK period),
-``DECONVSR_PORT_FILE`` where to write ``"DATA_PORT CTRL_PORT"``.
+``DECONVSR_TOP`` stream|uart|spi|board, ``DECONVSR_CLK_PS`` clock period,
+``DECONVSR_DIVISOR`` (uart: cycles per bit), ``DECONVSR_BIT_PS`` and ``DECONVSR_OSC_PS``
+(board: the host UART's bit time and the oscillator's period; the board top, wrapped as
+:mod:`deconvsr.sim.board_top` describes, makes its own clock and reset),
+``DECONVSR_SCK_CYCLES`` (spi: cycles per SCK period), ``DECONVSR_PORT_FILE`` where to write
+``"DATA_PORT CTRL_PORT"``.
 
 Simulated time only advances while the SoC has work (its ``idle`` output is low): when it is
 idle and no host byte is pending, the bridge blocks on the socket, so simulated time measures
@@ -169,7 +172,10 @@ async def run_stream(dut, bridge):
 async def run_uart(dut, bridge):
     """UART top: the host's UART sends bytes back to back at the line rate; a receiver
     samples ``tx`` in the middle of each bit."""
-    bit_ps = int(os.environ["DECONVSR_DIVISOR"]) * bridge.period_ps
+    if os.environ.get("DECONVSR_TOP") == "board":
+        bit_ps = int(os.environ["DECONVSR_BIT_PS"])      # the host's UART: the baud alone
+    else:
+        bit_ps = int(os.environ["DECONVSR_DIVISOR"]) * bridge.period_ps
     dut.rx.value = 1
     state = {"sending": False, "receiving": False}
     kick = Event()
@@ -272,15 +278,31 @@ async def run_spi(dut, bridge):
         bridge.poll(0)
 
 
+async def power_up(dut, osc_ps, timeout_ps=10**10):
+    """Board top: the oscillator runs; wait until the board's own reset (PLL lock, then the
+    power-on count) lets go."""
+    dut.rx.value = 1
+    cocotb.start_soon(Clock(dut.osc, osc_ps, unit="ps").start())
+    t0 = get_sim_time("ps")
+    await Timer(osc_ps, unit="ps")
+    while int(dut.in_reset.value):
+        if get_sim_time("ps") - t0 > timeout_ps:
+            raise RuntimeError("the board top stayed in reset (PLL not locked?)")
+        await Timer(64 * osc_ps, unit="ps")
+
+
 @cocotb.test()
 async def serve(dut):
     period_ps = int(os.environ.get("DECONVSR_CLK_PS", "20834"))
-    await reset(dut, period_ps)
+    top = os.environ.get("DECONVSR_TOP", "stream")
+    if top == "board":
+        await power_up(dut, int(os.environ["DECONVSR_OSC_PS"]))
+    else:
+        await reset(dut, period_ps)
     bridge = Bridge(dut)
     bridge.period_ps = period_ps
-    top = os.environ.get("DECONVSR_TOP", "stream")
-    runner = {"stream": run_stream, "uart": run_uart, "spi": run_spi}[top]
+    runner = {"stream": run_stream, "uart": run_uart, "spi": run_spi, "board": run_uart}[top]
     await runner(dut, bridge)
     bridge.conn.close()
     bridge.ctrl.close()
-    await RisingEdge(dut.clk)
+    await Timer(bridge.period_ps, unit="ps")
