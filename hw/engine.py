@@ -726,7 +726,10 @@ class Engine(wiring.Component):
         o_wide2 = Signal()
         m.d.sync += [o_tag.eq(o_tag_c), o_data.eq(o_data_c), o_group.eq(o_group_c),
                      o_we.eq(requant.o.valid & o_tag_c.write), o_wide2.eq(o_wide_c)]
-        wr_act = Signal(2 * nb)     # write ACT buffer b, bank k: bit b * nb + k (one-hot)
+        # an ACT write is in its write stage (for the pipeline-busy flag only; the banks'
+        # write enables are their own, below; reset-less: after a soft reset, which clears
+        # o_we, it reads 0 a cycle later, and the flag matters only at a layer's end)
+        wr_act = Signal(reset_less=True)
         wr_out = Signal(n_ob)                                     # write OUT bank i
         wr_addr = Signal(signed(AW), reset_less=True)
         # Each ACT bank's byte write enables, registered (with wr_act, which only says that
@@ -757,9 +760,7 @@ class Engine(wiring.Component):
                 byte_en = Mux(c.wide, ((1 << R) - 1) << c.lane, 1 << c.lane)
                 m.d.sync += we_act[b][k].eq(Mux(c.we & c.tgt, byte_en, 0))
         m.d.sync += [
-            wr_act.eq(Mux(o_we & ~desc.to_out,
-                          1 << (Cat(o_tag.addr[lab:lab + nbb], ~desc.in_buf) if nb > 1
-                                else ~desc.in_buf), 0)),
+            wr_act.eq(o_we & ~desc.to_out),
             wr_out.eq(Mux(o_we_out,
                           1 << o_tag.addr[lob:lob + (n_ob - 1).bit_length()] if n_ob > 1 else 1, 0)),
             wr_addr.eq(o_tag.addr),
@@ -780,7 +781,7 @@ class Engine(wiring.Component):
         flush_ok = Signal()         # the pipeline is empty: the layer may end
         m.d.sync += [
             pb_mac.eq(Cat([c.valid for c in ctl]).any() | acc_mid.valid | ctl_acc.valid | push),
-            pb_out.eq(hold_full | o_we | wr_act.any() | wr_out.any() | d1_valid | d2_valid | d3_valid |
+            pb_out.eq(hold_full | o_we | wr_act | wr_out.any() | d1_valid | d2_valid | d3_valid |
                       requant.busy | requant.o.valid),
             pipe_busy.eq(pb_mac | pb_out),
         ]
@@ -1333,7 +1334,7 @@ class Engine(wiring.Component):
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
-                         d1_valid.eq(0), d2_valid.eq(0), d3_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0), wr_act.eq(0),
+                         d1_valid.eq(0), d2_valid.eq(0), d3_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0),
                          o_we.eq(0), o_we_out.eq(0), *(c.we.eq(0) for bank in o_bk for c in bank),
                          *(we.eq(0) for bank in we_act for we in bank)]
             for c in [*ctl[1:], acc_mid, ctl_acc]:
