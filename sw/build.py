@@ -94,6 +94,9 @@ class BuildResult:
     core: str = ""
     spec: dict | None = None            #: the engine spec's sizes (EngineSpec fields but arith)
     lut_mapper: str = "abc9"            #: yosys' LUT mapper ("abc" when abc9 asserted)
+    seed: int = 1                       #: the placement seed of this bitstream
+    seed_fmax: dict[str, float | None] = field(default_factory=dict)
+    #: engine-clock Fmax of every seed tried (a sweep: ``build(seed=[...])``; None: failed)
 
     @property
     def sync_clock(self) -> str | None:
@@ -257,9 +260,9 @@ def _first_error(*logs: Path) -> str | None:
 # --------------------------------------------------------------------------------------------
 # The flow
 
-def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_SEED,
+def build(board, outdir, *, core=None, link: str = "uart", seed=DEFAULT_SEED, jobs: int = 1,
           prefer: str | None = None, sync_mhz: float | None = None, spec=None,
-          check_result: bool = True) -> BuildResult:
+          check_result: bool = True, progress=None) -> BuildResult:
     """Build ``board`` (a name or :class:`deconvsr.hw.boards.Board`) into ``outdir``.
 
     Writes ``outdir/deconvsr_<board>.{bin,bit}``, the nextpnr log (``.tim``) and report
@@ -267,6 +270,11 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     :class:`BuildError` if a tool fails (with nextpnr's or yosys' first error line), the design
     does not fit, or (when ``check_result``) it misses timing. ``core`` is a component or a
     :func:`deconvsr.hw.boards.make_core` name; ``spec`` replaces the board's engine spec.
+
+    ``seed``: nextpnr's placement seed, or a list of seeds to sweep: synthesis runs once,
+    place and route once per seed (``jobs`` at a time, each in ``outdir/seed-N``), until a
+    round of ``jobs`` seeds has one that meets timing; the fastest placement is packed (the
+    results of all are in ``seed_fmax``). ``progress``: called with a line per finished seed.
     """
     from dataclasses import replace
 
@@ -280,6 +288,13 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
         board = replace(board, sync_hz=sync_mhz * 1e6)
     if spec is not None:
         board = replace(board, spec=spec)
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    if not seeds or not all(isinstance(x, int) and x > 0 for x in seeds) or \
+            len(set(seeds)) != len(seeds):
+        raise BuildError(f"seed must be a positive integer or a list of distinct ones, "
+                         f"not {seed!r}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise BuildError(f"jobs must be a positive integer, not {jobs!r}")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     name = f"deconvsr_{board.name.replace('-', '_')}"
@@ -289,7 +304,7 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     platform = board.platform()
     report_file = f"{name}.report.json"
     nextpnr_opts = (f"--report {report_file} --detailed-timing-report --timing-allow-fail "
-                    f"--seed {seed}")
+                    f"--seed {seeds[0]}")
     if board.family == "ecp5":
         # router2, nextpnr's newer router (it routes the 16-lane design in about a minute and
         # the 64-lane one in about 7: docs/boards.md), and the heap placer's timing weight
@@ -298,6 +313,8 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     kw = dict(nextpnr_opts=nextpnr_opts)
     for stale in (report_file, f"{name}.{board.bitstream_ext}", RESULT_FILE, SLOW_FILE):
         (outdir / stale).unlink(missing_ok=True)
+    for stale in outdir.glob("seed-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     t0 = time.monotonic()
     from deconvsr.hw.synth import ABC_FALLBACK, AFTER_READ, abc9_failed, drop_zero_init
 
@@ -315,11 +332,15 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
     mapper = "abc9"
     log.info("building %s in %s with %s", board.name, outdir, env.get("YOSYS"))
     stamps = {}
+    seed_fmax = {}
     try:
         for step in ("synth", "pnr", "pack"):
             stamps[step] = time.monotonic()
             plan.extract(outdir)
             try:
+                if step == "pnr" and len(seeds) > 1:
+                    seed_fmax = _sweep(outdir, name, board, seeds, jobs, env, progress)
+                    continue
                 subprocess.run(["sh", f"step_{step}.sh"], cwd=outdir, env=env, check=True,
                                stdout=subprocess.DEVNULL if step == "pack" else None,
                                stderr=subprocess.STDOUT if step == "pack" else None)
@@ -370,12 +391,69 @@ def build(board, outdir, *, core=None, link: str = "uart", seed: int = DEFAULT_S
         tools={k: Path(env[k]).name for k in _TOOLS if k in env},
         macs=spec.lanes if spec is not None else 0,
         core=type(top.core).__name__, lut_mapper=mapper,
+        seed=max(seed_fmax, key=lambda k: seed_fmax[k] or 0.0) if seed_fmax else seeds[0],
+        seed_fmax={str(k): v for k, v in seed_fmax.items()},
         spec=({f.name: getattr(spec, f.name) for f in fields(spec) if f.name != "arith"}
               if spec is not None else None))
     (outdir / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=1) + "\n")
     if check_result:
         check(result)
     return result
+
+
+def _engine_fmax(report: dict, family: str, target_mhz: float) -> float | None:
+    """The engine clock's Fmax in a nextpnr report (the constrained clock nearest the
+    target, as :attr:`BuildResult.sync_clock` picks it)."""
+    _, fmax, constraint = parse_report(report, family)
+    if not constraint:
+        return None
+    return fmax.get(min(constraint, key=lambda k: abs(constraint[k] - target_mhz)))
+
+
+def _sweep(outdir: Path, name: str, board, seeds, jobs, env, progress) -> dict:
+    """Place and route with each seed in ``outdir/seed-N`` (``jobs`` at a time), stopping
+    after a round in which one meets the target; copy the fastest one's outputs into
+    ``outdir``. Returns ``{seed: engine Fmax or None}``. Raises ``CalledProcessError`` (the
+    first seed's) when every seed failed."""
+    script = (outdir / "step_pnr.sh").read_text()
+    inputs = [f"{name}.json", *(f.name for f in outdir.glob(f"{name}.[lp]cf"))]
+    target = board.clk_hz / 1e6
+    fmax: dict[int, float | None] = {}
+    failed = {}
+    for i in range(0, len(seeds), jobs):
+        procs = {}
+        for s in seeds[i:i + jobs]:
+            sub = outdir / f"seed-{s}"
+            shutil.rmtree(sub, ignore_errors=True)
+            sub.mkdir()
+            for f in inputs:
+                shutil.copy(outdir / f, sub / f)
+            (sub / "step_pnr.sh").write_text(re.sub(r"--seed \d+", f"--seed {s}", script))
+            procs[s] = subprocess.Popen(["sh", "step_pnr.sh"], cwd=sub, env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        for s, proc in procs.items():
+            rc = proc.wait()
+            rpt = outdir / f"seed-{s}" / f"{name}.report.json"
+            if rc == 0 and rpt.exists():
+                fmax[s] = _engine_fmax(json.loads(rpt.read_text()), board.family, target)
+            else:
+                fmax[s] = None
+                failed[s] = subprocess.CalledProcessError(rc, ["sh", "step_pnr.sh"])
+            if progress:
+                progress(f"seed {s}: " + (f"{fmax[s]:.1f} MHz" if fmax[s] else "failed"))
+        if any((v or 0.0) >= target * (1 - 1e-4) for v in fmax.values()):
+            break
+    best = max(fmax, key=lambda k: fmax[k] or 0.0)
+    if fmax[best] is None:
+        # (the first seed's logs, for the caller's error report)
+        for f in (outdir / f"seed-{seeds[0]}").iterdir():
+            if f.name not in inputs:
+                shutil.copy(f, outdir / f.name)
+        raise failed[seeds[0]]
+    for f in (outdir / f"seed-{best}").iterdir():
+        if f.name not in inputs and f.name != "step_pnr.sh":
+            shutil.copy(f, outdir / f.name)
+    return fmax
 
 
 def _split_script(plan, name: str) -> None:

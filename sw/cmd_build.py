@@ -4,6 +4,7 @@ and Fmax, failing when the design does not fit or misses timing."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from .cli import EXIT_INPUT, EXIT_NOT_FOUND, CLIError
@@ -57,7 +58,13 @@ def register(subparsers) -> None:
     p.add_argument("--board", required=True, choices=_boards())
     p.add_argument("-o", "--output", type=Path, metavar="DIR",
                    help="build directory (default build/BOARD)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--seed", type=parse_seeds, default=[1], metavar="SEEDS",
+                   help="nextpnr placement seed (default 1), or seeds to sweep, e.g. 1-4 or "
+                        "1,3,7: synthesis once, place and route per seed until one meets "
+                        "timing; the fastest is packed")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                   help="seeds placed at once in a sweep (default 1; each nextpnr run takes "
+                        "one core)")
     p.add_argument("--sync-mhz", type=float, metavar="MHZ",
                    help="engine clock target instead of the board's (constraints/boards.toml)")
     p.add_argument("--link", choices=("uart", "spi"), default="uart",
@@ -72,6 +79,24 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"3"`` -> [3]; ``"1-4"`` -> [1, 2, 3, 4]; ``"1,3,7"`` -> [1, 3, 7] (argparse type)."""
+    import argparse
+    seeds = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            a, b = int(lo), int(hi if sep else lo)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected a seed, a range such as 1-4, or a list such as 1,3,7"
+            ) from None
+        if a < 1 or b < a:
+            raise argparse.ArgumentTypeError(f"{text!r}: seeds are positive, ranges low-high")
+        seeds += [x for x in range(a, b + 1) if x not in seeds]
+    return seeds
+
+
 def format_result(result) -> str:
     lines = [f"{result.board}: {result.bitstream} ({result.core}, {result.macs} MAC units)"]
     for name, res in result.utilisation.items():
@@ -84,6 +109,10 @@ def format_result(result) -> str:
     verdict = ("meets timing" if result.meets_timing else
                "MISSES TIMING (the slow endpoints, grouped: slow_endpoints.txt)")
     lines.append(f"  engine clock {result.target_mhz:.2f} MHz: {verdict}")
+    if len(result.seed_fmax) > 1:
+        tried = ", ".join(f"{k}: {v:.1f}" if v else f"{k}: failed"
+                          for k, v in result.seed_fmax.items())
+        lines.append(f"  placement seed {result.seed}, the fastest of {tried} (MHz)")
     lines.append(f"  build {result.seconds:.1f} s (synthesis {result.synth_seconds:.1f} s, "
                  f"place and route {result.pnr_seconds:.1f} s)")
     return "\n".join(lines)
@@ -124,8 +153,12 @@ def run(args) -> int:
     outdir = args.output or default_dir(args.board)
     spec = spec_with(BOARDS[args.board].spec, args.set)
     try:
-        result = build(args.board, outdir, seed=args.seed, sync_mhz=args.sync_mhz,
-                       link=args.link, core=args.core, spec=spec, check_result=False)
+        if args.jobs < 1:
+            raise CLIError(f"--jobs must be at least 1, not {args.jobs}", EXIT_INPUT)
+        result = build(args.board, outdir, seed=args.seed, jobs=args.jobs,
+                       sync_mhz=args.sync_mhz, link=args.link, core=args.core, spec=spec,
+                       check_result=False,
+                       progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     except BoardError as e:
         raise CLIError(str(e), EXIT_INPUT) from None
     except BuildError as e:

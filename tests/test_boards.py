@@ -405,3 +405,25 @@ def test_ci_script_is_executable():
     assert script.stat().st_mode & 0o111
     text = script.read_text()
     assert "icebreaker" in text and "ulx3s-85f" in text and "YoWASP" in text
+
+
+def test_build_seed_and_jobs_are_checked(tmp_path):
+    for seed in ([], [0], [1, 1], "1"):
+        with pytest.raises(flow.BuildError, match="seed must be a positive integer or a list "
+                                                  "of distinct ones, not "):
+            flow.build("icebreaker", tmp_path, core="loopback", seed=seed)
+    with pytest.raises(flow.BuildError, match="jobs must be a positive integer, not 0"):
+        flow.build("icebreaker", tmp_path, core="loopback", seed=[1, 2], jobs=0)
+
+
+def test_build_cli_parses_seed_sweeps():
+    import argparse
+
+    from deconvsr.sw.cmd_build import parse_seeds
+    assert parse_seeds("3") == [3]
+    assert parse_seeds("1-4") == [1, 2, 3, 4]
+    assert parse_seeds("1,3,7") == [1, 3, 7]
+    assert parse_seeds("2-3,1,3") == [2, 3, 1]
+    for bad in ("x", "0", "4-2", "1-", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_seeds(bad)

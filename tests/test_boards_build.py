@@ -46,3 +46,27 @@ def test_abc9_fallback_detection():
     assert not abc9_failed("ERROR: Module `top' not found!\n")
     opts, after = ABC_FALLBACK["ecp5"]
     assert "-run :map_luts" in opts and "abc -lut" in after and "-run map_cells:" in after
+
+
+def test_seed_sweep_packs_the_fastest_placement(tmp_path):
+    # A target no placement meets: every seed runs (two at a time), the fastest is packed.
+    _need_tools("ice40")
+    lines = []
+    result = flow.build("icebreaker", tmp_path, core="loopback", sync_mhz=250.0,
+                        seed=[1, 2, 3], jobs=2, check_result=False, progress=lines.append)
+    fmax = {int(k): v for k, v in result.seed_fmax.items()}
+    assert sorted(fmax) == [1, 2, 3] and all(v for v in fmax.values())
+    assert result.seed == max(fmax, key=fmax.get)
+    assert result.fmax_mhz == fmax[result.seed]
+    assert sorted(lines) == sorted(f"seed {s}: {v:.1f} MHz" for s, v in fmax.items())
+    # the packed bitstream's placement is that seed's
+    name = "deconvsr_icebreaker"
+    assert (tmp_path / f"{name}.asc").read_bytes() == \
+        (tmp_path / f"seed-{result.seed}" / f"{name}.asc").read_bytes()
+    assert flow.load_result(tmp_path).seed_fmax == result.seed_fmax
+
+
+def test_seed_sweep_stops_when_a_round_meets_timing(tmp_path):
+    _need_tools("ice40")
+    result = flow.build("icebreaker", tmp_path, core="loopback", seed=[5, 6, 7, 8], jobs=2)
+    assert sorted(result.seed_fmax) == ["5", "6"] and result.meets_timing
