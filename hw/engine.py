@@ -1273,24 +1273,30 @@ class Engine(wiring.Component):
         m.d.sync += cnt_q.eq(Array(cnt_g)[rd_addr[5:8]])
         # Third stage: the byte chosen from those registers, in three registers (the narrow
         # spaces, the OUT bank, the wide words' lane), so each selection has a cycle of its
-        # own; the response takes one of them.
-        rd3_small, rd3_out = (Signal(8, reset_less=True) for _ in range(2))
+        # own; the response takes one of them. The narrow spaces and OUT choose in two
+        # registered steps too (rd2, then rd2b): each narrow space's byte with its own address
+        # decode, then the space's by a one-hot register; OUT's bank within groups of four
+        # banks, then the group (rd2_addr holds from rd2 to the response).
+        rd3_small = Signal(8, name="rd3_small", reset_less=True)
+        rd3_out = Signal(8, name="rd3_out", reset_less=True)
         rd3_from = Signal(2)        # 0 narrow, 1 OUT, 2 wide
-        byte = Signal(8)
-        with m.If(rd2_ok):
-            with m.Switch(rd2_space):
-                with m.Case(Space.ID):
-                    m.d.comb += byte.eq(id_q)
-                with m.Case(Space.CTRL):
-                    with m.If(rd2_addr == CtrlReg.START_STATUS):
-                        m.d.comb += byte.eq(Cat(busy, done, error))
-                with m.Case(Space.COUNT):
-                    with m.If(rd2_addr < SNAP_BASE):
-                        m.d.comb += byte.eq(cnt_q.word_select(rd2_addr[:2], 8))
-                    with m.Else():
-                        m.d.comb += byte.eq(snap_q.word_select(rd2_addr[:3], 8))
-                with m.Case(Space.DESC):
-                    m.d.comb += byte.eq(desc_q)
+        small = {Space.ID: id_q,
+                 Space.CTRL: Mux(rd2_addr == CtrlReg.START_STATUS, Cat(busy, done, error), 0),
+                 Space.COUNT: Mux(rd2_addr < SNAP_BASE, cnt_q.word_select(rd2_addr[:2], 8),
+                                  snap_q.word_select(rd2_addr[:3], 8)),
+                 Space.DESC: desc_q}
+        small_q = [Signal(8, name=f"rd2_{sp.name.lower()}", reset_less=True) for sp in small]
+        small_oh = Signal(len(small), reset_less=True)  # the space's (none when not ok)
+        out_g = [Signal(8, name=f"rd2_out{j}", reset_less=True) for j in range(-(-n_ob // 4))]
+        with m.If(rd2):
+            m.d.sync += [*(q.eq(v) for q, v in zip(small_q, small.values())),
+                         small_oh.eq(Cat(rd2_ok & (rd2_space == sp) for sp in small)),
+                         *(g.eq(Array(out_q[4 * j:4 * j + 4])[rd2_addr[lob:lob + 2]])
+                           for j, g in enumerate(out_g))]
+        with m.If(rd2b):
+            m.d.sync += [rd3_small.eq(onehot_mux(enumerate(small_q), oh=small_oh)),
+                         rd3_out.eq(Mux(rd2_ok, Array(out_g)[rd2_addr[lob + 2:]]
+                                        if len(out_g) > 1 else out_g[0], 0))]
         # A wide word's byte in three steps: the lane's byte of each word's 8-byte group
         # (registered in rd2), the space's (in rd2b: one candidate per group), then the
         # group's (at the response).
@@ -1319,9 +1325,7 @@ class Engine(wiring.Component):
             m.d.sync += [rd2b.eq(0), rd3.eq(1)]
         with m.If(rd2):
             m.d.sync += [
-                rd2.eq(0), rd2b.eq(1), rd3_small.eq(byte),
-                rd3_out.eq(Mux(rd2_ok, Array(out_q)[rd2_addr[lob:]] if n_ob > 1 else out_q[0], 0)),
-                rd3_grp.eq(rd2_lane[3:]),
+                rd2.eq(0), rd2b.eq(1), rd3_grp.eq(rd2_lane[3:]),
                 rd3_from.eq(Mux(rd2_space == Space.OUT, 1,
                                 Mux((rd2_space == Space.WEIGHT) | (rd2_space == Space.BIAS) |
                                     (rd2_space == Space.ACT), 2, 0))),
