@@ -29,6 +29,7 @@ ACT_BANK = 2048     # words per ACT memory bank in block RAM (ECP5 DP16KD 2048 x
                     # decode inside a bank)
 ACT_BANK_REGS = 2   # registers after each ACT bank in block RAM (the first beside the bank's
                     # blocks, the next on the way to the lanes: far apart on a large FPGA)
+ACT_PICK_BITS = 32  # bits of an activation word per copy of its bank-select register
 
 
 def _log2(n: int) -> int:
@@ -429,9 +430,15 @@ class Engine(wiring.Component):
                        Mux(busy, desc.in_buf, host_act_sel))
 
         def act_pick(name):
-            oh = Signal(len(sources), name=name, reset_less=True)
-            m.d.sync += oh.eq(1 << src_next)
-            return onehot_mux(enumerate(sources), oh=oh)
+            # (a one-hot register per ACT_PICK_BITS of the word: one would drive 2 * nb LUT
+            # inputs per bit of it, and the placer put it 10 ns from some of them)
+            chunks = []
+            for c in range(0, A * 8, ACT_PICK_BITS):
+                oh = Signal(len(sources), name=f"{name}{c // ACT_PICK_BITS}", reset_less=True)
+                m.d.sync += oh.eq(1 << src_next)
+                chunks.append(onehot_mux(enumerate(src[c:c + ACT_PICK_BITS] for src in sources),
+                                         oh=oh))
+            return Cat(*chunks)
         m.d.sync += [act_word.eq(act_pick("act_src0__rep")),
                      w_word.eq(Cat(rd.data for rd in w_rd))]
         # Copies per group of OP_GROUP lanes of the activation word, the layer's lvl and the
@@ -722,7 +729,10 @@ class Engine(wiring.Component):
         o_tag = Signal(o_tag_c.shape(), reset_less=True)
         o_data = Signal(8, reset_less=True)
         o_group = Signal(8 * R, reset_less=True)    # R bytes for lanes lane..lane+R-1 (wide)
-        o_we = Signal()
+        # (the write stage's flags are reset-less and a soft reset leaves them: they load
+        # every cycle from the requantiser, which a soft reset does not clear either, so
+        # what is in flight is written either way)
+        o_we = Signal(reset_less=True)
         o_wide2 = Signal()
         m.d.sync += [o_tag.eq(o_tag_c), o_data.eq(o_data_c), o_group.eq(o_group_c),
                      o_we.eq(requant.o.valid & o_tag_c.write), o_wide2.eq(o_wide_c)]
@@ -741,16 +751,18 @@ class Engine(wiring.Component):
         o_bank_c = o_tag_c.addr[lab:lab + nbb] if nb > 1 else 0
         o_we_c = requant.o.valid & o_tag_c.write
         o_bk = [[SimpleNamespace(
-            we=Signal(name=f"o_we{b}_{k}__rep"), tgt=Signal(name=f"act_tgt{b}_{k}__rep"),
+            we=Signal(name=f"o_we{b}_{k}__rep", reset_less=True),
+            tgt=Signal(name=f"act_tgt{b}_{k}__rep", reset_less=True),
             lane=Signal(len(o_tag.lane), name=f"o_lane{b}_{k}__rep", reset_less=True),
             wide=Signal(name=f"o_wide{b}_{k}__rep"),
             data=Signal(8, name=f"o_data{b}_{k}__rep", reset_less=True),
             group=Signal(8 * R, name=f"o_group{b}_{k}__rep", reset_less=True))
             for k in range(nb)] for b in range(2)]
-        o_we_out = Signal(name="o_we_out__rep")
+        o_we_out = Signal(name="o_we_out__rep", reset_less=True)
         to_out_r = Signal(name="to_out__rep")
         m.d.sync += [to_out_r.eq(desc.to_out), o_we_out.eq(o_we_c & to_out_r)]
-        we_act = [[Signal(A, name=f"we_act{b}_{k}") for k in range(nb)] for b in range(2)]
+        we_act = [[Signal(A, name=f"we_act{b}_{k}", reset_less=True) for k in range(nb)]
+                  for b in range(2)]
         for b in range(2):
             for k in range(nb):
                 c = o_bk[b][k]
@@ -941,7 +953,7 @@ class Engine(wiring.Component):
         m.d.sync += [issue.eq(issue_b), issue_in.eq(issue_b & ctl1.in_frame), stalled.eq(stalled_a),
                      useful.eq(Mux(ctl1.in_frame, useful_b, 0))]
 
-        clear_counters = Signal()
+        clear_counters = Signal(reset_less=True)   # (loaded every cycle)
 
         # The counters see ``busy`` a cycle late, from a copy of their own (``busy`` reaches
         # the whole engine). The events they count happen only inside the busy period, so
@@ -1338,9 +1350,8 @@ class Engine(wiring.Component):
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
-                         d1_valid.eq(0), d2_valid.eq(0), d3_valid.eq(0), drain_wait.eq(0), dw_nz.eq(0),
-                         o_we.eq(0), o_we_out.eq(0), *(c.we.eq(0) for bank in o_bk for c in bank),
-                         *(we.eq(0) for bank in we_act for we in bank)]
+                         d1_valid.eq(0), d2_valid.eq(0), d3_valid.eq(0), drain_wait.eq(0),
+                         dw_nz.eq(0)]
             for c in [*ctl[1:], acc_mid, ctl_acc]:
                 m.d.sync += c.valid.eq(0)
             m.d.sync += push.eq(0)

@@ -30,7 +30,7 @@ class Requant(wiring.Component):
         ``mult_bits <= 15`` (both partial products are then signed 16 x 16).
 
     Latency: an input accepted in cycle ``n`` appears on ``o`` in cycle ``n + latency``
-    (``latency`` = 5, or 6 when ``serial``). Throughput one per cycle (one per two cycles
+    (``latency`` = 6, or 7 when ``serial``; ``o`` comes from registers). Throughput one per cycle (one per two cycles
     when ``serial``). ``busy`` is high while an accepted input has not reached ``o`` yet.
 
     Raises
@@ -52,7 +52,7 @@ class Requant(wiring.Component):
                              f"not {arith.acc_bits} and {arith.mult_bits}")
         self.arith = arith
         self.serial = serial
-        self.latency = 6 if serial else 5
+        self.latency = 7 if serial else 6
         self.lo_bits = 15 if serial else self.LO_BITS
         self.shift_bits = Shape.cast(range(arith.shift_max + 1)).width
         self.in_layout = data.StructLayout({
@@ -159,13 +159,23 @@ class Requant(wiring.Component):
             u.eq(v >> (s35_shift << k)),
             s4_tag.eq(s35_tag),
         ]
+        # The clamped byte into the output registers (the outputs fan out to the consumer's
+        # write stage: from flip-flops, not from this adder).
         low = Signal(a.act_bits + 3)
         m.d.comb += low.eq(u[:a.act_bits + 2] + 1)
+        s5_valid = Signal()
+        s5_data = Signal(a.act_bits, reset_less=True)
+        s5_tag = Signal.like(s1_tag, reset_less=True)
+        m.d.sync += [
+            s5_valid.eq(s4_valid),
+            s5_data.eq(Mux(u < -1, 0, Mux(u > 2 * a.act_max, a.act_max,
+                                          low[1:a.act_bits + 1]))),
+            s5_tag.eq(s4_tag),
+        ]
         m.d.comb += [
-            self.busy.eq(s1_valid | busy_extra | s2_valid | s3_valid | s35_valid),
-            self.o.valid.eq(s4_valid),
-            self.o.payload.tag.eq(s4_tag),
-            self.o.payload.data.eq(Mux(u < -1, 0, Mux(u > 2 * a.act_max, a.act_max,
-                                                        low[1:a.act_bits + 1]))),
+            self.busy.eq(s1_valid | busy_extra | s2_valid | s3_valid | s35_valid | s4_valid),
+            self.o.valid.eq(s5_valid),
+            self.o.payload.tag.eq(s5_tag),
+            self.o.payload.data.eq(s5_data),
         ]
         return m
