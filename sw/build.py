@@ -416,7 +416,9 @@ def _sweep(outdir: Path, name: str, board, seeds, jobs, env, progress) -> dict:
     ``outdir``. Returns ``{seed: engine Fmax or None}``. Raises ``CalledProcessError`` (the
     first seed's) when every seed failed."""
     script = (outdir / "step_pnr.sh").read_text()
-    inputs = [f"{name}.json", *(f.name for f in outdir.glob(f"{name}.[lp]cf"))]
+    # the netlist and the pin constraints (iCE40 .pcf, ECP5 .lpf)
+    inputs = [f"{name}.json", *(f"{name}.{ext}" for ext in ("pcf", "lpf")
+                                if (outdir / f"{name}.{ext}").exists())]
     target = board.clk_hz / 1e6
     fmax: dict[int, float | None] = {}
     failed = {}
