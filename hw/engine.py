@@ -326,19 +326,31 @@ class Engine(wiring.Component):
         # Their lookahead, registers too: ``one`` = the level's first value is its last (set
         # per layer), ``pre`` = the counter's next value is its last (kept as it steps), so
         # that the next flags need no adder or compare after the FSM's decisions.
-        # (counter, first value, "value v is the last")
-        loops = {"kx": (kx, 0, lambda v: v + 1 == desc.t),
-                 "ky": (ky, 0, lambda v: v + 1 == desc.t),
-                 "cg": (cg, 0, lambda v: v + 1 == desc.cw),
-                 "vg": (vg, 0, lambda v: v + 1 == dn.n_vg),
-                 "qx": (qx, dn.qx0, lambda v: v == dn.qx1), "qy": (qy, dn.qy0, lambda v: v == dn.qy1)}
+        # (counter, first value, limit, offset): value v is the last when v + offset == limit
+        loops = {"kx": (kx, 0, desc.t, 1), "ky": (ky, 0, desc.t, 1), "cg": (cg, 0, desc.cw, 1),
+                 "vg": (vg, 0, dn.n_vg, 1), "qx": (qx, dn.qx0, dn.qx1, 0),
+                 "qy": (qy, dn.qy0, dn.qy1, 0)}
+
+        def hit(k, v):
+            _, _, limit, off = loops[k]
+            return v + off == limit
+        # What the lookahead compares with, registered: the descriptor holds from PREP to
+        # the layer's end, so ``ahead`` (the counter value two steps before the last: the
+        # limit minus offset + 2, exact in signed arithmetic) and ``again`` (after a wrap,
+        # the first value's successor is the last) are exact in RUN, and a step's lookahead
+        # is one compare of two registers, no adder in front of it.
+        ahead, again = {}, {}
+        for k, (_, first, limit, off) in loops.items():
+            ahead[k] = Signal(signed(len(limit) + 3), name=f"ahead_{k}", reset_less=True)
+            again[k] = Signal(name=f"again_{k}", reset_less=True)
+            m.d.sync += [ahead[k].eq(limit + Const(-(off + 2), signed(3))),
+                         again[k].eq(hit(k, first + 1))]
+
         def pre_after_step(k):
-            c, _, hit = loops[k]
-            return hit(c + 2)
+            return loops[k][0] == ahead[k]
 
         def pre_after_wrap(k):
-            _, first, hit = loops[k]
-            return hit(first + 1)
+            return again[k]
         one = {k: Signal(name=f"one_{k}") for k in levels_}
         pre = {k: Signal(name=f"pre_last_{k}") for k in levels_}
         en = {k: Signal(name=f"en_{k}") for k in levels_[1:]}
@@ -862,8 +874,8 @@ class Engine(wiring.Component):
             # The loops' lookahead flags from the new descriptor, registered a cycle
             # before INIT takes them (no compare of descriptor fields, spread over the
             # die, sits in front of the step enables).
-            for k, (_, first, hit) in loops.items():
-                m.d.sync += [one[k].eq(hit(first)), pre[k].eq(hit(first + 1))]
+            for k, (_, first, _, _) in loops.items():
+                m.d.sync += [one[k].eq(hit(k, first)), pre[k].eq(hit(k, first + 1))]
         with m.If(st["INIT"]):
             m.d.sync += [
                 g_vg.eq(0), g_v0.eq(0), g_qx.eq(dn.qx0), g_last_vg.eq(dn.n_vg == 1),
