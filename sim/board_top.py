@@ -34,8 +34,8 @@ _OSC_HZ = {"ice40": 12e6, "ecp5": 25e6}
 
 #: Primitive models per family: (modules taken from yosys' cells_sim.v, files in models/).
 _MODELS = {
-    "ice40": ("ice40/cells_sim.v", ("SB_IO", "SB_MAC16"), ("sb_pll40_pad.v",)),
-    "ecp5": (None, (), ("ecp5_prims.v",)),
+    "ice40": ("ice40/cells_sim.v", ("SB_IO", "SB_MAC16"), ("pll_model.v", "sb_pll40_pad.v")),
+    "ecp5": (None, (), ("pll_model.v", "ecp5_prims.v")),
 }
 
 #: Edits to the cells_sim.v models for Verilator, each (old, new): Verilator cannot compare a

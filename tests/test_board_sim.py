@@ -51,7 +51,8 @@ def _run_pll(tmp_path, model, instance, ref_hz):
     ref_ps = 2 * round(0.5e12 / ref_hz)
     (tmp_path / "tb.v").write_text(BENCH.replace("REF_PS", str(ref_ps))
                                    .replace("INSTANCE", instance))
-    subprocess.run(["iverilog", "-g2012", "-o", "sim", "tb.v", str(MODELS_DIR / model)],
+    subprocess.run(["iverilog", "-g2012", "-o", "sim", "tb.v", str(MODELS_DIR / "pll_model.v"),
+                    str(MODELS_DIR / model)],
                    cwd=tmp_path, check=True, capture_output=True)
     out = subprocess.run(["vvp", "-n", "sim"], cwd=tmp_path, check=True, capture_output=True,
                          text=True).stdout

@@ -13,12 +13,10 @@ module OBZ (input I, input T, output O);
 	assign O = T ? 1'bz : I;
 endmodule
 
-// EHXPLLL, FEEDBK_PATH "CLKOP" and the CLKOP output only. It measures the reference period at
-// CLKI and makes CLKOP at
+// EHXPLLL, FEEDBK_PATH "CLKOP" and the CLKOP output only: CLKOP runs at
 //     f_CLKOP = f_CLKI * CLKFB_DIV / CLKI_DIV,   f_VCO = f_CLKOP * CLKOP_DIV
-// (ECP5 sysCLOCK PLL usage guide, TN1263), with LOCK high after LOCK_CYCLES reference cycles.
-// Settings outside the data sheet's ranges (PFD 3.125-400 MHz, VCO 400-800 MHz, CLKOP
-// 3.125-400 MHz) stop the simulation: a wrong divider setting fails here, not on a board.
+// (ECP5 sysCLOCK PLL usage guide, TN1263), made by pll_model.v, which also checks the data
+// sheet's ranges (PFD 3.125-400 MHz, VCO 400-800 MHz, CLKOP 3.125-400 MHz).
 module EHXPLLL (
 	input CLKI, input CLKFB, input PHASESEL1, input PHASESEL0, input PHASEDIR,
 	input PHASESTEP, input PHASELOADREG, input STDBY, input PLLWAKESYNC, input RST,
@@ -64,49 +62,20 @@ module EHXPLLL (
 	parameter INTFB_WAKE = "DISABLED";
 	parameter LOCK_CYCLES = 16;
 
-	real t_last = 0.0;
-	real t_ref = 0.0;
-	real half = 0.0;
-	real f_pfd, f_vco, f_out;
-	integer n_ref = 0;
-	reg clk_out = 1'b0;
-	reg locked = 1'b0;
-
+	wire clk_out;
 	initial begin
 		if (FEEDBK_PATH != "CLKOP" || CLKOP_ENABLE != "ENABLED") begin
 			$display("EHXPLLL model: only FEEDBK_PATH CLKOP with CLKOP enabled is modelled");
 			$finish;
 		end
 	end
-
-	always @(posedge CLKI) begin
-		if (n_ref > 0) begin
-			t_ref = $realtime - t_last;
-			f_pfd = 1000.0 / t_ref / CLKI_DIV;                    // MHz (time unit: ns)
-			f_out = f_pfd * CLKFB_DIV;
-			f_vco = f_out * CLKOP_DIV;
-			if (f_pfd < 3.125 || f_pfd > 400.0 || f_vco < 400.0 || f_vco > 800.0 ||
-			    f_out < 3.125 || f_out > 400.0) begin
-				$display("EHXPLLL model: out of range: PFD %f MHz, VCO %f MHz, CLKOP %f MHz",
-				         f_pfd, f_vco, f_out);
-				$finish;
-			end
-			half = 500.0 / f_out;
-		end
-		t_last = $realtime;
-		n_ref = n_ref + 1;
-		locked <= !RST && n_ref > LOCK_CYCLES;
-	end
-
-	always begin
-		if (half == 0.0 || RST)
-			@(posedge CLKI);
-		else
-			#(half) clk_out = ~clk_out;
-	end
+	// (CLKOP fed back: f_CLKOP = f_PFD * CLKFB_DIV, f_VCO = f_CLKOP * CLKOP_DIV)
+	deconvsr_pll_model #(.NAME("EHXPLLL"), .REF_DIV(CLKI_DIV), .VCO_MUL(CLKFB_DIV * CLKOP_DIV),
+		.OUT_DIV(CLKOP_DIV), .PFD_MIN(3.125), .PFD_MAX(400.0), .VCO_MIN(400.0),
+		.VCO_MAX(800.0), .OUT_MIN(3.125), .OUT_MAX(400.0), .LOCK_CYCLES(LOCK_CYCLES))
+		clock (.REF(CLKI), .RST(RST), .CLK(clk_out), .LOCK(LOCK));
 
 	assign CLKOP = clk_out;
-	assign LOCK = locked;
 	assign {CLKOS, CLKOS2, CLKOS3, INTLOCK, CLKINTFB} = 5'b0;
 	assign REFCLK = CLKI;
 endmodule

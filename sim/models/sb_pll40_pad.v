@@ -38,49 +38,19 @@ module SB_PLL40_PAD (
 	parameter EXTERNAL_DIVIDE_FACTOR = 1;
 	parameter LOCK_CYCLES = 16;
 
-	real t_last = 0.0;
-	real t_ref = 0.0;
-	real half = 0.0;
-	real f_pfd, f_vco, f_out;
-	integer n_ref = 0;
-	reg clk_out = 1'b0;
-	reg locked = 1'b0;
-
+	wire clk_out;
 	initial begin
 		if (FEEDBACK_PATH != "SIMPLE") begin
 			$display("SB_PLL40_PAD model: FEEDBACK_PATH %s is not modelled", FEEDBACK_PATH);
 			$finish;
 		end
 	end
-
-	always @(posedge PACKAGEPIN) begin
-		if (n_ref > 0) begin
-			t_ref = $realtime - t_last;
-			f_pfd = 1000.0 / t_ref / (DIVR + 1);                  // MHz (time unit: ns)
-			f_vco = f_pfd * (DIVF + 1);
-			f_out = f_vco / (1 << DIVQ);
-			if (f_pfd < 10.0 || f_pfd > 133.0 || f_vco < 533.0 || f_vco > 1066.0 ||
-			    f_out < 16.0 || f_out > 275.0) begin
-				$display("SB_PLL40_PAD model: out of range: PFD %f MHz, VCO %f MHz, out %f MHz",
-				         f_pfd, f_vco, f_out);
-				$finish;
-			end
-			half = 500.0 / f_out;
-		end
-		t_last = $realtime;
-		n_ref = n_ref + 1;
-		locked <= RESETB && n_ref > LOCK_CYCLES;
-	end
-
-	always begin
-		if (half == 0.0 || !RESETB)
-			@(posedge PACKAGEPIN);
-		else
-			#(half) clk_out = ~clk_out;
-	end
+	deconvsr_pll_model #(.NAME("SB_PLL40_PAD"), .REF_DIV(DIVR + 1), .VCO_MUL(DIVF + 1),
+		.OUT_DIV(1 << DIVQ), .PFD_MIN(10.0), .PFD_MAX(133.0), .VCO_MIN(533.0),
+		.VCO_MAX(1066.0), .OUT_MIN(16.0), .OUT_MAX(275.0), .LOCK_CYCLES(LOCK_CYCLES))
+		clock (.REF(PACKAGEPIN), .RST(!RESETB), .CLK(clk_out), .LOCK(LOCK));
 
 	assign PLLOUTGLOBAL = BYPASS ? PACKAGEPIN : clk_out;
 	assign PLLOUTCORE = PLLOUTGLOBAL;
-	assign LOCK = locked;
 	assign SDO = 1'b0;
 endmodule
