@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -262,7 +263,8 @@ def _first_error(*logs: Path) -> str | None:
 
 def build(board, outdir, *, core=None, link: str = "uart", seed=DEFAULT_SEED, jobs: int = 1,
           prefer: str | None = None, sync_mhz: float | None = None, spec=None,
-          check_result: bool = True, progress=None) -> BuildResult:
+          check_result: bool = True, progress=None,
+          seed_timeout: float | None = None) -> BuildResult:
     """Build ``board`` (a name or :class:`deconvsr.hw.boards.Board`) into ``outdir``.
 
     Writes ``outdir/deconvsr_<board>.{bin,bit}``, the nextpnr log (``.tim``) and report
@@ -275,6 +277,8 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=DEFAULT_SEED, jo
     place and route once per seed (``jobs`` at a time, each in ``outdir/seed-N``), until a
     round of ``jobs`` seeds has one that meets timing; the fastest placement is packed (the
     results of all are in ``seed_fmax``). ``progress``: called with a line per finished seed.
+    ``seed_timeout`` (seconds, sweeps only): a seed still placing or routing that long after
+    its round started is stopped and counts as failed.
     """
     from dataclasses import replace
 
@@ -295,6 +299,9 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=DEFAULT_SEED, jo
                          f"not {seed!r}")
     if not isinstance(jobs, int) or jobs < 1:
         raise BuildError(f"jobs must be a positive integer, not {jobs!r}")
+    if seed_timeout is not None and not seed_timeout > 0:
+        raise BuildError(f"seed_timeout must be a positive number of seconds, not "
+                         f"{seed_timeout!r}")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     name = f"deconvsr_{board.name.replace('-', '_')}"
@@ -339,7 +346,8 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=DEFAULT_SEED, jo
             plan.extract(outdir)
             try:
                 if step == "pnr" and len(seeds) > 1:
-                    seed_fmax = _sweep(outdir, name, board, seeds, jobs, env, progress)
+                    seed_fmax = _sweep(outdir, name, board, seeds, jobs, env, progress,
+                                       seed_timeout)
                     continue
                 subprocess.run(["sh", f"step_{step}.sh"], cwd=outdir, env=env, check=True,
                                stdout=subprocess.DEVNULL if step == "pack" else None,
@@ -410,11 +418,13 @@ def _engine_fmax(report: dict, family: str, target_mhz: float) -> float | None:
     return fmax.get(min(constraint, key=lambda k: abs(constraint[k] - target_mhz)))
 
 
-def _sweep(outdir: Path, name: str, board, seeds, jobs, env, progress) -> dict:
+def _sweep(outdir: Path, name: str, board, seeds, jobs, env, progress, timeout) -> dict:
     """Place and route with each seed in ``outdir/seed-N`` (``jobs`` at a time), stopping
     after a round in which one meets the target; copy the fastest one's outputs into
-    ``outdir``. Returns ``{seed: engine Fmax or None}``. Raises ``CalledProcessError`` (the
-    first seed's) when every seed failed."""
+    ``outdir``. A seed still running ``timeout`` seconds after it started (router2 can
+    circle around a congested spot for an hour) is stopped and counts as failed. Returns
+    ``{seed: engine Fmax or None}``. Raises ``CalledProcessError`` (the first seed's) when
+    every seed failed."""
     script = (outdir / "step_pnr.sh").read_text()
     # the netlist and the pin constraints (iCE40 .pcf, ECP5 .lpf)
     inputs = [f"{name}.json", *(f"{name}.{ext}" for ext in ("pcf", "lpf")
@@ -431,10 +441,20 @@ def _sweep(outdir: Path, name: str, board, seeds, jobs, env, progress) -> dict:
             for f in inputs:
                 shutil.copy(outdir / f, sub / f)
             (sub / "step_pnr.sh").write_text(re.sub(r"--seed \d+", f"--seed {s}", script))
+            # (a session of its own: a timeout stops the shell and the tool it runs)
             procs[s] = subprocess.Popen(["sh", "step_pnr.sh"], cwd=sub, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        started = time.monotonic()
         for s, proc in procs.items():
-            rc = proc.wait()
+            what = "failed"
+            try:
+                rc = proc.wait(timeout=None if timeout is None else
+                               max(0.0, started + timeout - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                rc = proc.wait()
+                what = f"stopped after {timeout:g} s"
             rpt = outdir / f"seed-{s}" / f"{name}.report.json"
             if rc == 0 and rpt.exists():
                 fmax[s] = _engine_fmax(json.loads(rpt.read_text()), board.family, target)
@@ -442,7 +462,7 @@ def _sweep(outdir: Path, name: str, board, seeds, jobs, env, progress) -> dict:
                 fmax[s] = None
                 failed[s] = subprocess.CalledProcessError(rc, ["sh", "step_pnr.sh"])
             if progress:
-                progress(f"seed {s}: " + (f"{fmax[s]:.1f} MHz" if fmax[s] else "failed"))
+                progress(f"seed {s}: " + (f"{fmax[s]:.1f} MHz" if fmax[s] else what))
         if any((v or 0.0) >= target * (1 - 1e-4) for v in fmax.values()):
             break
     best = max(fmax, key=lambda k: fmax[k] or 0.0)

@@ -65,6 +65,9 @@ def register(subparsers) -> None:
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                    help="seeds placed at once in a sweep (default 1; each nextpnr run takes "
                         "one core)")
+    p.add_argument("--seed-timeout", type=float, metavar="MIN",
+                   help="in a sweep, stop a seed still placing or routing after MIN minutes "
+                        "(it counts as failed; nextpnr's router can circle for an hour)")
     p.add_argument("--sync-mhz", type=float, metavar="MHZ",
                    help="engine clock target instead of the board's (constraints/boards.toml)")
     p.add_argument("--link", choices=("uart", "spi"), default="uart",
@@ -155,9 +158,13 @@ def run(args) -> int:
     try:
         if args.jobs < 1:
             raise CLIError(f"--jobs must be at least 1, not {args.jobs}", EXIT_INPUT)
+        if args.seed_timeout is not None and not args.seed_timeout > 0:
+            raise CLIError(f"--seed-timeout must be positive, not {args.seed_timeout:g}",
+                           EXIT_INPUT)
         result = build(args.board, outdir, seed=args.seed, jobs=args.jobs,
                        sync_mhz=args.sync_mhz, link=args.link, core=args.core, spec=spec,
                        check_result=False,
+                       seed_timeout=None if args.seed_timeout is None else args.seed_timeout * 60,
                        progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     except BoardError as e:
         raise CLIError(str(e), EXIT_INPUT) from None

@@ -414,6 +414,9 @@ def test_build_seed_and_jobs_are_checked(tmp_path):
             flow.build("icebreaker", tmp_path, core="loopback", seed=seed)
     with pytest.raises(flow.BuildError, match="jobs must be a positive integer, not 0"):
         flow.build("icebreaker", tmp_path, core="loopback", seed=[1, 2], jobs=0)
+    with pytest.raises(flow.BuildError, match="seed_timeout must be a positive number of "
+                                              "seconds, not 0"):
+        flow.build("icebreaker", tmp_path, core="loopback", seed=[1, 2], seed_timeout=0)
 
 
 def test_build_cli_parses_seed_sweeps():

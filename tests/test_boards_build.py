@@ -73,3 +73,14 @@ def test_seed_sweep_stops_when_a_round_meets_timing(board, tmp_path):
     result = flow.build(board, tmp_path, core="loopback", seed=[5, 6, 7, 8], jobs=2)
     assert sorted(result.seed_fmax) == ["5", "6"] and result.meets_timing
     assert (tmp_path / result.bitstream).stat().st_size > 10_000
+
+
+def test_seed_sweep_stops_seeds_past_their_timeout(tmp_path):
+    # Every seed stopped (a timeout no place and route can meet): the build fails, and says
+    # which seeds were stopped.
+    _need_tools("ice40")
+    lines = []
+    with pytest.raises(flow.BuildError, match="icebreaker: place and route"):
+        flow.build("icebreaker", tmp_path, core="loopback", seed=[1, 2], jobs=2,
+                   seed_timeout=0.001, progress=lines.append)
+    assert sorted(lines) == ["seed 1: stopped after 0.001 s", "seed 2: stopped after 0.001 s"]
