@@ -26,7 +26,8 @@ from types import SimpleNamespace
 from ..spec import SPECS, EngineSpec
 
 __all__ = ["DEVICES", "synthesize", "drop_zero_init", "abc9_failed", "ABC_FALLBACK",
-           "NO_COLLISION", "KEEP_REPLICAS", "AFTER_READ", "main"]
+           "NO_COLLISION", "KEEP_REPLICAS", "AFTER_READ", "absorb_bram_output_registers",
+           "absorb_bram_output_registers_file", "main"]
 
 #: Run after reading the design: the memories marked ``no_rw_check`` (the engine's: one read
 #: and one write port each, never used on one address in one cycle) get an undefined
@@ -127,6 +128,103 @@ def drop_zero_init(rtlil_text: str) -> str:
             continue
         out.append(line)
     return "".join(out)
+
+
+#: The block RAMs whose data-out pins can take the following flip-flops into the block's own
+#: output register: cell type -> {port: (REGMODE parameter, clock pin, clock-mux parameter,
+#: output clock enable pin, data-out pins)}.
+_OUTREG_PORTS = {
+    "DP16KD": {x: (f"REGMODE_{x}", f"CLK{x}", f"CLK{x}MUX", f"OCE{x}",
+                   tuple(f"DO{x}{i}" for i in range(18))) for x in "AB"},
+    "PDPW16KD": {"R": ("REGMODE", "CLKR", "CLKRMUX", "OCER",
+                       tuple(f"DO{i}" for i in range(36)))},
+}
+
+
+def absorb_bram_output_registers(netlist: dict) -> list[str]:
+    """Move the flip-flops that register an ECP5 block RAM's read data into the block.
+
+    yosys maps a synchronous read port to a ``DP16KD`` without its output register
+    (``REGMODE NOREG``): its data pins settle ~5.8 ns after the clock, most of a 100 MHz
+    cycle, and the engine registers every block RAM's data right after the RAM (``act_q``,
+    ``w_word``, ``b_word``, ``out_q``...). Where *every* used data pin of a port drives only
+    the ``DI`` of one ``TRELLIS_FF`` on the port's clock (not inverted, no set/reset, power-up
+    0, one common clock enable), those flip-flops are the block's output register
+    (``REGMODE OUTREG``, the enable on ``OCE``): the pins take the flip-flops' output nets
+    and the flip-flops go. Same cycle, same value (the output register powers up 0 and
+    loads the read latch when enabled, exactly as the flip-flops did), ~1 ns clock-to-out.
+    yosys' ECP5 memory mapping (``brams_16kd.txt``) has no way to ask for this.
+
+    Edits the yosys JSON netlist ``netlist`` in place; returns the ``cell.port`` names it
+    changed.
+    """
+    changed = []
+    for mod in netlist.get("modules", {}).values():
+        cells = mod.get("cells", {})
+        sinks: dict[int, list] = {}
+        for name, cell in cells.items():
+            dirs = cell.get("port_directions", {})
+            for port, bits in cell.get("connections", {}).items():
+                if dirs.get(port, "input") != "output":
+                    for b in bits:
+                        if isinstance(b, int):
+                            sinks.setdefault(b, []).append((name, port))
+        for port in mod.get("ports", {}).values():
+            if port.get("direction") != "input":
+                for b in port.get("bits", []):
+                    if isinstance(b, int):
+                        sinks.setdefault(b, []).append((None, "port"))
+        for name, cell in list(cells.items()):
+            for x, (regmode, clk, clkmux, oce, pins) in _OUTREG_PORTS.get(cell["type"],
+                                                                           {}).items():
+                params, conn = cell.get("parameters", {}), cell.get("connections", {})
+                if params.get(regmode, "NOREG") != "NOREG" or \
+                        params.get(clkmux, clk).strip() != clk or \
+                        params.get("GSR", "ENABLED") != "DISABLED":
+                    continue
+                used = [(pin, conn[pin][0]) for pin in pins if pin in conn and
+                        isinstance(conn[pin][0], int) and conn[pin][0] in sinks]
+                ffs, enables = [], set()
+                for pin, bit in used:
+                    (ff_name, ff_port), *more = sinks[bit]
+                    ff = cells.get(ff_name) if ff_name is not None else None
+                    if more or ff is None or ff["type"] != "TRELLIS_FF" or ff_port != "DI":
+                        break
+                    p, c = ff.get("parameters", {}), ff.get("connections", {})
+                    resetless = c.get("LSR", ["0"]) == ["0"] and \
+                        p.get("LSRMUX", "LSR").strip() == "LSR"
+                    if not (resetless and p.get("CLKMUX", "CLK").strip() == "CLK" and
+                            c.get("CLK") == conn.get(clk) and
+                            p.get("REGSET", "RESET").strip() == "RESET" and
+                            p.get("GSR", "ENABLED") == "DISABLED"):
+                        break
+                    cemux = p.get("CEMUX", "1").strip()
+                    if cemux == "1":
+                        enables.add("1")
+                    elif cemux == "CE" and "CE" in c:
+                        enables.add(c["CE"][0])
+                    else:
+                        break
+                    ffs.append((pin, ff_name))
+                else:
+                    if not used or len(enables) != 1:
+                        continue
+                    params[regmode] = "OUTREG"
+                    conn[oce] = [enables.pop()]
+                    for pin, ff_name in ffs:
+                        conn[pin] = cells.pop(ff_name)["connections"]["Q"]
+                    changed.append(f"{name}.{x}")
+    return changed
+
+
+def absorb_bram_output_registers_file(path) -> list[str]:
+    """:func:`absorb_bram_output_registers` on a yosys JSON file, rewritten in place."""
+    path = Path(path)
+    netlist = json.loads(path.read_text())
+    changed = absorb_bram_output_registers(netlist)
+    if changed:
+        path.write_text(json.dumps(netlist))
+    return changed
 
 
 def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> dict:

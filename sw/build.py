@@ -95,6 +95,7 @@ class BuildResult:
     core: str = ""
     spec: dict | None = None            #: the engine spec's sizes (EngineSpec fields but arith)
     lut_mapper: str = "abc9"            #: yosys' LUT mapper ("abc" when abc9 asserted)
+    bram_outregs: int = 0               #: ECP5 block RAM ports given their output register
     seed: int = 1                       #: the placement seed of this bitstream
     seed_fmax: dict[str, float | None] = field(default_factory=dict)
     #: engine-clock Fmax of every seed tried (a sweep: ``build(seed=[...])``; None: failed)
@@ -323,7 +324,8 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=DEFAULT_SEED, jo
     for stale in outdir.glob("seed-*"):
         shutil.rmtree(stale, ignore_errors=True)
     t0 = time.monotonic()
-    from deconvsr.hw.synth import ABC_FALLBACK, AFTER_READ, abc9_failed, drop_zero_init
+    from deconvsr.hw.synth import (ABC_FALLBACK, AFTER_READ, abc9_failed,
+                                   absorb_bram_output_registers_file, drop_zero_init)
 
     def prepare(**overrides):
         plan = platform.prepare(top, name=name, **kw, script_after_read=AFTER_READ[board.family],
@@ -340,6 +342,7 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=DEFAULT_SEED, jo
     log.info("building %s in %s with %s", board.name, outdir, env.get("YOSYS"))
     stamps = {}
     seed_fmax = {}
+    outregs = []
     try:
         for step in ("synth", "pnr", "pack"):
             stamps[step] = time.monotonic()
@@ -365,6 +368,10 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=DEFAULT_SEED, jo
                 mapper = "abc (abc9 asserted)"
                 plan.extract(outdir)
                 subprocess.run(["sh", "step_synth.sh"], cwd=outdir, env=env, check=True)
+            if step == "synth" and board.family == "ecp5":
+                outregs = absorb_bram_output_registers_file(outdir / f"{name}.json")
+                log.info("%s: %d block RAM ports take their read registers into the block "
+                         "(REGMODE OUTREG)", board.name, len(outregs))
     except subprocess.CalledProcessError:
         tim = outdir / f"{name}.tim"
         if step == "pnr" and tim.exists():
@@ -398,7 +405,7 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=DEFAULT_SEED, jo
         bitstream=f"{name}.{board.bitstream_ext}",
         tools={k: Path(env[k]).name for k in _TOOLS if k in env},
         macs=spec.lanes if spec is not None else 0,
-        core=type(top.core).__name__, lut_mapper=mapper,
+        core=type(top.core).__name__, lut_mapper=mapper, bram_outregs=len(outregs),
         seed=max(seed_fmax, key=lambda k: seed_fmax[k] or 0.0) if seed_fmax else seeds[0],
         seed_fmax={str(k): v for k, v in seed_fmax.items()},
         spec=({f.name: getattr(spec, f.name) for f in fields(spec) if f.name != "arith"}
