@@ -425,7 +425,9 @@ class Engine(wiring.Component):
             # (the bank of the word in the last registers next cycle)
             bank_next = delayed(act_addr[lab:lab + nbb] if nb > 1 else Const(0, nbb),
                                 1 + ACT_BANK_REGS, "bank")
-            w_eaddr_next = delayed(w_raddr, ACT_BANK_REGS, "w_raddr_d")
+            # (the weights' read passes one register more, in place of one address delay:
+            # block RAM outputs then drive only registers beside them, see w_word)
+            w_eaddr_next = delayed(w_raddr, ACT_BANK_REGS - 1, "w_raddr_d")
             for i in range(1 + ACT_BANK_REGS):
                 stage(f"ctl1_bank{i}")
         else:
@@ -451,8 +453,15 @@ class Engine(wiring.Component):
                 chunks.append(onehot_mux(enumerate(src[c:c + ACT_PICK_BITS] for src in sources),
                                          oh=oh))
             return Cat(*chunks)
-        m.d.sync += [act_word.eq(act_pick("act_src0__rep")),
-                     w_word.eq(Cat(rd.data for rd in w_rd))]
+        # The weight RAMs' data: in block RAM through a register first (on ECP5 the block's
+        # own output register, docs/boards.md), so their pins never drive the lanes' wide
+        # fan-out directly.
+        w_data = Cat(rd.data for rd in w_rd)
+        if banked:
+            w_q = Signal(P * 8, reset_less=True)
+            m.d.sync += w_q.eq(w_data)
+            w_data = w_q
+        m.d.sync += [act_word.eq(act_pick("act_src0__rep")), w_word.eq(w_data)]
         # Copies per group of OP_GROUP lanes of the activation word, the layer's lvl and the
         # in-frame bit, each driving only its group's operand multiplexers (the original
         # act_word feeds group 0 and the host reads). "__rep": kept apart by the flows

@@ -141,7 +141,8 @@ _OUTREG_PORTS = {
 }
 
 
-def absorb_bram_output_registers(netlist: dict) -> list[str]:
+def absorb_bram_output_registers(netlist: dict, *, into_registers_only: bool = False
+                                 ) -> list[str]:
     """Move the flip-flops that register an ECP5 block RAM's read data into the block.
 
     yosys maps a synchronous read port to a ``DP16KD`` without its output register
@@ -204,6 +205,10 @@ def absorb_bram_output_registers(netlist: dict) -> list[str]:
                     elif cemux == "CE" and "CE" in c:
                         enables.add(c["CE"][0])
                     else:
+                        break
+                    if into_registers_only and not all(
+                            cells.get(n, {}).get("type") == "TRELLIS_FF" and p_ == "DI"
+                            for n, p_ in sinks.get(c["Q"][0], [(None, "port")])):
                         break
                     ffs.append((pin, ff_name))
                 else:
