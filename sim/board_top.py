@@ -99,6 +99,12 @@ def _module(text: str, name: str) -> str:
     return text[start:end]
 
 
+def cell_model(rel: str, module: str) -> str:
+    """One module of a yosys ``cells_sim.v`` (``rel`` under YoWASP's ``share``), unedited.
+    Raises :class:`BoardSimError` when YoWASP's yosys or the module is missing."""
+    return _module(_cells_sim(rel), module)
+
+
 def primitive_models(name: str) -> str:
     """Simulation models of the primitives the board top instantiates (one Verilog text)."""
     family = _board(name).family

