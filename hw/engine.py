@@ -27,8 +27,9 @@ ACC_GROUP = 4       # lanes per copy of the accumulators' control register
 OP_GROUP = 16       # lanes per copy of the activation word and the operand controls
 ACT_BANK = 2048     # words per ACT memory bank in block RAM (ECP5 DP16KD 2048 x 9: no depth
                     # decode inside a bank)
-ACT_BANK_REGS = 2   # registers after each ACT bank in block RAM (the first beside the bank's
-                    # blocks, the next on the way to the lanes: far apart on a large FPGA)
+ACT_BANK_REGS = 2   # registers after each ACT bank in block RAM: the first beside the bank's
+                    # blocks (on ECP5 their own output register), the next the word picked
+                    # from the banks (act_one), which the lane groups' copies take
 ACT_PICK_BITS = 32  # bits of an activation word per copy of its bank-select register
 
 
@@ -420,11 +421,13 @@ class Engine(wiring.Component):
                     value = r
                 return value
             act_rd_addr = act_addr
-            act_src = [[delayed(Cat(rd.data for rd in act_rd[b][k]), ACT_BANK_REGS,
+            # (the last of them is act_one, the word picked from the banks' registers once,
+            # which the copies per lane group then take: see act_pick)
+            act_src = [[delayed(Cat(rd.data for rd in act_rd[b][k]), ACT_BANK_REGS - 1,
                                 f"act_q{b}_{k}_") for k in range(nb)] for b in range(2)]
-            # (the bank of the word in the last registers next cycle)
+            # (the bank of the word in the banks' registers next cycle)
             bank_next = delayed(act_addr[lab:lab + nbb] if nb > 1 else Const(0, nbb),
-                                1 + ACT_BANK_REGS, "bank")
+                                ACT_BANK_REGS, "bank")
             # (the weights' read passes one register more, in place of one address delay:
             # block RAM outputs then drive only registers beside them, see w_word)
             w_eaddr_next = delayed(w_raddr, ACT_BANK_REGS - 1, "w_raddr_d")
@@ -461,7 +464,19 @@ class Engine(wiring.Component):
             w_q = Signal(P * 8, reset_less=True)
             m.d.sync += w_q.eq(w_data)
             w_data = w_q
-        m.d.sync += [act_word.eq(act_pick("act_src0__rep")), w_word.eq(w_data)]
+        if banked:
+            # In block RAM the banks are spread over the die: their words are picked once,
+            # into act_one (beside the banks' registers, which on ECP5 are the blocks' own
+            # output registers), and the copies per lane group take act_one: each bank bit
+            # reaches one multiplexer, not one per copy.
+            act_one = Signal(A * 8, reset_less=True)
+            m.d.sync += act_one.eq(act_pick("act_src"))
+
+            def act_copy(name):
+                return act_one
+        else:
+            act_copy = act_pick
+        m.d.sync += [act_word.eq(act_copy("act_src0__rep")), w_word.eq(w_data)]
         # Copies per group of OP_GROUP lanes of the activation word, the layer's lvl and the
         # in-frame bit, each driving only its group's operand multiplexers (the original
         # act_word feeds group 0 and the host reads). "__rep": kept apart by the flows
@@ -472,7 +487,7 @@ class Engine(wiring.Component):
         for g in range(n_opg):
             if g:
                 w_g = Signal(A * 8, name=f"act_word{g}__rep", reset_less=True)
-                m.d.sync += w_g.eq(act_pick(f"act_src{g}__rep"))
+                m.d.sync += w_g.eq(act_copy(f"act_src{g}__rep"))
                 op_word.append(w_g)
             c_g = Signal(LA + 2, name=f"op_ctl{g}__rep", reset_less=True)
             m.d.sync += c_g.eq(Cat(ctl[-1].in_frame, 1 << desc.lvl))
