@@ -142,7 +142,11 @@ class Decoder(wiring.Component):
             with m.If(value != (1 << len(value)) - 1):
                 m.d.sync += value.eq(value + 1)
 
-        with m.If(self.overrun):
+        # (counted a cycle after the receiver flags it: the flag's route and the saturating
+        # counter's compare and carry chain do not share a cycle)
+        overrun_q = Signal()
+        m.d.sync += overrun_q.eq(self.overrun)
+        with m.If(overrun_q):
             bump("overruns")
 
         m.d.comb += [self.tx_hdr.payload.status.as_value().eq(status),

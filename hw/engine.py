@@ -30,6 +30,7 @@ ACT_BANK = 2048     # words per ACT memory bank in block RAM (ECP5 DP16KD 2048 x
 ACT_BANK_REGS = 2   # registers after each ACT bank in block RAM: the first beside the bank's
                     # blocks (on ECP5 their own output register), the next the word picked
                     # from the banks (act_one), which the lane groups' copies take
+BUSY_CLR_GROUP = 8  # copies of busy per copy of their clear register
 ACT_PICK_BITS = 32  # bits of an activation word per copy of its bank-select register
 
 
@@ -370,7 +371,9 @@ class Engine(wiring.Component):
                          dw_next_nz.eq(Mux(last_vg, drain_gt1_last, drain_gt1))]
         with m.Elif(dw_nz):
             m.d.comb += [dw_next.eq(drain_wait - 1), dw_next_nz.eq(~dw_is1)]
-        m.d.sync += [drain_wait.eq(dw_next), dw_nz.eq(dw_next != 0)]
+        # (dw_nz from dw_next_nz, which equals dw_next != 0 from registers only: no subtract
+        # and compare after the sequencer's flags)
+        m.d.sync += [drain_wait.eq(dw_next), dw_nz.eq(dw_next_nz)]
         ctl0 = Signal(ctl_layout)
         m.d.comb += [
             ctl0.valid.eq(issuing & adv),
@@ -956,9 +959,9 @@ class Engine(wiring.Component):
                     m.d.sync += [busy.eq(0), done.eq(1)]
 
         # (continuous assignments, not processes: Icarus starts them at time 0)
-        # (busy_clr = soft_reset | (layer_end & last_layer), from a register of its own
-        # loaded with that value's next-cycle terms, see the end of elaborate: it fans out
-        # to every busy copy)
+        # (busy_clr = soft_reset | (layer_end & last_layer), from registers of their own
+        # loaded with that value's next-cycle terms, see the end of elaborate: a copy per
+        # BUSY_CLR_GROUP busy copies)
         m.d.comb += [issuing.eq(st["RUN"]),
                      busy_set.eq(st["IDLE"] & start)]
 
@@ -1160,21 +1163,32 @@ class Engine(wiring.Component):
             with m.Elif(h1.valid):
                 m.d.sync += r.eq(host_value)
             return r
+        def h1_copy(name, value):
+            """A copy, for one consumer, of a field of the command that enters the first
+            stage: ``value`` of the link's command, registered every cycle, so it equals h1's
+            field whenever h1.valid (the cycle after the command was taken). Each copy can sit
+            beside its consumer, instead of h1 driving the consumers across the die."""
+            r = Signal(len(value), name=name, reset_less=True)
+            m.d.sync += r.eq(value)
+            return r
         for port in (desc_rd, desc_wr):
             m.d.comb += port.addr.eq(desc_addr)
         for i in range(n_ws):
-            w_pa = host_reg(f"w_pa{i}__rep", AW, f"w_busy{i}__rep", w_eaddr_next, h1.addr >> lp)
+            w_pa = host_reg(f"w_pa{i}__rep", AW, f"w_busy{i}__rep", w_eaddr_next,
+                            h1_copy(f"w_ha{i}__rep", cmd.payload.addr >> lp))
             m.d.comb += [w_rd[i].addr.eq(w_pa), w_wr[i].addr.eq(w_pa)]
         for i in range(R):
             b_pa = host_reg(f"b_pa{i}__rep", AW, f"b_busy{i}__rep", entry_next >> lr,
-                            h1.addr >> _log2(ENTRY_BYTES * R))
+                            h1_copy(f"b_ha{i}__rep",
+                                    cmd.payload.addr >> _log2(ENTRY_BYTES * R)))
             m.d.comb += [b_rd[i].addr.eq(b_pa), b_wr[i].addr.eq(b_pa)]
         for i in range(n_ob):
             # (OUT is written by the engine only: each bank's byte registered alongside
             # wr_out, its enable gated by the bank's busy copy, since wr_out is not cleared
             # by a soft reset)
             o_busy = busy_copy(f"out_busy{i}__rep")
-            o_pa = host_reg(f"out_pa{i}__rep", lob, o_busy, o_tag.addr, h1.addr)
+            o_pa = host_reg(f"out_pa{i}__rep", lob, o_busy, o_tag.addr,
+                            h1_copy(f"out_ha{i}__rep", cmd.payload.addr[:lob]))
             o_wd = Signal(8, name=f"out_wd{i}__rep", reset_less=True)
             m.d.sync += o_wd.eq(wr_data_next)
             m.d.comb += [out_rd[i].addr.eq(o_pa), out_wr[i].addr.eq(o_pa),
@@ -1184,7 +1198,7 @@ class Engine(wiring.Component):
                 for j in range(n_as):
                     a_pa = host_reg(f"act_pa{b}_{k}_{j}__rep", lab, f"act_busy{b}_{k}_{j}__rep",
                                     Mux(desc.in_buf == b, act_rd_addr, o_tag.addr),
-                                    h1.addr[la:lb])
+                                    h1_copy(f"act_ha{b}_{k}_{j}__rep", cmd.payload.addr[la:lb]))
                     m.d.comb += [act_rd[b][k][j].addr.eq(a_pa), act_wr[b][k][j].addr.eq(a_pa)]
         # Reads and writes of one memory never coincide. For single-port RAMs with "no change
         # on write" (iCE40 SPRAM feature buffers) say so structurally, a read disabled by a
@@ -1234,8 +1248,9 @@ class Engine(wiring.Component):
         # loaded as the command enters the second stage)
         def hdata_copy(name):
             r = Signal(8, name=name, reset_less=True)
+            c = h1_copy(f"{name}_h", cmd.payload.data)     # (outside the If: every cycle)
             with m.If(h1.valid):
-                m.d.sync += r.eq(h1.data)
+                m.d.sync += r.eq(c)
             return r
         m.d.comb += [desc_wr.data.eq(hdata), desc_wr.en.eq(wen_desc),
                      *(wr.data.eq(hdata_copy(f"w_wd{i}__rep").replicate(P // n_ws))
@@ -1257,7 +1272,8 @@ class Engine(wiring.Component):
                 for j in range(0, A * 8, 32):       # (a copy of busy per 32 bits)
                     m.d.comb += wd[j:j + 32].eq(host_reg(
                         f"act_wd{b}_{k}_{j // 32}__rep", 32, f"act_wbusy{b}_{k}_{j // 32}__rep",
-                        wdp[j:j + 32], h1.data.replicate(4)))
+                        wdp[j:j + 32],
+                        h1_copy(f"act_hd{b}_{k}_{j // 32}__rep", cmd.payload.data).replicate(4)))
                 act_en = we_act[b][k] | wen_act[b][k]
                 for j, wr in enumerate(act_wr[b][k]):
                     m.d.comb += [wr.data.eq(wd[j * asw:(j + 1) * asw]),
@@ -1399,11 +1415,14 @@ class Engine(wiring.Component):
         # FLUSH end of the last layer, soft reset), so they equal it in every cycle. The
         # clear is a register: its next value from the next values of h2_reset, FLUSH,
         # flush_ok and last_layer.
-        busy_clr = Signal()
-        m.d.sync += busy_clr.eq((h1_ctrl & (h1.addr == CtrlReg.RESET)) |
-                                (flush_d & flush_ok_d & last_layer_d))
-        with m.If(busy_set):
-            m.d.sync += [c.eq(1) for c in busy_copies]
-        with m.If(busy_clr):
-            m.d.sync += [c.eq(0) for c in busy_copies]
+        # (a copy of the clear per BUSY_CLR_GROUP copies of busy: one reached them all)
+        for g in range(0, len(busy_copies), BUSY_CLR_GROUP):
+            group = busy_copies[g:g + BUSY_CLR_GROUP]
+            busy_clr = Signal(name=f"busy_clr{g // BUSY_CLR_GROUP}__rep")
+            m.d.sync += busy_clr.eq((h1_ctrl & (h1.addr == CtrlReg.RESET)) |
+                                    (flush_d & flush_ok_d & last_layer_d))
+            with m.If(busy_set):
+                m.d.sync += [c.eq(1) for c in group]
+            with m.If(busy_clr):
+                m.d.sync += [c.eq(0) for c in group]
         return m
