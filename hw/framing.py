@@ -279,9 +279,18 @@ class Framer(wiring.Component):
 
     def elaborate(self, platform):
         # No copy of the header (the decoder holds it); counters count down to a constant (no
-        # compare with `length - 1`); the CRC's two bytes are told apart by one flag.
+        # compare with `length - 1`); the CRC's two bytes are told apart by one flag. The CRC
+        # takes its byte, valid and start from registers (`crc_in`): the byte selection and
+        # the handshake do not reach the CRC's XOR network in the same cycle (ECP5 builds
+        # BG-BI: 10.1-10.4 ns); the first CRC byte of each check waits a cycle for it (`lag`).
         m = Module()
         m.submodules.crc = crc = protocol.CRC.create()
+        crc_in = Signal(8)
+        crc_valid = Signal()
+        crc_start = Signal()
+        m.d.sync += [crc.data.eq(crc_in), crc.valid.eq(crc_valid), crc.start.eq(crc_start)]
+        lag = Signal()                        # the last byte's CRC update is still due
+        m.d.sync += lag.eq(0)
         hdr_bytes = protocol.REPLY_HEADER_BYTES
         header = self.hdr.payload
         index = Signal(range(hdr_bytes))      # header byte being sent
@@ -294,26 +303,26 @@ class Framer(wiring.Component):
             m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
             with m.State("IDLE"):
                 m.d.comb += [self.o.valid.eq(self.hdr.valid), self.o.payload.start.eq(1),
-                             crc.start.eq(1)]
+                             crc_start.eq(1)]
                 m.d.sync += index.eq(0)
                 with m.If(self.hdr.valid & self.o.ready):
                     m.next = "HEADER"
             with m.State("HEADER"):
                 byte = header.as_value().word_select(index, 8)
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(byte),
-                             crc.data.eq(byte), crc.valid.eq(self.o.ready)]
+                             crc_in.eq(byte), crc_valid.eq(self.o.ready)]
                 with m.If(self.o.ready):
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == hdr_bytes - 1):
-                        m.d.sync += second.eq(0)
+                        m.d.sync += [second.eq(0), lag.eq(1)]
                         m.next = "HEADER_CRC"
             with m.State("HEADER_CRC"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(crc_byte)]
-                with m.If(self.o.ready):
+                m.d.comb += [self.o.valid.eq(~lag), self.o.payload.data.eq(crc_byte)]
+                with m.If(self.o.ready & ~lag):
                     m.d.sync += [second.eq(1), remaining.eq(header.length)]
                     with m.If(second):
                         m.d.comb += [self.hdr.ready.eq(1),
-                                     crc.start.eq(1)]      # the payload's CRC starts afresh
+                                     crc_start.eq(1)]      # the payload's CRC starts afresh
                         with m.If(header.length == 0):
                             m.next = "IDLE"
                         with m.Else():
@@ -322,15 +331,15 @@ class Framer(wiring.Component):
                 m.d.comb += [self.o.valid.eq(self.data.valid),
                              self.o.payload.data.eq(self.data.payload),
                              self.data.ready.eq(self.o.ready),
-                             crc.data.eq(self.data.payload), crc.valid.eq(sent)]
+                             crc_in.eq(self.data.payload), crc_valid.eq(sent)]
                 with m.If(sent):
                     m.d.sync += remaining.eq(remaining - 1)
                     with m.If(remaining == 1):
-                        m.d.sync += second.eq(0)
+                        m.d.sync += [second.eq(0), lag.eq(1)]
                         m.next = "PAYLOAD_CRC"
             with m.State("PAYLOAD_CRC"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(crc_byte)]
-                with m.If(self.o.ready):
+                m.d.comb += [self.o.valid.eq(~lag), self.o.payload.data.eq(crc_byte)]
+                with m.If(self.o.ready & ~lag):
                     m.d.sync += second.eq(1)
                     with m.If(second):
                         m.next = "IDLE"
