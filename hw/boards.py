@@ -380,7 +380,15 @@ class BoardTop(Elaboratable):
         m.submodules.rst_sync = ResetSynchronizer(~por_done, domain="rsync", stages=4)
         rst_q = Signal(init=1, name="rst_q")
         m.d.por += rst_q.eq(ResetSignal("rsync"))
-        m.d.comb += ResetSignal("sync").eq(rst_q)
+        if board.family == "ecp5":
+            # ECP5: the reset on a primary clock network (a DCCA), as the clock is: its
+            # ~800 synchronous-reset loads spread over the die, and from one register through
+            # the general routing the farthest took 10-11 ns (builds AZ, BI, BJ).
+            rst_glb = Signal(name="rst_glb")
+            m.submodules.rst_dcc = Instance("DCCA", i_CLKI=rst_q, i_CE=1, o_CLKO=rst_glb)
+            m.d.comb += ResetSignal("sync").eq(rst_glb)
+        else:
+            m.d.comb += ResetSignal("sync").eq(rst_q)
 
         m.submodules.core = core = self.core
         members = core.signature.members

@@ -303,18 +303,24 @@ class Engine(wiring.Component):
             return out
         def drain_cycles(cnt):
             return Mux(desc.wide, (cnt + R - 1) >> lr, cnt) * period
-        issue_drain = Signal(range(period * P + 1))   # drain cycles of the group being issued
-        m.d.comb += issue_drain.eq(drain_cycles(Mux(last_vg, dn.pv_last, pv)))
-        # Whether the wait counter is nonzero next cycle, from registers only: the drain
-        # times of a full and of the last lane group are not 1 (registered beside pv, from
-        # the descriptor), and dw_next == 1 (registered).
+        # The wait after issuing a group's last MAC, minus one, for a full and for the last
+        # lane group, registered beside pv from the descriptor (no adder or shift after the
+        # sequencer's flags); whether the wait counter is nonzero next cycle and whether it
+        # will be 1, from registers only (drain times not 1, or 2; drain_wait == 2).
+        issue_m1 = Signal(range(period * P + 1), reset_less=True)
+        issue_m1_last = Signal(range(period * P + 1), reset_less=True)
         drain_gt1 = Signal()
         drain_gt1_last = Signal()
+        drain_is2 = Signal(reset_less=True)
+        drain_is2_last = Signal(reset_less=True)
         dw_is1 = Signal()
         dw_next_nz = Signal()
-        m.d.sync += [drain_gt1.eq(drain_cycles(P >> desc.lvl) != 1),
-                     drain_gt1_last.eq(drain_cycles(dn.pv_last) != 1),
-                     dw_is1.eq(dw_next == 1)]
+        dw_next_is1 = Signal()
+        full_drain, last_drain = drain_cycles(P >> desc.lvl), drain_cycles(dn.pv_last)
+        m.d.sync += [issue_m1.eq(full_drain - 1), issue_m1_last.eq(last_drain - 1),
+                     drain_gt1.eq(full_drain != 1), drain_gt1_last.eq(last_drain != 1),
+                     drain_is2.eq(full_drain == 2), drain_is2_last.eq(last_drain == 2),
+                     dw_is1.eq(dw_next_is1)]
         last0 = last_cg & last_ky & last_kx
         # Timing: ``adv`` and the per-level step enables ``en`` (adv and every inner level on
         # its last value) are registers, computed from the flags' and drain_wait's next
@@ -367,10 +373,12 @@ class Engine(wiring.Component):
             inner = inner & n_last[levels_[levels_.index(k) - 1]]
             m.d.sync += en[k].eq(inner)
         with m.If(issuing & adv & last0):
-            m.d.comb += [dw_next.eq(issue_drain - 1),
-                         dw_next_nz.eq(Mux(last_vg, drain_gt1_last, drain_gt1))]
+            m.d.comb += [dw_next.eq(Mux(last_vg, issue_m1_last, issue_m1)),
+                         dw_next_nz.eq(Mux(last_vg, drain_gt1_last, drain_gt1)),
+                         dw_next_is1.eq(Mux(last_vg, drain_is2_last, drain_is2))]
         with m.Elif(dw_nz):
-            m.d.comb += [dw_next.eq(drain_wait - 1), dw_next_nz.eq(~dw_is1)]
+            m.d.comb += [dw_next.eq(drain_wait - 1), dw_next_nz.eq(~dw_is1),
+                         dw_next_is1.eq(drain_wait == 2)]
         # (dw_nz from dw_next_nz, which equals dw_next != 0 from registers only: no subtract
         # and compare after the sequencer's flags)
         m.d.sync += [drain_wait.eq(dw_next), dw_nz.eq(dw_next_nz)]
@@ -642,26 +650,35 @@ class Engine(wiring.Component):
         g_vg = Signal(VB, reset_less=True)
         g_v0 = Signal(VB, reset_less=True)
         g_qx = Signal(signed(SW), reset_less=True)
-        g_last_qx = Signal()
+        g_last_qx = Signal(reset_less=True)
         g_meta = Signal(meta_layout, reset_less=True)
         g_orow = Signal(signed(AW), reset_less=True)     # obase of the row
         g_last_vg = g_meta.vg_last
+        # Their last-step flags compare with registered limits (the descriptor holds during
+        # RUN): the value before the last, and whether the first value is the last, so no
+        # adder or compare of descriptor fields sits after a push.
+        g_ahead_vg = Signal(signed(len(dn.n_vg) + 2), name="g_ahead_vg", reset_less=True)
+        g_ahead_qx = Signal(signed(len(dn.qx1) + 2), name="g_ahead_qx", reset_less=True)
+        g_one_vg = Signal(name="g_one_vg", reset_less=True)
+        g_one_qx = Signal(name="g_one_qx", reset_less=True)
+        m.d.sync += [g_ahead_vg.eq(dn.n_vg - 2), g_ahead_qx.eq(dn.qx1 - 1),
+                     g_one_vg.eq(dn.n_vg == 1), g_one_qx.eq(dn.qx0 == dn.qx1)]
         with m.If(push):
             m.d.sync += [hold_full.eq(1), hold_meta.eq(g_meta)]
             with m.If(~g_last_vg):
                 m.d.sync += [g_vg.eq(g_vg + 1), g_v0.eq(g_v0 + pv),
-                             g_last_vg.eq(g_vg + 2 == dn.n_vg)]
+                             g_last_vg.eq(g_vg == g_ahead_vg)]
             with m.Else():
-                m.d.sync += [g_vg.eq(0), g_v0.eq(0), g_last_vg.eq(dn.n_vg == 1)]
+                m.d.sync += [g_vg.eq(0), g_v0.eq(0), g_last_vg.eq(g_one_vg)]
                 with m.If(~g_last_qx):
                     m.d.sync += [g_qx.eq(g_qx + 1), g_meta.bx.eq(g_meta.bx + desc.stride),
                                  g_meta.obase.eq(g_meta.obase + desc.stride),
-                                 g_last_qx.eq(g_qx + 1 == dn.qx1)]
+                                 g_last_qx.eq(g_qx == g_ahead_qx)]
                 with m.Else():
                     m.d.sync += [g_qx.eq(dn.qx0), g_meta.bx.eq(dn.bx0),
                                  g_meta.by.eq(g_meta.by + desc.stride),
                                  g_orow.eq(g_orow + dn.orow), g_meta.obase.eq(g_orow + dn.orow),
-                                 g_last_qx.eq(dn.qx0 == dn.qx1)]
+                                 g_last_qx.eq(g_one_qx)]
         with m.Elif(hold_release):
             m.d.sync += hold_full.eq(0)
 

@@ -1,6 +1,6 @@
 // Behavioural simulation models of the ECP5 primitives the ULX3S board top instantiates, for
-// the board-top system test (yosys declares EHXPLLL without a behaviour and maps IB / OBZ to
-// its TRELLIS_IO cell). Needs a simulator with timing (Verilator --timing, Icarus).
+// the board-top system test (yosys declares EHXPLLL and DCCA without a behaviour and maps
+// IB / OBZ to its TRELLIS_IO cell). Needs a simulator with timing (Verilator --timing, Icarus).
 `timescale 1ns / 1ps
 
 // Input buffer (Lattice library: O follows the pad).
@@ -11,6 +11,11 @@ endmodule
 // Output buffer with tristate (Lattice library: T high floats the pad).
 module OBZ (input I, input T, output O);
 	assign O = T ? 1'bz : I;
+endmodule
+
+// Primary clock network driver (Lattice library: CLKO follows CLKI while CE is high, else low).
+module DCCA (input CLKI, input CE, output CLKO);
+	assign CLKO = CE & CLKI;
 endmodule
 
 // EHXPLLL, FEEDBK_PATH "CLKOP" and the CLKOP output only: CLKOP runs at
