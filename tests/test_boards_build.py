@@ -84,3 +84,19 @@ def test_seed_sweep_stops_seeds_past_their_timeout(tmp_path):
         flow.build("icebreaker", tmp_path, core="loopback", seed=[1, 2], jobs=2,
                    seed_timeout=0.001, progress=lines.append)
     assert sorted(lines) == ["seed 1: stopped after 0.001 s", "seed 2: stopped after 0.001 s"]
+
+
+@pytest.mark.bitstream
+def test_ulx3s_engine_bitstream_meets_100mhz_with_64_macs(tmp_path):
+    """The product bitstream: the ULX3S-85F board top with the full engine (spec ulx3s-85f) and
+    the UART link, at the default seed, fits and meets the 100 MHz engine clock (issue #6).
+    The tools are pinned and deterministic, so this is the bitstream `deconvsr build --board
+    ulx3s-85f` writes on any machine (~10 minutes here). CI runs it (`.ci/run`)."""
+    _need_tools("ecp5")
+    result = flow.build("ulx3s-85f", tmp_path)     # raises BuildError on a miss or misfit
+    assert result.core == "UartSoC" and result.macs >= 64
+    assert result.target_mhz >= 100.0 and result.fmax_mhz >= 100.0 and result.meets_timing
+    for res in ("LUT", "EBR", "DSP"):
+        assert 0 < result.utilisation[res].used <= result.utilisation[res].available
+    assert result.bram_outregs > 0
+    assert (tmp_path / result.bitstream).stat().st_size > 100_000
