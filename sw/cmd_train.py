@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--hr-scales", default="1", metavar="S,S,...",
                    help="also train on copies of each photograph downscaled by these factors "
                         "(multi-scale augmentation; default 1: full size only)")
+    p.add_argument("--context", action="store_true",
+                   help="loss on each patch's centre, the real image around it as input (as "
+                        "whole-image inference sees it), not on zero-padded patch borders")
     p.set_defaults(func=run)
 
 
@@ -66,6 +69,8 @@ def run(args) -> int:
                        EXIT_INPUT) from None
     if args.hr_scales != "1":
         command += f" --hr-scales {args.hr_scales}"
+    if args.context:
+        command += " --context"
     init_from = None
     if args.init_from:
         from .zoo import ModelError, load_model
@@ -77,7 +82,8 @@ def run(args) -> int:
         net = train(args.data, args.arch, args.scale, minutes=args.minutes, batch=args.batch,
                     patch=args.patch, lr=args.lr, loss=args.loss, threads=args.threads,
                     seed=args.seed, name=name, command=command, init=args.init,
-                    max_steps=args.steps, init_from=init_from, hr_scales=hr_scales)
+                    max_steps=args.steps, init_from=init_from, hr_scales=hr_scales,
+                    context=args.context)
     except (TrainError, ImageError, NetworkError) as e:
         raise CLIError(str(e), EXIT_INPUT) from None
     npz, js = save_model(net, args.output)

@@ -22,7 +22,7 @@ from .imaging import (bicubic_resize, crop_to_multiple, degrade, list_images, lo
 from .network import Network, arch_layers
 
 __all__ = ["TrainError", "load_pairs", "train", "build_torch_model", "recalibrate",
-           "calibrate_on_pairs"]
+           "calibrate_on_pairs", "receptive_margin"]
 
 
 class TrainError(ValueError):
@@ -148,24 +148,60 @@ def _load_weights(torch, model, layers, net: Network) -> None:
             conv.bias.copy_(torch.from_numpy(layer.bias).float())
 
 
-def _batch(pairs, rng, r, batch, patch):
-    xs = np.empty((batch, 1, patch, patch), np.float32)
-    ys = np.empty((batch, 1, patch * r, patch * r), np.float32)
+def receptive_margin(layers) -> int:
+    """LR pixels on each side that reach an output pixel through the layers' padding
+    (convolutions before a resize count in LR pixels, after it in HR pixels, rounded up)."""
+    lr_pad = hr_pad = 0
+    upsampled = False
+    for d in layers:
+        upsampled = upsampled or d["kind"] == "resize"
+        if upsampled:
+            hr_pad += d["padding"]
+        else:
+            lr_pad += d["padding"]
+    r = layers[-1]["r"]
+    return lr_pad + -(-hr_pad // r)
+
+
+def _batch(pairs, rng, r, batch, patch, margin=0):
+    """``(xs, ys, masks)``: LR inputs of side ``patch + 2 margin``, their HR targets and
+    loss masks (``None`` when ``margin`` is 0).
+
+    With a margin the loss covers only the central ``patch`` (the target window, uniform over
+    the image) and the network sees the real image around it: the crop is moved inside the
+    image, so where the window meets the photograph's edge the zero padding is the image's
+    own, as in whole-image inference. The loss then sees exactly what inference computes,
+    not patch borders padded with zeros that no image has."""
+    side = patch + 2 * margin
+    xs = np.empty((batch, 1, side, side), np.float32)
+    ys = np.empty((batch, 1, side * r, side * r), np.float32)
+    masks = np.zeros((batch, 1, side * r, side * r), np.float32) if margin else None
     for b in range(batch):
         lr, hr = pairs[rng.integers(len(pairs))]
-        i = rng.integers(lr.shape[0] - patch + 1)
-        j = rng.integers(lr.shape[1] - patch + 1)
-        x = lr[i:i + patch, j:j + patch]
-        y = hr[r * i:r * (i + patch), r * j:r * (j + patch)]
+        i = int(rng.integers(lr.shape[0] - patch + 1))
+        j = int(rng.integers(lr.shape[1] - patch + 1))
+        ci = min(max(i - margin, 0), lr.shape[0] - side)
+        cj = min(max(j - margin, 0), lr.shape[1] - side)
+        x = lr[ci:ci + side, cj:cj + side]
+        y = hr[r * ci:r * (ci + side), r * cj:r * (cj + side)]
+        mk = None
+        if margin:
+            mk = np.zeros((side * r, side * r), np.float32)
+            mk[r * (i - ci):r * (i - ci + patch), r * (j - cj):r * (j - cj + patch)] = 1
         t = rng.integers(8)
         if t & 1:
             x, y = x[::-1], y[::-1]
+            mk = None if mk is None else mk[::-1]
         if t & 2:
             x, y = x[:, ::-1], y[:, ::-1]
+            mk = None if mk is None else mk[:, ::-1]
         if t & 4:
             x, y = x.T, y.T
+            mk = None if mk is None else mk.T
         xs[b, 0], ys[b, 0] = x, y
-    return xs, ys
+        if margin:
+            masks[b, 0] = mk
+    return xs, ys, masks
 
 
 def calibrate_on_pairs(network: Network, pairs, n: int = 8) -> dict:
@@ -189,9 +225,12 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
           seed: int = 0, name: str = "model", command: str = "", progress: bool = True,
           calibrate_images: int = 8, init: str = "interp",
           max_steps: int | None = None, init_from: Network | None = None,
-          hr_scales=(1.0,)) -> Network:
+          hr_scales=(1.0,), context: bool = False) -> Network:
     """Train ``arch`` at upscale ``r`` for ``minutes`` of wall-clock time; returns the float
     network with ``meta`` (arch, training record, calibration) filled in.
+
+    ``context=True`` computes the loss on each patch's centre only, with the image around it
+    as input (see :func:`_batch`); otherwise on whole zero-padded patches.
 
     Raises
     ------
@@ -209,12 +248,18 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    pairs = load_pairs(data_dir, r, min_lr=patch, hr_scales=hr_scales)
+    margin = receptive_margin(layers) if context else 0
+    pairs = load_pairs(data_dir, r, min_lr=patch + 2 * margin, hr_scales=hr_scales)
     model = build_torch_model(layers, init)
     if init_from is not None:
         _load_weights(torch, model, layers, init_from)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     crit = torch.nn.L1Loss() if loss == "l1" else torch.nn.MSELoss()
+
+    def masked(out, ys, masks):
+        d = out - ys
+        d = d.abs() if loss == "l1" else d * d
+        return (d * masks).sum() / masks.sum()
     budget = minutes * 60.0
     t0 = time.monotonic()
     step, recent = 0, []
@@ -230,9 +275,10 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
         cur_lr = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = cur_lr
-        xs, ys = _batch(pairs, rng, r, batch, patch)
+        xs, ys, masks = _batch(pairs, rng, r, batch, patch, margin)
         out = model(torch.from_numpy(xs))
-        err = crit(out, torch.from_numpy(ys))
+        err = (crit(out, torch.from_numpy(ys)) if masks is None
+               else masked(out, torch.from_numpy(ys), torch.from_numpy(masks)))
         opt.zero_grad()
         err.backward()
         opt.step()
@@ -256,7 +302,7 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
             "minutes": minutes, "seconds": round(seconds, 1), "steps": step, "batch": batch,
             "lr_patch": patch, "loss": loss, "final_loss": round(final, 6), "adam_lr": lr,
             "seed": seed, "threads": threads, "init": init,
-            "max_steps": max_steps, "hr_scales": list(hr_scales),
+            "max_steps": max_steps, "hr_scales": list(hr_scales), "context": context,
             "init_from": (None if init_from is None else {
                 "name": init_from.name,
                 "training": init_from.meta.get("training")}),
