@@ -56,6 +56,10 @@ class EngineSpec:
     lut_lanes : with ``multiplier="dsp"``, how many lanes (the last ones, an even number)
         multiply in logic instead, leaving their DSPs to the requantiser (the iCE40UP5K's 8
         SB_MAC16: 7 lane pairs plus the serial requantiser). Gateware-only.
+    pipeline : "deep" (the registers a large FPGA needs at 100 MHz: the accumulators' inputs
+        pass two registers after the adder tree) or "lean" (one: for a small FPGA at a lower
+        clock, where every flip-flop without logic in front of it costs a logic cell). Does
+        not change the cycles per layer. Gateware-only.
     arith : the arithmetic contract
 
     Raises
@@ -79,6 +83,7 @@ class EngineSpec:
     multiplier: str = "dsp"
     requant: str = "parallel"
     lut_lanes: int = 0
+    pipeline: str = "deep"
     arith: ArithSpec = field(default=DEFAULT_ARITH)
 
     def __post_init__(self):
@@ -113,6 +118,8 @@ class EngineSpec:
                 or self.lut_lanes % 2 or (self.lut_lanes and self.multiplier != "dsp")):
             raise ValueError(f"lut_lanes must be an even number in 0..lanes ({self.lanes}) "
                              f"with multiplier='dsp', not {self.lut_lanes!r}")
+        if self.pipeline not in ("deep", "lean"):
+            raise ValueError(f"pipeline must be 'deep' or 'lean', not {self.pipeline!r}")
         if self.requant not in ("parallel", "serial"):
             raise ValueError(f"requant must be 'parallel' or 'serial', not {self.requant!r}")
         if self.requant == "serial" and not self.arith.fits_serial_requant:
@@ -169,6 +176,7 @@ SPECS = {
     "icebreaker": EngineSpec(name="icebreaker", lanes=16, act_lanes=4, act_depth=16384,
                              weight_depth=256, bias_depth=64, out_bytes=4096, max_layers=4,
                              act_ram="huge", counters="basic", requant="serial", lut_lanes=2,
+                             pipeline="lean",
                              arith=ArithSpec(acc_bits=24, mult_bits=15)),
     # ECP5-85F (208 DP16KD): 64 lanes over 16-activation ACT words, ACT 2 x 4096 x 128 bit,
     # weights 1024 x 512 bit, entries, OUT 36 KB: 131 DP16KD placed (a 2048 x 512-bit ACT

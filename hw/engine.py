@@ -559,11 +559,12 @@ class Engine(wiring.Component):
                         m.d.comb += [mul.a.eq(a_ins[lane + i]), mul.b.eq(b_ins[lane + i])]
                         prods.append(mul.p)
                 elif dual:
-                    mul = DualMul8()
+                    # (the operand registers inside the DSP: SB_MAC16's A_REG/B_REG)
+                    mul = DualMul8(operand_reg=True)
                     m.submodules[f"mul{lane // 2}"] = mul
                     m.d.comb += mul.en.eq(1)
                     for i in range(2):
-                        m.d.comb += [mul.a[i].eq(a_ops[lane + i]), mul.b[i].eq(b_ops[lane + i])]
+                        m.d.comb += [mul.a[i].eq(a_ins[lane + i]), mul.b[i].eq(b_ins[lane + i])]
                     prods.extend([mul.p[0], mul.p[1]])
                 else:
                     prod = Signal(signed(a.act_bits + a.weight_bits + 1), name=f"prod{lane}",
@@ -590,12 +591,19 @@ class Engine(wiring.Component):
         # twice more (``acc_pre``, then ``acc_in``) so that no multiplexer sits before the
         # accumulators' adders and their high-fan-out controls, and the placer can split the
         # route from the adder tree to each accumulator.
+        # (spec.pipeline == "lean": registered once, no acc_pre; the controls then skip
+        # acc_mid. Only the cycle a group reaches the accumulators moves.)
+        lean = spec.pipeline == "lean"
         ctl_acc = Signal(ctl_layout, name="ctl_acc__rep")     # (not merged with a group's copy)
         acc_next = Signal(ctl_layout)
         acc_mid = Signal(ctl_layout)
         m.d.comb += acc_next.eq(onehot_mux((k, ctl[prod_stage + k].as_value())
                                            for k in range(LA + 1)))
-        m.d.sync += [acc_mid.eq(acc_next), ctl_acc.eq(acc_mid)]
+        if lean:
+            m.d.comb += acc_mid.eq(acc_next)
+            m.d.sync += ctl_acc.eq(acc_next)
+        else:
+            m.d.sync += [acc_mid.eq(acc_next), ctl_acc.eq(acc_mid)]
         # The accumulators' controls (first, valid, last, wide, lvl) in a copy per group of
         # ACC_GROUP lanes, so that no single flip-flop drives the adders and hold registers
         # of every lane across the die (at P = 64 that route alone was 12.6 ns), and the
@@ -633,9 +641,14 @@ class Engine(wiring.Component):
             acc_in = Signal(signed(a.acc_bits), name=f"acc_in{g}", reset_less=True)
             # (lanes past the layer's group count take 0: they are never drained)
             gc = acc_grp[g // ACC_GROUP][1]
-            m.d.sync += [acc_pre.eq(onehot_mux(((k, levels[k][g]) for k in range(LA + 1)
-                                                if g < P >> k), oh=gc.lvl_oh)),
-                         acc_in.eq(acc_pre)]
+            # (lean: the group's controls load with acc_in, so the tree's level is chosen
+            # by lvl_oh, the descriptor's, which holds through the layer as theirs does)
+            tree_out = onehot_mux(((k, levels[k][g]) for k in range(LA + 1) if g < P >> k),
+                                  oh=lvl_oh if lean else gc.lvl_oh)
+            if lean:
+                m.d.sync += acc_in.eq(tree_out)
+            else:
+                m.d.sync += [acc_pre.eq(tree_out), acc_in.eq(acc_pre)]
             with m.If(gc.valid):
                 m.d.sync += acc.eq(Mux(gc.first, acc_in, acc + acc_in))
             # The held group drains from its bottom: the bank shifts down by the drain step
@@ -1431,7 +1444,7 @@ class Engine(wiring.Component):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
                          d1_valid.eq(0), d2_valid.eq(0), d3_valid.eq(0), drain_wait.eq(0),
                          dw_nz.eq(0)]
-            for c in [*ctl[1:], acc_mid, ctl_acc]:
+            for c in [*ctl[1:], *([] if lean else [acc_mid]), ctl_acc]:
                 m.d.sync += c.valid.eq(0)
             m.d.sync += push.eq(0)
             # (not cleared: OUT's write enables, wr_out, which act only while busy; the

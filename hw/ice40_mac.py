@@ -40,19 +40,24 @@ class DualMul8(wiring.Component):
         platform (None: SB_MAC16 on iCE40).
     domain : str
         Clock domain of the product registers (reset to 0 with it).
+    operand_reg : bool
+        Register the operands first (in the SB_MAC16, its ``A_REG``/``B_REG``: on a small
+        FPGA an operand register outside the DSP costs a logic cell per bit).
 
     Members
     -------
     a : In(ArrayOf 2 x 8 bits), b : In(2 x 8 bits), en : In(1)
     p : Out(2 x signed(16)) (unsigned(16) when both operands are unsigned)
 
-    Latency: 1 cycle (the product register); ``p`` holds while ``en`` is low.
+    Latency: 1 cycle (the product register), 2 with ``operand_reg``; ``p`` (and the operand
+    registers) hold while ``en`` is low.
     """
 
     def __new__(cls, *, a_signed: bool = False, b_signed: bool = True, use_dsp=None,
-                domain: str = "sync", **kwargs):
+                domain: str = "sync", operand_reg: bool = False, **kwargs):
         # Validate before the object exists, so a refused one is not reported as unused.
-        for name, value in (("a_signed", a_signed), ("b_signed", b_signed)):
+        for name, value in (("a_signed", a_signed), ("b_signed", b_signed),
+                            ("operand_reg", operand_reg)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, not {value!r}")
         if use_dsp is not None and not isinstance(use_dsp, bool):
@@ -60,7 +65,8 @@ class DualMul8(wiring.Component):
         return super().__new__(cls, **kwargs)
 
     def __init__(self, *, a_signed: bool = False, b_signed: bool = True, use_dsp=None,
-                 domain: str = "sync"):
+                 domain: str = "sync", operand_reg: bool = False):
+        self.operand_reg = operand_reg
         self.a_signed = a_signed
         self.b_signed = b_signed
         self.use_dsp = use_dsp
@@ -82,14 +88,21 @@ class DualMul8(wiring.Component):
         if not use_dsp:
             for i in range(2):      # (data registers: no reset)
                 p = Signal.like(self.p[i], reset_less=True, name=f"p{i}")
+                a_i, b_i = self.a[i], self.b[i]
+                if self.operand_reg:
+                    a_i = Signal.like(self.a[i], reset_less=True, name=f"a{i}")
+                    b_i = Signal.like(self.b[i], reset_less=True, name=f"b{i}")
+                    with m.If(self.en):
+                        m.d[self._domain] += [a_i.eq(self.a[i]), b_i.eq(self.b[i])]
                 with m.If(self.en):
-                    m.d[self._domain] += p.eq(self.a[i] * self.b[i])
+                    m.d[self._domain] += p.eq(a_i * b_i)
                 m.d.comb += self.p[i].eq(p)
             return m
         o = Signal(32)
         m.submodules.mac = Instance(
             "SB_MAC16",
-            p_NEG_TRIGGER=0, p_C_REG=0, p_A_REG=0, p_B_REG=0, p_D_REG=0,
+            p_NEG_TRIGGER=0, p_C_REG=0, p_A_REG=int(self.operand_reg),
+            p_B_REG=int(self.operand_reg), p_D_REG=0,
             p_TOP_8x8_MULT_REG=1, p_BOT_8x8_MULT_REG=1,
             p_PIPELINE_16x16_MULT_REG1=0, p_PIPELINE_16x16_MULT_REG2=0,
             p_TOPOUTPUT_SELECT=2, p_TOPADDSUB_LOWERINPUT=0, p_TOPADDSUB_UPPERINPUT=0,

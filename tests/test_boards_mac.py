@@ -16,9 +16,12 @@ from deconvsr.sim.harness import verilog_of
 EDGES = [(0, 0), (255, -128), (255, 127), (0, -128), (1, -1), (128, -128), (127, 127)]
 
 
+@pytest.mark.parametrize("operand_reg", [False, True])
 @pytest.mark.parametrize("a_signed, b_signed", [(False, True), (True, True), (False, False)])
-def test_dualmul8_amaranth_equals_product(a_signed, b_signed, rng):
-    dut = DualMul8(a_signed=a_signed, b_signed=b_signed, use_dsp=False)
+def test_dualmul8_amaranth_equals_product(a_signed, b_signed, operand_reg, rng):
+    dut = DualMul8(a_signed=a_signed, b_signed=b_signed, use_dsp=False,
+                   operand_reg=operand_reg)
+    lat = 2 if operand_reg else 1
     a_lo, a_hi = (-128, 128) if a_signed else (0, 256)
     b_lo, b_hi = (-128, 128) if b_signed else (0, 256)
     vecs = [(max(a_lo, min(a, a_hi - 1)), max(b_lo, min(b, b_hi - 1))) for a, b in EDGES]
@@ -37,17 +40,20 @@ def test_dualmul8_amaranth_equals_product(a_signed, b_signed, rng):
             ctx.set(dut.en, 1)
             await ctx.tick()
             got = [ctx.get(dut.p[0]), ctx.get(dut.p[1])]
-            assert got == [a * b, a1 * b1], (a, b, a1, b1, got)
-            checked.append(got)
+            if i >= lat - 1:    # the operands of lat - 1 ticks ago
+                (a, b), (a1, b1) = vecs[i - lat + 1], vecs[-1 - (i - lat + 1)]
+                assert got == [a * b, a1 * b1], (a, b, a1, b1, got)
+                checked.append(got)
             prev = got
-        # en low: the products hold
+        # en low: the products (and the operand registers) hold
         ctx.set(dut.en, 0)
         ctx.set(dut.a, [3, 4])
-        await ctx.tick()
-        assert [ctx.get(dut.p[0]), ctx.get(dut.p[1])] == prev
+        for _ in range(lat):
+            await ctx.tick()
+            assert [ctx.get(dut.p[0]), ctx.get(dut.p[1])] == prev
     sim.add_testbench(bench)
     sim.run()
-    assert len(checked) == len(vecs)
+    assert len(checked) == len(vecs) - lat + 1
 
 
 def test_dualmul8_validates():
@@ -55,6 +61,8 @@ def test_dualmul8_validates():
         DualMul8(a_signed=1)
     with pytest.raises(TypeError, match="use_dsp must be None, True or False, not 'yes'"):
         DualMul8(use_dsp="yes")
+    with pytest.raises(TypeError, match="operand_reg must be a bool, not 2"):
+        DualMul8(operand_reg=2)
 
 
 def test_dualmul8_picks_dsp_by_platform():
@@ -84,7 +92,7 @@ module tb;
   reg [7:0] a0, a1, b0, b1;
   wire [15:0] p0, p1;
   integer i, errors = 0, n = 0;
-  reg signed [15:0] want0, want1;
+  reg signed [15:0] want0, want1, pw0, pw1, c0, c1;
   dut u (.clk(clk), .rst(rst), .a({a1, a0}), .b({b1, b0}), .en(en), .p({p1, p0}));
   always #5 clk = ~clk;
   initial begin
@@ -97,17 +105,22 @@ module tb;
                        : $signed({1'b0, a0}) * (B_SIGNED ? $signed(b0) : $signed({1'b0, b0}));
       want1 = A_SIGNED ? $signed(a1) * (B_SIGNED ? $signed(b1) : $signed({1'b0, b1}))
                        : $signed({1'b0, a1}) * (B_SIGNED ? $signed(b1) : $signed({1'b0, b1}));
-      n = n + 1;
-      if (p0 !== want0[15:0] || p1 !== want1[15:0]) begin
-        if (errors < 5) $display("MISMATCH a0=%d b0=%d p0=%h want %h a1=%d b1=%d p1=%h want %h",
-                                 a0, b0, p0, want0, a1, b1, p1, want1);
-        errors = errors + 1;
+      // (latency 2: the product of the previous operands)
+      if (LATENCY == 1) begin c0 = want0; c1 = want1; end else begin c0 = pw0; c1 = pw1; end
+      if (i >= LATENCY - 1) begin
+        n = n + 1;
+        if (p0 !== c0[15:0] || p1 !== c1[15:0]) begin
+          if (errors < 5) $display("MISMATCH i=%0d p0=%h want %h p1=%h want %h",
+                                   i, p0, c0, p1, c1);
+          errors = errors + 1;
+        end
       end
+      pw0 = want0; pw1 = want1;
       @(negedge clk);
     end
     // en low: hold
     en = 0; a0 = 3; a1 = 4; @(posedge clk); #1;
-    if (p0 !== want0[15:0] || p1 !== want1[15:0]) errors = errors + 1;
+    if (p0 !== c0[15:0] || p1 !== c1[15:0]) errors = errors + 1;
     $display("CHECKED %0d ERRORS %0d", n, errors);
     $finish;
   end
@@ -115,32 +128,38 @@ endmodule
 """
 
 
+@pytest.mark.parametrize("operand_reg", [False, True])
 @pytest.mark.parametrize("a_signed, b_signed", [(False, True), (True, True), (False, False)])
-def test_dualmul8_sb_mac16_model_equals_product(a_signed, b_signed, tmp_path):
+def test_dualmul8_sb_mac16_model_equals_product(a_signed, b_signed, operand_reg, tmp_path):
     if not shutil.which("iverilog"):
         pytest.skip("iverilog not installed")
     _sb_mac16_model(tmp_path)
-    dut = DualMul8(a_signed=a_signed, b_signed=b_signed, use_dsp=True)
+    dut = DualMul8(a_signed=a_signed, b_signed=b_signed, use_dsp=True, operand_reg=operand_reg)
+    lat = 2 if operand_reg else 1
     (tmp_path / "dut.v").write_text(verilog_of(dut, "dut"))
     tb = TB.replace("A_SIGNED ?", f"{int(a_signed)} ?").replace("B_SIGNED ?",
                                                                   f"{int(b_signed)} ?")
+    tb = tb.replace("LATENCY", str(lat))
     (tmp_path / "tb.v").write_text(tb)
     subprocess.run(["iverilog", "-g2012", "-o", "sim", "tb.v", "dut.v", "sb_mac16.v"],
                    cwd=tmp_path, check=True, capture_output=True)
     out = subprocess.run(["vvp", "-n", "sim"], cwd=tmp_path, check=True, capture_output=True,
                          text=True).stdout
-    assert "CHECKED 65536 ERRORS 0" in out, out[-2000:]
+    assert f"CHECKED {65537 - lat} ERRORS 0" in out, out[-2000:]
     assert "SB_MAC16" in (tmp_path / "dut.v").read_text()
 
 
-def test_dualmul8_mutation_is_caught(tmp_path):
-    # The checker must fail for a mis-configured DSP (signedness flipped on b).
+@pytest.mark.parametrize("b_signed, operand_reg, latency", [(False, False, 1), (True, True, 1)])
+def test_dualmul8_mutation_is_caught(b_signed, operand_reg, latency, tmp_path):
+    # The checker must fail for a mis-configured DSP: signedness flipped on b, or operand
+    # registers the checker does not expect.
     if not shutil.which("iverilog"):
         pytest.skip("iverilog not installed")
     _sb_mac16_model(tmp_path)
-    dut = DualMul8(a_signed=False, b_signed=False, use_dsp=True)
+    dut = DualMul8(a_signed=False, b_signed=b_signed, use_dsp=True, operand_reg=operand_reg)
     (tmp_path / "dut.v").write_text(verilog_of(dut, "dut"))
-    (tmp_path / "tb.v").write_text(TB.replace("A_SIGNED ?", "0 ?").replace("B_SIGNED ?", "1 ?"))
+    (tmp_path / "tb.v").write_text(TB.replace("A_SIGNED ?", "0 ?").replace("B_SIGNED ?", "1 ?")
+                                   .replace("LATENCY", str(latency)))
     subprocess.run(["iverilog", "-g2012", "-o", "sim", "tb.v", "dut.v", "sb_mac16.v"],
                    cwd=tmp_path, check=True, capture_output=True)
     out = subprocess.run(["vvp", "-n", "sim"], cwd=tmp_path, check=True, capture_output=True,

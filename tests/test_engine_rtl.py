@@ -141,7 +141,8 @@ def test_narrow_act_words_rtl(rng):
 #: cycle), DSP-pair products but for two lanes in logic, 4-activation words.
 LEAN = EngineSpec(name="lean", lanes=8, act_lanes=4, act_depth=2048, weight_depth=2048,
                   bias_depth=128, out_bytes=4096, max_layers=4, counters="basic",
-                  requant="serial", lut_lanes=2, arith=ArithSpec(acc_bits=26, mult_bits=15))
+                  requant="serial", lut_lanes=2, pipeline="lean",
+                  arith=ArithSpec(acc_bits=26, mult_bits=15))
 
 
 def test_lean_datapath_rtl(rng):
