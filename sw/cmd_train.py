@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--context", action="store_true",
                    help="loss on each patch's centre, the real image around it as input (as "
                         "whole-image inference sees it), not on zero-padded patch borders")
+    p.add_argument("--qat", action="store_true",
+                   help="quantisation-aware: train through the int8 model's rounding at the "
+                        "--init-from model's activation ranges")
     p.set_defaults(func=run)
 
 
@@ -71,6 +74,8 @@ def run(args) -> int:
         command += f" --hr-scales {args.hr_scales}"
     if args.context:
         command += " --context"
+    if args.qat:
+        command += " --qat"
     init_from = None
     if args.init_from:
         from .zoo import ModelError, load_model
@@ -83,7 +88,7 @@ def run(args) -> int:
                     patch=args.patch, lr=args.lr, loss=args.loss, threads=args.threads,
                     seed=args.seed, name=name, command=command, init=args.init,
                     max_steps=args.steps, init_from=init_from, hr_scales=hr_scales,
-                    context=args.context)
+                    context=args.context, qat=args.qat)
     except (TrainError, ImageError, NetworkError) as e:
         raise CLIError(str(e), EXIT_INPUT) from None
     npz, js = save_model(net, args.output)

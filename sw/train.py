@@ -22,7 +22,8 @@ from .imaging import (bicubic_resize, crop_to_multiple, degrade, list_images, lo
 from .network import Network, arch_layers
 
 __all__ = ["TrainError", "load_pairs", "train", "build_torch_model", "recalibrate",
-           "calibrate_on_pairs", "receptive_margin"]
+           "calibrate_on_pairs", "receptive_margin",
+           "fake_quant_forward"]
 
 
 class TrainError(ValueError):
@@ -204,6 +205,56 @@ def _batch(pairs, rng, r, batch, patch, margin=0):
     return xs, ys, masks
 
 
+def fake_quant_forward(torch, model, layers, calibration, x, *, weight_max: int = 127,
+                       act_max: int = 255):
+    """``model(x)`` with the integer model's rounding simulated (quantisation-aware training;
+    straight-through gradients), as :func:`deconvsr.sw.quantize.quantize` rounds:
+
+    * each hidden activation to 8 bits of its channel's fixed range
+      (``calibration["act_ranges"][i][c] / act_max``, clipped there);
+    * each kernel, with its input scales folded in, to ``weight_max`` steps per output channel
+      of the transformed deconvolution (a sub-pixel layer's ``r*r`` phase rows share one),
+      keeping every (input channel, output phase) tap sum (a conv row's taps are one phase)
+      and with the bias corrected for the rounding's mean error
+      (``calibration["input_means"]``). A resize layer's kernel is summed by its transform,
+      so its weights are left unrounded."""
+    from .quantize import _round_keep_sums
+
+    F = torch.nn.functional
+    s_x = np.full(1, 1.0 / 255)
+    li = ai = 0
+    for mod in model:
+        kind = mod.__class__.__name__
+        if kind == "Conv2d":
+            d = layers[li]
+            li += 1
+            w, b = mod.weight, mod.bias
+            if d["kind"] != "resize":
+                wp = w.detach().double().numpy() * s_x[None, :, None, None]
+                g = d["r"] ** 2 if d["kind"] == "subpixel" else 1
+                mx = np.abs(wp).reshape(-1, g * wp[0].size).max(axis=1)
+                s_w = np.repeat(np.maximum(mx / weight_max, 1e-12), g)[:, None, None, None]
+                q = _round_keep_sums((wp / s_w).transpose(1, 0, 2, 3), 1, 0)
+                q = np.clip(q.transpose(1, 0, 2, 3), -weight_max - 1, weight_max)
+                wq = q * s_w / s_x[None, :, None, None]
+                means = np.asarray(calibration["input_means"][li - 1], np.float64)
+                err = wq - w.detach().double().numpy()
+                bq = b.detach().double().numpy() - np.einsum("oiab,i->o", err, means)
+                w = w + (torch.from_numpy(wq).to(w.dtype) - w).detach()
+                b = b + (torch.from_numpy(bq).to(b.dtype) - b).detach()
+            x = F.conv2d(x, w, b, padding=mod.padding)
+        elif kind == "ReLU":
+            rng = np.asarray(calibration["act_ranges"][ai], np.float64)
+            ai += 1
+            s_y = torch.from_numpy(rng / act_max).to(x.dtype)[None, :, None, None]
+            xc = torch.minimum(torch.relu(x), s_y * act_max)
+            x = xc + (torch.round(xc / s_y) * s_y - xc).detach()
+            s_x = rng / act_max
+        else:
+            x = mod(x)
+    return x
+
+
 def calibrate_on_pairs(network: Network, pairs, n: int = 8) -> dict:
     """Calibrate on ``n`` evenly spaced training images (whole LR planes); deterministic."""
     from .quantize import calibrate
@@ -225,12 +276,16 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
           seed: int = 0, name: str = "model", command: str = "", progress: bool = True,
           calibrate_images: int = 8, init: str = "interp",
           max_steps: int | None = None, init_from: Network | None = None,
-          hr_scales=(1.0,), context: bool = False) -> Network:
+          hr_scales=(1.0,), context: bool = False, qat: bool = False) -> Network:
     """Train ``arch`` at upscale ``r`` for ``minutes`` of wall-clock time; returns the float
     network with ``meta`` (arch, training record, calibration) filled in.
 
     ``context=True`` computes the loss on each patch's centre only, with the image around it
     as input (see :func:`_batch`); otherwise on whole zero-padded patches.
+
+    ``qat=True`` (needs ``init_from`` with its calibration) trains through the integer
+    model's rounding (:func:`fake_quant_forward`) at ``init_from``'s activation ranges, which
+    the result keeps as its calibration.
 
     Raises
     ------
@@ -245,6 +300,12 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
     if not minutes > 0:
         raise TrainError(f"--minutes must be > 0, not {minutes}")
     layers = arch_layers(arch, r)
+    qat_calib = None
+    if qat:
+        qat_calib = None if init_from is None else init_from.meta.get("calibration")
+        if not qat_calib or "act_ranges" not in qat_calib or "input_means" not in qat_calib:
+            raise TrainError("quantisation-aware training needs --init-from a calibrated "
+                             "model (its activation ranges are kept)")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -276,7 +337,8 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
         for g in opt.param_groups:
             g["lr"] = cur_lr
         xs, ys, masks = _batch(pairs, rng, r, batch, patch, margin)
-        out = model(torch.from_numpy(xs))
+        out = (model(torch.from_numpy(xs)) if qat_calib is None else
+               fake_quant_forward(torch, model, layers, qat_calib, torch.from_numpy(xs)))
         err = (crit(out, torch.from_numpy(ys)) if masks is None
                else masked(out, torch.from_numpy(ys), torch.from_numpy(masks)))
         opt.zero_grad()
@@ -295,6 +357,9 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
     final = float(np.mean(recent))
     net = torch_to_network(model.eval(), layers, name)
     calib = calibrate_on_pairs(net, pairs, calibrate_images)
+    if qat_calib is not None:       # the ranges it was trained for (means and maxima: new)
+        calib = {**calib, "act_ranges": qat_calib["act_ranges"],
+                 "method": "ranges kept from the model trained from (quantisation-aware)"}
     meta = {
         "arch": arch,
         "training": {
@@ -303,6 +368,7 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
             "lr_patch": patch, "loss": loss, "final_loss": round(final, 6), "adam_lr": lr,
             "seed": seed, "threads": threads, "init": init,
             "max_steps": max_steps, "hr_scales": list(hr_scales), "context": context,
+            "qat": qat,
             "init_from": (None if init_from is None else {
                 "name": init_from.name,
                 "training": init_from.meta.get("training")}),

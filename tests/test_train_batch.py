@@ -56,3 +56,30 @@ def test_context_window_equals_whole_image_inference():
     # one pixel less context, or none, and the window's edge sees zero padding
     assert _worst_window_error(net, margin - 1) > 1e-3
     assert _worst_window_error(net, 0) > 1e-3
+
+
+def test_fake_quant_forward_is_the_int8_model():
+    """Quantisation-aware training rounds as the quantiser does: its forward pass is the
+    int8 model's output to within rounding (the float network is much farther away)."""
+    torch = pytest.importorskip("torch")
+    from skimage import data
+
+    from deconvsr.sw.imaging import crop_to_multiple, degrade, rgb_to_ycbcr, to_u8
+    from deconvsr.sw.quantize import quantize, run_quantized
+    from deconvsr.sw.train import _load_weights, build_torch_model, fake_quant_forward
+
+    torch.set_num_threads(1)
+    net = load_model("edge-x2")
+    layers = net.layer_dicts()
+    model = build_torch_model(layers)
+    _load_weights(torch, model, layers, net)
+    y = crop_to_multiple(to_u8(rgb_to_ycbcr(data.astronaut()[:160, :160])[..., 0]), 2)
+    lr = degrade(y, 2)
+    x = torch.from_numpy(lr.astype(np.float32) / 255)[None, None]
+    with torch.no_grad():
+        fl = np.clip(np.rint(model(x).numpy()[0, 0] * 255), 0, 255)
+        fq = fake_quant_forward(torch, model, layers, net.meta["calibration"], x)
+        fq = np.clip(np.rint(fq.numpy()[0, 0] * 255), 0, 255)
+    q = run_quantized(quantize(net), lr).astype(float)
+    rms = lambda a: float(np.sqrt(((a - q) ** 2).mean()))   # noqa: E731
+    assert rms(fq) < 0.25 < 0.5 < rms(fl)
