@@ -637,7 +637,6 @@ class Engine(wiring.Component):
         m.d.sync += push.eq(ctl_acc.valid & ctl_acc.last)
         for g in range(P):
             acc = Signal(signed(a.acc_bits), name=f"acc{g}", reset_less=True)
-            acc_pre = Signal(signed(a.acc_bits), name=f"acc_pre{g}", reset_less=True)
             acc_in = Signal(signed(a.acc_bits), name=f"acc_in{g}", reset_less=True)
             # (lanes past the layer's group count take 0: they are never drained)
             gc = acc_grp[g // ACC_GROUP][1]
@@ -648,6 +647,7 @@ class Engine(wiring.Component):
             if lean:
                 m.d.sync += acc_in.eq(tree_out)
             else:
+                acc_pre = Signal(signed(a.acc_bits), name=f"acc_pre{g}", reset_less=True)
                 m.d.sync += [acc_pre.eq(tree_out), acc_in.eq(acc_pre)]
             with m.If(gc.valid):
                 m.d.sync += acc.eq(Mux(gc.first, acc_in, acc + acc_in))

@@ -35,6 +35,7 @@ from .intmodel import QLayer, run_network
 from .network import Network
 
 __all__ = ["QuantizeError", "calibrate", "quantize", "mult_shift", "run_quantized",
+           "round_keep_sums",
            "DEFAULT_PERCENTILE"]
 
 DEFAULT_PERCENTILE = 100.0
@@ -123,7 +124,7 @@ def _phase_error(err, stride, padding, means):
     return out
 
 
-def _round_keep_sums(v: np.ndarray, stride: int, padding: int) -> np.ndarray:
+def round_keep_sums(v: np.ndarray, stride: int, padding: int) -> np.ndarray:
     """Round ``v`` ``(C_in, C_out, K, K)`` to integers such that, for every input channel,
     output channel and output phase, the sum of the taps feeding that phase (its DC gain) is
     the float sum rounded: flip the rounding of the taps closest to the rounding boundary.
@@ -204,7 +205,7 @@ def quantize(network: Network, act_ranges=None, spec: ArithSpec = DEFAULT_ARITH,
         s_w = np.maximum(maxabs / spec.weight_max, bias_need)
         s_w = np.where(s_w > 0, s_w, 1.0)
         v = w / s_w[None, :, None, None]
-        wq = _round_keep_sums(v, d.stride, d.padding) if keep_sums else np.rint(v)
+        wq = round_keep_sums(v, d.stride, d.padding) if keep_sums else np.rint(v)
         wq = np.clip(wq, spec.weight_min, spec.weight_max)
         if bias_correction and input_means is not None:
             means = np.asarray(input_means[i], np.float64)

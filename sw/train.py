@@ -185,23 +185,21 @@ def _batch(pairs, rng, r, batch, patch, margin=0):
         cj = min(max(j - margin, 0), lr.shape[1] - side)
         x = lr[ci:ci + side, cj:cj + side]
         y = hr[r * ci:r * (ci + side), r * cj:r * (cj + side)]
-        mk = None
+        planes = [x, y]
         if margin:
             mk = np.zeros((side * r, side * r), np.float32)
             mk[r * (i - ci):r * (i - ci + patch), r * (j - cj):r * (j - cj + patch)] = 1
+            planes.append(mk)
         t = rng.integers(8)
         if t & 1:
-            x, y = x[::-1], y[::-1]
-            mk = None if mk is None else mk[::-1]
+            planes = [p[::-1] for p in planes]
         if t & 2:
-            x, y = x[:, ::-1], y[:, ::-1]
-            mk = None if mk is None else mk[:, ::-1]
+            planes = [p[:, ::-1] for p in planes]
         if t & 4:
-            x, y = x.T, y.T
-            mk = None if mk is None else mk.T
-        xs[b, 0], ys[b, 0] = x, y
+            planes = [p.T for p in planes]
+        xs[b, 0], ys[b, 0] = planes[:2]
         if margin:
-            masks[b, 0] = mk
+            masks[b, 0] = planes[2]
     return xs, ys, masks
 
 
@@ -218,7 +216,7 @@ def fake_quant_forward(torch, model, layers, calibration, x, *, weight_max: int 
       and with the bias corrected for the rounding's mean error
       (``calibration["input_means"]``). A resize layer's kernel is summed by its transform,
       so its weights are left unrounded."""
-    from .quantize import _round_keep_sums
+    from .quantize import round_keep_sums
 
     F = torch.nn.functional
     s_x = np.full(1, 1.0 / 255)
@@ -234,7 +232,7 @@ def fake_quant_forward(torch, model, layers, calibration, x, *, weight_max: int 
                 g = d["r"] ** 2 if d["kind"] == "subpixel" else 1
                 mx = np.abs(wp).reshape(-1, g * wp[0].size).max(axis=1)
                 s_w = np.repeat(np.maximum(mx / weight_max, 1e-12), g)[:, None, None, None]
-                q = _round_keep_sums((wp / s_w).transpose(1, 0, 2, 3), 1, 0)
+                q = round_keep_sums((wp / s_w).transpose(1, 0, 2, 3), 1, 0)
                 q = np.clip(q.transpose(1, 0, 2, 3), -weight_max - 1, weight_max)
                 wq = q * s_w / s_x[None, :, None, None]
                 means = np.asarray(calibration["input_means"][li - 1], np.float64)

@@ -129,9 +129,9 @@ def test_calibrate_records_ranges_and_means(rng):
 
 @pytest.mark.parametrize("stride,padding", [(1, 1), (3, 3), (2, 1)])
 def test_rounding_keeps_every_phase_dc_gain(rng, stride, padding):
-    from deconvsr.sw.quantize import _round_keep_sums
+    from deconvsr.sw.quantize import round_keep_sums
     v = rng.normal(0, 20, (3, 2, 6, 6))
-    q = _round_keep_sums(v, stride, padding)
+    q = round_keep_sums(v, stride, padding)
     assert np.all(np.abs(q - v) < 1) and np.array_equal(q, np.rint(q))
     ph = (np.arange(6) - padding) % stride
     for fy in range(stride):
