@@ -60,6 +60,12 @@ class EngineSpec:
         pass two registers after the adder tree) or "lean" (one: for a small FPGA at a lower
         clock, where every flip-flop without logic in front of it costs a logic cell). Does
         not change the cycles per layer. Gateware-only.
+    fixed_pi : every layer takes ``Pi = act_lanes`` input channels per cycle (default False:
+        the host picks ``Pi`` per layer, down to 1 for a one-channel input). The engine then
+        builds ``lanes / act_lanes`` accumulators and a fixed adder tree instead of ``lanes``
+        accumulators behind a tree tapped at any level; a layer with fewer input channels
+        leaves lanes idle (a small FPGA: each accumulator with its hold register costs ~75
+        iCE40 logic cells). In the ID ROM (the host plans for it).
     arith : the arithmetic contract
 
     Raises
@@ -84,6 +90,7 @@ class EngineSpec:
     requant: str = "parallel"
     lut_lanes: int = 0
     pipeline: str = "deep"
+    fixed_pi: bool = False
     arith: ArithSpec = field(default=DEFAULT_ARITH)
 
     def __post_init__(self):
@@ -120,6 +127,8 @@ class EngineSpec:
                              f"with multiplier='dsp', not {self.lut_lanes!r}")
         if self.pipeline not in ("deep", "lean"):
             raise ValueError(f"pipeline must be 'deep' or 'lean', not {self.pipeline!r}")
+        if not isinstance(self.fixed_pi, bool):
+            raise ValueError(f"fixed_pi must be True or False, not {self.fixed_pi!r}")
         if self.requant not in ("parallel", "serial"):
             raise ValueError(f"requant must be 'parallel' or 'serial', not {self.requant!r}")
         if self.requant == "serial" and not self.arith.fits_serial_requant:
@@ -130,7 +139,7 @@ class EngineSpec:
 
     # Identification ROM: what `identify` reads back (Space.ID), little-endian. The last byte
     # is log2(act_lanes) + 1 (0 from gateware that predates act_lanes: act_lanes = lanes),
-    # plus 0x80 for counters="basic".
+    # plus 0x80 for counters="basic" and 0x40 for fixed_pi.
     _ID_FORMAT = "<4sHHHHIIIIHBBBBBB"
 
     def id_bytes(self) -> bytes:
@@ -139,7 +148,8 @@ class EngineSpec:
                            self.max_layers, self.dim_bits, self.act_depth, self.weight_depth,
                            self.bias_depth, self.out_bytes, self.drain_lanes, a.weight_bits, a.act_bits,
                            a.acc_bits, a.mult_bits, a.shift_max,
-                           self.act_lanes.bit_length() | (0x80 if self.counters == "basic" else 0))
+                           self.act_lanes.bit_length() | (0x80 if self.counters == "basic" else 0)
+                           | (0x40 if self.fixed_pi else 0))
 
     @classmethod
     def from_id_bytes(cls, raw: bytes, name: str = "device") -> "EngineSpec":
@@ -153,9 +163,10 @@ class EngineSpec:
         if version != GATEWARE_VERSION:
             raise ValueError(f"gateware version {version} is not the supported {GATEWARE_VERSION}")
         counters = "basic" if la & 0x80 else "all"
-        la &= 0x7F
+        fixed_pi = bool(la & 0x40)
+        la &= 0x3F
         return cls(name=name, lanes=lanes, act_lanes=1 << (la - 1) if la else lanes,
-                   counters=counters,
+                   counters=counters, fixed_pi=fixed_pi,
                    act_depth=act_depth, weight_depth=weight_depth,
                    bias_depth=bias_depth, out_bytes=out_bytes, max_layers=max_layers,
                    dim_bits=dim_bits, drain_lanes=max(drain_lanes, 1),
@@ -176,7 +187,7 @@ SPECS = {
     "icebreaker": EngineSpec(name="icebreaker", lanes=16, act_lanes=4, act_depth=16384,
                              weight_depth=256, bias_depth=64, out_bytes=4096, max_layers=4,
                              act_ram="huge", counters="basic", requant="serial", lut_lanes=2,
-                             pipeline="lean",
+                             pipeline="lean", fixed_pi=True,
                              arith=ArithSpec(acc_bits=24, mult_bits=15)),
     # ECP5-85F (208 DP16KD): 64 lanes over 16-activation ACT words, ACT 2 x 4096 x 128 bit,
     # weights 1024 x 512 bit, entries, OUT 36 KB: 131 DP16KD placed (a 2048 x 512-bit ACT

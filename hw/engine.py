@@ -297,9 +297,16 @@ class Engine(wiring.Component):
         # The layer's lvl = log2(Pi), decoded once into registers (the descriptor is loaded
         # two cycles before the MAC loop starts): the lane group size pv and a one-hot lvl
         # for every lane's operand and accumulator-input multiplexers.
-        pv = Signal(range(P + 1))
-        lvl_oh = Signal(LA + 1)
-        m.d.sync += [pv.eq(P >> desc.lvl), lvl_oh.eq(1 << desc.lvl)]
+        # (spec.fixed_pi: every layer's lvl is LA, a constant; the host plans for it, and
+        # only NA = P / A accumulators exist.)
+        lvl = Const(LA, 4) if spec.fixed_pi else desc.lvl
+        NA = P >> LA if spec.fixed_pi else P
+        if spec.fixed_pi:
+            pv, lvl_oh = Const(NA, range(P + 1)), Const(1 << LA, LA + 1)
+        else:
+            pv = Signal(range(P + 1))
+            lvl_oh = Signal(LA + 1)
+            m.d.sync += [pv.eq(P >> lvl), lvl_oh.eq(1 << lvl)]
 
         def onehot_mux(choices, oh=lvl_oh):
             """The choice k whose ``oh`` bit is set (an AND-OR, no decoder in the path)."""
@@ -322,7 +329,7 @@ class Engine(wiring.Component):
         dw_is1 = Signal()
         dw_next_nz = Signal()
         dw_next_is1 = Signal()
-        full_drain, last_drain = drain_cycles(P >> desc.lvl), drain_cycles(dn.pv_last)
+        full_drain, last_drain = drain_cycles(P >> lvl), drain_cycles(dn.pv_last)
         m.d.sync += [issue_m1.eq(full_drain - 1), issue_m1_last.eq(last_drain - 1),
                      drain_gt1.eq(full_drain != 1), drain_gt1_last.eq(last_drain != 1),
                      drain_is2.eq(full_drain == 2), drain_is2_last.eq(last_drain == 2),
@@ -422,6 +429,7 @@ class Engine(wiring.Component):
         m.d.sync += ctl1.in_frame.eq(in_frame_a)     # (ctl0 and ctla carry no in_frame)
         act_word = Signal(A * 8, reset_less=True)
         w_word = Signal(P * 8, reset_less=True)
+        lean_words = spec.pipeline == "lean" and not banked
         host_act_sel = Signal()     # the ACT buffer a host read addresses (engine idle)
         host_act_bank = Signal(nbb)     # and its bank
         if banked:
@@ -454,7 +462,10 @@ class Engine(wiring.Component):
             act_rd_addr = act_addr_next
             act_src = [[Cat(rd.data for rd in act_rd[b][0])] for b in range(2)]
             bank_next = Const(0, nbb)
-            w_eaddr_next = w_addr
+            # (lean: the weights are read a cycle later, from the registered address, and
+            # their RAM's data is the lanes' operand without w_word in between: on iCE40
+            # a flip-flop fed by a RAM takes a logic cell of its own, 128 here)
+            w_eaddr_next = w_raddr if lean_words else w_addr
         # The word of buffer buf, bank k (source buf * nb + k), chosen by a one-hot register
         # per copy of the word, loaded with the next cycle's choice (the engine's while busy,
         # the host read's, whose address holds, while idle): no decode and no single select
@@ -493,7 +504,11 @@ class Engine(wiring.Component):
                 return act_one
         else:
             act_copy = act_pick
-        m.d.sync += [act_word.eq(act_copy("act_src0__rep")), w_word.eq(w_data)]
+        if lean_words:
+            m.d.sync += act_word.eq(act_copy("act_src0__rep"))
+            m.d.comb += w_word.eq(w_data)
+        else:
+            m.d.sync += [act_word.eq(act_copy("act_src0__rep")), w_word.eq(w_data)]
         # Copies per group of OP_GROUP lanes of the activation word, the layer's lvl and the
         # in-frame bit, each driving only its group's operand multiplexers (the original
         # act_word feeds group 0 and the host reads). "__rep": kept apart by the flows
@@ -506,8 +521,9 @@ class Engine(wiring.Component):
                 w_g = Signal(A * 8, name=f"act_word{g}__rep", reset_less=True)
                 m.d.sync += w_g.eq(act_copy(f"act_src{g}__rep"))
                 op_word.append(w_g)
-            c_g = Signal(LA + 2, name=f"op_ctl{g}__rep", reset_less=True)
-            m.d.sync += c_g.eq(Cat(ctl[-1].in_frame, 1 << desc.lvl))
+            c_g = Signal(1 if spec.fixed_pi else LA + 2, name=f"op_ctl{g}__rep",
+                         reset_less=True)
+            m.d.sync += c_g.eq(Cat(ctl[-1].in_frame, *(() if spec.fixed_pi else (1 << lvl,))))
             op_ctl.append(c_g)
         ctl2 = stage("ctl2")
 
@@ -519,9 +535,12 @@ class Engine(wiring.Component):
             # operand registers have different sources and stay apart)
             g = lane // OP_GROUP
             act_sel = Signal(8, name=f"act_sel{lane}")
-            m.d.comb += act_sel.eq(onehot_mux(
-                ((k, op_word[g].word_select(lane & ((1 << k) - 1), 8)) for k in range(LA + 1)),
-                oh=op_ctl[g][1:]))
+            if spec.fixed_pi:
+                m.d.comb += act_sel.eq(op_word[g].word_select(lane & (A - 1), 8))
+            else:
+                m.d.comb += act_sel.eq(onehot_mux(
+                    ((k, op_word[g].word_select(lane & ((1 << k) - 1), 8))
+                     for k in range(LA + 1)), oh=op_ctl[g][1:]))
             a_op = Signal(8, name=f"a_op{lane}", reset_less=True)
             b_op = Signal(signed(8), name=f"b_op{lane}", reset_less=True)
             a_in = Mux(op_ctl[g][0], act_sel, 0)
@@ -611,17 +630,19 @@ class Engine(wiring.Component):
         # from the accumulators' registers); "__rep": kept apart by the flows
         # (KEEP_REPLICAS).
         acc_grp = []
-        for q in range(max(1, P // ACC_GROUP)):
+        for q in range(max(1, NA // ACC_GROUP)):
             # (reset-less, as a soft reset leaves them, see there: the reset's route to
             # them spanned the die; they load acc_mid, reset, a cycle after a reset, and the
             # FPGA powers them up as 0)
-            r = Signal(4 + LA + 1, name=f"acc_ctl{q}__rep", reset_less=True)
+            r = Signal(4 if spec.fixed_pi else 4 + LA + 1, name=f"acc_ctl{q}__rep",
+                       reset_less=True)
             m.d.sync += r.eq(Cat(acc_mid.first, acc_mid.valid, acc_mid.last, desc.wide,
-                                 1 << desc.lvl))
+                                 *(() if spec.fixed_pi else (1 << lvl,))))
             r_push = Signal(name=f"acc_push{q}__rep", reset_less=True)
             m.d.sync += r_push.eq(r[1] & r[2])
             acc_grp.append((r, SimpleNamespace(first=r[0], valid=r[1], push=r_push,
-                                               wide=r[3], lvl_oh=r[4:])))
+                                               wide=r[3],
+                                               lvl_oh=lvl_oh if spec.fixed_pi else r[4:])))
         hold_full = Signal()
         hold_release = Signal()
         push = Signal()         # a finished group enters the hold bank
@@ -632,10 +653,10 @@ class Engine(wiring.Component):
             m.d.sync += d_tog.eq(Mux(push, 0, d_go))
         else:
             m.d.comb += d_go.eq(hold_full)
-        hold = [Signal(signed(a.acc_bits), name=f"hold{g}", reset_less=True) for g in range(P)]
+        hold = [Signal(signed(a.acc_bits), name=f"hold{g}", reset_less=True) for g in range(NA)]
         hold_meta = Signal(meta_layout, reset_less=True)
         m.d.sync += push.eq(ctl_acc.valid & ctl_acc.last)
-        for g in range(P):
+        for g in range(NA):
             acc = Signal(signed(a.acc_bits), name=f"acc{g}", reset_less=True)
             acc_in = Signal(signed(a.acc_bits), name=f"acc_in{g}", reset_less=True)
             # (lanes past the layer's group count take 0: they are never drained)
@@ -656,7 +677,7 @@ class Engine(wiring.Component):
             # serial requantiser) and the drain takes hold[0 .. R-1], so no multiplexer over
             # the P accumulators follows it. (Shifting while empty is harmless: a push
             # reloads the bank.)
-            below = [hold[g + s] if g + s < P else Const(0, signed(a.acc_bits)) for s in (1, R)]
+            below = [hold[g + s] if g + s < NA else Const(0, signed(a.acc_bits)) for s in (1, R)]
             hold_next = Mux(gc.push, acc, Mux(gc.wide, below[1], below[0]))
             if period > 1:
                 with m.If(push | d_go):
@@ -1365,8 +1386,16 @@ class Engine(wiring.Component):
         id_q = Signal(8, reset_less=True)
         snap_q = Signal(64, reset_less=True)
         cnt_q = Signal(32, reset_less=True)
-        m.d.sync += [*(q.eq(port.data) for q, port in zip(out_q, out_rd)),
-                     desc_q.eq(desc_rd.data), id_q.eq(id_rd.data), snap_q.eq(snap_rd.data)]
+        # (lean: OUT, ID and the snapshots straight from their RAMs' outputs, which hold
+        # through a read as its address does: a flip-flop fed by a RAM is a logic cell of
+        # its own on iCE40)
+        if spec.pipeline == "lean":
+            m.d.sync += desc_q.eq(desc_rd.data)
+            m.d.comb += [*(q.eq(port.data) for q, port in zip(out_q, out_rd)),
+                         id_q.eq(id_rd.data), snap_q.eq(snap_rd.data)]
+        else:
+            m.d.sync += [*(q.eq(port.data) for q, port in zip(out_q, out_rd)),
+                         desc_q.eq(desc_rd.data), id_q.eq(id_rd.data), snap_q.eq(snap_rd.data)]
         # (the counter in two registered steps, eight counters each: the counters are spread
         # over the die; rd_addr holds from the read's first stage to its response)
         cnt_all = list(counters.values())

@@ -63,18 +63,20 @@ def _wide(layer: QLayer, pv: int, drain: int) -> bool:
     return drain > 1 and layer.c_out % drain == 0 and pv >= drain
 
 
-def plan_layer(layer: QLayer, lanes: int, drain: int = 1, act_lanes: int | None = None) -> LayerPlan:
+def plan_layer(layer: QLayer, lanes: int, drain: int = 1, act_lanes: int | None = None,
+               fixed_pi: bool = False) -> LayerPlan:
     """Choose Pi (input lanes per group) for ``layer``: the power of two (``>= C_in`` when
     below ``act_lanes``, or ``act_lanes``, the activations per ACT word; default ``lanes``)
     with the fewest MAC cycles per block, counting a group as ``max(cw*T*T, Pv/R)`` cycles
-    (the drain takes ``Pv/R``, R = ``drain`` if the layer can drain wide, else 1)."""
+    (the drain takes ``Pv/R``, R = ``drain`` if the layer can drain wide, else 1).
+    ``fixed_pi`` (an engine built with ``EngineSpec.fixed_pi``): always ``act_lanes``."""
     a = lanes if act_lanes is None else act_lanes
     s, k = layer.stride, layer.k
     t = -(-k // s)
     v = layer.c_out * s * s
     best = None
     for pi in [a] + [p for p in (1 << i for i in range(a.bit_length()))
-                     if p < a and p >= layer.c_in]:
+                     if p < a and p >= layer.c_in and not fixed_pi]:
         pv = lanes // pi
         cw = -(-layer.c_in // pi) if pi == a else 1
         n_vg = -(-v // pv)
@@ -178,7 +180,7 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
             raise ProgramError(f"{layer.name}: expects {layer.c_in} input channels, gets {c}")
         last = i == len(layers) - 1
         r = 1 if last else spec.drain_lanes
-        plan = plan_layer(layer, p, r, a)
+        plan = plan_layer(layer, p, r, a, spec.fixed_pi)
         wide = _wide(layer, plan.pv, r)
         prog.plans.append(plan)
         prog.wide.append(wide)

@@ -138,19 +138,24 @@ def test_narrow_act_words_rtl(rng):
 
 #: The small-FPGA datapath (the iCE40 spec's choices at a test size): a narrower accumulator
 #: and requantiser multiplier, one multiplier used twice per output (a drain every other
-#: cycle), DSP-pair products but for two lanes in logic, 4-activation words.
+#: cycle), DSP-pair products but for two lanes in logic, 4-activation words, every layer at
+#: Pi = 4 (two accumulators behind a fixed adder tree).
 LEAN = EngineSpec(name="lean", lanes=8, act_lanes=4, act_depth=2048, weight_depth=2048,
                   bias_depth=128, out_bytes=4096, max_layers=4, counters="basic",
-                  requant="serial", lut_lanes=2, pipeline="lean",
+                  requant="serial", lut_lanes=2, pipeline="lean", fixed_pi=True, act_ram="huge",
                   arith=ArithSpec(acc_bits=26, mult_bits=15))
 
 
 def test_lean_datapath_rtl(rng):
     """The serial requantiser's drain (one output per two cycles: the sequencer holds groups
-    back twice as long) and the narrow arithmetic, bit-exact."""
+    back twice as long), the narrow arithmetic and the fixed Pi (layers with fewer input
+    channels than a word holds leave lanes idle), bit-exact."""
     cases = _layer_cases(rng, LEAN, 9)
     progs = [set_input(compile_network(layers, x.shape, LEAN), x.astype(np.uint8))
              for layers, x in cases]
+    plans = [pl for p in progs for pl in p.plans]
+    assert all(pl.pi == LEAN.act_lanes for pl in plans)
+    assert any(pl.c_in < LEAN.act_lanes for pl in plans)
     with build_dir(LEAN) as bd:
         results = run_programs(progs, LEAN, backend="rtl", build_dir=bd, idle=0.3,
                                backpressure=0.3, seed=int(rng.integers(1 << 30)))
@@ -161,14 +166,15 @@ def test_lean_datapath_rtl(rng):
 BANKED = dataclasses.replace(QUICK, name="banked", act_depth=2 * ACT_BANK)
 
 
-@pytest.mark.parametrize("spec", [QUICK, pytest.param(BANKED, marks=pytest.mark.slow)],
+@pytest.mark.parametrize("spec", [QUICK, LEAN, pytest.param(BANKED, marks=pytest.mark.slow)],
                          ids=lambda s: s.name)
 def test_bus_spaces_rtl(rng, spec):
     """ID, status, readback of every writable space, out-of-range reads return 0 and writes
-    there are ignored, counters after a run; under idle insertion and backpressure. (Slow:
-    the same with ACT in two banks per buffer, whose words reach the host through the
-    banks' registers.)"""
-    p = spec.lanes
+    there are ignored, counters after a run; under idle insertion and backpressure. (LEAN:
+    the weights, OUT, ID and snapshots read straight from their RAMs' outputs. Slow: the
+    same with ACT in two banks per buffer, whose words reach the host through the banks'
+    registers.)"""
+    p, a = spec.lanes, spec.act_lanes
     wbytes = bytes(rng.integers(0, 256, size=3 * p, dtype=np.uint8))
     ops = [
         ["r", Space.ID.value, 0, len(spec.id_bytes()) + 2],
@@ -176,12 +182,12 @@ def test_bus_spaces_rtl(rng, spec):
         ["w", Space.WEIGHT.value, 5, wbytes.hex()],
         ["w", Space.BIAS.value, 17, "a1b2c3"],
         ["w", Space.DESC.value, 64 + 3, "0102"],
-        ["w", Space.ACT.value, spec.act_depth * p + 7, "7f80"],
+        ["w", Space.ACT.value, spec.act_depth * a + 2 * a - 1, "7f80"],
         ["w", Space.WEIGHT.value, spec.weight_depth * p, "ff"],   # out of range: ignored
         ["r", Space.WEIGHT.value, 5, len(wbytes)],
         ["r", Space.BIAS.value, 17, 3],
         ["r", Space.DESC.value, 64 + 3, 2],
-        ["r", Space.ACT.value, spec.act_depth * p + 7, 2],
+        ["r", Space.ACT.value, spec.act_depth * a + 2 * a - 1, 2],
         ["r", Space.WEIGHT.value, spec.weight_depth * p, 2],
         ["r", Space.OUT.value, spec.out_bytes, 1],
         ["w", Space.CTRL.value, 0, "00"],                            # start 0 layers: error
@@ -189,8 +195,8 @@ def test_bus_spaces_rtl(rng, spec):
         ["w", Space.CTRL.value, 1, "00"],                            # soft reset clears it
         ["r", Space.CTRL.value, 0, 1],
         ["r", Space.COUNT.value, 0, 8],
-        ["w", Space.ACT.value, (spec.act_depth - 1) * p + 1, "5aa5"],  # buffer 0's last word
-        ["r", Space.ACT.value, (spec.act_depth - 1) * p + 1, 2],
+        ["w", Space.ACT.value, (spec.act_depth - 1) * a + 1, "5aa5"],  # buffer 0's last word
+        ["r", Space.ACT.value, (spec.act_depth - 1) * a + 1, 2],
     ]
     x = rng.integers(0, 256, size=(3, 4, 4))
     layer = random_qlayer(rng, 3, 2, 3, 1, 1, x=x)

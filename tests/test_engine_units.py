@@ -2,6 +2,8 @@
 contract, the descriptor packing, parameter validation, and a tiny engine run over the bus
 (sequencer, phase counters, MAC tree, drain) against the integer model."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.lib import data
@@ -128,6 +130,10 @@ def test_spec_act_lanes():
     narrow = EngineSpec(name="n", lanes=16, act_lanes=4, drain_lanes=4, counters="basic")
     back = EngineSpec.from_id_bytes(narrow.id_bytes(), name="n")
     assert back == narrow
+    fixed = dataclasses.replace(narrow, fixed_pi=True)
+    assert EngineSpec.from_id_bytes(fixed.id_bytes(), name="n") == fixed
+    with pytest.raises(ValueError, match="fixed_pi must be True or False, not 1"):
+        EngineSpec(fixed_pi=1)
     # Identification written before act_lanes existed (last byte 0) means act_lanes = lanes.
     old = bytearray(EngineSpec(lanes=8).id_bytes())
     old[-1] = 0

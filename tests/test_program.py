@@ -50,11 +50,12 @@ def test_compiled_network_matches_model(rng):
     np.testing.assert_array_equal(out, want)
 
 
-@pytest.mark.parametrize("act_lanes", [1, 2, 4])
-def test_narrow_act_words_match_model(rng, act_lanes):
+@pytest.mark.parametrize("act_lanes,fixed_pi", [(1, False), (2, False), (4, False), (4, True)])
+def test_narrow_act_words_match_model(rng, act_lanes, fixed_pi):
     """Feature-map words narrower than the lanes (``act_lanes``): the twin and the compiler
-    agree with the integer model, and no layer takes more input channels than a word holds."""
-    spec = dataclasses.replace(SMALL, act_lanes=act_lanes, act_depth=4096)
+    agree with the integer model, and no layer takes more input channels than a word holds
+    (with ``fixed_pi``, every layer takes exactly that many)."""
+    spec = dataclasses.replace(SMALL, act_lanes=act_lanes, act_depth=4096, fixed_pi=fixed_pi)
     for _ in range(12):
         ci, co, k, s, pd, h, w = _random_case(rng)
         x = rng.integers(0, 256, size=(ci, h, w))
@@ -63,18 +64,25 @@ def test_narrow_act_words_match_model(rng, act_lanes):
         layers = [layer, random_qlayer(rng, co, 3, 3, 1, 1, x=mid)]
         prog = set_input(compile_network(layers, x.shape, spec), x.astype(np.uint8))
         assert all(pl.pi <= act_lanes and pl.pi * pl.pv == spec.lanes for pl in prog.plans)
+        assert all(pl.pi == act_lanes for pl in prog.plans) or not fixed_pi
         out = run_programs([prog], spec, backend="model")[0]["out"]
         np.testing.assert_array_equal(out, run_network(x, layers), err_msg=str(prog.plans))
 
 
 def test_edge_network_on_the_icebreaker_split():
     """16 lanes over 4-activation words: every layer of the edge networks keeps every lane
-    busy except the x3 output layer (9 virtual outputs in groups of 4)."""
+    busy except the x3 output layer (9 virtual outputs in groups of 4). With a fixed Pi (the
+    iCE40 spec's four accumulators) the one-channel first layer uses a lane in four."""
     rng = np.random.default_rng(0)
     shapes = [(1, 16, 5, 1, 2), (16, 16, 3, 1, 1), (16, 1, 6, 2, 2), (16, 1, 9, 3, 3)]
-    plans = [plan_layer(random_qlayer(rng, *a), 16, 1, 4) for a in shapes]
+    layers = [random_qlayer(rng, *a) for a in shapes]
+    plans = [plan_layer(layer, 16, 1, 4) for layer in layers]
     assert [(p.pi, p.pv, p.n_vg) for p in plans] == [(1, 16, 1), (4, 4, 4), (4, 4, 1),
                                                       (4, 4, 3)]
+    fixed = [plan_layer(layer, 16, 1, 4, fixed_pi=True) for layer in layers]
+    assert [(p.pi, p.pv, p.n_vg, p.cw) for p in fixed] == [(4, 4, 4, 1), (4, 4, 4, 4),
+                                                            (4, 4, 1, 4), (4, 4, 3, 4)]
+    assert SPECS["icebreaker"].fixed_pi
 
 
 def test_plan_uses_all_lanes_on_the_paper_network():
