@@ -618,7 +618,12 @@ class Engine(wiring.Component):
         acc_mid = Signal(ctl_layout)
         m.d.comb += acc_next.eq(onehot_mux((k, ctl[prod_stage + k].as_value())
                                            for k in range(LA + 1)))
-        if lean:
+        # (lean with a fixed Pi: the tree's last level is the accumulators' input, no
+        # register between, and the few accumulators' controls are ctl_acc itself)
+        direct = lean and spec.fixed_pi
+        if direct:
+            m.d.comb += [acc_mid.eq(acc_next), ctl_acc.eq(acc_next)]
+        elif lean:
             m.d.comb += acc_mid.eq(acc_next)
             m.d.sync += ctl_acc.eq(acc_next)
         else:
@@ -636,8 +641,9 @@ class Engine(wiring.Component):
             # FPGA powers them up as 0)
             r = Signal(4 if spec.fixed_pi else 4 + LA + 1, name=f"acc_ctl{q}__rep",
                        reset_less=True)
-            m.d.sync += r.eq(Cat(acc_mid.first, acc_mid.valid, acc_mid.last, desc.wide,
-                                 *(() if spec.fixed_pi else (1 << lvl,))))
+            m.d[("comb" if direct else "sync")] += r.eq(
+                Cat(acc_mid.first, acc_mid.valid, acc_mid.last, desc.wide,
+                    *(() if spec.fixed_pi else (1 << lvl,))))
             r_push = Signal(name=f"acc_push{q}__rep", reset_less=True)
             m.d.sync += r_push.eq(r[1] & r[2])
             acc_grp.append((r, SimpleNamespace(first=r[0], valid=r[1], push=r_push,
@@ -665,7 +671,9 @@ class Engine(wiring.Component):
             # by lvl_oh, the descriptor's, which holds through the layer as theirs does)
             tree_out = onehot_mux(((k, levels[k][g]) for k in range(LA + 1) if g < P >> k),
                                   oh=lvl_oh if lean else gc.lvl_oh)
-            if lean:
+            if direct:
+                m.d.comb += acc_in.eq(tree_out)
+            elif lean:
                 m.d.sync += acc_in.eq(tree_out)
             else:
                 acc_pre = Signal(signed(a.acc_bits), name=f"acc_pre{g}", reset_less=True)
@@ -754,16 +762,24 @@ class Engine(wiring.Component):
         for r in range(R):
             m.d.sync += d1_acc[r].eq(hold[r])
         # d2: the entry word registered after the block RAM (whose clock-to-output is most
-        # of a cycle), the rest delayed alongside.
-        d2_valid = Signal()
-        d2_wide = Signal(reset_less=True)
-        d2_sub = Signal.like(d1_sub)
-        d2_acc = [Signal(signed(a.acc_bits), name=f"d2_acc{r}", reset_less=True) for r in range(R)]
-        d2_meta = Signal(meta_layout, reset_less=True)
-        b_word = Signal(ENTRY_BYTES * 8 * R, reset_less=True)
-        m.d.sync += [d2_valid.eq(d1_valid), d2_wide.eq(d1_wide), d2_sub.eq(d1_sub),
-                     d2_meta.eq(d1_meta), b_word.eq(Cat(rd.data for rd in b_rd)),
-                     *[d2_acc[r].eq(d1_acc[r]) for r in range(R)]]
+        # of a cycle), the rest delayed alongside. (lean: no d2, the entry RAM's output
+        # goes to d3 with d1: on iCE40 each flip-flop of the 128-bit word fed by the RAM
+        # would take a logic cell of its own.)
+        if lean:
+            d2_valid, d2_wide, d2_sub, d2_acc, d2_meta = d1_valid, d1_wide, d1_sub, d1_acc, d1_meta
+            b_word = Signal(ENTRY_BYTES * 8 * R)
+            m.d.comb += b_word.eq(Cat(rd.data for rd in b_rd))
+        else:
+            d2_valid = Signal()
+            d2_wide = Signal(reset_less=True)
+            d2_sub = Signal.like(d1_sub)
+            d2_acc = [Signal(signed(a.acc_bits), name=f"d2_acc{r}", reset_less=True)
+                      for r in range(R)]
+            d2_meta = Signal(meta_layout, reset_less=True)
+            b_word = Signal(ENTRY_BYTES * 8 * R, reset_less=True)
+            m.d.sync += [d2_valid.eq(d1_valid), d2_wide.eq(d1_wide), d2_sub.eq(d1_sub),
+                         d2_meta.eq(d1_meta), b_word.eq(Cat(rd.data for rd in b_rd)),
+                         *[d2_acc[r].eq(d1_acc[r]) for r in range(R)]]
         entries = [Signal(BiasEntry, name=f"entry{r}") for r in range(R)]
         for r in range(R):
             if r == 0:
@@ -1473,7 +1489,7 @@ class Engine(wiring.Component):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
                          d1_valid.eq(0), d2_valid.eq(0), d3_valid.eq(0), drain_wait.eq(0),
                          dw_nz.eq(0)]
-            for c in [*ctl[1:], *([] if lean else [acc_mid]), ctl_acc]:
+            for c in [*ctl[1:], *([] if lean else [acc_mid]), *([] if direct else [ctl_acc])]:
                 m.d.sync += c.valid.eq(0)
             m.d.sync += push.eq(0)
             # (not cleared: OUT's write enables, wr_out, which act only while busy; the
