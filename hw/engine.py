@@ -1393,9 +1393,15 @@ class Engine(wiring.Component):
         with m.If(rd_pending):
             m.d.sync += rd_pending.eq(0)
         m.d.sync += rdx.eq(Cat(rd_pending, rdx[:-1]))
-        with m.If(rdx[-1]):
-            m.d.sync += [rd2.eq(1), rd2_space.eq(rd_space),
-                         rd2_lane.eq(rd_lane), rd2_ok.eq(rd_ok), rd2_addr.eq(rd_addr)]
+        if spec.pipeline == "lean":
+            # (the read's fields hold from its first stage to its response: no copies)
+            rd2_space, rd2_lane, rd2_ok, rd2_addr = rd_space, rd_lane, rd_ok, rd_addr
+            with m.If(rdx[-1]):
+                m.d.sync += rd2.eq(1)
+        else:
+            with m.If(rdx[-1]):
+                m.d.sync += [rd2.eq(1), rd2_space.eq(rd_space),
+                             rd2_lane.eq(rd_lane), rd2_ok.eq(rd_ok), rd2_addr.eq(rd_addr)]
         # The narrow memories' outputs, registered as they leave the RAM (every OUT bank
         # into its own register), and the addressed counter's word.
         out_q = [Signal(8, name=f"out_q{i}", reset_less=True) for i in range(n_ob)]
@@ -1415,11 +1421,15 @@ class Engine(wiring.Component):
         # (the counter in two registered steps, eight counters each: the counters are spread
         # over the die; rd_addr holds from the read's first stage to its response)
         cnt_all = list(counters.values())
-        cnt_g = [Signal(32, name=f"cnt_g{k}", reset_less=True)
-                 for k in range(-(-len(cnt_all) // 8))]
-        for k, g in enumerate(cnt_g):
-            m.d.sync += g.eq(Array(cnt_all[8 * k:8 * k + 8])[rd_addr[2:5]])
-        m.d.sync += cnt_q.eq(Array(cnt_g)[rd_addr[5:8]])
+        if spec.pipeline == "lean":
+            # (lean: one multiplexer, of the few counters kept and zeros)
+            m.d.comb += cnt_q.eq(Array(cnt_all)[rd_addr[2:2 + (len(cnt_all) - 1).bit_length()]])
+        else:
+            cnt_g = [Signal(32, name=f"cnt_g{k}", reset_less=True)
+                     for k in range(-(-len(cnt_all) // 8))]
+            for k, g in enumerate(cnt_g):
+                m.d.sync += g.eq(Array(cnt_all[8 * k:8 * k + 8])[rd_addr[2:5]])
+            m.d.sync += cnt_q.eq(Array(cnt_g)[rd_addr[5:8]])
         # Third stage: the byte chosen from those registers, in three registers (the narrow
         # spaces, the OUT bank, the wide words' lane), so each selection has a cycle of its
         # own; the response takes one of them. The narrow spaces and OUT choose in two
