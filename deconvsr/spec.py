@@ -182,13 +182,14 @@ SPECS = {
     # OUT 4 KB and descriptors in EBR. The 8 SB_MAC16: 7 pairs of lanes (8 x 8 mode) and the
     # serial requantiser (16 x 16, used twice per output); the last 2 lanes multiply in
     # logic. A 24-bit accumulator and 15-bit requantiser multiplier (the edge networks need
-    # < 21 bits), the basic counters. Every layer at Pi = 4 (four accumulators), frames
-    # and tiles up to 255 pixels a side (OUT's 4 KB keeps tiles far smaller; larger frames
-    # are tiled). Fits the edge networks (tiled), not the paper network's 58 KB of weights.
+    # < 21 bits), the basic counters, frames and tiles up to 255 pixels a side (OUT's 4 KB
+    # keeps tiles far smaller; larger frames are tiled). Runs edge-x2 (tiled: 205 of the 256
+    # weight words), not edge-x3 (277 words) nor the paper network's 58 KB of weights.
+    # (fixed_pi would save ~1,000 logic cells but needs 280 words for edge-x2: docs/boards.md)
     "icebreaker": EngineSpec(name="icebreaker", lanes=16, act_lanes=4, act_depth=16384,
                              weight_depth=256, bias_depth=64, out_bytes=4096, max_layers=4,
                              act_ram="huge", counters="basic", requant="serial", lut_lanes=2,
-                             pipeline="lean", fixed_pi=True, dim_bits=8,
+                             pipeline="lean", dim_bits=8,
                              arith=ArithSpec(acc_bits=24, mult_bits=15)),
     # ECP5-85F (208 DP16KD): 64 lanes over 16-activation ACT words, ACT 2 x 4096 x 128 bit,
     # weights 1024 x 512 bit, entries, OUT 36 KB: 131 DP16KD placed (a 2048 x 512-bit ACT

@@ -18,7 +18,7 @@ import numpy as np
 from .network import Network, NetworkError
 
 __all__ = ["ModelError", "MODELS_DIR", "FORMAT", "shipped_names", "load_model", "save_model",
-           "model_info", "fits_budget", "engine_budgets", "deconv_weight_bytes"]
+           "model_info", "fits_budget", "engine_budgets", "deconv_weight_bytes", "fitting_specs"]
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 FORMAT = "deconvsr-model/1"
@@ -172,6 +172,31 @@ def engine_budgets() -> dict[str, dict]:
             for name, spec in SPECS.items()}
 
 
+def fitting_specs(network: Network, frame: int = 64) -> list[str]:
+    """The named engine specs that run ``network`` on a ``frame`` x ``frame`` input (tiled
+    if need be): the budgets above as a quick filter, then the program compiler, which packs
+    the weights as the engine reads them (a spec with 256 weight words of 16 lanes holds
+    4,096 weight bytes but not every 4,000-byte network: packing leaves lanes idle)."""
+    try:
+        from ..spec import SPECS
+        from .program import ProgramError, frame_programs
+        from .quantize import quantize
+    except ImportError:  # pragma: no cover - the engine spec not present in this checkout
+        return []
+    out = []
+    for name, budget in engine_budgets().items():
+        if not fits_budget(network, **budget):
+            continue
+        spec = SPECS[name]
+        try:
+            frame_programs(quantize(network, spec=spec.arith),
+                           np.zeros((1, frame, frame), np.uint8), spec)
+        except ProgramError:
+            continue
+        out.append(name)
+    return out
+
+
 def model_info(network: Network) -> dict:
     """Summary for ``deconvsr models``."""
     meta = network.meta
@@ -185,7 +210,7 @@ def model_info(network: Network) -> dict:
         "weight_bytes": deconv_weight_bytes(network),
         "params": network.weight_count,
         "max_channels": network.max_channels,
-        "fits": [n for n, b in engine_budgets().items() if fits_budget(network, **b)],
+        "fits": fitting_specs(network),
         "trained": _training_summary(train) if train else None,
     }
 

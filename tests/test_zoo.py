@@ -200,6 +200,16 @@ def test_train_bad_data(monkeypatch, capsys, tmp_path):
     assert code == 4 and err.strip().endswith("none: no such directory")
 
 
+def test_fits_lists_the_specs_the_compiler_accepts():
+    """``deconvsr models``' "fits" comes from the program compiler, not the byte budget
+    alone: edge-x3's 4,000 weight bytes are under the iCE40 spec's 4,096 but pack into 277
+    of its 256 words."""
+    assert "icebreaker" in model_info(load_model("edge-x2"))["fits"]
+    fits3 = model_info(load_model("edge-x3"))["fits"]
+    assert "icebreaker" not in fits3 and "ulx3s-85f" in fits3
+    assert fits_budget(load_model("edge-x3"), weight_bytes=4096)
+
+
 def test_fits_budget_counts_layers_and_bias_entries():
     net = load_model("edge-x3")                        # 16 + 16 + 1 * 3 * 3 bias entries
     assert fits_budget(net, bias_entries=41) and not fits_budget(net, bias_entries=40)
