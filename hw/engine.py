@@ -118,6 +118,7 @@ class Engine(wiring.Component):
         P = spec.lanes
         A = spec.act_lanes      # activations per ACT word; a layer's Pi is at most A
         LA = _log2(A)           # so lvl = log2(Pi) is at most LA
+        lean = spec.pipeline == "lean"      # (a small FPGA: see the uses below)
         a = spec.arith
         m = Module()
 
@@ -429,7 +430,7 @@ class Engine(wiring.Component):
         m.d.sync += ctl1.in_frame.eq(in_frame_a)     # (ctl0 and ctla carry no in_frame)
         act_word = Signal(A * 8, reset_less=True)
         w_word = Signal(P * 8, reset_less=True)
-        lean_words = spec.pipeline == "lean" and not banked
+        lean_words = lean and not banked
         host_act_sel = Signal()     # the ACT buffer a host read addresses (engine idle)
         host_act_bank = Signal(nbb)     # and its bank
         if banked:
@@ -612,7 +613,6 @@ class Engine(wiring.Component):
         # route from the adder tree to each accumulator.
         # (spec.pipeline == "lean": registered once, no acc_pre; the controls then skip
         # acc_mid. Only the cycle a group reaches the accumulators moves.)
-        lean = spec.pipeline == "lean"
         ctl_acc = Signal(ctl_layout, name="ctl_acc__rep")     # (not merged with a group's copy)
         acc_next = Signal(ctl_layout)
         acc_mid = Signal(ctl_layout)
@@ -1393,7 +1393,7 @@ class Engine(wiring.Component):
         with m.If(rd_pending):
             m.d.sync += rd_pending.eq(0)
         m.d.sync += rdx.eq(Cat(rd_pending, rdx[:-1]))
-        if spec.pipeline == "lean":
+        if lean:
             # (the read's fields hold from its first stage to its response: no copies)
             rd2_space, rd2_lane, rd2_ok, rd2_addr = rd_space, rd_lane, rd_ok, rd_addr
             with m.If(rdx[-1]):
@@ -1411,7 +1411,7 @@ class Engine(wiring.Component):
         # (lean: OUT, ID and the snapshots straight from their RAMs' outputs, which hold
         # through a read as its address does: a flip-flop fed by a RAM is a logic cell of
         # its own on iCE40)
-        if spec.pipeline == "lean":
+        if lean:
             m.d.sync += desc_q.eq(desc_rd.data)
             m.d.comb += [*(q.eq(port.data) for q, port in zip(out_q, out_rd)),
                          id_q.eq(id_rd.data), snap_q.eq(snap_rd.data)]
@@ -1421,7 +1421,7 @@ class Engine(wiring.Component):
         # (the counter in two registered steps, eight counters each: the counters are spread
         # over the die; rd_addr holds from the read's first stage to its response)
         cnt_all = list(counters.values())
-        if spec.pipeline == "lean":
+        if lean:
             # (lean: one multiplexer, of the few counters kept and zeros)
             m.d.comb += cnt_q.eq(Array(cnt_all)[rd_addr[2:2 + (len(cnt_all) - 1).bit_length()]])
         else:
