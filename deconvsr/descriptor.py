@@ -33,7 +33,7 @@ from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data
 
 __all__ = ["LayerDescriptor", "BiasEntry", "DESC_BYTES", "ENTRY_BYTES", "COUNTERS",
-           "BASIC_COUNTERS", "SNAP_BASE",
+           "BASIC_COUNTERS", "SNAP_BASE", "canonical_entries", "entry_fits",
            "pack", "unpack"]
 
 DESC_BYTES = 64
@@ -200,3 +200,46 @@ def unpack(struct, raw: bytes) -> dict:
             v -= 1 << shape.width
         out[name] = v
     return out
+
+
+def canonical_entries(raw: bytes, widths: dict | None) -> bytes:
+    """What an engine built with ``EngineSpec.packed_entries`` reads back from ``BIAS`` after
+    the entry images ``raw`` (whole entries, ``ENTRY_BYTES`` each) were written: each field's
+    low ``widths[name]`` bits (``EngineSpec.entry_widths()``), sign-extended (``bias``) or
+    zero-extended to the field, the rest (``pad``) 0. ``widths=None``: ``raw`` unchanged.
+    An entry whose fields fit (:func:`entry_fits`) reads back as written."""
+    if widths is None:
+        return bytes(raw)
+    if len(raw) % ENTRY_BYTES:
+        raise ValueError(f"{len(raw)} bytes are not whole {ENTRY_BYTES}-byte entries")
+    layout = data.Layout.cast(BiasEntry)
+    out = bytearray()
+    for i in range(0, len(raw), ENTRY_BYTES):
+        word = int.from_bytes(raw[i:i + ENTRY_BYTES], "little")
+        new = 0
+        for name, field in layout:
+            w = widths.get(name)
+            if not w:
+                continue
+            full = Shape.cast(field.shape).width
+            v = (word >> field.offset) & ((1 << w) - 1)
+            if Shape.cast(field.shape).signed and v >> (w - 1):
+                v -= 1 << w
+            new |= (v & ((1 << full) - 1)) << field.offset
+        out += new.to_bytes(ENTRY_BYTES, "little")
+    return bytes(out)
+
+
+def entry_fits(entry: dict, widths: dict | None) -> str | None:
+    """None if every field of ``entry`` (a :class:`BiasEntry` dict) fits the stored widths
+    (``widths=None``: always), else the first field that does not, as ``"name=value"``."""
+    if widths is None:
+        return None
+    layout = data.Layout.cast(BiasEntry)
+    for name, w in widths.items():
+        v = int(entry[name])
+        signed_ = Shape.cast(layout[name].shape).signed
+        lo, hi = (-(1 << (w - 1)), (1 << (w - 1)) - 1) if signed_ else (0, (1 << w) - 1)
+        if not lo <= v <= hi:
+            return f"{name}={v}"
+    return None

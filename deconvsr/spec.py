@@ -66,6 +66,16 @@ class EngineSpec:
         accumulators behind a tree tapped at any level; a layer with fewer input channels
         leaves lanes idle (a small FPGA: each accumulator with its hold register costs ~75
         iCE40 logic cells). In the ID ROM (the host plans for it).
+    snapshots : keep the per-layer snapshots of ``cycles_busy`` and ``mac_used`` (default
+        True; False on a small FPGA: their memory takes four iCE40 block RAMs, and the
+        ``COUNT`` space reads 0 from :data:`~deconvsr.descriptor.SNAP_BASE`). In the ID ROM.
+    packed_entries : the entry memory keeps only the bits of each
+        :class:`~deconvsr.descriptor.BiasEntry` field this engine can use
+        (:meth:`entry_widths`: 64 instead of 128 bits a word on the iCE40 spec, four block
+        RAMs instead of eight); a read of ``BIAS`` returns the stored bits sign- or
+        zero-extended (:func:`deconvsr.descriptor.canonical_entries`), and the host compiler
+        refuses entries that do not fit (strides above 4, say). Needs ``drain_lanes == 1``.
+        In the ID ROM.
     arith : the arithmetic contract
 
     Raises
@@ -91,6 +101,8 @@ class EngineSpec:
     lut_lanes: int = 0
     pipeline: str = "deep"
     fixed_pi: bool = False
+    snapshots: bool = True
+    packed_entries: bool = False
     arith: ArithSpec = field(default=DEFAULT_ARITH)
 
     def __post_init__(self):
@@ -127,8 +139,11 @@ class EngineSpec:
                              f"with multiplier='dsp', not {self.lut_lanes!r}")
         if self.pipeline not in ("deep", "lean"):
             raise ValueError(f"pipeline must be 'deep' or 'lean', not {self.pipeline!r}")
-        if not isinstance(self.fixed_pi, bool):
-            raise ValueError(f"fixed_pi must be True or False, not {self.fixed_pi!r}")
+        for name in ("fixed_pi", "snapshots", "packed_entries"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        if self.packed_entries and self.drain_lanes != 1:
+            raise ValueError(f"packed_entries needs drain_lanes=1, not {self.drain_lanes}")
         if self.requant not in ("parallel", "serial"):
             raise ValueError(f"requant must be 'parallel' or 'serial', not {self.requant!r}")
         if self.requant == "serial" and not self.arith.fits_serial_requant:
@@ -139,7 +154,8 @@ class EngineSpec:
 
     # Identification ROM: what `identify` reads back (Space.ID), little-endian. The last byte
     # is log2(act_lanes) + 1 (0 from gateware that predates act_lanes: act_lanes = lanes),
-    # plus 0x80 for counters="basic" and 0x40 for fixed_pi.
+    # plus 0x80 for counters="basic", 0x40 for fixed_pi, 0x20 for no snapshots and 0x10 for
+    # packed_entries.
     _ID_FORMAT = "<4sHHHHIIIIHBBBBBB"
 
     def id_bytes(self) -> bytes:
@@ -149,7 +165,24 @@ class EngineSpec:
                            self.bias_depth, self.out_bytes, self.drain_lanes, a.weight_bits, a.act_bits,
                            a.acc_bits, a.mult_bits, a.shift_max,
                            self.act_lanes.bit_length() | (0x80 if self.counters == "basic" else 0)
-                           | (0x40 if self.fixed_pi else 0))
+                           | (0x40 if self.fixed_pi else 0) | (0 if self.snapshots else 0x20)
+                           | (0x10 if self.packed_entries else 0))
+
+    #: The largest stride whose phases (``fy``, ``fx``) a packed entry holds.
+    PACKED_STRIDE_MAX = 4
+
+    def entry_widths(self) -> dict[str, int] | None:
+        """With ``packed_entries``: the stored width of each :class:`BiasEntry
+        <deconvsr.descriptor.BiasEntry>` field (``bias`` as a signed value, the others
+        unsigned), in the field order; else None (all 128 bits stored)."""
+        if not self.packed_entries:
+            return None
+        a = self.arith
+        return {"bias": a.acc_bits, "mult": a.mult_bits, "shift": max(a.shift_max.bit_length(), 1),
+                "lane": max((self.act_lanes - 1).bit_length(), 1),
+                "fy": (self.PACKED_STRIDE_MAX - 1).bit_length(),
+                "fx": (self.PACKED_STRIDE_MAX - 1).bit_length(),
+                "off": (max(self.act_depth, self.out_bytes) - 1).bit_length()}
 
     @classmethod
     def from_id_bytes(cls, raw: bytes, name: str = "device") -> "EngineSpec":
@@ -164,9 +197,12 @@ class EngineSpec:
             raise ValueError(f"gateware version {version} is not the supported {GATEWARE_VERSION}")
         counters = "basic" if la & 0x80 else "all"
         fixed_pi = bool(la & 0x40)
-        la &= 0x3F
+        snapshots = not la & 0x20
+        packed = bool(la & 0x10)
+        la &= 0x0F
         return cls(name=name, lanes=lanes, act_lanes=1 << (la - 1) if la else lanes,
-                   counters=counters, fixed_pi=fixed_pi,
+                   counters=counters, fixed_pi=fixed_pi, snapshots=snapshots,
+                   packed_entries=packed,
                    act_depth=act_depth, weight_depth=weight_depth,
                    bias_depth=bias_depth, out_bytes=out_bytes, max_layers=max_layers,
                    dim_bits=dim_bits, drain_lanes=max(drain_lanes, 1),
@@ -178,19 +214,22 @@ class EngineSpec:
 SPECS = {
     "sim": EngineSpec(),
     # iCE40UP5K: 16 lanes over 4-activation ACT words; each ACT buffer is 16384 x 32 bit =
-    # two SPRAMs (all four for the ping-pong pair); weights 256 x 128 bit (4 KB), entries,
-    # OUT 4 KB and descriptors in EBR. The 8 SB_MAC16: 7 pairs of lanes (8 x 8 mode) and the
-    # serial requantiser (16 x 16, used twice per output); the last 2 lanes multiply in
-    # logic. A 24-bit accumulator and 15-bit requantiser multiplier (the edge networks need
-    # < 21 bits), the basic counters, frames and tiles up to 255 pixels a side (OUT's 4 KB
-    # keeps tiles far smaller; larger frames are tiled). Runs edge-x2 (tiled: 205 of the 256
-    # weight words), not edge-x3 (277 words) nor the paper network's 58 KB of weights.
-    # (fixed_pi would save ~1,000 logic cells but needs 280 words for edge-x2: docs/boards.md)
+    # two SPRAMs (all four for the ping-pong pair); weights 512 x 128 bit (8 KB, 16 EBR),
+    # entries packed to 64 bits (4 EBR), OUT 4 KB (8 EBR) and descriptors (1 EBR): with the
+    # UART's receive FIFO all 30 EBR; no per-layer snapshots. The 8 SB_MAC16: 7 pairs of
+    # lanes (8 x 8 mode) and the serial requantiser (16 x 16, used twice per output); the last
+    # 2 lanes multiply in logic. Every layer at Pi = 4 (fixed_pi: 4 accumulators behind a
+    # fixed adder tree). A 24-bit accumulator, a 15-bit requantiser multiplier and shifts up
+    # to 31 (the edge networks need < 21 bits and shifts < 24), the basic counters, frames
+    # and tiles up to 255 pixels a side (OUT's 4 KB keeps tiles far smaller; larger frames
+    # are tiled). Runs edge-x2 (280 of the 512 weight words) and edge-x3 (352), not the
+    # paper network's 58 KB of weights.
     "icebreaker": EngineSpec(name="icebreaker", lanes=16, act_lanes=4, act_depth=16384,
-                             weight_depth=256, bias_depth=64, out_bytes=4096, max_layers=4,
+                             weight_depth=512, bias_depth=64, out_bytes=4096, max_layers=4,
                              act_ram="huge", counters="basic", requant="serial", lut_lanes=2,
-                             pipeline="lean", dim_bits=8,
-                             arith=ArithSpec(acc_bits=24, mult_bits=15)),
+                             pipeline="lean", dim_bits=8, fixed_pi=True, snapshots=False,
+                             packed_entries=True,
+                             arith=ArithSpec(acc_bits=24, mult_bits=15, shift_max=31)),
     # ECP5-85F (208 DP16KD): 64 lanes over 16-activation ACT words, ACT 2 x 4096 x 128 bit,
     # weights 1024 x 512 bit, entries, OUT 36 KB: 131 DP16KD placed (a 2048 x 512-bit ACT
     # needed 356). The paper network at P = 64 on 32 x 32-pixel tiles.

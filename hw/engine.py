@@ -7,7 +7,7 @@ the requantisation entries and the byte addressing of every bus space.
 
 from types import SimpleNamespace
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
@@ -46,6 +46,43 @@ def _widths(spec: EngineSpec) -> dict:
     depth = max(spec.act_depth, spec.out_bytes, spec.weight_depth, spec.bias_depth)
     return {"db": db, "sw": db + 2, "aw": max(depth.bit_length(), db + 4) + 2,
             "vb": spec.bias_depth.bit_length() + 1}
+
+
+def _packed_bits(widths: dict) -> list[int]:
+    """Per bit of a packed entry word (``EngineSpec.entry_widths``), the bit of the 128-bit
+    entry image it holds."""
+    layout = data.Layout.cast(BiasEntry)
+    return [layout[name].offset + k for name, w in widths.items() for k in range(w)]
+
+
+def _entry_image(packed, widths: dict):
+    """The 128-bit :class:`BiasEntry` image of a packed entry word: each field sign- or
+    zero-extended, ``pad`` 0 (:func:`deconvsr.descriptor.canonical_entries`)."""
+    parts, pos = [], 0
+    for name, field in data.Layout.cast(BiasEntry):
+        full = Shape.cast(field.shape).width
+        w = widths.get(name, 0)
+        bits = packed[pos:pos + w]
+        pos += w
+        fill = bits[-1] if w and Shape.cast(field.shape).signed else Const(0, 1)
+        parts.append(Cat(bits, fill.replicate(full - w)) if w else Const(0, full))
+    return Cat(*parts)
+
+
+def _entry_write_data(byte, widths: dict | None):
+    """An entry memory's write data for the host's ``byte``: in every byte lane (unpacked),
+    or in each packed bit the byte's bits go to."""
+    if widths is None:
+        return byte.replicate(ENTRY_BYTES)
+    return Cat(byte[b % 8] for b in _packed_bits(widths))
+
+
+def _entry_write_en(byte_en, widths: dict | None):
+    """An entry memory's write enables from ``byte_en`` (one-hot over the entry's bytes):
+    per byte lane (unpacked), or per packed bit, its image byte's."""
+    if widths is None:
+        return byte_en
+    return Cat(byte_en[b // 8] for b in _packed_bits(widths))
 
 
 def _ctl_layout(w: dict) -> data.StructLayout:
@@ -140,7 +177,11 @@ class Engine(wiring.Component):
         R = spec.drain_lanes
         w_mem = [Memory(shape=unsigned(P * 8 // n_ws), depth=spec.weight_depth, init=[],
                         attrs=rw) for _ in range(n_ws)]
-        b_mem = [Memory(shape=unsigned(ENTRY_BYTES * 8), depth=spec.bias_depth // R, init=[],
+        # (packed entries: only the bits this engine uses, written bit by bit from the host's
+        # bytes; the word reads back as the 128-bit entry image, see _entry_image)
+        e_widths = spec.entry_widths()
+        e_bits = sum(e_widths.values()) if e_widths else ENTRY_BYTES * 8
+        b_mem = [Memory(shape=unsigned(e_bits), depth=spec.bias_depth // R, init=[],
                         attrs=rw) for _ in range(R)]
         act_attrs = {**rw, **({} if spec.act_ram == "auto" else {"ram_style": spec.act_ram})}
         # ACT in block RAM: banks of ACT_BANK words, each read into its own register beside
@@ -185,7 +226,8 @@ class Engine(wiring.Component):
         w_rd = [mem.read_port() for mem in w_mem]
         w_wr = [mem.write_port(granularity=8) for mem in w_mem]
         b_rd = [mem.read_port() for mem in b_mem]
-        b_wr = [mem.write_port(granularity=8) for mem in b_mem]
+        b_wr = [mem.write_port(granularity=1 if e_widths else 8) for mem in b_mem]
+        b_read = _entry_image(b_rd[0].data, e_widths) if e_widths else Cat(rd.data for rd in b_rd)
         act_rd = [[[mem.read_port() for mem in slices] for slices in banks] for banks in act_mem]
         act_wr = [[[mem.write_port(granularity=8) for mem in slices] for slices in banks]
                   for banks in act_mem]
@@ -195,11 +237,15 @@ class Engine(wiring.Component):
         # Per-layer snapshots of (cycles_busy, mac_used) at the end of each layer.
         # (in block RAM on iCE40: yosys would otherwise build this small memory of flip-flops
         # and multiplexers, ~500 logic cells)
-        snap_mem = Memory(shape=unsigned(64), depth=spec.max_layers, init=[],
-                          attrs={**rw, **({"ram_style": "block"} if uses_ice40_dsp(platform) else {})})
-        m.submodules.snap_mem = snap_mem
-        snap_wr = snap_mem.write_port()
-        snap_rd = snap_mem.read_port()
+        if spec.snapshots:
+            snap_mem = Memory(shape=unsigned(64), depth=spec.max_layers, init=[],
+                              attrs={**rw, **({"ram_style": "block"} if uses_ice40_dsp(platform) else {})})
+            m.submodules.snap_mem = snap_mem
+            snap_wr = snap_mem.write_port()
+            snap_rd = snap_mem.read_port()
+        else:   # (none: what would write them is left unused, COUNT reads 0 there)
+            snap_wr = SimpleNamespace(addr=Signal(8), en=Signal(), data=Signal(64))
+            snap_rd = SimpleNamespace(addr=Signal(8), data=Const(0, 64))
 
         # ---- control state ----------------------------------------------------------------
         busy = Signal()
@@ -768,7 +814,7 @@ class Engine(wiring.Component):
         if lean:
             d2_valid, d2_wide, d2_sub, d2_acc, d2_meta = d1_valid, d1_wide, d1_sub, d1_acc, d1_meta
             b_word = Signal(ENTRY_BYTES * 8 * R)
-            m.d.comb += b_word.eq(Cat(rd.data for rd in b_rd))
+            m.d.comb += b_word.eq(b_read)
         else:
             d2_valid = Signal()
             d2_wide = Signal(reset_less=True)
@@ -778,7 +824,7 @@ class Engine(wiring.Component):
             d2_meta = Signal(meta_layout, reset_less=True)
             b_word = Signal(ENTRY_BYTES * 8 * R, reset_less=True)
             m.d.sync += [d2_valid.eq(d1_valid), d2_wide.eq(d1_wide), d2_sub.eq(d1_sub),
-                         d2_meta.eq(d1_meta), b_word.eq(Cat(rd.data for rd in b_rd)),
+                         d2_meta.eq(d1_meta), b_word.eq(b_read),
                          *[d2_acc[r].eq(d1_acc[r]) for r in range(R)]]
         entries = [Signal(BiasEntry, name=f"entry{r}") for r in range(R)]
         for r in range(R):
@@ -1333,9 +1379,10 @@ class Engine(wiring.Component):
                      *(wr.data.eq(hdata_copy(f"w_wd{i}__rep").replicate(P // n_ws))
                        for i, wr in enumerate(w_wr)),
                      *(wr.en.eq(wen_w.word_select(i, P // n_ws)) for i, wr in enumerate(w_wr)),
-                     *(wr.data.eq(hdata_copy(f"b_wd{i}__rep").replicate(ENTRY_BYTES))
+                     *(wr.data.eq(_entry_write_data(hdata_copy(f"b_wd{i}__rep"), e_widths))
                        for i, wr in enumerate(b_wr)),
-                     *(wr.en.eq(wen_b.word_select(i, ENTRY_BYTES)) for i, wr in enumerate(b_wr))]
+                     *(wr.en.eq(_entry_write_en(wen_b.word_select(i, ENTRY_BYTES), e_widths))
+                       for i, wr in enumerate(b_wr))]
         # (the engine's enables are 0 while idle, the host's while busy.) Each ACT bank's
         # write data is a register of its own, loaded as the address registers are (the
         # engine's next data, or the host's byte), so no multiplexer and no single register

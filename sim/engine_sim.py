@@ -22,7 +22,7 @@ import numpy as np
 from ..arith import requantize
 from ..bus import Space
 from ..descriptor import (COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry,
-                          LayerDescriptor, unpack)
+                          LayerDescriptor, canonical_entries, unpack)
 from ..spec import EngineSpec
 
 __all__ = ["EngineModel", "run_programs", "program_ops", "cached_build_dir"]
@@ -66,6 +66,12 @@ class EngineModel:
         mem = self.mem[Space(space)]
         n = max(0, min(len(data), len(mem) - addr))
         mem[addr:addr + n] = data[:n]
+        widths = self.spec.entry_widths()
+        if Space(space) == Space.BIAS and widths and n:
+            # (packed entries: the engine keeps only each field's low bits)
+            lo = addr // ENTRY_BYTES * ENTRY_BYTES
+            hi = -(-(addr + n) // ENTRY_BYTES) * ENTRY_BYTES
+            mem[lo:hi] = canonical_entries(bytes(mem[lo:hi]), widths)
 
     def read(self, space, addr, n) -> bytes:
         mem = self.mem[Space(space)]
@@ -141,11 +147,12 @@ def program_ops(prog) -> list:
 
 
 def _decode(prog, reads, cycles=None, wall=None):
-    """``layers``: per layer ``cycles`` and ``mac_used`` from the snapshots (differences)."""
+    """``layers``: per layer ``cycles`` and ``mac_used`` from the snapshots (differences;
+    empty for an engine without snapshots)."""
     from ..sw.program import decode_counters
     layers = []
     prev = (0, 0)
-    snaps = reads[2] if len(reads) > 2 else b""
+    snaps = reads[2] if len(reads) > 2 and prog.spec.snapshots else b""
     for i in range(len(snaps) // 8):
         cyc = int.from_bytes(snaps[8 * i:8 * i + 4], "little")
         used = int.from_bytes(snaps[8 * i + 4:8 * i + 8], "little")

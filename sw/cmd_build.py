@@ -123,10 +123,12 @@ def format_result(result) -> str:
 
 def spec_with(spec, settings):
     """``spec`` with ``FIELD=VALUE`` overrides (integers; text for the text fields such as
-    ``counters`` and ``act_ram``). Raises :class:`CLIError`."""
+    ``counters`` and ``act_ram``; true/false/1/0 for the flags such as ``fixed_pi``).
+    Raises :class:`CLIError`."""
     from dataclasses import fields, replace
     names = {f.name for f in fields(spec)} - {"arith", "name"}
     text = {f.name for f in fields(spec) if f.type in (str, "str")}
+    flags = {f.name for f in fields(spec) if f.type in (bool, "bool")}
     changes = {}
     for item in settings:
         key, sep, value = item.partition("=")
@@ -135,6 +137,11 @@ def spec_with(spec, settings):
                            f"{', '.join(sorted(names))}", EXIT_INPUT)
         if key in text:
             changes[key] = value
+            continue
+        if key in flags:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise CLIError(f"--set {item!r}: {value!r} is not true or false", EXIT_INPUT)
+            changes[key] = value.lower() in ("true", "1")
             continue
         try:
             changes[key] = int(value, 0)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..bus import CtrlReg, Space
 from ..descriptor import (COUNTERS, DESC_BYTES, ENTRY_BYTES, BiasEntry, LayerDescriptor,
-                          pack)
+                          entry_fits, pack)
 from ..spec import EngineSpec
 from .intmodel import QLayer
 
@@ -175,6 +175,11 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
     descs = b""
     weights = []
     entries = []
+    widths = spec.entry_widths()
+    if widths and max(layer.stride for layer in layers) > spec.PACKED_STRIDE_MAX:
+        raise ProgramError(f"stride {max(layer.stride for layer in layers)} exceeds "
+                           f"{spec.PACKED_STRIDE_MAX}, the largest this engine's packed "
+                           f"entries hold")
     for i, layer in enumerate(layers):
         if layer.c_in != c:
             raise ProgramError(f"{layer.name}: expects {layer.c_in} input channels, gets {c}")
@@ -224,6 +229,11 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
                         "mult": int(layer.mult[o]), "shift": int(layer.shift[o]),
                         "lane": 0 if last else o % a, "fy": fy, "fx": fx,
                         "off": plane + fy * w_out + fx})
+                    bad = entry_fits(entries[-1], widths)
+                    if bad:
+                        raise ProgramError(f"{layer.name}: requantisation entry field {bad} "
+                                           f"does not fit this engine's packed entries "
+                                           f"({widths})")
         qy0, qx0 = pd // s, pd // s
         qy1, qx1 = (h_out - 1 + pd) // s, (w_out - 1 + pd) // s
         by0, bx0 = s * qy0 - pd, s * qx0 - pd
@@ -384,16 +394,18 @@ def frame_programs(layers, frame: np.ndarray, spec: EngineSpec):
         set_input(prog, frame)
         return [(None, prog)], None
     except ProgramError as whole:
-        lo, hi, best = 1, max(frame.shape[1:]), None
+        lo, hi, best, smallest = 1, max(frame.shape[1:]), None, whole
         while lo <= hi:
             core = (lo + hi) // 2
             ext = core + 2 * halo(layers)
             try:
                 compile_network(layers, (frame.shape[0], ext, ext), spec)
                 best, lo = core, core + 1
-            except ProgramError:
-                hi = core - 1
+            except ProgramError as e:
+                hi, smallest = core - 1, e
         if best is None:
+            # (the reason the smallest tile tried failed: a resource no tiling helps, such as
+            # the weights, rather than the whole frame's)
             raise ProgramError(f"the network does not fit the engine even for a 1-pixel tile "
-                               f"({whole})") from None
+                               f"({smallest})") from None
         return list(compile_tiled(layers, frame, spec, best)), best + 2 * halo(layers)

@@ -390,6 +390,10 @@ def test_spec_overrides():
     ice = spec_with(BOARDS["icebreaker"].spec, ["lanes=8"])
     assert (ice.lanes, ice.act_lanes, ice.requant) == (8, 4, "serial")
     assert spec_with(spec, ["counters=basic"]).counters == "basic"
+    assert spec_with(spec, ["fixed_pi=true"]).fixed_pi is True
+    assert spec_with(spec, ["fixed_pi=0"]).fixed_pi is False
+    with pytest.raises(CLIError, match=r"--set 'fixed_pi=yes': 'yes' is not true or false"):
+        spec_with(spec, ["fixed_pi=yes"])
     with pytest.raises(CLIError, match=r"--set: counters must be 'all' or 'basic', not 'x'"):
         spec_with(spec, ["counters=x"])
     with pytest.raises(CLIError, match=r"--set 'lane=3': expected FIELD=VALUE with FIELD one"):

@@ -87,19 +87,33 @@ def test_edge_network_on_the_icebreaker_split():
                                                             (4, 4, 1, 4), (4, 4, 3, 4)]
 
 
-def test_shipped_edge_x2_runs_on_the_icebreaker_spec():
-    """edge-x2's weights fill 205 of the spec's 256 words; with a fixed Pi its first layer
-    would take 4 x 25 words (280 in all), which is why the iCE40 spec does not set it yet.
-    edge-x3 needs 277 (its 9 outputs in groups of 4)."""
+def test_shipped_edge_networks_run_on_the_icebreaker_spec():
+    """Every layer at Pi = 4 (fixed_pi): edge-x2's first layer takes 4 x 25 words, 280 in
+    all, edge-x3 352 (its 9 outputs in groups of 4), of the spec's 512; their entries fit the
+    packed 64-bit words. Half the weight memory (256 words) would hold neither."""
     spec = SPECS["icebreaker"]
     x = np.zeros((1, 64, 64), np.uint8)
-    edge2 = quantize(load_model("edge-x2"), spec=spec.arith)
-    progs, ext = frame_programs(edge2, x, spec)
-    assert ext is not None and sum(pl.weight_words for pl in progs[0][1].plans) == 205
-    with pytest.raises(ProgramError):
-        frame_programs(edge2, x, dataclasses.replace(spec, fixed_pi=True))
-    with pytest.raises(ProgramError):
-        frame_programs(quantize(load_model("edge-x3"), spec=spec.arith), x, spec)
+    for name, words in (("edge-x2", 280), ("edge-x3", 352)):
+        layers = quantize(load_model(name), spec=spec.arith)
+        progs, ext = frame_programs(layers, x, spec)
+        assert ext is not None
+        assert sum(pl.weight_words for pl in progs[0][1].plans) == words
+        assert all(pl.pi == spec.act_lanes for pl in progs[0][1].plans)
+        with pytest.raises(ProgramError, match="weights need"):
+            frame_programs(layers, x, dataclasses.replace(spec, weight_depth=256))
+
+
+def test_packed_entries_refuse_what_they_cannot_hold(rng):
+    """A stride above 4 and a bias wider than the accumulator are refused by name."""
+    spec = dataclasses.replace(SPECS["icebreaker"], weight_depth=4096, bias_depth=256)
+    with pytest.raises(ProgramError, match="stride 5 exceeds 4"):
+        compile_network([random_qlayer(rng, 1, 1, 5, 5, 0)], (1, 4, 4), spec)
+    layer = random_qlayer(rng, 1, 2, 3, 1, 1)
+    layer.bias[...] = 1 << 23
+    with pytest.raises(ProgramError, match="entry field bias=8388608 does not fit"):
+        compile_network([layer], (1, 4, 4), spec)
+    layer.bias[...] = (1 << 23) - 1
+    compile_network([layer], (1, 4, 4), spec)
 
 
 def test_plan_uses_all_lanes_on_the_paper_network():

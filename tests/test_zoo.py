@@ -200,14 +200,21 @@ def test_train_bad_data(monkeypatch, capsys, tmp_path):
     assert code == 4 and err.strip().endswith("none: no such directory")
 
 
-def test_fits_lists_the_specs_the_compiler_accepts():
+def test_fits_lists_the_specs_the_compiler_accepts(monkeypatch):
     """``deconvsr models``' "fits" comes from the program compiler, not the byte budget
-    alone: edge-x3's 4,000 weight bytes are under the iCE40 spec's 4,096 but pack into 277
-    of its 256 words."""
+    alone: both edge networks run on the iCE40 spec (edge-x3 in 352 of its 512 weight
+    words), but with 320 words its 5,120 weight bytes would hold edge-x3's 4,000 bytes and
+    not their packing (every layer at Pi = 4 leaves lanes idle)."""
+    import dataclasses
+    from deconvsr.spec import SPECS
     assert "icebreaker" in model_info(load_model("edge-x2"))["fits"]
     fits3 = model_info(load_model("edge-x3"))["fits"]
-    assert "icebreaker" not in fits3 and "ulx3s-85f" in fits3
-    assert fits_budget(load_model("edge-x3"), weight_bytes=4096)
+    assert "icebreaker" in fits3 and "ulx3s-85f" in fits3
+    monkeypatch.setitem(SPECS, "icebreaker", dataclasses.replace(SPECS["icebreaker"],
+                                                                 weight_depth=320))
+    assert fits_budget(load_model("edge-x3"), weight_bytes=320 * 16)
+    assert "icebreaker" not in model_info(load_model("edge-x3"))["fits"]
+    assert "icebreaker" in model_info(load_model("edge-x2"))["fits"]
 
 
 def test_fits_budget_counts_layers_and_bias_entries():
