@@ -98,10 +98,13 @@ def _meta_layout(w: dict) -> data.StructLayout:
                               "obase": signed(w["aw"])})
 
 
-def _out_tag_layout(w: dict, lane_bits: int) -> data.StructLayout:
+def _out_tag_layout(w: dict, lane_bits: int, addr_bits: int | None = None) -> data.StructLayout:
     """Where a requantised output goes: ``write`` inside the output frame, ``zero`` outside
-    the valid window (write 0), the address and the byte lane."""
-    return data.StructLayout({"write": 1, "zero": 1, "addr": signed(w["aw"]),
+    the valid window (write 0), the address and the byte lane. ``addr_bits``: the address
+    only as wide as the memories' (its consumers take its low bits; an address outside them
+    is never written), else as the datapath's."""
+    return data.StructLayout({"write": 1, "zero": 1,
+                              "addr": signed(w["aw"]) if addr_bits is None else addr_bits,
                               "lane": max(lane_bits, 1)})
 
 
@@ -794,28 +797,32 @@ class Engine(wiring.Component):
         m.d.comb += entry_next.eq(Mux(push, dn.b_base + g_v0,
                                       Mux(d_go, entry_index + d_step, entry_index)))
         m.d.sync += entry_index.eq(entry_next)
-        d1_valid = Signal()
-        d1_wide = Signal(reset_less=True)
-        d1_sub = Signal(max(lr, 1), reset_less=True)
-        d1_acc = [Signal(signed(a.acc_bits), name=f"d1_acc{r}", reset_less=True) for r in range(R)]
-        d1_meta = Signal(meta_layout, reset_less=True)
-        m.d.sync += [
-            d1_valid.eq(d_go),
-            d1_wide.eq(desc.wide),
-            d1_sub.eq(entry_index[:lr] if lr else 0),
-            d1_meta.eq(hold_meta),
-        ]
-        for r in range(R):
-            m.d.sync += d1_acc[r].eq(hold[r])
-        # d2: the entry word registered after the block RAM (whose clock-to-output is most
-        # of a cycle), the rest delayed alongside. (lean: no d2, the entry RAM's output
-        # goes to d3 with d1: on iCE40 each flip-flop of the 128-bit word fed by the RAM
-        # would take a logic cell of its own.)
         if lean:
-            d2_valid, d2_wide, d2_sub, d2_acc, d2_meta = d1_valid, d1_wide, d1_sub, d1_acc, d1_meta
+            # (lean: neither d1 nor d2. The entry RAM is addressed with the entry index's next
+            # value (see its address), so its word comes out in the drain's own cycle, with
+            # the held group's bottom accumulator and place: the drain goes to d3 straight
+            # from the hold bank. On iCE40 each flip-flop of a delay stage is a logic cell.)
+            d1_valid = Const(0, 1)
+            d2_valid, d2_wide, d2_sub = d_go, desc.wide, (entry_index[:lr] if lr else 0)
+            d2_acc, d2_meta = hold[:R], hold_meta
             b_word = Signal(ENTRY_BYTES * 8 * R)
             m.d.comb += b_word.eq(b_read)
         else:
+            d1_valid = Signal()
+            d1_wide = Signal(reset_less=True)
+            d1_sub = Signal(max(lr, 1), reset_less=True)
+            d1_acc = [Signal(signed(a.acc_bits), name=f"d1_acc{r}", reset_less=True) for r in range(R)]
+            d1_meta = Signal(meta_layout, reset_less=True)
+            m.d.sync += [
+                d1_valid.eq(d_go),
+                d1_wide.eq(desc.wide),
+                d1_sub.eq(entry_index[:lr] if lr else 0),
+                d1_meta.eq(hold_meta),
+            ]
+            for r in range(R):
+                m.d.sync += d1_acc[r].eq(hold[r])
+            # d2: the entry word registered after the block RAM (whose clock-to-output is
+            # most of a cycle), the rest delayed alongside.
             d2_valid = Signal()
             d2_wide = Signal(reset_less=True)
             d2_sub = Signal.like(d1_sub)
@@ -849,9 +856,13 @@ class Engine(wiring.Component):
                      *(d3_acc[r].eq(d2_acc[r]) for r in range(R)),
                      *(d3_entry[r].eq(entries[r]) for r in range(R))]
         requants = []
+        # (lean: the tag's address as wide as the largest memory's, not the datapath's)
+        tag_addr_bits = ((max(spec.act_depth, spec.out_bytes) - 1).bit_length() if lean
+                         else None)
         for r in range(R):
-            rq = Requant(a, _out_tag_layout(wd, LA) if r == 0 else unsigned(1),
-                         serial=period > 1)
+            rq = Requant(a, (_out_tag_layout(wd, LA, tag_addr_bits) if r == 0 else
+                             unsigned(1)),
+                         serial=period > 1, lean=lean)
             m.submodules[f"requant{r}"] = rq
             requants.append(rq)
             shift_w = len(rq.i.payload.shift)
@@ -1304,7 +1315,10 @@ class Engine(wiring.Component):
             b_pa = host_reg(f"b_pa{i}__rep", AW, f"b_busy{i}__rep", entry_next >> lr,
                             h1_copy(f"b_ha{i}__rep",
                                     cmd.payload.addr >> _log2(ENTRY_BYTES * R)))
-            m.d.comb += [b_rd[i].addr.eq(b_pa), b_wr[i].addr.eq(b_pa)]
+            # (lean: while busy the entry RAM reads at the entry index's next value, a cycle
+            # ahead of the drain, see there)
+            m.d.comb += [b_rd[i].addr.eq(Mux(busy, entry_next >> lr, b_pa) if lean else b_pa),
+                         b_wr[i].addr.eq(b_pa)]
         for i in range(n_ob):
             # (OUT is written by the engine only: each bank's byte registered alongside
             # wr_out, its enable gated by the bank's busy copy, since wr_out is not cleared
@@ -1544,7 +1558,8 @@ class Engine(wiring.Component):
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
-                         d1_valid.eq(0), d2_valid.eq(0), d3_valid.eq(0), drain_wait.eq(0),
+                         *([] if lean else [d1_valid.eq(0), d2_valid.eq(0)]),  # (lean: none)
+                         d3_valid.eq(0), drain_wait.eq(0),
                          dw_nz.eq(0)]
             for c in [*ctl[1:], *([] if lean else [acc_mid]), *([] if direct else [ctl_acc])]:
                 m.d.sync += c.valid.eq(0)
