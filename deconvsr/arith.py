@@ -10,7 +10,7 @@ deconvolution with a rotated kernel is an ordinary convolution) computed as:
    ``acc_bits``. The accumulator never wraps: :meth:`ArithSpec.check_layer` rejects any layer
    whose worst case could overflow, so the sum is exact.
 3. **Requantisation**, per output channel ``o`` with multiplier ``m`` (unsigned, ``mult_bits``)
-   and shift ``s`` (0..``shift_max``)::
+   and shift ``s`` (``shift_min``..``shift_max``, ``shift_min`` 0 by default)::
 
        t = acc * m + (1 << (s - 1) if s > 0 else 0)     # exact, signed
        q = t >> s                                       # arithmetic shift = floor division
@@ -48,11 +48,14 @@ class ArithSpec:
     acc_bits: int = 32
     mult_bits: int = 16
     shift_max: int = 47
+    #: the smallest shift the datapath takes (a requantiser in logic needs 15: it drops the
+    #: product's low 14 bits as it multiplies); the quantiser refuses a scale that needs less
+    shift_min: int = 0
 
     def __post_init__(self):
         for name, lo, hi in (("weight_bits", 2, 16), ("act_bits", 2, 16),
                              ("acc_bits", 16, 48), ("mult_bits", 1, 24),
-                             ("shift_max", 0, 63)):
+                             ("shift_max", 0, 63), ("shift_min", 0, self.shift_max)):
             value = getattr(self, name)
             if not isinstance(value, int) or not lo <= value <= hi:
                 raise ValueError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
@@ -121,7 +124,7 @@ class ArithSpec:
         for field, arr, lo, hi in (("weight", weight, self.weight_min, self.weight_max),
                                    ("bias", bias, self.acc_min, self.acc_max),
                                    ("mult", mult, 0, self.mult_max),
-                                   ("shift", shift, 0, self.shift_max)):
+                                   ("shift", shift, self.shift_min, self.shift_max)):
             if arr.size and (arr.min() < lo or arr.max() > hi):
                 bad = arr.min() if arr.min() < lo else arr.max()
                 raise ValueError(f"{name}: {field} value {int(bad)} is outside {lo}..{hi}")

@@ -52,7 +52,10 @@ class EngineSpec:
         100 MHz). Gateware-only (not in the ID ROM); "lut" adds a cycle per layer.
     requant : "parallel" (two multipliers, one output per cycle per requantiser) or "serial"
         (one multiplier used twice: one DSP, one output every other cycle; needs
-        ``acc_bits <= 30`` and ``mult_bits <= 15``). Gateware-only.
+        ``acc_bits <= 30`` and ``mult_bits <= 15``), or "lut" (in logic, no multiplier:
+        one output every 8 cycles, a radix-4 Booth step a cycle; needs
+        ``arith.shift_min >= 15``, ``mult_bits <= 15`` and ``drain_lanes = 1``; leaves every
+        DSP to the lanes). Gateware-only (``shift_min`` is in the ID ROM).
     lut_lanes : with ``multiplier="dsp"``, how many lanes (the last ones, an even number)
         multiply in logic instead, leaving their DSPs to the requantiser (the iCE40UP5K's 8
         SB_MAC16: 7 lane pairs plus the serial requantiser). Gateware-only.
@@ -144,8 +147,14 @@ class EngineSpec:
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if self.packed_entries and self.drain_lanes != 1:
             raise ValueError(f"packed_entries needs drain_lanes=1, not {self.drain_lanes}")
-        if self.requant not in ("parallel", "serial"):
-            raise ValueError(f"requant must be 'parallel' or 'serial', not {self.requant!r}")
+        if self.requant not in ("parallel", "serial", "lut"):
+            raise ValueError(f"requant must be 'parallel', 'serial' or 'lut', not "
+                             f"{self.requant!r}")
+        if self.requant == "lut" and (self.arith.shift_min < 15 or self.arith.mult_bits > 15
+                                      or self.drain_lanes != 1):
+            raise ValueError(f"requant='lut' needs shift_min >= 15, mult_bits <= 15 and "
+                             f"drain_lanes=1, not {self.arith.shift_min}, "
+                             f"{self.arith.mult_bits} and {self.drain_lanes}")
         if self.requant == "serial" and not self.arith.fits_serial_requant:
             raise ValueError(f"requant='serial' needs acc_bits <= 30 and mult_bits <= 15, not "
                              f"{self.arith.acc_bits} and {self.arith.mult_bits}")
@@ -155,15 +164,16 @@ class EngineSpec:
     # Identification ROM: what `identify` reads back (Space.ID), little-endian. The last byte
     # is log2(act_lanes) + 1 (0 from gateware that predates act_lanes: act_lanes = lanes),
     # plus 0x80 for counters="basic", 0x40 for fixed_pi, 0x20 for no snapshots and 0x10 for
-    # packed_entries.
+    # packed_entries. The 16-bit drain_lanes field holds drain_lanes in its low byte and
+    # arith.shift_min in its high byte (0 on gateware that predates shift_min).
     _ID_FORMAT = "<4sHHHHIIIIHBBBBBB"
 
     def id_bytes(self) -> bytes:
         a = self.arith
         return struct.pack(self._ID_FORMAT, b"DCSR", GATEWARE_VERSION, self.lanes,
                            self.max_layers, self.dim_bits, self.act_depth, self.weight_depth,
-                           self.bias_depth, self.out_bytes, self.drain_lanes, a.weight_bits, a.act_bits,
-                           a.acc_bits, a.mult_bits, a.shift_max,
+                           self.bias_depth, self.out_bytes, self.drain_lanes | a.shift_min << 8,
+                           a.weight_bits, a.act_bits, a.acc_bits, a.mult_bits, a.shift_max,
                            self.act_lanes.bit_length() | (0x80 if self.counters == "basic" else 0)
                            | (0x40 if self.fixed_pi else 0) | (0 if self.snapshots else 0x20)
                            | (0x10 if self.packed_entries else 0))
@@ -191,6 +201,7 @@ class EngineSpec:
             raise ValueError(f"identification is {len(raw)} bytes, expected {size}")
         (magic, version, lanes, max_layers, dim_bits, act_depth, weight_depth, bias_depth,
          out_bytes, drain_lanes, wb, ab, accb, mb, sm, la) = struct.unpack(cls._ID_FORMAT, raw[:size])
+        drain_lanes, smin = drain_lanes & 0xFF, drain_lanes >> 8
         if magic != b"DCSR":
             raise ValueError(f"identification magic is {magic!r}, expected b'DCSR'")
         if version != GATEWARE_VERSION:
@@ -206,7 +217,7 @@ class EngineSpec:
                    act_depth=act_depth, weight_depth=weight_depth,
                    bias_depth=bias_depth, out_bytes=out_bytes, max_layers=max_layers,
                    dim_bits=dim_bits, drain_lanes=max(drain_lanes, 1),
-                   arith=ArithSpec(wb, ab, accb, mb, sm))
+                   arith=ArithSpec(wb, ab, accb, mb, sm, smin))
 
 
 # Named specs. Board sizes are refined by the board bring-up; "sim" is the default simulated
@@ -216,20 +227,21 @@ SPECS = {
     # iCE40UP5K: 16 lanes over 4-activation ACT words; each ACT buffer is 16384 x 32 bit =
     # two SPRAMs (all four for the ping-pong pair); weights 512 x 128 bit (8 KB, 16 EBR),
     # entries packed to 64 bits (4 EBR), OUT 4 KB (8 EBR) and descriptors (1 EBR): with the
-    # UART's receive FIFO all 30 EBR; no per-layer snapshots. The 8 SB_MAC16: 7 pairs of
-    # lanes (8 x 8 mode) and the serial requantiser (16 x 16, used twice per output); the last
-    # 2 lanes multiply in logic. Every layer at Pi = 4 (fixed_pi: 4 accumulators behind a
-    # fixed adder tree). A 24-bit accumulator, a 15-bit requantiser multiplier and shifts up
-    # to 31 (the edge networks need < 21 bits and shifts < 24), the basic counters, frames
+    # UART's receive FIFO all 30 EBR; no per-layer snapshots. The 8 SB_MAC16: 8 pairs of
+    # lanes (8 x 8 mode); the requantiser in logic (one output every 8 cycles). Every layer
+    # at Pi = 4 (fixed_pi: 4 accumulators behind a fixed adder tree). A 24-bit accumulator,
+    # a 15-bit requantiser multiplier and shifts 15..31 (the edge networks need < 21 bits
+    # and shifts 19..23), the basic counters, frames
     # and tiles up to 255 pixels a side (OUT's 4 KB keeps tiles far smaller; larger frames
     # are tiled). Runs edge-x2 (280 of the 512 weight words) and edge-x3 (352), not the
     # paper network's 58 KB of weights.
     "icebreaker": EngineSpec(name="icebreaker", lanes=16, act_lanes=4, act_depth=16384,
                              weight_depth=512, bias_depth=64, out_bytes=4096, max_layers=4,
-                             act_ram="huge", counters="basic", requant="serial", lut_lanes=2,
+                             act_ram="huge", counters="basic", requant="lut",
                              pipeline="lean", dim_bits=8, fixed_pi=True, snapshots=False,
                              packed_entries=True,
-                             arith=ArithSpec(acc_bits=24, mult_bits=15, shift_max=31)),
+                             arith=ArithSpec(acc_bits=24, mult_bits=15, shift_max=31,
+                                             shift_min=15)),
     # ECP5-85F (208 DP16KD): 64 lanes over 16-activation ACT words, ACT 2 x 4096 x 128 bit,
     # weights 1024 x 512 bit, entries, OUT 36 KB: 131 DP16KD placed (a 2048 x 512-bit ACT
     # needed 356). The paper network at P = 64 on 32 x 32-pixel tiles.

@@ -18,7 +18,7 @@ from ..descriptor import (ADDR, BASIC_COUNTERS, COUNTERS, DESC_BYTES, ENTRY_BYTE
 from ..spec import EngineSpec
 from .ice40_mac import DualMul8, uses_ice40_dsp
 from .lutmul import ShiftAddMul
-from .requant import Requant
+from .requant import LutRequant, Requant
 
 __all__ = ["Engine"]
 
@@ -339,7 +339,7 @@ class Engine(wiring.Component):
         adv = Signal()
         issuing = Signal()      # the sequencer is in a layer's MAC loop
         # The drain takes R outputs every ``period`` cycles (2 for a serial requantiser).
-        period = 2 if spec.requant == "serial" else 1
+        period = {"parallel": 1, "serial": 2, "lut": LutRequant.PERIOD}[spec.requant]
         drain_wait = Signal(range(period * P + 1))
         dw_next = Signal.like(drain_wait)
         dw_nz = Signal()        # drain_wait != 0, registered
@@ -702,7 +702,14 @@ class Engine(wiring.Component):
         hold_release = Signal()
         push = Signal()         # a finished group enters the hold bank
         d_go = Signal()         # the drain takes outputs this cycle
-        if period > 1:
+        if period > 2:
+            # (a drain every ``period`` cycles: counted down after each, not restarted by a
+            # push, so the requantiser's inputs are never closer; the sequencer's spacing of
+            # groups by their drain time means a push never waits for it)
+            d_wait = Signal(range(period))
+            m.d.comb += d_go.eq(hold_full & (d_wait == 0))
+            m.d.sync += d_wait.eq(Mux(d_go, period - 1, Mux(d_wait == 0, 0, d_wait - 1)))
+        elif period > 1:
             d_tog = Signal()    # the off cycle of the drain's period
             m.d.comb += d_go.eq(hold_full & ~d_tog)
             m.d.sync += d_tog.eq(Mux(push, 0, d_go))
@@ -859,22 +866,36 @@ class Engine(wiring.Component):
         # (lean: the tag's address as wide as the largest memory's, not the datapath's)
         tag_addr_bits = ((max(spec.act_depth, spec.out_bytes) - 1).bit_length() if lean
                          else None)
+        # (requant="lut": one requantiser in logic, R = 1, fed a stage early: the operands
+        # straight from the hold bank and the entry RAM, the tag (from d3) a cycle later)
+        early = spec.requant == "lut"
         for r in range(R):
-            rq = Requant(a, (_out_tag_layout(wd, LA, tag_addr_bits) if r == 0 else
-                             unsigned(1)),
-                         serial=period > 1, lean=lean)
+            tag_shape = _out_tag_layout(wd, LA, tag_addr_bits) if r == 0 else unsigned(1)
+            if early:
+                rq = LutRequant(a, tag_shape, tag_delay=1)
+            else:
+                rq = Requant(a, tag_shape, serial=period > 1, lean=lean)
             m.submodules[f"requant{r}"] = rq
             requants.append(rq)
             shift_w = len(rq.i.payload.shift)
-            m.d.comb += [
-                rq.i.valid.eq(d3_valid & (d3_wide if r else 1)),
-                rq.i.payload.acc.eq(d3_acc[r]),
-                rq.i.payload.bias.eq(d3_entry[r].bias),
-                rq.i.payload.mult.eq(d3_entry[r].mult),
-                rq.i.payload.shift.eq(d3_entry[r].shift[:shift_w]),
-            ]
+            if early:
+                m.d.comb += [
+                    rq.i.valid.eq(d2_valid),
+                    rq.i.payload.acc.eq(d2_acc[r]),
+                    rq.i.payload.bias.eq(entries[r].bias),
+                    rq.i.payload.mult.eq(entries[r].mult),
+                    rq.i.payload.shift.eq(entries[r].shift[:shift_w]),
+                ]
+            else:
+                m.d.comb += [
+                    rq.i.valid.eq(d3_valid & (d3_wide if r else 1)),
+                    rq.i.payload.acc.eq(d3_acc[r]),
+                    rq.i.payload.bias.eq(d3_entry[r].bias),
+                    rq.i.payload.mult.eq(d3_entry[r].mult),
+                    rq.i.payload.shift.eq(d3_entry[r].shift[:shift_w]),
+                ]
         requant = requants[0]
-        o_wide_c = d3_wide              # delayed by the requantiser's latency
+        o_wide_c = d2_wide if early else d3_wide    # delayed by the requantiser's latency
         for i in range(requant.latency):
             o_wide_d = Signal(name=f"o_wide_d{i}")
             m.d.sync += o_wide_d.eq(o_wide_c)

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..arith import DEFAULT_ARITH, ArithSpec
 
-__all__ = ["Requant"]
+__all__ = ["Requant", "LutRequant"]
 
 
 class Requant(wiring.Component):
@@ -210,5 +210,148 @@ class Requant(wiring.Component):
             self.o.valid.eq(s5_valid),
             self.o.payload.tag.eq(s5_tag),
             self.o.payload.data.eq(s5_data),
+        ]
+        return m
+
+
+class LutRequant(wiring.Component):
+    """The requantiser of :class:`Requant` in logic only, for an FPGA whose multipliers all
+    go to the MAC lanes (the iCE40UP5K's eight SB_MAC16): ``acc + bias`` times the multiplier
+    in :data:`PERIOD` cycles, one radix-4 Booth digit of ``m`` a cycle, least significant
+    first, each step adding ``0``, ``+-a`` or ``+-2a`` and dropping two bits (an adder and a
+    multiplexer instead of a multiplier). What it drops is the product's low
+    14 bits, which a shift of at least 15 never reads: needs ``arith.shift_min >= 15`` and
+    ``mult_bits <= 15``. Then the shift (by ``s - 15``) and the clamp as in the lean
+    :class:`Requant`.
+
+    One input every :data:`PERIOD` cycles at most (the caller spaces them); ``tag_delay``
+    (0 or 1): the input's tag is taken that many cycles after its ``valid`` (a caller that
+    computes the destination a cycle after the operands). Output ``latency`` cycles after
+    the input, with the tag; ``busy`` while an accepted input has not reached ``o``.
+
+    Raises
+    ------
+    TypeError
+        if ``arith`` is not an :class:`ArithSpec`.
+    ValueError
+        if the widths do not fit (``shift_min < 15`` or ``mult_bits > 15``).
+    """
+
+    #: Cycles per input: the eight Booth steps of a 15-bit multiplier.
+    PERIOD = 8
+    #: The product bits the multiply drops (the shift must be at least one more).
+    DROPPED = 14
+
+    def __init__(self, arith: ArithSpec = DEFAULT_ARITH, tag_shape=unsigned(1), *,
+                 tag_delay: int = 0):
+        if not isinstance(arith, ArithSpec):
+            self._MustUse__silence = True
+            raise TypeError(f"arith must be an ArithSpec, not {arith!r}")
+        if arith.shift_min < self.DROPPED + 1 or arith.mult_bits > 15:
+            self._MustUse__silence = True
+            raise ValueError(f"a requantiser in logic needs shift_min >= {self.DROPPED + 1} "
+                             f"and mult_bits <= 15, not {arith.shift_min} and "
+                             f"{arith.mult_bits}")
+        if tag_delay not in (0, 1):
+            self._MustUse__silence = True
+            raise ValueError(f"tag_delay must be 0 or 1, not {tag_delay!r}")
+        self.arith = arith
+        self.tag_delay = tag_delay
+        self.period = self.PERIOD
+        self.latency = self.PERIOD + 4
+        self.shift_bits = Shape.cast(range(arith.shift_max + 1)).width
+        self.in_layout = data.StructLayout({
+            "acc": signed(arith.acc_bits), "bias": signed(arith.acc_bits),
+            "mult": unsigned(arith.mult_bits), "shift": unsigned(self.shift_bits),
+            "tag": tag_shape})
+        self.out_layout = data.StructLayout({"data": unsigned(arith.act_bits), "tag": tag_shape})
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout, always_ready=True)),
+            "o": Out(stream.Signature(self.out_layout, always_ready=True)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        a = self.arith
+        m = Module()
+        x = self.i.payload
+        sum_w = a.acc_bits + 1
+        steps = self.PERIOD
+        # The multiply stage: the multiplicand a = acc + bias, the multiplier's bits still to
+        # use (least significant first; bit 15 is 0, so m is its own 16-bit two's complement)
+        # and the bit below them, the step, the shift beyond what the multiply drops.
+        ma = Signal(signed(sum_w), reset_less=True)
+        mq = Signal(2 * steps, reset_less=True)
+        mprev = Signal(reset_less=True)
+        msh = Signal(max((a.shift_max - self.DROPPED - 1).bit_length(), 1), reset_less=True)
+        mstep = Signal(range(steps))
+        mbusy = Signal()
+        mtag = Signal.like(x.tag, reset_less=True)
+        # P: floor(a * m[:2k] / 4**k) after step k; after the last step (no division) the
+        # product's bits from 14 up, floor(a * m / 2**14).
+        p = Signal(signed(sum_w + 2), reset_less=True)
+        b0, b1 = mq[0], mq[1]
+        one = b0 ^ mprev                                    # Booth digit +-1
+        two = (b1 & ~b0 & ~mprev) | (~b1 & b0 & mprev)      # +-2
+        neg = b1 & ~(b0 & mprev)                            # negative
+        mag = Signal(signed(sum_w + 1))
+        m.d.comb += mag.eq(Mux(one, ma, 0) | Mux(two, ma << 1, 0))
+        total = Signal(signed(sum_w + 2))
+        m.d.comb += total.eq(Mux(mstep == 0, 0, p) + Mux(neg, ~mag, mag) + neg)
+        # After the multiply: the shift and the tag, held until the output (the next input
+        # leaves the multiply stage PERIOD cycles later: one result at a time in the rest).
+        xv = Signal()
+        xsh = Signal.like(msh, reset_less=True)
+        xtag = Signal.like(x.tag, reset_less=True)
+        m.d.sync += xv.eq(0)
+        with m.If(mbusy):
+            m.d.sync += [mq.eq(mq >> 2), mprev.eq(mq[1]), mstep.eq(mstep + 1)]
+            with m.If(mstep == steps - 1):
+                m.d.sync += [p.eq(total), mbusy.eq(0), xv.eq(1), xsh.eq(msh), xtag.eq(mtag)]
+            with m.Else():
+                m.d.sync += p.eq(total >> 2)
+        with m.If(self.i.valid):
+            m.d.sync += [ma.eq(x.acc + x.bias), mq.eq(x.mult), mprev.eq(0),
+                         msh.eq(x.shift - (self.DROPPED + 1)), mstep.eq(0), mbusy.eq(1)]
+        if self.tag_delay:
+            tag_now = Signal()
+            m.d.sync += tag_now.eq(self.i.valid)
+        else:
+            tag_now = self.i.valid
+        with m.If(tag_now):
+            m.d.sync += mtag.eq(x.tag)
+        # u = (2 t) >> s = P >> (s - 15), in two steps (by the low 3 bits, then by 8j), kept
+        # as its low act_bits + 1 bits, its sign and whether any higher bit is set; then
+        # q = (u + 1) >> 1 clamped (u < 0 gives 0).
+        k = min(3, len(xsh))
+        vv = Signal()
+        v = Signal(signed(len(p)), reset_less=True)
+        m.d.sync += [vv.eq(xv), v.eq(p >> xsh[:k])]
+        nb = a.act_bits + 1
+        width = len(v)
+        uv = Signal()
+        u_low = Signal(nb, reset_less=True)
+        u_neg = Signal(reset_less=True)
+        u_big = Signal(reset_less=True)
+        m.d.sync += [uv.eq(vv), u_neg.eq(v[-1])]
+        hi = xsh[k:] if len(xsh) > k else Const(0, 1)
+        with m.Switch(hi):
+            for j in range(1 << len(hi)):
+                lo = min(j << k, width - 1)
+                with m.Case(j):
+                    m.d.sync += [u_low.eq(v[lo:lo + nb]),
+                                 u_big.eq(v[lo + nb:].any() if lo + nb < width else 0)]
+        low = Signal(nb + 1)
+        m.d.comb += low.eq(u_low + 1)
+        ov = Signal()
+        data_ = Signal(a.act_bits, reset_less=True)
+        m.d.sync += [ov.eq(uv),
+                     data_.eq(Mux(u_neg, 0, Mux(u_big | u_low.all(), a.act_max,
+                                                low[1:a.act_bits + 1])))]
+        m.d.comb += [
+            self.busy.eq(mbusy | xv | vv | uv),
+            self.o.valid.eq(ov),
+            self.o.payload.data.eq(data_),
+            self.o.payload.tag.eq(xtag),
         ]
         return m

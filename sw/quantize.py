@@ -90,23 +90,27 @@ def mult_shift(m_real, spec: ArithSpec = DEFAULT_ARITH, *, name: str = "layer"):
     Raises
     ------
     QuantizeError
-        if a multiplier needs more than ``mult_bits`` even at shift 0.
+        if a multiplier needs more than ``mult_bits`` even at shift ``shift_min``.
     """
     m_real = np.asarray(m_real, dtype=np.float64)
     mult = np.zeros(m_real.shape, np.int64)
     shift = np.zeros(m_real.shape, np.int64)
+    shift[...] = spec.shift_min         # (a channel that is always 0: any shift)
     for idx, m in np.ndenumerate(m_real):
         if not m > 0:
             continue
         # Largest s with round(m * 2**s) <= mult_max, i.e. m * 2**s < mult_max + 0.5.
         s = min(spec.shift_max, int(math.floor(math.log2((spec.mult_max + 0.5) / m))))
-        if s < 0:
-            raise QuantizeError(f"{name}: requantisation multiplier {m:.4g} needs more than "
-                                f"{spec.mult_bits} bits (activation range too small?)")
         q = int(round(m * 2.0 ** s))
         while q > spec.mult_max:            # rounding up across the limit
             s -= 1
             q = int(round(m * 2.0 ** s))
+        if s < spec.shift_min:
+            raise QuantizeError(f"{name}: requantisation multiplier {m:.4g} needs a shift of "
+                                f"{s}, below this datapath's shift_min {spec.shift_min} "
+                                f"(at most {spec.mult_max / 2.0 ** spec.shift_min:.4g} with "
+                                f"{spec.mult_bits}-bit multipliers; activation range too "
+                                f"small?)")
         mult[idx], shift[idx] = q, s
     return mult, shift
 

@@ -388,7 +388,7 @@ def test_spec_overrides():
     wide = spec_with(SPECS["sim"], ["lanes=32"])
     assert wide.act_lanes == 32                            # words as wide as the lanes follow
     ice = spec_with(BOARDS["icebreaker"].spec, ["lanes=8"])
-    assert (ice.lanes, ice.act_lanes, ice.requant) == (8, 4, "serial")
+    assert (ice.lanes, ice.act_lanes, ice.requant) == (8, 4, "lut")
     assert spec_with(spec, ["counters=basic"]).counters == "basic"
     assert spec_with(spec, ["fixed_pi=true"]).fixed_pi is True
     assert spec_with(spec, ["fixed_pi=0"]).fixed_pi is False

@@ -77,7 +77,10 @@ def _layer_cases(rng, spec, n):
     x = rng.integers(0, 256, size=(1, 6, 7))
     cases.append((calibrated_network(rng, [(1, 9, 3, 1, 1), (9, 5, 3, 1, 1), (5, 2, 4, 2, 1)], x),
                   x))
-    return cases
+    # (the spec's shift range: a requantiser in logic takes shifts from 15)
+    lo, hi = spec.arith.shift_min, spec.arith.shift_max
+    return [([dataclasses.replace(layer, shift=np.clip(layer.shift, lo, hi)) for layer in layers],
+             x) for layers, x in cases]
 
 
 def _check(results, progs, cases, spec):
@@ -142,29 +145,36 @@ def test_narrow_act_words_rtl(rng):
 #: The small-FPGA datapath (the iCE40 spec's choices at a test size): a narrower accumulator
 #: and requantiser multiplier, one multiplier used twice per output (a drain every other
 #: cycle), DSP-pair products but for two lanes in logic, 4-activation words, every layer at
-#: Pi = 4 (two accumulators behind a fixed adder tree), packed entries, no snapshots.
+#: Pi = 4 (two accumulators behind a fixed adder tree), packed entries, no snapshots; the
+#: requantiser in logic (one output every 8 cycles, shifts from 15). LEAN_SERIAL: the
+#: serial requantiser (one SB_MAC16 used twice: a drain every other cycle) with two lanes in
+#: logic instead.
 LEAN = EngineSpec(name="lean", lanes=8, act_lanes=4, act_depth=2048, weight_depth=2048,
                   bias_depth=128, out_bytes=4096, max_layers=4, counters="basic",
-                  requant="serial", lut_lanes=2, pipeline="lean", fixed_pi=True, act_ram="huge",
+                  requant="lut", pipeline="lean", fixed_pi=True, act_ram="huge",
                   snapshots=False, packed_entries=True,
-                  arith=ArithSpec(acc_bits=26, mult_bits=15))
+                  arith=ArithSpec(acc_bits=26, mult_bits=15, shift_min=15))
+LEAN_SERIAL = dataclasses.replace(LEAN, name="lean-serial", requant="serial", lut_lanes=2,
+                                  arith=ArithSpec(acc_bits=26, mult_bits=15))
 
 
-def test_lean_datapath_rtl(rng):
-    """The serial requantiser's drain (one output per two cycles: the sequencer holds groups
-    back twice as long), the narrow arithmetic and the fixed Pi (layers with fewer input
-    channels than a word holds leave lanes idle), bit-exact."""
-    cases = _layer_cases(rng, LEAN, 9)
-    progs = [set_input(compile_network(layers, x.shape, LEAN), x.astype(np.uint8))
+@pytest.mark.parametrize("spec", [LEAN, pytest.param(LEAN_SERIAL, marks=pytest.mark.slow)],
+                         ids=lambda s: s.name)
+def test_lean_datapath_rtl(rng, spec):
+    """The slow requantisers' drain (one output per 8 cycles, or per 2 with the serial one:
+    the sequencer holds groups back that much longer), the narrow arithmetic and the fixed
+    Pi (layers with fewer input channels than a word holds leave lanes idle), bit-exact."""
+    cases = _layer_cases(rng, spec, 9)
+    progs = [set_input(compile_network(layers, x.shape, spec), x.astype(np.uint8))
              for layers, x in cases]
     plans = [pl for p in progs for pl in p.plans]
-    assert all(pl.pi == LEAN.act_lanes for pl in plans)
-    assert any(pl.c_in < LEAN.act_lanes for pl in plans)
-    with build_dir(LEAN) as bd:
-        results = run_programs(progs, LEAN, backend="rtl", build_dir=bd, idle=0.3,
+    assert all(pl.pi == spec.act_lanes for pl in plans)
+    assert any(pl.c_in < spec.act_lanes for pl in plans)
+    with build_dir(spec) as bd:
+        results = run_programs(progs, spec, backend="rtl", build_dir=bd, idle=0.3,
                                backpressure=0.3, seed=int(rng.integers(1 << 30)))
     assert any(2 * pl.pv > pl.group_cycles() for p in progs for pl in p.plans)
-    _check(results, progs, cases, LEAN)
+    _check(results, progs, cases, spec)
 
 
 BANKED = dataclasses.replace(QUICK, name="banked", act_depth=2 * ACT_BANK)

@@ -113,6 +113,66 @@ def test_requant_serial_matches_contract(rng, lean, shift_max):
         Requant(DEFAULT_ARITH, serial=True)
 
 
+@pytest.mark.parametrize("tag_delay", [0, 1])
+def test_lut_requant_matches_contract(rng, tag_delay):
+    """The requantiser in logic (Booth steps, one input per PERIOD cycles): the contract at
+    the iCE40 widths, every shift from shift_min, both clamps, inputs spaced by exactly the
+    period and by more; the tag taken tag_delay cycles after the operands."""
+    from deconvsr.arith import ArithSpec
+    from deconvsr.hw.requant import LutRequant
+    a = ArithSpec(acc_bits=24, mult_bits=15, shift_max=31, shift_min=15)
+    cases = [(0, 0, 1, 15), (255, 0, 1, 15), (-1, 0, 1, 15), (a.acc_max, 0, a.mult_max, 15),
+             (a.acc_min, 0, a.mult_max, 15), (a.acc_max, a.acc_max, a.mult_max, 31),
+             (a.acc_min, a.acc_min, a.mult_max, 31), (a.acc_min, a.acc_min, a.mult_max, 15),
+             (-5, 0, 1 << 14, 15), (5, 0, 1 << 14, 15), (3, 0, 1 << 14, 15),
+             ((1 << 15) - 1, 1, a.mult_max, 30), (-(1 << 15), 0, a.mult_max, 16),
+             (1000, 0, 0, 20), (1 << 20, 0, 0x5555, 27), (-(1 << 20), 3, 0x2AAA, 27)]
+    cases += [(int(rng.integers(-4096, 4096)), 0, int(rng.integers(0, a.mult_max + 1)),
+               sh) for sh in range(15, 32)]
+    for _ in range(150):
+        cases.append((int(rng.integers(a.acc_min, a.acc_max + 1)),
+                      int(rng.integers(-2**20, 2**20)), int(rng.integers(0, a.mult_max + 1)),
+                      int(rng.integers(a.shift_min, a.shift_max + 1))))
+    dut = LutRequant(a, tag_shape=16, tag_delay=tag_delay)
+    per = dut.period
+    got, sent = [], []
+
+    async def bench(ctx):
+        k, nxt = 0, 0
+        for i in range((per + 2) * len(cases) + dut.latency + 4):
+            go = k < len(cases) and i >= nxt
+            if go:
+                acc, bias, mult, shift = cases[k]
+                ctx.set(dut.i.payload, {"acc": acc, "bias": bias, "mult": mult, "shift": shift,
+                                        "tag": 999})
+                sent.append(i)
+                nxt = i + per + (3 if k % 5 == 4 else 0)
+            else:           # what is offered without valid must not matter
+                ctx.set(dut.i.payload, {"acc": int(rng.integers(a.acc_min, a.acc_max + 1)),
+                                        "bias": 7, "mult": 3, "shift": 20, "tag": 999})
+            if sent and i == sent[-1] + tag_delay:
+                ctx.set(dut.i.payload.tag, len(sent) - 1)
+            ctx.set(dut.i.valid, go)
+            if go:
+                k += 1
+            if ctx.get(dut.o.valid):
+                got.append((i, ctx.get(dut.o.payload.tag), ctx.get(dut.o.payload.data)))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [t for _, t, _ in got] == list(range(len(cases)))
+    assert [i for i, _, _ in got] == [i + dut.latency for i in sent]
+    for (_, tag, q), (acc, bias, mult, shift) in zip(got, cases):
+        want = requantize(acc + bias, mult, shift, a)
+        assert q == want, (acc, bias, mult, shift, q, want)
+    assert {0, 255} <= {q for _, _, q in got}
+    with pytest.raises(ValueError, match="needs shift_min >= 15"):
+        LutRequant(ArithSpec(acc_bits=24, mult_bits=15))
+
+
 def test_requant_rejects_bad_arith():
     with pytest.raises(TypeError, match="arith must be an ArithSpec"):
         Requant(8)

@@ -28,14 +28,22 @@ def test_mult_shift_is_the_most_precise_fit(m):
 
 
 def test_mult_shift_limits():
-    with pytest.raises(QuantizeError, match="L: requantisation multiplier 7e\\+04 needs more "
-                                            "than 16 bits"):
+    with pytest.raises(QuantizeError, match="L: requantisation multiplier 7e\\+04 needs a "
+                                            "shift of -1, below this datapath's shift_min 0"):
         mult_shift(np.array([70000.0]), name="L")
     mult, shift = mult_shift(np.array([0.0, 1.0]))
     assert mult[0] == 0 and mult[1] == 32768 and shift[1] == 15
     small = ArithSpec(mult_bits=8, shift_max=4)
     mult, shift = mult_shift(np.array([0.001]), small)
     assert shift[0] == 4 and mult[0] == 0
+    # A requantiser in logic takes shifts from 15: multipliers below 1 only; an unused
+    # channel gets the smallest shift.
+    lut = ArithSpec(acc_bits=24, mult_bits=15, shift_max=31, shift_min=15)
+    mult, shift = mult_shift(np.array([0.0, 0.9, 1e-6]), lut)
+    assert list(shift) == [15, 15, 31] and mult[1] == round(0.9 * 2 ** 15)
+    with pytest.raises(QuantizeError, match="needs a shift of 14, below this datapath's "
+                                            "shift_min 15"):
+        mult_shift(np.array([1.0]), lut)
 
 
 def _calibrated(net, planes):
