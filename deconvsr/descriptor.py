@@ -49,8 +49,9 @@ COUNTERS = ("cycles_busy", "cycles_stalled", "mac_used", "mac_idle",
             "weight_reads", "bias_reads", "out_writes", "desc_reads", "layers_done")
 
 #: The counters an engine built with ``EngineSpec(counters="basic")`` keeps (a small FPGA: each
-#: 32-bit counter costs ~100 logic cells); the others read 0 there.
-BASIC_COUNTERS = ("cycles_busy", "mac_used", "layers_done")
+#: 32-bit counter costs ~100 logic cells); the others read 0 there. (``mac_used`` follows
+#: from the descriptors: ``Program.useful_macs``.)
+BASIC_COUNTERS = ("cycles_busy", "layers_done")
 
 #: ``COUNT`` offset of the per-layer snapshots: layer ``i`` at ``SNAP_BASE + 8*i``, two 32-bit
 #: little-endian values taken at the end of the layer: ``cycles_busy`` and ``mac_used``

@@ -45,7 +45,8 @@ class EngineSpec:
     dim_bits : width of the row/column counters (frames up to ``2**dim_bits - 1``)
     act_ram : yosys ``ram_style`` of the ACT buffers ("auto", "block", "huge" = iCE40 SPRAM)
     counters : "all" performance counters, or "basic" (``descriptor.BASIC_COUNTERS`` only:
-        cycles, useful MACs, layers; the others read 0)
+        cycles and layers; the others read 0, the useful MACs come from the host's
+        ``Program.useful_macs``)
     multiplier : "dsp" (the FPGA's multipliers: SB_MAC16 pairs on iCE40, MULT18X18D as yosys
         infers it on ECP5) or "lut" (shift-and-add in logic, two registered stages, no DSP:
         the ECP5's inferred MULT18X18D is combinational, ~4 ns plus its routes, too slow for

@@ -120,6 +120,27 @@ class Program:
     out_shape: tuple = ()
     plans: list = field(default_factory=list)
     wide: list = field(default_factory=list)        # per layer: drains R outputs per cycle
+    descriptors: list = field(default_factory=list)  # per layer: the descriptor's fields
+
+    def useful_macs(self) -> list[int]:
+        """Per layer, the lane-cycles that multiply a real input channel inside the frame
+        with a real virtual output: what the engine's ``mac_used`` counter counts, computed
+        from the descriptors (an engine with ``counters="basic"`` does not keep it)."""
+        out = []
+        for d in self.descriptors:
+            taps = np.arange(d["t"])
+
+            def inside(q0, q1, n):
+                # (block, tap) pairs of one dimension whose input row/column is in the frame
+                q = np.arange(q0, q1 + 1)[:, None] - taps[None, :]
+                return int(((q >= 0) & (q < n)).sum())
+            pairs = inside(d["qy0"], d["qy1"], d["h_in"]) * inside(d["qx0"], d["qx1"], d["w_in"])
+            cw, n_vg, useful = d["cw"], d["n_vg"], d["useful"]
+            # useful[cg is last][vg is last], times how many (cg, vg) of each kind
+            per = sum(useful[a][b] * (1 if a else cw - 1) * (1 if b else n_vg - 1)
+                      for a in (0, 1) for b in (0, 1))
+            out.append(per * pairs)
+        return out
 
     @property
     def out_len(self) -> int:
@@ -253,6 +274,7 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
             "obase0": by0 * w_out + bx0, "orow": s * w_out,
             "vy0": win[0], "vy1": win[1], "vx0": win[2], "vx1": win[3], "useful": useful,
         }
+        prog.descriptors.append(d)
         try:
             descs += pack(LayerDescriptor, d, DESC_BYTES)
         except ValueError as e:
