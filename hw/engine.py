@@ -44,7 +44,7 @@ def _widths(spec: EngineSpec) -> dict:
     step outside the frame before the bounds checks), ``vb`` virtual output indices."""
     db = spec.dim_bits
     depth = max(spec.act_depth, spec.out_bytes, spec.weight_depth, spec.bias_depth)
-    return {"db": db, "sw": db + 2, "aw": max(depth.bit_length(), db + 4) + 2,
+    return {"db": db, "sw": db + 2, "aw": max((depth - 1).bit_length(), db + 4) + 2,
             "vb": spec.bias_depth.bit_length() + 1}
 
 
@@ -270,6 +270,15 @@ class Engine(wiring.Component):
                   "qx0": DB + 1, "qx1": DB + 1, "vy0": DB + 1, "vy1": DB + 1, "vx0": DB + 1,
                   "vx1": DB + 1, "by0": SW, "bx0": SW, "hw_in": AW, "in_base": AW,
                   "w_base": AW, "b_base": AW, "row0": AW, "obase0": AW, "orow": AW}
+        if lean:
+            # (a small FPGA, where each descriptor bit is a logic cell: the fields whose
+            # range the compiler bounds by a memory, as wide as that memory's addresses;
+            # orow = S * w_out < 16 * 2**dim_bits)
+            narrow.update(w_base=(spec.weight_depth - 1).bit_length(),
+                          b_base=(spec.bias_depth - 1).bit_length(),
+                          in_base=(spec.act_depth - 1).bit_length(),
+                          hw_in=spec.act_depth.bit_length(), row0=spec.act_depth.bit_length(),
+                          orow=DB + 4)
 
         def _narrow(name):
             v = getattr(desc, name)

@@ -351,14 +351,27 @@ class SkidBuffer(wiring.Component):
     all come from registers, so neither the forward (valid, payload) nor the backward (ready)
     combinational path crosses it. Two entries (output register + skid register); a transfer
     per cycle when ``o`` is always ready; latency one cycle. ``busy``: holding a transfer.
+
+    ``skid=False``: one entry, the output register only; ``i.ready`` is then
+    ``~o.valid | o.ready``, combinational (for a consumer whose ready is a register, on a
+    small FPGA where each payload bit of the skid register is a logic cell).
     """
 
-    def __init__(self, shape):
+    def __init__(self, shape, *, skid=True):
+        self._skid = skid
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape)),
                           "busy": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
+        if not self._skid:
+            out = Signal.like(self.i.payload, reset_less=True)
+            load = self.o.ready | ~self.o.valid
+            m.d.comb += [self.i.ready.eq(load), self.busy.eq(self.o.valid),
+                         self.o.payload.eq(out)]
+            with m.If(load):
+                m.d.sync += [out.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+            return m
         # (the payload registers are reset-less: the valid bits qualify them, and the
         # reset then reaches fewer flip-flops)
         skid = Signal.like(self.i.payload, reset_less=True)

@@ -52,7 +52,8 @@ class Link(wiring.Component):
     """Line bytes ``i`` -> requests on ``bus`` -> replies as line bytes ``o``.
 
     ``timeout``: inter-byte watchdog, in cycles (a request frame that stalls this long is
-    answered with TIMEOUT and dropped).
+    answered with TIMEOUT and dropped). ``lean``: the bus command register without a skid
+    entry (the engine spec's ``pipeline="lean"``).
     """
 
     i: In(stream.Signature(8))
@@ -62,11 +63,13 @@ class Link(wiring.Component):
     idle: Out(1)
     waiting: Out(1)
 
-    def __init__(self, *, kind=LINK_KIND_STREAM, clk_hz=DEFAULT_CLK_HZ, baud=0, timeout=None):
+    def __init__(self, *, kind=LINK_KIND_STREAM, clk_hz=DEFAULT_CLK_HZ, baud=0, timeout=None,
+                 lean=False):
         if timeout is None:
             timeout = max(1024, clk_hz // 1000)    # 1 ms
         self._decoder_args = dict(kind=kind, clk_hz=clk_hz, baud=baud)
         self._timeout = timeout
+        self._lean = lean
         super().__init__()
 
     def elaborate(self, platform):
@@ -92,7 +95,9 @@ class Link(wiring.Component):
         connect(m, out_reg.o, wiring.flipped(self.o))
         # And one on the bus commands: the decoder's FSM drove the engine's (or the twin's)
         # address decode and write enables combinationally, the next-longest path.
-        m.submodules.cmd_reg = cmd_reg = SkidBuffer(BusCommand)
+        # (lean, a small FPGA: one register, its ready through to the engine's, itself a
+        # register)
+        m.submodules.cmd_reg = cmd_reg = SkidBuffer(BusCommand, skid=not self._lean)
         connect(m, decoder.bus.cmd, cmd_reg.i)
         connect(m, cmd_reg.o, wiring.flipped(self.bus.cmd))
         connect(m, wiring.flipped(self.bus.rsp), decoder.bus.rsp)
@@ -152,7 +157,7 @@ class StreamSoC(_SoC):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.link = link = Link(**self._link_args)
+        m.submodules.link = link = Link(**self._link_args, lean=self.spec.pipeline == "lean")
         connect(m, wiring.flipped(self.i), link.i)
         connect(m, link.o, wiring.flipped(self.o))
         m.d.comb += [self.idle.eq(link.idle), self.waiting.eq(link.waiting)]
@@ -180,7 +185,8 @@ class UartSoC(_SoC):
         from .uart import UARTRx, UARTTx
         m = Module()
         region = self._link_region(m)
-        m.submodules.link = link = region(Link(**self._link_args))
+        m.submodules.link = link = region(Link(**self._link_args,
+                                               lean=self.spec.pipeline == "lean"))
         m.submodules.uart_rx = rx = region(UARTRx(divisor=self._divisor))
         m.submodules.uart_tx = tx = region(UARTTx(divisor=self._divisor))
         m.submodules.rx_fifo = fifo = region(SyncFIFOBuffered(width=8, depth=self._rx_fifo))
@@ -214,7 +220,8 @@ class SpiSoC(_SoC):
         from .spi import SPIPeripheral
         m = Module()
         region = self._link_region(m)
-        m.submodules.link = link = region(Link(**self._link_args))
+        m.submodules.link = link = region(Link(**self._link_args,
+                                               lean=self.spec.pipeline == "lean"))
         m.submodules.spi = spi = region(SPIPeripheral())
         m.submodules.rx_fifo = fifo = region(SyncFIFOBuffered(width=8, depth=self._rx_fifo))
         m.d.comb += [
