@@ -1021,6 +1021,19 @@ class Engine(wiring.Component):
         for k in range(DESC_BYTES):
             with m.If(desc_be[k]):
                 m.d.sync += desc_raw[8 * k:8 * k + 8].eq(desc_q2)
+        # (lean: the fields read only at INIT, by0, obase0 and row0, go from the descriptor's
+        # bytes straight into the registers INIT would load them into, in LOAD (the last
+        # layer's groups are all drained by then), and are not kept in the descriptor
+        # register: each bit of it is a logic cell on iCE40)
+        init_direct = {"by0": [g_meta.by], "obase0": [g_meta.obase, g_orow],
+                       "row0": [rowoff, qyw]} if lean else {}
+        for name, targets in init_direct.items():
+            off = data.Layout.cast(LayerDescriptor)[name].offset
+            for t in targets:
+                for j in range(min(narrow[name], len(t))):
+                    k, b = divmod(off + j, 8)
+                    with m.If(desc_be[k]):
+                        m.d.sync += t[j].eq(desc_q2[b])
         # The layer FSM, one-hot: a flip-flop per state, so that the state's many consumers
         # (step enables, address and counter loads, the group tracker) read a flip-flop, not
         # a decode of an encoded state. (yosys does not re-encode a state register with an
@@ -1066,16 +1079,28 @@ class Engine(wiring.Component):
             for k, (_, first, _, _) in loops.items():
                 m.d.sync += [one[k].eq(hit(k, first)), pre[k].eq(hit(k, first + 1))]
         with m.If(st["INIT"]):
-            m.d.sync += [
-                g_vg.eq(0), g_v0.eq(0), g_qx.eq(dn.qx0), g_last_vg.eq(dn.n_vg == 1),
-                g_last_qx.eq(dn.qx0 == dn.qx1), g_meta.by.eq(dn.by0), g_meta.bx.eq(dn.bx0),
-                g_meta.obase.eq(dn.obase0), g_orow.eq(dn.obase0),
-                kx.eq(0), ky.eq(0), cg.eq(0), vg.eq(0),
-                qx.eq(dn.qx0), qy.eq(dn.qy0), ix.eq(dn.qx0), iy.eq(dn.qy0),
-                qx_inc.eq(qx0_inc), qy_inc.eq(dn.qy0 + 1),
-                plane.eq(dn.in_base), rowoff.eq(dn.row0), qyw.eq(dn.row0),
-                w_addr.eq(dn.w_base),
-            ]
+            if lean:    # (by0, obase0, row0: loaded in LOAD, see init_direct)
+                w_row0 = narrow["row0"]
+                m.d.sync += [
+                    g_vg.eq(0), g_v0.eq(0), g_qx.eq(dn.qx0), g_last_vg.eq(dn.n_vg == 1),
+                    g_last_qx.eq(dn.qx0 == dn.qx1), g_meta.bx.eq(dn.bx0),
+                    kx.eq(0), ky.eq(0), cg.eq(0), vg.eq(0),
+                    qx.eq(dn.qx0), qy.eq(dn.qy0), ix.eq(dn.qx0), iy.eq(dn.qy0),
+                    qx_inc.eq(qx0_inc), qy_inc.eq(dn.qy0 + 1),
+                    plane.eq(dn.in_base), rowoff[w_row0:].eq(0), qyw[w_row0:].eq(0),
+                    w_addr.eq(dn.w_base),
+                ]
+            else:
+                m.d.sync += [
+                    g_vg.eq(0), g_v0.eq(0), g_qx.eq(dn.qx0), g_last_vg.eq(dn.n_vg == 1),
+                    g_last_qx.eq(dn.qx0 == dn.qx1), g_meta.by.eq(dn.by0), g_meta.bx.eq(dn.bx0),
+                    g_meta.obase.eq(dn.obase0), g_orow.eq(dn.obase0),
+                    kx.eq(0), ky.eq(0), cg.eq(0), vg.eq(0),
+                    qx.eq(dn.qx0), qy.eq(dn.qy0), ix.eq(dn.qx0), iy.eq(dn.qy0),
+                    qx_inc.eq(qx0_inc), qy_inc.eq(dn.qy0 + 1),
+                    plane.eq(dn.in_base), rowoff.eq(dn.row0), qyw.eq(dn.row0),
+                    w_addr.eq(dn.w_base),
+                ]
             for k in loops:
                 m.d.comb += n_last[k].eq(one[k])
         def level(k, step, wrap=None):

@@ -53,7 +53,7 @@ class Link(wiring.Component):
 
     ``timeout``: inter-byte watchdog, in cycles (a request frame that stalls this long is
     answered with TIMEOUT and dropped). ``lean``: the bus command register without a skid
-    entry (the engine spec's ``pipeline="lean"``).
+    entry and one bus read in flight (the engine spec's ``pipeline="lean"``).
     """
 
     i: In(stream.Signature(8))
@@ -76,7 +76,10 @@ class Link(wiring.Component):
         m = Module()
         m.submodules.unstuffer = unstuffer = Unstuffer()
         m.submodules.deframer = deframer = Deframer(timeout=self._timeout)
-        m.submodules.decoder = decoder = Decoder(**self._decoder_args)
+        # (lean: one bus read in flight; the engine answers in ~10 cycles, the line takes a
+        # byte in 64 at the fastest SPI clock and in 160 from the 3 Mbaud UART)
+        m.submodules.decoder = decoder = Decoder(**self._decoder_args,
+                                                 **({"max_outstanding": 1} if self._lean else {}))
         m.submodules.framer = framer = Framer()
         m.submodules.stuffer = stuffer = Stuffer()
         # Register stages on the reply path: without them the line's `ready` (UART transmitter,
