@@ -1237,13 +1237,21 @@ class Engine(wiring.Component):
         rd_space = Signal(Space, reset_less=True)
         rd_lane = Signal(8, reset_less=True)
         rd_ok = Signal()            # address in range and memory accessible
-        rd_addr = Signal(ADDR, reset_less=True)
+        # (lean: the command's address kept as wide as the largest space needs: its range
+        # is checked on the full address as the command is taken, into ``ok``)
+        HA = ADDR
+        if lean:
+            HA = (max(2 * spec.act_depth * A, spec.weight_depth * P,
+                      spec.bias_depth * ENTRY_BYTES, spec.out_bytes,
+                      spec.max_layers * DESC_BYTES, SNAP_BASE + 8 * spec.max_layers,
+                      4 * len(COUNTERS)) - 1).bit_length()
+        rd_addr = Signal(HA, reset_less=True)
         rsp_valid = Signal()
         rsp_data = Signal(8)
         # A taken command is registered first, with its address range check, and acts in the
         # next cycle: the bus's decode never shares a cycle with the link's logic.
         # ``ok``: stage 1 the address is in range, stage 2 the command may act.
-        hcmd = data.StructLayout({"valid": 1, "write": 1, "space": Space, "addr": ADDR,
+        hcmd = data.StructLayout({"valid": 1, "write": 1, "space": Space, "addr": HA,
                                   "data": 8, "ok": 1})
         h1 = Signal(hcmd)
         h2 = Signal(hcmd)
@@ -1278,6 +1286,8 @@ class Engine(wiring.Component):
         # The control writes decoded in the same stage (start with a legal layer count, start
         # with a bad one, reset), so that acting on them is one gate away from flip-flops.
         h1_ctrl = h1.valid & h1.write & (h1.space == Space.CTRL)
+        if lean:    # (a CTRL address beyond the kept bits is out of range, not an alias)
+            h1_ctrl = h1_ctrl & h1.ok
         h2_start, h2_badstart, h2_reset = Signal(), Signal(), Signal()
         h1_count_ok = (h1.data != 0) & (h1.data <= spec.max_layers)
         m.d.sync += [
@@ -1312,7 +1322,7 @@ class Engine(wiring.Component):
             with m.Case(Space.ID):
                 m.d.comb += in_range.eq(ranged(len(id_bytes)))
             with m.Case(Space.CTRL):
-                m.d.comb += in_range.eq(1)
+                m.d.comb += in_range.eq(ranged(1 << HA) if lean else 1)
             with m.Case(Space.COUNT):
                 m.d.comb += in_range.eq(ranged(4 * len(COUNTERS)) |
                                         ((cmd.payload.addr >= SNAP_BASE) &
@@ -1504,7 +1514,7 @@ class Engine(wiring.Component):
         rd2_ok = Signal()
         m.d.comb += [host_act_sel.eq(rd_addr[lb] if lb < ADDR else 0),
                      host_act_bank.eq(rd_addr[la + lab:la + lab + nbb] if nb > 1 else 0)]
-        rd2_addr = Signal(ADDR, reset_less=True)
+        rd2_addr = Signal(HA, reset_less=True)
         # (a cycle more per register of the ACT banks: the same for every space)
         with m.If(rd_pending):
             m.d.sync += rd_pending.eq(0)
