@@ -776,8 +776,7 @@ class Engine(wiring.Component):
         g_one_qx = Signal(name="g_one_qx", reset_less=True)
         m.d.sync += [g_ahead_vg.eq(dn.n_vg - 2), g_ahead_qx.eq(dn.qx1 - 1),
                      g_one_vg.eq(dn.n_vg == 1), g_one_qx.eq(dn.qx0 == dn.qx1)]
-        with m.If(push):
-            m.d.sync += [hold_full.eq(1), hold_meta.eq(g_meta)]
+        def step_tracker():
             with m.If(~g_last_vg):
                 m.d.sync += [g_vg.eq(g_vg + 1), g_v0.eq(g_v0 + pv),
                              g_last_vg.eq(g_vg == g_ahead_vg)]
@@ -792,8 +791,23 @@ class Engine(wiring.Component):
                                  g_meta.by.eq(g_meta.by + desc.stride),
                                  g_orow.eq(g_orow + dn.orow), g_meta.obase.eq(g_orow + dn.orow),
                                  g_last_qx.eq(g_one_qx)]
-        with m.Elif(hold_release):
-            m.d.sync += hold_full.eq(0)
+        if lean:
+            # (lean: the tracker steps when the held group is released, not when it is
+            # pushed, so it is the held group's place while it drains: no copy of it. The
+            # next push comes after the release, the sequencer spacing the groups by their
+            # drain time.)
+            hold_meta = g_meta
+            with m.If(push):
+                m.d.sync += hold_full.eq(1)
+            with m.Elif(hold_release):
+                m.d.sync += hold_full.eq(0)
+                step_tracker()
+        else:
+            with m.If(push):
+                m.d.sync += [hold_full.eq(1), hold_meta.eq(g_meta)]
+                step_tracker()
+            with m.Elif(hold_release):
+                m.d.sync += hold_full.eq(0)
 
         # ---- drain: requantise the held group, one output per cycle ----------------------
         # R = spec.drain_lanes outputs per cycle when the descriptor says ``wide`` (the R
@@ -866,22 +880,32 @@ class Engine(wiring.Component):
         oy = Signal(signed(SW + 1), reset_less=True)
         ox = Signal(signed(SW + 1), reset_less=True)
         d3_addr = Signal(signed(AW), reset_less=True)
-        m.d.sync += [d3_valid.eq(d2_valid), d3_wide.eq(d2_wide),
-                     oy.eq(d2_meta.by + entry.fy[:4]), ox.eq(d2_meta.bx + entry.fx[:4]),
-                     d3_addr.eq(d2_meta.obase + entry.off[:AW - 1]),
-                     *(d3_acc[r].eq(d2_acc[r]) for r in range(R)),
-                     *(d3_entry[r].eq(entries[r]) for r in range(R))]
+        early = spec.requant == "lut"
+        if early:
+            # (the requantiser in logic takes its operands a stage early, from d2, and its
+            # tag, from d3, as its multiply ends: d3 holds from one drain to the next)
+            m.d.sync += d3_valid.eq(d2_valid)
+            with m.If(d2_valid):
+                m.d.sync += [d3_wide.eq(d2_wide),
+                             oy.eq(d2_meta.by + entry.fy[:4]), ox.eq(d2_meta.bx + entry.fx[:4]),
+                             d3_addr.eq(d2_meta.obase + entry.off[:AW - 1]),
+                             *(d3_entry[r].eq(entries[r]) for r in range(R))]
+        else:
+            m.d.sync += [d3_valid.eq(d2_valid), d3_wide.eq(d2_wide),
+                         oy.eq(d2_meta.by + entry.fy[:4]), ox.eq(d2_meta.bx + entry.fx[:4]),
+                         d3_addr.eq(d2_meta.obase + entry.off[:AW - 1]),
+                         *(d3_acc[r].eq(d2_acc[r]) for r in range(R)),
+                         *(d3_entry[r].eq(entries[r]) for r in range(R))]
         requants = []
         # (lean: the tag's address as wide as the largest memory's, not the datapath's)
         tag_addr_bits = ((max(spec.act_depth, spec.out_bytes) - 1).bit_length() if lean
                          else None)
         # (requant="lut": one requantiser in logic, R = 1, fed a stage early: the operands
-        # straight from the hold bank and the entry RAM, the tag (from d3) a cycle later)
-        early = spec.requant == "lut"
+        # straight from the hold bank and the entry RAM, the tag from d3, which holds)
         for r in range(R):
             tag_shape = _out_tag_layout(wd, LA, tag_addr_bits) if r == 0 else unsigned(1)
             if early:
-                rq = LutRequant(a, tag_shape, tag_delay=1)
+                rq = LutRequant(a, tag_shape, tag_delay=None)
             else:
                 rq = Requant(a, tag_shape, serial=period > 1, lean=lean)
             m.submodules[f"requant{r}"] = rq
@@ -933,8 +957,15 @@ class Engine(wiring.Component):
         # what is in flight is written either way)
         o_we = Signal(reset_less=True)
         o_wide2 = Signal()
-        m.d.sync += [o_tag.eq(o_tag_c), o_data.eq(o_data_c), o_group.eq(o_group_c),
-                     o_we.eq(requant.o.valid & o_tag_c.write), o_wide2.eq(o_wide_c)]
+        if early:
+            # (the requantiser in logic holds its tag from its output until the next result,
+            # at least 8 cycles: no register of it here)
+            o_tag = o_tag_c
+            m.d.sync += [o_data.eq(o_data_c), o_group.eq(o_group_c),
+                         o_we.eq(requant.o.valid & o_tag_c.write), o_wide2.eq(o_wide_c)]
+        else:
+            m.d.sync += [o_tag.eq(o_tag_c), o_data.eq(o_data_c), o_group.eq(o_group_c),
+                         o_we.eq(requant.o.valid & o_tag_c.write), o_wide2.eq(o_wide_c)]
         # an ACT write is in its write stage (for the pipeline-busy flag only; the banks'
         # write enables are their own, below; reset-less: after a soft reset, which clears
         # o_we, it reads 0 a cycle later, and the flag matters only at a layer's end)

@@ -226,7 +226,9 @@ class LutRequant(wiring.Component):
 
     One input every :data:`PERIOD` cycles at most (the caller spaces them); ``tag_delay``
     (0 or 1): the input's tag is taken that many cycles after its ``valid`` (a caller that
-    computes the destination a cycle after the operands). Output ``latency`` cycles after
+    computes the destination a cycle after the operands); None: the caller holds the tag
+    from a cycle after ``valid`` for :data:`PERIOD` cycles, and it is taken as the multiply
+    ends (no register of it until then). Output ``latency`` cycles after
     the input, with the tag; ``busy`` while an accepted input has not reached ``o``.
 
     Raises
@@ -252,9 +254,9 @@ class LutRequant(wiring.Component):
             raise ValueError(f"a requantiser in logic needs shift_min >= {self.DROPPED + 1} "
                              f"and mult_bits <= 15, not {arith.shift_min} and "
                              f"{arith.mult_bits}")
-        if tag_delay not in (0, 1):
+        if tag_delay not in (0, 1, None):
             self._MustUse__silence = True
-            raise ValueError(f"tag_delay must be 0 or 1, not {tag_delay!r}")
+            raise ValueError(f"tag_delay must be 0, 1 or None, not {tag_delay!r}")
         self.arith = arith
         self.tag_delay = tag_delay
         self.period = self.PERIOD
@@ -307,19 +309,21 @@ class LutRequant(wiring.Component):
         with m.If(mbusy):
             m.d.sync += [mq.eq(mq >> 2), mprev.eq(mq[1]), mstep.eq(mstep + 1)]
             with m.If(mstep == steps - 1):
-                m.d.sync += [p.eq(total), mbusy.eq(0), xv.eq(1), xsh.eq(msh), xtag.eq(mtag)]
+                m.d.sync += [p.eq(total), mbusy.eq(0), xv.eq(1), xsh.eq(msh),
+                             xtag.eq(x.tag if self.tag_delay is None else mtag)]
             with m.Else():
                 m.d.sync += p.eq(total >> 2)
         with m.If(self.i.valid):
             m.d.sync += [ma.eq(x.acc + x.bias), mq.eq(x.mult), mprev.eq(0),
                          msh.eq(x.shift - (self.DROPPED + 1)), mstep.eq(0), mbusy.eq(1)]
-        if self.tag_delay:
-            tag_now = Signal()
-            m.d.sync += tag_now.eq(self.i.valid)
-        else:
-            tag_now = self.i.valid
-        with m.If(tag_now):
-            m.d.sync += mtag.eq(x.tag)
+        if self.tag_delay is not None:
+            if self.tag_delay:
+                tag_now = Signal()
+                m.d.sync += tag_now.eq(self.i.valid)
+            else:
+                tag_now = self.i.valid
+            with m.If(tag_now):
+                m.d.sync += mtag.eq(x.tag)
         # u = (2 t) >> s = P >> (s - 15), in two steps (by the low 3 bits, then by 8j), kept
         # as its low act_bits + 1 bits, its sign and whether any higher bit is set; then
         # q = (u + 1) >> 1 clamped (u < 0 gives 0).
