@@ -32,6 +32,9 @@ class Decoder(wiring.Component):
       times, so no request can keep the decoder busy forever.
     * ``overrun`` (a pulse from the receiver) counts lost bytes in :class:`LinkStats`.
     * ``idle``: waiting for a request with nothing in progress.
+    * ``registered_small``: a short payload's byte (IDENTIFY, STATS, VERIFY, WAIT) from a
+      register, one every other cycle (a small FPGA: its table's multiplexer off the reply
+      path).
     * ``busy``: a request is being executed or answered: its header (``rx.payload.header``)
       must stay as it is (drive :attr:`Deframer.hold <deconvsr.hw.framing.Deframer>` with it).
     """
@@ -45,7 +48,7 @@ class Decoder(wiring.Component):
     busy: Out(1)
 
     def __init__(self, *, kind: int = LINK_KIND_STREAM, clk_hz: int = 48_000_000, baud: int = 0,
-                 max_outstanding: int = 4):
+                 max_outstanding: int = 4, registered_small: bool = False):
         if kind not in protocol.LINK_KINDS:
             raise ValueError(f"kind must be one of {sorted(protocol.LINK_KINDS)}, not {kind!r}")
         if not isinstance(clk_hz, int) or not 0 < clk_hz < 1 << 32:
@@ -58,6 +61,7 @@ class Decoder(wiring.Component):
                                    version=protocol.PROTOCOL_VERSION, kind=kind, clk_hz=clk_hz,
                                    baud=baud)
         self._depth = max_outstanding
+        self._registered_small = registered_small
         super().__init__()
 
     def elaborate(self, platform):
@@ -155,6 +159,8 @@ class Decoder(wiring.Component):
                      self.tx_hdr.payload.length.eq(Mux(read_reply, hdr.length, small_len))]
 
         small_byte = Signal(8)
+        small_q = Signal(8, reset_less=True)    # (registered_small: the byte at pos, and
+        small_fresh = Signal()                  # whether it is pos's, not the last one's)
         stats = Cat(counters.frames, counters.crc_errors, counters.framing_errors, overruns_snap)
         with m.Switch(pos):
             for i in range(info_bytes):
@@ -303,11 +309,21 @@ class Decoder(wiring.Component):
                         m.next = "FINISH"
 
             with m.State("SMALL"):
-                m.d.comb += [self.tx_data.valid.eq(1), self.tx_data.payload.eq(small_byte)]
-                with m.If(self.tx_data.ready):
-                    m.d.sync += [pos.eq(pos + 1), small_len.eq(small_len - 1)]
-                    with m.If(small_len == 1):
-                        m.next = "FINISH"
+                if self._registered_small:
+                    # (the byte from a register loaded from the table every cycle: a byte
+                    # every other cycle, the table's multiplexer off the reply path)
+                    m.d.comb += [self.tx_data.valid.eq(small_fresh),
+                                 self.tx_data.payload.eq(small_q)]
+                    with m.If(self.tx_data.ready & small_fresh):
+                        m.d.sync += [pos.eq(pos + 1), small_len.eq(small_len - 1)]
+                        with m.If(small_len == 1):
+                            m.next = "FINISH"
+                else:
+                    m.d.comb += [self.tx_data.valid.eq(1), self.tx_data.payload.eq(small_byte)]
+                    with m.If(self.tx_data.ready):
+                        m.d.sync += [pos.eq(pos + 1), small_len.eq(small_len - 1)]
+                        with m.If(small_len == 1):
+                            m.next = "FINISH"
 
             with m.State("READ"):
                 issue_reads()
@@ -332,6 +348,9 @@ class Decoder(wiring.Component):
                         bump("framing_errors")
                 m.d.sync += self.busy.eq(0)
                 m.next = "IDLE"
+        if self._registered_small:
+            m.d.sync += [small_q.eq(small_byte),
+                         small_fresh.eq(~(self.tx_data.valid & self.tx_data.ready))]
         # The bus address: the header's while idle, then one up per command of READ, VERIFY
         # and WRITE (WAIT, RUN and RESET load their CTRL register in DISPATCH).
         with m.If(~self.busy):

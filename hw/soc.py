@@ -52,8 +52,8 @@ class Link(wiring.Component):
     """Line bytes ``i`` -> requests on ``bus`` -> replies as line bytes ``o``.
 
     ``timeout``: inter-byte watchdog, in cycles (a request frame that stalls this long is
-    answered with TIMEOUT and dropped). ``lean``: the bus command register without a skid
-    entry and one bus read in flight (the engine spec's ``pipeline="lean"``).
+    answered with TIMEOUT and dropped). ``lean``: one bus read in flight and the short
+    replies' bytes from a register (the engine spec's ``pipeline="lean"``).
     """
 
     i: In(stream.Signature(8))
@@ -79,7 +79,8 @@ class Link(wiring.Component):
         # (lean: one bus read in flight; the engine answers in ~10 cycles, the line takes a
         # byte in 64 at the fastest SPI clock and in 160 from the 3 Mbaud UART)
         m.submodules.decoder = decoder = Decoder(**self._decoder_args,
-                                                 **({"max_outstanding": 1} if self._lean else {}))
+                                                 **({"max_outstanding": 1, "registered_small": True}
+                                                    if self._lean else {}))
         m.submodules.framer = framer = Framer()
         m.submodules.stuffer = stuffer = Stuffer()
         # Register stages on the reply path: without them the line's `ready` (UART transmitter,
@@ -98,9 +99,7 @@ class Link(wiring.Component):
         connect(m, out_reg.o, wiring.flipped(self.o))
         # And one on the bus commands: the decoder's FSM drove the engine's (or the twin's)
         # address decode and write enables combinationally, the next-longest path.
-        # (lean, a small FPGA: one register, its ready through to the engine's, itself a
-        # register)
-        m.submodules.cmd_reg = cmd_reg = SkidBuffer(BusCommand, skid=not self._lean)
+        m.submodules.cmd_reg = cmd_reg = SkidBuffer(BusCommand)
         connect(m, decoder.bus.cmd, cmd_reg.i)
         connect(m, cmd_reg.o, wiring.flipped(self.bus.cmd))
         connect(m, wiring.flipped(self.bus.rsp), decoder.bus.rsp)

@@ -22,9 +22,11 @@ class _Bytes:
         return d
 
 
-def run_link(stream: bytes, rng=None, cycles=None):
-    """Feed ``stream`` into a StreamSoC (twin engine); returns the reply frames decoded."""
-    dut = StreamSoC(timeout=400)
+def run_link(stream: bytes, rng=None, cycles=None, spec="sim"):
+    """Feed ``stream`` into a StreamSoC (twin engine); returns the reply frames decoded.
+    (``spec="icebreaker"``: the lean link, one bus read in flight, short replies' bytes from
+    a register.)"""
+    dut = StreamSoC(spec, timeout=400)
     out = []
     cycles = cycles or 40 * len(stream) + 3000
 
@@ -68,14 +70,15 @@ def test_crc_models_agree(rng):
     assert protocol.crc16(data) == protocol.CRC.compute(data)
 
 
+@pytest.mark.parametrize("spec", ["sim", "icebreaker"])
 @pytest.mark.parametrize("backpressure", [False, True])
-def test_write_read_verify(rng, backpressure):
+def test_write_read_verify(rng, backpressure, spec):
     data = bytes([0xC0, 0xC0, 0xC0, 0xDB, 0xDD, 0x00, 0xFF]) + bytes(rng.integers(0, 256, 60,
                                                                                   dtype="uint8"))
     stream = (enc(Opcode.IDENTIFY, 1) + enc(Opcode.WRITE, 2, Space.ACT, 5, len(data), data) +
               enc(Opcode.READ, 3, Space.ACT, 5, len(data)) +
               enc(Opcode.VERIFY, 4, Space.ACT, 5, len(data)))
-    r = run_link(stream, rng if backpressure else None)
+    r = run_link(stream, rng if backpressure else None, spec=spec)
     assert [x.tag for x in r] == [1, 2, 3, 4]
     assert all(x.status == Status.OK.value for x in r)
     assert protocol.unpack(protocol.LinkInfo, r[0].payload)["magic"] == protocol.LINK_MAGIC
