@@ -10,6 +10,45 @@ from ..arith import DEFAULT_ARITH, ArithSpec
 __all__ = ["Requant", "LutRequant"]
 
 
+def _interface(rq, arith: ArithSpec, tag_shape) -> dict:
+    """A requantiser's members (``i``, ``o``, ``busy``), its ``shift_bits``, ``in_layout`` and
+    ``out_layout`` set on ``rq``."""
+    rq.shift_bits = Shape.cast(range(arith.shift_max + 1)).width
+    rq.in_layout = data.StructLayout({
+        "acc": signed(arith.acc_bits), "bias": signed(arith.acc_bits),
+        "mult": unsigned(arith.mult_bits), "shift": unsigned(rq.shift_bits), "tag": tag_shape})
+    rq.out_layout = data.StructLayout({"data": unsigned(arith.act_bits), "tag": tag_shape})
+    return {"i": In(stream.Signature(rq.in_layout, always_ready=True)),
+            "o": Out(stream.Signature(rq.out_layout, always_ready=True)),
+            "busy": Out(1)}
+
+
+def _window(m, v, sel, k: int, nb: int):
+    """``u = v >> (sel << k)`` (arithmetic) as registers: its low ``nb`` bits, its sign and
+    whether any bit above those is set (what the clamp reads of it, not all of it)."""
+    width = len(v)
+    u_low = Signal(nb, reset_less=True)
+    u_neg = Signal(reset_less=True)
+    u_big = Signal(reset_less=True)
+    m.d.sync += u_neg.eq(v[-1])
+    with m.Switch(sel):
+        for j in range(1 << len(sel)):
+            lo = min(j << k, width - 1)
+            with m.Case(j):
+                m.d.sync += [u_low.eq(v[lo:lo + nb]),
+                             u_big.eq(v[lo + nb:].any() if lo + nb < width else 0)]
+    return u_low, u_neg, u_big
+
+
+def _clamp(m, u_low, u_neg, u_big, act_bits: int):
+    """``(u + 1) >> 1`` clamped to ``0 .. 2**act_bits - 1`` from :func:`_window`'s registers:
+    u < 0 gives 0 (u = -1 rounds to 0), u >= 0 clamps when a high bit is set or the low bits
+    are all ones (u > 2 * act_max)."""
+    low = Signal(len(u_low) + 1)
+    m.d.comb += low.eq(u_low + 1)
+    return Mux(u_neg, 0, Mux(u_big | u_low.all(), (1 << act_bits) - 1, low[1:act_bits + 1]))
+
+
 class Requant(wiring.Component):
     """One accumulator per cycle in, one activation per cycle out.
 
@@ -58,17 +97,7 @@ class Requant(wiring.Component):
         self.lean = lean
         self.latency = 7 if serial else 6
         self.lo_bits = 15 if serial else self.LO_BITS
-        self.shift_bits = Shape.cast(range(arith.shift_max + 1)).width
-        self.in_layout = data.StructLayout({
-            "acc": signed(arith.acc_bits), "bias": signed(arith.acc_bits),
-            "mult": unsigned(arith.mult_bits), "shift": unsigned(self.shift_bits),
-            "tag": tag_shape})
-        self.out_layout = data.StructLayout({"data": unsigned(arith.act_bits), "tag": tag_shape})
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout, always_ready=True)),
-            "o": Out(stream.Signature(self.out_layout, always_ready=True)),
-            "busy": Out(1),
-        })
+        super().__init__(_interface(self, arith, tag_shape))
 
     #: Low bits of ``acc + bias`` multiplied separately (fits one 18x18 DSP with the multiplier).
     LO_BITS = 17
@@ -160,30 +189,14 @@ class Requant(wiring.Component):
             # u = v >> 8j kept as its low act_bits + 1 bits, its sign and whether any bit
             # above those is set (for u >= 0: u > 2 * act_max iff that, or the low bits all
             # ones); u < 0 gives 0 (u = -1 rounds to 0, the rest clamps).
-            nb = a.act_bits + 1
-            width = len(v)
-            u_low = Signal(nb, reset_less=True)
-            u_neg = Signal(reset_less=True)
-            u_big = Signal(reset_less=True)
             s4_tag = Signal.like(s1_tag, reset_less=True)
-            m.d.sync += [s4_valid.eq(s35_valid), u_neg.eq(v[-1]), s4_tag.eq(s35_tag)]
-            with m.Switch(s35_shift):
-                for j in range(1 << len(s35_shift)):
-                    lo = min(j << k, width - 1)
-                    with m.Case(j):
-                        m.d.sync += [u_low.eq(v[lo:lo + nb]),
-                                     u_big.eq(v[lo + nb:].any() if lo + nb < width else 0)]
-            low = Signal(nb + 1)
-            m.d.comb += low.eq(u_low + 1)
+            m.d.sync += [s4_valid.eq(s35_valid), s4_tag.eq(s35_tag)]
+            u_low, u_neg, u_big = _window(m, v, s35_shift, k, a.act_bits + 1)
+            clamped = _clamp(m, u_low, u_neg, u_big, a.act_bits)
             s5_valid = Signal()
             s5_data = Signal(a.act_bits, reset_less=True)
             s5_tag = Signal.like(s1_tag, reset_less=True)
-            m.d.sync += [
-                s5_valid.eq(s4_valid),
-                s5_data.eq(Mux(u_neg, 0, Mux(u_big | u_low.all(), a.act_max,
-                                             low[1:a.act_bits + 1]))),
-                s5_tag.eq(s4_tag),
-            ]
+            m.d.sync += [s5_valid.eq(s4_valid), s5_data.eq(clamped), s5_tag.eq(s4_tag)]
         else:
             u = Signal(signed(a.product_bits + 2), reset_less=True)
             s4_tag = Signal.like(s1_tag, reset_less=True)
@@ -261,17 +274,7 @@ class LutRequant(wiring.Component):
         self.tag_delay = tag_delay
         self.period = self.PERIOD
         self.latency = self.PERIOD + 4
-        self.shift_bits = Shape.cast(range(arith.shift_max + 1)).width
-        self.in_layout = data.StructLayout({
-            "acc": signed(arith.acc_bits), "bias": signed(arith.acc_bits),
-            "mult": unsigned(arith.mult_bits), "shift": unsigned(self.shift_bits),
-            "tag": tag_shape})
-        self.out_layout = data.StructLayout({"data": unsigned(arith.act_bits), "tag": tag_shape})
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout, always_ready=True)),
-            "o": Out(stream.Signature(self.out_layout, always_ready=True)),
-            "busy": Out(1),
-        })
+        super().__init__(_interface(self, arith, tag_shape))
 
     def elaborate(self, platform):
         a = self.arith
@@ -331,27 +334,14 @@ class LutRequant(wiring.Component):
         vv = Signal()
         v = Signal(signed(len(p)), reset_less=True)
         m.d.sync += [vv.eq(xv), v.eq(p >> xsh[:k])]
-        nb = a.act_bits + 1
-        width = len(v)
         uv = Signal()
-        u_low = Signal(nb, reset_less=True)
-        u_neg = Signal(reset_less=True)
-        u_big = Signal(reset_less=True)
-        m.d.sync += [uv.eq(vv), u_neg.eq(v[-1])]
+        m.d.sync += uv.eq(vv)
         hi = xsh[k:] if len(xsh) > k else Const(0, 1)
-        with m.Switch(hi):
-            for j in range(1 << len(hi)):
-                lo = min(j << k, width - 1)
-                with m.Case(j):
-                    m.d.sync += [u_low.eq(v[lo:lo + nb]),
-                                 u_big.eq(v[lo + nb:].any() if lo + nb < width else 0)]
-        low = Signal(nb + 1)
-        m.d.comb += low.eq(u_low + 1)
+        u_low, u_neg, u_big = _window(m, v, hi, k, a.act_bits + 1)
+        clamped = _clamp(m, u_low, u_neg, u_big, a.act_bits)
         ov = Signal()
         data_ = Signal(a.act_bits, reset_less=True)
-        m.d.sync += [ov.eq(uv),
-                     data_.eq(Mux(u_neg, 0, Mux(u_big | u_low.all(), a.act_max,
-                                                low[1:a.act_bits + 1])))]
+        m.d.sync += [ov.eq(uv), data_.eq(clamped)]
         m.d.comb += [
             self.busy.eq(mbusy | xv | vv | uv),
             self.o.valid.eq(ov),

@@ -60,6 +60,21 @@ def test_requant_matches_contract(rng):
     assert {0, 255} <= {q for _, q in got}
 
 
+def _check_requant_run(dut, bench, cases, got, sent, a):
+    """Run ``bench`` on ``dut``; every case's result in order, ``latency`` cycles after it
+    went in, equal to the contract; both clamps seen."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [t for _, t, _ in got] == list(range(len(cases)))
+    assert [i for i, _, _ in got] == [i + dut.latency for i in sent]
+    for (_, tag, q), (acc, bias, mult, shift) in zip(got, cases):
+        want = requantize(acc + bias, mult, shift, a)
+        assert q == want, (acc, bias, mult, shift, q, want)
+    assert {0, 255} <= {q for _, _, q in got}
+
+
 @pytest.mark.parametrize("lean,shift_max", [(False, 47), (True, 47), (True, 31)],
                          ids=["full", "lean", "lean-31"])
 def test_requant_serial_matches_contract(rng, lean, shift_max):
@@ -99,16 +114,7 @@ def test_requant_serial_matches_contract(rng, lean, shift_max):
                 got.append((i, ctx.get(dut.o.payload.tag), ctx.get(dut.o.payload.data)))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    assert [t for _, t, _ in got] == list(range(len(cases)))
-    assert [i for i, _, _ in got] == [i + dut.latency for i in sent]
-    for (_, tag, q), (acc, bias, mult, shift) in zip(got, cases):
-        want = requantize(acc + bias, mult, shift, a)
-        assert q == want, (acc, bias, mult, shift, q, want)
-    assert {0, 255} <= {q for _, _, q in got}
+    _check_requant_run(dut, bench, cases, got, sent, a)
     with pytest.raises(ValueError, match="serial requantiser needs"):
         Requant(DEFAULT_ARITH, serial=True)
 
@@ -163,16 +169,7 @@ def test_lut_requant_matches_contract(rng, tag_delay):
                 got.append((i, ctx.get(dut.o.payload.tag), ctx.get(dut.o.payload.data)))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    assert [t for _, t, _ in got] == list(range(len(cases)))
-    assert [i for i, _, _ in got] == [i + dut.latency for i in sent]
-    for (_, tag, q), (acc, bias, mult, shift) in zip(got, cases):
-        want = requantize(acc + bias, mult, shift, a)
-        assert q == want, (acc, bias, mult, shift, q, want)
-    assert {0, 255} <= {q for _, _, q in got}
+    _check_requant_run(dut, bench, cases, got, sent, a)
     with pytest.raises(ValueError, match="needs shift_min >= 15"):
         LutRequant(ArithSpec(acc_bits=24, mult_bits=15))
 
