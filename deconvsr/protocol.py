@@ -112,7 +112,7 @@ class LinkInfo(data.Struct):
     magic: unsigned(16)         #: LINK_MAGIC
     version: unsigned(8)        #: PROTOCOL_VERSION
     kind: unsigned(8)           #: 0 byte stream, 1 UART, 2 SPI
-    clk_hz: unsigned(32)
+    clk_hz: unsigned(32)        #: the link's clock (the engine's, or its own: hw.soc)
     baud: unsigned(32)          #: UART baud rate (0 for other links)
 
 

@@ -132,7 +132,7 @@ class Board:
     platform_name: str             #: class name in amaranth_boards
     platform_module: str
     osc: str                       #: oscillator resource name
-    sync_hz: float                 #: engine + link clock target
+    sync_hz: float                 #: engine clock target
     baud: int
     spec: EngineSpec
     spi_conn: tuple = ()
@@ -141,6 +141,14 @@ class Board:
     synth_opts: str = ""
     programmer: tuple = ()         #: command (without the bitstream) that programs the board
     bitstream_ext: str = "bin"
+    #: the link (UART/SPI, command decoder) runs at the engine clock / ``link_div``: 1, the
+    #: engine's clock; 2, a clock of its own at half (iCE40 only: the PLL's ``GENCLK_HALF``)
+    link_div: int = 1
+
+    def __post_init__(self):
+        if self.link_div not in (1, 2) or (self.link_div == 2 and self.family != "ice40"):
+            raise BoardError(f"{self.name}: link_div must be 1, or 2 on an iCE40, "
+                             f"not {self.link_div!r}")
 
     def platform(self):
         """A fresh amaranth-boards platform with the SPI resource added."""
@@ -168,6 +176,11 @@ class Board:
         """The engine clock the PLL actually makes."""
         return self.pll().fout_hz
 
+    @property
+    def link_hz(self) -> float:
+        """The link's clock (the UART's bit timing and the link's watchdog count it)."""
+        return self.clk_hz / self.link_div
+
 
 def load_board_extras(path=None) -> dict:
     """The per-board extras from ``constraints/boards.toml`` (or ``path``)."""
@@ -183,6 +196,9 @@ def load_board_extras(path=None) -> dict:
             if not isinstance(entry.get(key), (int, float)) or entry[key] <= 0:
                 raise BoardError(f"{path}: [{name}] {key} must be a positive number, "
                                  f"not {entry.get(key)!r}")
+        if entry.get("link_div", 1) not in (1, 2):
+            raise BoardError(f"{path}: [{name}] link_div must be 1 or 2, "
+                             f"not {entry['link_div']!r}")
         spi = entry.get("spi", {})
         missing = {"conn", "cs_n", "clk", "copi", "cipo"} - set(spi)
         if spi and missing:
@@ -211,7 +227,7 @@ def _make_boards() -> dict[str, Board]:
             conn = (conn[0], int(conn[1]))
         boards[name] = Board(name=name, sync_hz=float(ex["sync_mhz"]) * 1e6,
                              baud=int(ex["baud"]), spec=SPECS[name], spi_conn=conn, spi=spi,
-                             **kw)
+                             link_div=int(ex.get("link_div", 1)), **kw)
     return boards
 
 
@@ -273,9 +289,11 @@ def make_core(board: Board, *, link: str = "uart", core: str = DEFAULT_CORE):
         from .soc import SpiSoC, UartSoC
     except ImportError as e:
         raise BoardError(f"the SoC is not available ({e}); use core 'loopback'") from None
+    kw = dict(engine=core, clk_hz=int(board.link_hz),
+              **({"link_clock": "own"} if board.link_div != 1 else {}))
     if link == "uart":
-        return UartSoC(board.spec, engine=core, clk_hz=int(board.clk_hz), baud=board.baud)
-    return SpiSoC(board.spec, engine=core, clk_hz=int(board.clk_hz))
+        return UartSoC(board.spec, baud=board.baud, **kw)
+    return SpiSoC(board.spec, **kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,18 +326,24 @@ class BoardTop(Elaboratable):
         self.core = core
 
     # Clocking -------------------------------------------------------------------------------
-    def _pll_ice40(self, m, platform, clk, locked):
+    def _pll_ice40(self, m, platform, clk, locked, link_clk=None):
         p = self.board.pll()
         osc = platform.request(self.board.osc, dir="-")
-        m.submodules.pll = Instance(
-            "SB_PLL40_PAD",
+        common = dict(
             p_FEEDBACK_PATH="SIMPLE",
             p_DIVR=p.ref_div - 1, p_DIVF=p.fb_div - 1, p_DIVQ=int(math.log2(p.out_div)),
             p_FILTER_RANGE=p.filter_range,
             i_PACKAGEPIN=osc.io,
             i_RESETB=1, i_BYPASS=0,
-            o_PLLOUTGLOBAL=clk,
             o_LOCK=locked)
+        if link_clk is None:
+            m.submodules.pll = Instance("SB_PLL40_PAD", **common, o_PLLOUTGLOBAL=clk)
+        else:
+            # two global outputs: A the engine clock, B the same halved (in phase with A)
+            m.submodules.pll = Instance(
+                "SB_PLL40_2F_PAD", **common,
+                p_PLLOUT_SELECT_PORTA="GENCLK", p_PLLOUT_SELECT_PORTB="GENCLK_HALF",
+                o_PLLOUTGLOBALA=clk, o_PLLOUTGLOBALB=link_clk)
 
     def _pll_ecp5(self, m, platform, clk, locked):
         p = self.board.pll()
@@ -354,8 +378,13 @@ class BoardTop(Elaboratable):
         clk = Signal(name="pll_clk")
         if platform is None:
             raise BoardError("BoardTop needs a platform (use the core for simulation)")
+        link_clk = None
+        if board.link_div != 1:
+            link_clk = Signal(name="pll_link_clk")
+            m.domains.link = ClockDomain("link")
+            m.d.comb += ClockSignal("link").eq(link_clk)
         if board.family == "ice40":
-            self._pll_ice40(m, platform, clk, locked)
+            self._pll_ice40(m, platform, clk, locked, link_clk)
         else:
             self._pll_ecp5(m, platform, clk, locked)
         # No clock constraint on ``clk``: nextpnr derives the PLL output's frequency from the
@@ -389,6 +418,9 @@ class BoardTop(Elaboratable):
             m.d.comb += ResetSignal("sync").eq(rst_glb)
         else:
             m.d.comb += ResetSignal("sync").eq(rst_q)
+        if link_clk is not None:
+            # the link's reset: the power-on reset, synchronised to the link's clock
+            m.submodules.link_rst_sync = ResetSynchronizer(~por_done, domain="link")
 
         m.submodules.core = core = self.core
         members = core.signature.members

@@ -715,9 +715,13 @@ class Engine(wiring.Component):
             # (a drain every ``period`` cycles: counted down after each, not restarted by a
             # push, so the requantiser's inputs are never closer; the sequencer's spacing of
             # groups by their drain time means a push never waits for it)
+            # (d_zero: d_wait == 0, kept as a flip-flop beside it, so d_go, which enables
+            # the hold bank, the tracker and the entry address, is an AND of two registers)
             d_wait = Signal(range(period))
-            m.d.comb += d_go.eq(hold_full & (d_wait == 0))
-            m.d.sync += d_wait.eq(Mux(d_go, period - 1, Mux(d_wait == 0, 0, d_wait - 1)))
+            d_zero = Signal(init=1)
+            m.d.comb += d_go.eq(hold_full & d_zero)
+            m.d.sync += [d_wait.eq(Mux(d_go, period - 1, Mux(d_zero, 0, d_wait - 1))),
+                         d_zero.eq(~d_go & (d_zero | (d_wait == 1)))]
         elif period > 1:
             d_tog = Signal()    # the off cycle of the drain's period
             m.d.comb += d_go.eq(hold_full & ~d_tog)
@@ -776,16 +780,24 @@ class Engine(wiring.Component):
         g_one_qx = Signal(name="g_one_qx", reset_less=True)
         m.d.sync += [g_ahead_vg.eq(dn.n_vg - 2), g_ahead_qx.eq(dn.qx1 - 1),
                      g_one_vg.eq(dn.n_vg == 1), g_one_qx.eq(dn.qx0 == dn.qx1)]
+        if lean and period > 2:
+            # (lean, drains ``period`` apart: the tracker steps at releases, at least that far
+            # apart and far from INIT, so its compares are registered a cycle ahead)
+            g_hit_vg = Signal(name="g_hit_vg", reset_less=True)
+            g_hit_qx = Signal(name="g_hit_qx", reset_less=True)
+            m.d.sync += [g_hit_vg.eq(g_vg == g_ahead_vg), g_hit_qx.eq(g_qx == g_ahead_qx)]
+        else:
+            g_hit_vg, g_hit_qx = g_vg == g_ahead_vg, g_qx == g_ahead_qx
         def step_tracker():
             with m.If(~g_last_vg):
                 m.d.sync += [g_vg.eq(g_vg + 1), g_v0.eq(g_v0 + pv),
-                             g_last_vg.eq(g_vg == g_ahead_vg)]
+                             g_last_vg.eq(g_hit_vg)]
             with m.Else():
                 m.d.sync += [g_vg.eq(0), g_v0.eq(0), g_last_vg.eq(g_one_vg)]
                 with m.If(~g_last_qx):
                     m.d.sync += [g_qx.eq(g_qx + 1), g_meta.bx.eq(g_meta.bx + desc.stride),
                                  g_meta.obase.eq(g_meta.obase + desc.stride),
-                                 g_last_qx.eq(g_qx == g_ahead_qx)]
+                                 g_last_qx.eq(g_hit_qx)]
                 with m.Else():
                     m.d.sync += [g_qx.eq(dn.qx0), g_meta.bx.eq(dn.bx0),
                                  g_meta.by.eq(g_meta.by + desc.stride),
@@ -817,7 +829,15 @@ class Engine(wiring.Component):
         d_step = Signal(range(R + 1))
         m.d.comb += [d_cnt.eq(Mux(hold_meta.vg_last, dn.pv_last, pv)),
                      d_step.eq(Mux(desc.wide, R, 1))]
-        m.d.comb += hold_release.eq(d_go & (dg + d_step >= d_cnt))
+        if lean and period > 2:
+            # (whether this drain is the group's last, registered: dg moves only at a drain
+            # and d_cnt only at a release or in INIT, and drains are ``period`` cycles apart,
+            # so the compare of the cycle before is exact; the release enables the tracker)
+            d_at_last = Signal()
+            m.d.sync += d_at_last.eq(dg + d_step >= d_cnt)
+            m.d.comb += hold_release.eq(d_go & d_at_last)
+        else:
+            m.d.comb += hold_release.eq(d_go & (dg + d_step >= d_cnt))
         with m.If(d_go):
             m.d.sync += dg.eq(Mux(hold_release, 0, dg + d_step))
         # The entry of output dg, b_base + v0 + dg, kept as a register that steps with dg
@@ -1107,14 +1127,21 @@ class Engine(wiring.Component):
             # The loops' lookahead flags from the new descriptor, registered a cycle
             # before INIT takes them (no compare of descriptor fields, spread over the
             # die, sits in front of the step enables).
+            # (lean: ``pre`` is loaded in INIT from ``again``, the same compare registered,
+            # so no adder and compare of descriptor fields feeds it)
             for k, (_, first, _, _) in loops.items():
-                m.d.sync += [one[k].eq(hit(k, first)), pre[k].eq(hit(k, first + 1))]
+                m.d.sync += one[k].eq(hit(k, first))
+                if not lean:
+                    m.d.sync += pre[k].eq(hit(k, first + 1))
         with m.If(st["INIT"]):
             if lean:    # (by0, obase0, row0: loaded in LOAD, see init_direct)
                 w_row0 = narrow["row0"]
+                # (the tracker's first flags from their registers, set from the descriptor
+                # in PREP; and the loops' lookahead, see PREP)
                 m.d.sync += [
-                    g_vg.eq(0), g_v0.eq(0), g_qx.eq(dn.qx0), g_last_vg.eq(dn.n_vg == 1),
-                    g_last_qx.eq(dn.qx0 == dn.qx1), g_meta.bx.eq(dn.bx0),
+                    g_vg.eq(0), g_v0.eq(0), g_qx.eq(dn.qx0), g_last_vg.eq(g_one_vg),
+                    g_last_qx.eq(g_one_qx), g_meta.bx.eq(dn.bx0),
+                    *(pre[k].eq(again[k]) for k in loops),
                     kx.eq(0), ky.eq(0), cg.eq(0), vg.eq(0),
                     qx.eq(dn.qx0), qy.eq(dn.qy0), ix.eq(dn.qx0), iy.eq(dn.qy0),
                     qx_inc.eq(qx0_inc), qy_inc.eq(dn.qy0 + 1),

@@ -1,7 +1,7 @@
 """Requantisation pipeline: ``clamp(((acc + bias) * m + round) >> s, 0, 2**act_bits - 1)``,
 exactly :func:`deconvsr.arith.requantize`."""
 
-from amaranth import Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -273,18 +273,25 @@ class LutRequant(wiring.Component):
         self.arith = arith
         self.tag_delay = tag_delay
         self.period = self.PERIOD
-        self.latency = self.PERIOD + 4
+        self.latency = self.PERIOD + 5
         super().__init__(_interface(self, arith, tag_shape))
 
     def elaborate(self, platform):
+        # The multiply is two stages a cycle apart: A makes each step's addend (the Booth
+        # digit of the multiplier's next two bits times a, inverted when negative, with the
+        # +1 as a carry in) into a register, and B adds it to the running sum. So B's loop is
+        # a flip-flop, an adder and the flip-flop again (the sum's bits go to the register
+        # a step shifted, its two low bits to a register of their own, so there is no
+        # multiplexer after the adder); the digit decode and the operand selection are A's.
+        # A takes the next input in the cycle of its last step, B finishes a cycle after A.
         a = self.arith
         m = Module()
         x = self.i.payload
         sum_w = a.acc_bits + 1
         steps = self.PERIOD
-        # The multiply stage: the multiplicand a = acc + bias, the multiplier's bits still to
-        # use (least significant first; bit 15 is 0, so m is its own 16-bit two's complement)
-        # and the bit below them, the step, the shift beyond what the multiply drops.
+        # Stage A: the multiplicand a = acc + bias, the multiplier's bits still to use
+        # (least significant first; bit 15 is 0, so m is its own 16-bit two's complement) and
+        # the bit below them, the step, the shift beyond what the multiply drops.
         ma = Signal(signed(sum_w), reset_less=True)
         mq = Signal(2 * steps, reset_less=True)
         mprev = Signal(reset_less=True)
@@ -292,30 +299,40 @@ class LutRequant(wiring.Component):
         mstep = Signal(range(steps))
         mbusy = Signal()
         mtag = Signal.like(x.tag, reset_less=True)
-        # P: floor(a * m[:2k] / 4**k) after step k; after the last step (no division) the
-        # product's bits from 14 up, floor(a * m / 2**14).
-        p = Signal(signed(sum_w + 2), reset_less=True)
         b0, b1 = mq[0], mq[1]
         one = b0 ^ mprev                                    # Booth digit +-1
         two = (b1 & ~b0 & ~mprev) | (~b1 & b0 & mprev)      # +-2
         neg = b1 & ~(b0 & mprev)                            # negative
-        mag = Signal(signed(sum_w + 1))
+        mag = Signal(signed(sum_w + 2))
         m.d.comb += mag.eq(Mux(one, ma, 0) | Mux(two, ma << 1, 0))
+        # A -> B: the addend and its carry in, whether B steps, and its first and last step
+        add = Signal(signed(sum_w + 2), reset_less=True)
+        add_c = Signal(reset_less=True)
+        b_en = Signal()
+        b_first = Signal(reset_less=True)
+        b_last = Signal()
+        # Stage B: P = floor(a * m[:2k] / 4**k) after step k (P's register holds the sum
+        # shifted by two, p_low its two low bits); after the last step, Cat(p_low, P) is the
+        # product's bits from 14 up, floor(a * m / 2**14).
+        p = Signal(signed(sum_w + 2), reset_less=True)
+        p_low = Signal(2, reset_less=True)
         total = Signal(signed(sum_w + 2))
-        m.d.comb += total.eq(Mux(mstep == 0, 0, p) + Mux(neg, ~mag, mag) + neg)
-        # After the multiply: the shift and the tag, held until the output (the next input
-        # leaves the multiply stage PERIOD cycles later: one result at a time in the rest).
+        m.d.comb += total.eq(Mux(b_first, 0, p) + add + add_c)
+        # After the multiply: the shift and the tag, held until the output (taken at A's last
+        # step; the next input's come PERIOD cycles later: one result at a time in the rest).
         xv = Signal()
         xsh = Signal.like(msh, reset_less=True)
         xtag = Signal.like(x.tag, reset_less=True)
-        m.d.sync += xv.eq(0)
+        m.d.sync += [xv.eq(b_en & b_last), b_en.eq(mbusy)]
         with m.If(mbusy):
-            m.d.sync += [mq.eq(mq >> 2), mprev.eq(mq[1]), mstep.eq(mstep + 1)]
+            m.d.sync += [mq.eq(mq >> 2), mprev.eq(mq[1]), mstep.eq(mstep + 1),
+                         add.eq(Mux(neg, ~mag, mag)), add_c.eq(neg),
+                         b_first.eq(mstep == 0), b_last.eq(mstep == steps - 1)]
             with m.If(mstep == steps - 1):
-                m.d.sync += [p.eq(total), mbusy.eq(0), xv.eq(1), xsh.eq(msh),
+                m.d.sync += [mbusy.eq(0), xsh.eq(msh),
                              xtag.eq(x.tag if self.tag_delay is None else mtag)]
-            with m.Else():
-                m.d.sync += p.eq(total >> 2)
+        with m.If(b_en):
+            m.d.sync += [p.eq(total >> 2), p_low.eq(total[:2])]
         with m.If(self.i.valid):
             m.d.sync += [ma.eq(x.acc + x.bias), mq.eq(x.mult), mprev.eq(0),
                          msh.eq(x.shift - (self.DROPPED + 1)), mstep.eq(0), mbusy.eq(1)]
@@ -327,13 +344,15 @@ class LutRequant(wiring.Component):
                 tag_now = self.i.valid
             with m.If(tag_now):
                 m.d.sync += mtag.eq(x.tag)
+        prod = Signal(signed(sum_w + 2))
+        m.d.comb += prod.eq(Cat(p_low, p[:sum_w]))
         # u = (2 t) >> s = P >> (s - 15), in two steps (by the low 3 bits, then by 8j), kept
         # as its low act_bits + 1 bits, its sign and whether any higher bit is set; then
         # q = (u + 1) >> 1 clamped (u < 0 gives 0).
         k = min(3, len(xsh))
         vv = Signal()
         v = Signal(signed(len(p)), reset_less=True)
-        m.d.sync += [vv.eq(xv), v.eq(p >> xsh[:k])]
+        m.d.sync += [vv.eq(xv), v.eq(prod >> xsh[:k])]
         uv = Signal()
         m.d.sync += uv.eq(vv)
         hi = xsh[k:] if len(xsh) > k else Const(0, 1)
@@ -343,7 +362,7 @@ class LutRequant(wiring.Component):
         data_ = Signal(a.act_bits, reset_less=True)
         m.d.sync += [ov.eq(uv), data_.eq(clamped)]
         m.d.comb += [
-            self.busy.eq(mbusy | xv | vv | uv),
+            self.busy.eq(mbusy | b_en | xv | vv | uv),
             self.o.valid.eq(ov),
             self.o.payload.data.eq(data_),
             self.o.payload.tag.eq(xtag),

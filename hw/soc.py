@@ -53,7 +53,8 @@ class Link(wiring.Component):
 
     ``timeout``: inter-byte watchdog, in cycles (a request frame that stalls this long is
     answered with TIMEOUT and dropped). ``lean``: one bus read in flight and the short
-    replies' bytes from a register (the engine spec's ``pipeline="lean"``).
+    replies' bytes from a register (the engine spec's ``pipeline="lean"``). ``cmd_reg``:
+    a register stage on the bus commands (without it, ``bus.cmd`` comes from the decoder).
     """
 
     i: In(stream.Signature(8))
@@ -64,12 +65,13 @@ class Link(wiring.Component):
     waiting: Out(1)
 
     def __init__(self, *, kind=LINK_KIND_STREAM, clk_hz=DEFAULT_CLK_HZ, baud=0, timeout=None,
-                 lean=False):
+                 lean=False, cmd_reg=True):
         if timeout is None:
             timeout = max(1024, clk_hz // 1000)    # 1 ms
         self._decoder_args = dict(kind=kind, clk_hz=clk_hz, baud=baud)
         self._timeout = timeout
         self._lean = lean
+        self._cmd_reg = cmd_reg
         super().__init__()
 
     def elaborate(self, platform):
@@ -99,23 +101,37 @@ class Link(wiring.Component):
         connect(m, out_reg.o, wiring.flipped(self.o))
         # And one on the bus commands: the decoder's FSM drove the engine's (or the twin's)
         # address decode and write enables combinationally, the next-longest path.
-        m.submodules.cmd_reg = cmd_reg = SkidBuffer(BusCommand)
-        connect(m, decoder.bus.cmd, cmd_reg.i)
-        connect(m, cmd_reg.o, wiring.flipped(self.bus.cmd))
+        # (``cmd_reg=False``: none, for a consumer that registers the command itself, as the
+        # clock-domain crossing does.)
+        if self._cmd_reg:
+            m.submodules.cmd_reg = cmd_reg = SkidBuffer(BusCommand)
+            connect(m, decoder.bus.cmd, cmd_reg.i)
+            connect(m, cmd_reg.o, wiring.flipped(self.bus.cmd))
+            cmd_busy = cmd_reg.busy
+        else:
+            connect(m, decoder.bus.cmd, wiring.flipped(self.bus.cmd))
+            cmd_busy = 0
         connect(m, wiring.flipped(self.bus.rsp), decoder.bus.rsp)
         m.d.comb += [
             decoder.overrun.eq(self.overrun),
             deframer.hold.eq(decoder.busy),
             self.idle.eq(decoder.idle & deframer.hunting & ~unstuffer.o.valid & ~framer.busy &
-                         ~tx_reg.busy & ~stuffer.busy & ~out_reg.busy & ~cmd_reg.busy &
+                         ~tx_reg.busy & ~stuffer.busy & ~out_reg.busy & ~cmd_busy &
                          ~self.i.valid),
             self.waiting.eq(deframer.waiting & ~unstuffer.o.valid & decoder.rx.ready),
         ]
         return m
 
 
+LINK_CLOCKS = ("shared", "own")
+
+
 class _SoC(wiring.Component):
-    def __init__(self, spec, engine, members):
+    def __init__(self, spec, engine, members, link_clock="shared"):
+        if link_clock not in LINK_CLOCKS:
+            raise ValueError(f"link_clock must be one of {', '.join(LINK_CLOCKS)}, "
+                             f"not {link_clock!r}")
+        self._link_clock = link_clock
         if isinstance(spec, str):
             if spec not in SPECS:
                 raise ValueError(f"unknown spec {spec!r}; known: {', '.join(SPECS)}")
@@ -126,9 +142,9 @@ class _SoC(wiring.Component):
         self._engine = engine
         super().__init__(members)
 
-    @staticmethod
-    def _link_region(m):
-        """A domain ``link``: sync's clock, and sync's reset through a register of its own.
+    def _link_region(self, m):
+        """A domain ``link``: sync's clock, and sync's reset through a register of its own
+        (``link_clock="own"``: the domain is the parent's, nothing is added here).
 
         The link side (UART or SPI, FIFO, link) runs in it, so the registers its reset goes
         to are the link's only and the placer keeps that register and its synchronous-reset
@@ -137,15 +153,34 @@ class _SoC(wiring.Component):
         reset one cycle after the engine; the copy is kept apart by its ``__rep`` name
         (:data:`deconvsr.hw.synth.KEEP_REPLICAS`).
         """
+        if self._link_clock == "own":
+            return DomainRenamer({"sync": "link"})
         m.domains.link = ClockDomain("link", local=True)
         rst = Signal(init=1, reset_less=True, name="link_rst__rep")
         m.d.sync += rst.eq(ResetSignal("sync"))
         m.d.comb += [ClockSignal("link").eq(ClockSignal("sync")), ResetSignal("link").eq(rst)]
         return DomainRenamer({"sync": "link"})
 
+    def _make_link(self, region, **kwargs):
+        return region(Link(**self._link_args, **kwargs, lean=self.spec.pipeline == "lean",
+                           cmd_reg=self._link_clock == "shared"))
+
     def _add_engine(self, m, link):
+        """The engine on ``link``'s bus. With ``link_clock="own"`` the commands and replies
+        cross between the ``link`` and ``sync`` domains (:class:`~deconvsr.hw.cdc.StreamCDC`);
+        returns the crossings' busy (a transfer in flight), or None."""
         m.submodules.engine = engine = make_engine(self._engine, self.spec)
-        connect(m, link.bus, engine.bus)
+        if self._link_clock == "shared":
+            connect(m, link.bus, engine.bus)
+            return None
+        from .cdc import StreamCDC
+        m.submodules.cmd_cdc = cmd_cdc = StreamCDC(BusCommand, i_domain="link", o_domain="sync")
+        m.submodules.rsp_cdc = rsp_cdc = StreamCDC(8, i_domain="sync", o_domain="link")
+        connect(m, link.bus.cmd, cmd_cdc.i)
+        connect(m, cmd_cdc.o, engine.bus.cmd)
+        connect(m, engine.bus.rsp, rsp_cdc.i)
+        connect(m, rsp_cdc.o, link.bus.rsp)
+        return cmd_cdc.busy | rsp_cdc.busy
 
 
 class StreamSoC(_SoC):
@@ -173,7 +208,7 @@ class UartSoC(_SoC):
     (``overruns`` in the link statistics)."""
 
     def __init__(self, spec="sim", *, engine="twin", clk_hz=DEFAULT_CLK_HZ, baud=DEFAULT_BAUD,
-                 rx_fifo=64, timeout=None):
+                 rx_fifo=64, timeout=None, link_clock="shared"):
         from .uart import uart_divisor
         self._divisor = uart_divisor(clk_hz, baud)
         if timeout is None:   # 1 ms, but at least 16 byte times
@@ -181,17 +216,18 @@ class UartSoC(_SoC):
         self._link_args = dict(kind=LINK_KIND_UART, clk_hz=clk_hz, baud=baud, timeout=timeout)
         self._rx_fifo = rx_fifo
         super().__init__(spec, engine, {
-            "rx": In(1, init=1), "tx": Out(1, init=1), "idle": Out(1), "waiting": Out(1)})
+            "rx": In(1, init=1), "tx": Out(1, init=1), "idle": Out(1), "waiting": Out(1)},
+            link_clock)
 
     def elaborate(self, platform):
         from .uart import UARTRx, UARTTx
         m = Module()
         region = self._link_region(m)
-        m.submodules.link = link = region(Link(**self._link_args,
-                                               lean=self.spec.pipeline == "lean"))
+        m.submodules.link = link = self._make_link(region)
         m.submodules.uart_rx = rx = region(UARTRx(divisor=self._divisor))
         m.submodules.uart_tx = tx = region(UARTTx(divisor=self._divisor))
         m.submodules.rx_fifo = fifo = region(SyncFIFOBuffered(width=8, depth=self._rx_fifo))
+        idle = link.idle & ~rx.busy & ~fifo.r_rdy & ~tx.busy & ~link.o.valid
         m.d.comb += [
             rx.rx.eq(self.rx), self.tx.eq(tx.tx),
             fifo.w_data.eq(rx.data.payload), fifo.w_en.eq(rx.data.valid),
@@ -199,11 +235,13 @@ class UartSoC(_SoC):
             link.i.valid.eq(fifo.r_rdy), link.i.payload.eq(fifo.r_data),
             fifo.r_en.eq(link.i.ready),
             link.overrun.eq(rx.overrun),
-            self.idle.eq(link.idle & ~rx.busy & ~fifo.r_rdy & ~tx.busy & ~link.o.valid),
+            *([self.idle.eq(idle)] if self._link_clock == "shared" else []),
             self.waiting.eq(link.waiting & ~rx.busy & ~fifo.r_rdy),
         ]
         connect(m, link.o, tx.data)
-        self._add_engine(m, link)
+        crossing = self._add_engine(m, link)
+        if crossing is not None:
+            m.d.comb += self.idle.eq(idle & ~crossing)
         return m
 
 
@@ -211,21 +249,21 @@ class SpiSoC(_SoC):
     """Link + engine behind the SPI peripheral (mode 0; ``sck``, ``copi``, ``cipo``, ``cs_n``)."""
 
     def __init__(self, spec="sim", *, engine="twin", clk_hz=DEFAULT_CLK_HZ, rx_fifo=64,
-                 timeout=None):
+                 timeout=None, link_clock="shared"):
         self._link_args = dict(kind=LINK_KIND_SPI, clk_hz=clk_hz, timeout=timeout)
         self._rx_fifo = rx_fifo
         super().__init__(spec, engine, {
             "sck": In(1), "copi": In(1), "cipo": Out(1), "cs_n": In(1, init=1),
-            "idle": Out(1), "waiting": Out(1)})
+            "idle": Out(1), "waiting": Out(1)}, link_clock)
 
     def elaborate(self, platform):
         from .spi import SPIPeripheral
         m = Module()
         region = self._link_region(m)
-        m.submodules.link = link = region(Link(**self._link_args,
-                                               lean=self.spec.pipeline == "lean"))
+        m.submodules.link = link = self._make_link(region)
         m.submodules.spi = spi = region(SPIPeripheral())
         m.submodules.rx_fifo = fifo = region(SyncFIFOBuffered(width=8, depth=self._rx_fifo))
+        idle = link.idle & ~fifo.r_rdy & ~link.o.valid
         m.d.comb += [
             spi.sck.eq(self.sck), spi.copi.eq(self.copi), spi.cs_n.eq(self.cs_n),
             self.cipo.eq(spi.cipo),
@@ -234,9 +272,11 @@ class SpiSoC(_SoC):
             link.i.valid.eq(fifo.r_rdy), link.i.payload.eq(fifo.r_data),
             fifo.r_en.eq(link.i.ready),
             link.overrun.eq(spi.overrun),
-            self.idle.eq(link.idle & ~fifo.r_rdy & ~link.o.valid),
+            *([self.idle.eq(idle)] if self._link_clock == "shared" else []),
             self.waiting.eq(link.waiting & ~fifo.r_rdy),
         ]
         connect(m, link.o, spi.tx)
-        self._add_engine(m, link)
+        crossing = self._add_engine(m, link)
+        if crossing is not None:
+            m.d.comb += self.idle.eq(idle & ~crossing)
         return m

@@ -85,7 +85,7 @@ class DeviceInfo:
     def describe(self) -> dict:
         s = self.spec
         return {"link": protocol.LINK_KINDS.get(self.link["kind"], "?"),
-                "protocol": self.link["version"], "clk_hz": self.link["clk_hz"],
+                "protocol": self.link["version"], "link_clk_hz": self.link["clk_hz"],
                 "baud": self.link["baud"], "lanes": s.lanes, "max_layers": s.max_layers,
                 "dim_bits": s.dim_bits, "act_depth": s.act_depth,
                 "weight_depth": s.weight_depth, "bias_depth": s.bias_depth,

@@ -73,6 +73,35 @@ def test_ice40_pll_model_makes_the_boards_clock(tmp_path):
     assert abs(got - 1e12 / board.clk_hz) <= 2, (got, board.clk_hz)
 
 
+ICE40_2F = """SB_PLL40_2F_PAD #(.FEEDBACK_PATH("SIMPLE"), .DIVR({r}), .DIVF({f}), .DIVQ({q}),
+  .FILTER_RANGE(1), .PLLOUT_SELECT_PORTA("{a}"), .PLLOUT_SELECT_PORTB("{b}")) pll
+  (.PACKAGEPIN(refclk), .PLLOUTGLOBALA({out_a}), .PLLOUTGLOBALB({out_b}), .LOCK(lock),
+  .RESETB(1'b1), .BYPASS(1'b0));"""
+
+
+@pytest.mark.parametrize("port", ["A", "B"])
+def test_ice40_2f_pll_model_makes_the_engine_and_link_clocks(tmp_path, port):
+    # the board's settings: port A the engine clock, port B the link's (half of it)
+    board = BOARDS["icebreaker"]
+    assert board.link_div == 2
+    p = ice40_pll(12e6, board.sync_hz)
+    other = "unused"
+    inst = f"wire {other};\n" + ICE40_2F.format(
+        r=p.ref_div - 1, f=p.fb_div - 1, q=p.out_div.bit_length() - 1,
+        a="GENCLK", b="GENCLK_HALF",
+        out_a="out" if port == "A" else other, out_b="out" if port == "B" else other)
+    got = _period(_run_pll(tmp_path, "sb_pll40_pad.v", inst, 12e6))
+    want_hz = board.clk_hz if port == "A" else board.link_hz
+    assert abs(got - 1e12 / want_hz) <= 2, (got, want_hz)
+
+
+def test_ice40_2f_pll_model_refuses_other_outputs(tmp_path):
+    inst = "wire x;\n" + ICE40_2F.format(r=0, f=63, q=4, a="SHIFTREG_0deg", b="GENCLK",
+                                         out_a="x", out_b="out")
+    out = _run_pll(tmp_path, "sb_pll40_pad.v", inst, 12e6)
+    assert "PLLOUT_SELECT SHIFTREG_0deg / GENCLK is not modelled" in out, out
+
+
 def test_ecp5_pll_model_makes_the_boards_clock(tmp_path):
     board = BOARDS["ulx3s-85f"]
     p = ecp5_pll(25e6, board.sync_hz)
@@ -93,7 +122,8 @@ def test_pll_models_refuse_settings_out_of_range(tmp_path, model, instance, mess
     assert message in out and "PERIOD_PS" not in out, out
 
 
-@pytest.mark.parametrize("name, prims", [("icebreaker", ("SB_IO", "SB_MAC16", "SB_PLL40_PAD")),
+@pytest.mark.parametrize("name, prims", [("icebreaker", ("SB_IO", "SB_MAC16", "SB_PLL40_PAD",
+                                                         "SB_PLL40_2F_PAD")),
                                          ("ulx3s-85f", ("IB", "OBZ", "EHXPLLL"))])
 def test_primitive_models_cover_the_board_tops_instances(name, prims):
     text = board_top.primitive_models(name)
