@@ -394,12 +394,19 @@ class BoardTop(Elaboratable):
         m.domains.por = ClockDomain("por", local=True)
         m.d.comb += ClockSignal("por").eq(clk)
         m.submodules.lock_sync = ResetSynchronizer(~locked, domain="por")
-        por_count = Signal(10)
         por_done = Signal()
-        with m.If(por_count == (1 << len(por_count)) - 1):
-            m.d.por += por_done.eq(1)
-        with m.Else():
-            m.d.por += por_count.eq(por_count + 1)
+        if board.family == "ice40":
+            # (counting to its top bit: the enable is that bit, not a 10-bit compare)
+            por_count = Signal(11)
+            with m.If(~por_count[-1]):
+                m.d.por += por_count.eq(por_count + 1)
+            m.d.comb += por_done.eq(por_count[-1])
+        else:
+            por_count = Signal(10)
+            with m.If(por_count == (1 << len(por_count)) - 1):
+                m.d.por += por_done.eq(1)
+            with m.Else():
+                m.d.por += por_count.eq(por_count + 1)
         # The synchroniser (four stages) drives a local domain; the sync domain's reset is
         # one plain register more, whose only input is the synchroniser's: the placer puts
         # it among the ~800 registers it resets, not beside the synchroniser (whose chain

@@ -833,9 +833,16 @@ class Engine(wiring.Component):
             # (whether this drain is the group's last, registered: dg moves only at a drain
             # and d_cnt only at a release or in INIT, and drains are ``period`` cycles apart,
             # so the compare of the cycle before is exact; the release enables the tracker)
+            # The release itself is a register too, from the next values of hold_full and
+            # d_zero and that compare a cycle older (still exact: two cycles before a drain
+            # nothing it reads moves), so the tracker's and the hold's enables start at a
+            # flip-flop.
             d_at_last = Signal()
-            m.d.sync += d_at_last.eq(dg + d_step >= d_cnt)
-            m.d.comb += hold_release.eq(d_go & d_at_last)
+            rel_q = Signal()
+            m.d.sync += [d_at_last.eq(dg + d_step >= d_cnt),
+                         rel_q.eq((push | (hold_full & ~rel_q)) &
+                                  ~d_go & (d_zero | (d_wait == 1)) & d_at_last)]
+            m.d.comb += hold_release.eq(rel_q)
         else:
             m.d.comb += hold_release.eq(d_go & (dg + d_step >= d_cnt))
         with m.If(d_go):
@@ -1682,6 +1689,7 @@ class Engine(wiring.Component):
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
                          *([] if lean else [d1_valid.eq(0), d2_valid.eq(0)]),  # (lean: none)
+                         *([rel_q.eq(0)] if lean and period > 2 else []),
                          d3_valid.eq(0), drain_wait.eq(0),
                          dw_nz.eq(0)]
             for c in [*ctl[1:], *([] if lean else [acc_mid]), *([] if direct else [ctl_acc])]:
