@@ -960,11 +960,18 @@ class Engine(wiring.Component):
             o_wide_d = Signal(name=f"o_wide_d{i}")
             m.d.sync += o_wide_d.eq(o_wide_c)
             o_wide_c = o_wide_d
+        t_write = (oy >= 0) & (oy < dn.h_out) & (ox >= 0) & (ox < dn.w_out)
+        t_zero = (oy < dn.vy0) | (oy >= dn.vy1) | (ox < dn.vx0) | (ox >= dn.vx1)
+        if early:
+            # (the tag is taken as the multiply ends, PERIOD cycles after d3 loads: its
+            # range compares have time to be registered)
+            t_write_q = Signal(name="t_write_q", reset_less=True)
+            t_zero_q = Signal(name="t_zero_q", reset_less=True)
+            m.d.sync += [t_write_q.eq(t_write), t_zero_q.eq(t_zero)]
+            t_write, t_zero = t_write_q, t_zero_q
         m.d.comb += [
-            requant.i.payload.tag.write.eq((oy >= 0) & (oy < dn.h_out) &
-                                           (ox >= 0) & (ox < dn.w_out)),
-            requant.i.payload.tag.zero.eq((oy < dn.vy0) | (oy >= dn.vy1) |
-                                          (ox < dn.vx0) | (ox >= dn.vx1)),
+            requant.i.payload.tag.write.eq(t_write),
+            requant.i.payload.tag.zero.eq(t_zero),
             requant.i.payload.tag.addr.eq(d3_addr),
             requant.i.payload.tag.lane.eq(d3_entry[0].lane),
         ]

@@ -239,9 +239,10 @@ class LutRequant(wiring.Component):
 
     One input every :data:`PERIOD` cycles at most (the caller spaces them); ``tag_delay``
     (0 or 1): the input's tag is taken that many cycles after its ``valid`` (a caller that
-    computes the destination a cycle after the operands); None: the caller holds the tag
-    from a cycle after ``valid`` for :data:`PERIOD` cycles, and it is taken as the multiply
-    ends (no register of it until then). Output ``latency`` cycles after
+    computes the destination a cycle after the operands); None: the tag is taken
+    :data:`PERIOD` cycles after ``valid``, as the multiply's addends end (no register of it
+    until then; the caller holds it there, e.g. from a cycle after ``valid`` for PERIOD
+    cycles). Output ``latency`` cycles after
     the input, with the tag; ``busy`` while an accepted input has not reached ``o``.
 
     Raises

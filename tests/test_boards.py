@@ -90,6 +90,18 @@ def test_board_extras_errors(tmp_path):
         load_board_extras(bad)
     with pytest.raises(BoardError, match="is missing"):
         load_board_extras(tmp_path / "none.toml")
+    bad.write_text("[x]\nsync_mhz = 48\nbaud = 3000000\nlink_div = 3\n")
+    with pytest.raises(BoardError, match=r"\[x\] link_div must be 1 or 2, not 3"):
+        load_board_extras(bad)
+
+
+def test_link_clock_only_halved_on_ice40():
+    from dataclasses import replace
+    assert BOARDS["icebreaker"].link_hz == BOARDS["icebreaker"].clk_hz / 2
+    assert BOARDS["ulx3s-85f"].link_hz == BOARDS["ulx3s-85f"].clk_hz
+    with pytest.raises(BoardError, match="ulx3s-85f: link_div must be 1, or 2 on an iCE40, "
+                                         "not 2"):
+        replace(BOARDS["ulx3s-85f"], link_div=2)
 
 
 # Board tops (prepared, not built) -------------------------------------------------------------
@@ -109,11 +121,23 @@ def test_icebreaker_top_pins_and_pll():
     for sub, pin in (("cs", 4), ("copi", 2), ("cipo", 47), ("clk", 45)):
         assert re.search(rf"set_io spi_0__{sub}__io {pin}$", pcf, re.M), sub
     rtlil = plan.files["top.il"]
-    assert "SB_PLL40_PAD" in rtlil
+    # the engine clock on port A, the link's (half) on port B, in a domain of its own
+    assert board.link_div == 2
+    assert "SB_PLL40_2F_PAD" in rtlil
+    assert re.search(r'parameter \\PLLOUT_SELECT_PORTB "GENCLK_HALF"', rtlil)
+    assert "cmd_cdc" in rtlil and "rsp_cdc" in rtlil
     p = board.pll()
     for param, value in (("DIVR", p.ref_div - 1), ("DIVF", p.fb_div - 1), ("DIVQ", 4)):
         assert re.search(rf"parameter \\{param} {value}\b", rtlil), param
     assert "-dsp" not in plan.files["top.ys"]  # synth_opts come from the flow, not the top
+
+
+def test_icebreaker_top_with_one_clock():
+    from dataclasses import replace
+    board = replace(BOARDS["icebreaker"], link_div=1)
+    rtlil = board.platform().prepare(BoardTop(board), name="top").files["top.il"]
+    assert "SB_PLL40_PAD" in rtlil and "SB_PLL40_2F_PAD" not in rtlil
+    assert "cmd_cdc" not in rtlil
 
 
 def test_ulx3s_top_pins_and_pll():

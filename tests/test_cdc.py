@@ -120,3 +120,9 @@ def test_ready_and_valid_are_registered():
 def test_parameters_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StreamCDC(8, **kwargs)
+
+
+def test_soc_link_clock_is_checked():
+    from deconvsr.hw.soc import UartSoC
+    with pytest.raises(ValueError, match="link_clock must be one of shared, own, not 'fast'"):
+        UartSoC("icebreaker", link_clock="fast")
