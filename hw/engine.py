@@ -440,13 +440,26 @@ class Engine(wiring.Component):
         m.d.sync += held.eq(~n_adv)     # here made yosys 0.70 abc9 assert)
         m.d.comb += adv.eq(~held)
         en["kx"] = adv
-        inner = n_adv
-        for k in levels_[1:]:
-            inner = inner & n_last[levels_[levels_.index(k) - 1]]
-            m.d.sync += en[k].eq(inner)
+        if lean:
+            # (the same enables, with n_adv folded into each: a level whose inner levels are
+            # all on their last value steps unless the group's last MAC must wait)
+            nl = n_last
+            l3 = nl["kx"] & nl["ky"] & nl["cg"]
+            m.d.sync += [en["ky"].eq(nl["kx"] & ~(nl["ky"] & nl["cg"] & dw_next_nz)),
+                         en["cg"].eq(nl["kx"] & nl["ky"] & ~(nl["cg"] & dw_next_nz)),
+                         en["vg"].eq(l3 & ~dw_next_nz),
+                         en["qx"].eq(l3 & ~dw_next_nz & nl["vg"]),
+                         en["qy"].eq(l3 & ~dw_next_nz & nl["vg"] & nl["qx"])]
+        else:
+            inner = n_adv
+            for k in levels_[1:]:
+                inner = inner & n_last[levels_[levels_.index(k) - 1]]
+                m.d.sync += en[k].eq(inner)
+        # (a drain of period > 2 cycles: every group's drain takes more than one cycle)
+        gt1 = (Const(1), Const(1)) if lean and period > 2 else (drain_gt1_last, drain_gt1)
         with m.If(issuing & adv & last0):
             m.d.comb += [dw_next.eq(Mux(last_vg, issue_m1_last, issue_m1)),
-                         dw_next_nz.eq(Mux(last_vg, drain_gt1_last, drain_gt1)),
+                         dw_next_nz.eq(Mux(last_vg, *gt1)),
                          dw_next_is1.eq(Mux(last_vg, drain_is2_last, drain_is2))]
         with m.Elif(dw_nz):
             m.d.comb += [dw_next.eq(drain_wait - 1), dw_next_nz.eq(~dw_is1),
@@ -518,7 +531,11 @@ class Engine(wiring.Component):
             for i in range(1 + ACT_BANK_REGS):
                 stage(f"ctl1_bank{i}")
         else:
-            act_rd_addr = act_addr_next
+            # (lean: the address registers copy act_addr, the registered sum, a cycle later,
+            # and the word goes from the RAM to the lanes' operand registers without act_word
+            # between, as the weights' does: so the three-input adder is not in front of the
+            # address registers, and the word arrives in the same cycle as before)
+            act_rd_addr = act_addr if lean_words else act_addr_next
             act_src = [[Cat(rd.data for rd in act_rd[b][0])] for b in range(2)]
             bank_next = Const(0, nbb)
             # (lean: the weights are read a cycle later, from the registered address, and
@@ -564,8 +581,7 @@ class Engine(wiring.Component):
         else:
             act_copy = act_pick
         if lean_words:
-            m.d.sync += act_word.eq(act_copy("act_src0__rep"))
-            m.d.comb += w_word.eq(w_data)
+            m.d.comb += [act_word.eq(act_copy("act_src0__rep")), w_word.eq(w_data)]
         else:
             m.d.sync += [act_word.eq(act_copy("act_src0__rep")), w_word.eq(w_data)]
         # Copies per group of OP_GROUP lanes of the activation word, the layer's lvl and the
@@ -578,7 +594,7 @@ class Engine(wiring.Component):
         for g in range(n_opg):
             if g:
                 w_g = Signal(A * 8, name=f"act_word{g}__rep", reset_less=True)
-                m.d.sync += w_g.eq(act_copy(f"act_src{g}__rep"))
+                m.d["comb" if lean_words else "sync"] += w_g.eq(act_copy(f"act_src{g}__rep"))
                 op_word.append(w_g)
             c_g = Signal(1 if spec.fixed_pi else LA + 2, name=f"op_ctl{g}__rep",
                          reset_less=True)
