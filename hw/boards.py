@@ -144,6 +144,9 @@ class Board:
     #: the link (UART/SPI, command decoder) runs at the engine clock / ``link_div``: 1, the
     #: engine's clock; 2, a clock of its own at half (iCE40 only: the PLL's ``GENCLK_HALF``)
     link_div: int = 1
+    #: nextpnr's placement seed for this board's product build (the tools are deterministic:
+    #: a seed gives the same placement on any machine)
+    seed: int = 1
 
     def __post_init__(self):
         if self.link_div not in (1, 2) or (self.link_div == 2 and self.family != "ice40"):
@@ -196,6 +199,9 @@ def load_board_extras(path=None) -> dict:
             if not isinstance(entry.get(key), (int, float)) or entry[key] <= 0:
                 raise BoardError(f"{path}: [{name}] {key} must be a positive number, "
                                  f"not {entry.get(key)!r}")
+        if not isinstance(entry.get("seed", 1), int) or entry.get("seed", 1) < 1:
+            raise BoardError(f"{path}: [{name}] seed must be a positive integer, "
+                             f"not {entry['seed']!r}")
         if entry.get("link_div", 1) not in (1, 2):
             raise BoardError(f"{path}: [{name}] link_div must be 1 or 2, "
                              f"not {entry['link_div']!r}")
@@ -211,7 +217,9 @@ def _make_boards() -> dict[str, Board]:
     common = {
         "icebreaker": dict(family="ice40", platform_name="ICEBreakerPlatform",
                            platform_module="amaranth_boards.icebreaker", osc="clk12", leds=2,
-                           synth_opts="-dsp", programmer=("iceprog",), bitstream_ext="bin"),
+                           # (no -dsp: its ice40_dsp pass rewrites instantiated SB_MAC16s,
+                           # DualMul8's 8x8 pairs, into combinational 16x16 multipliers)
+                           synth_opts="", programmer=("iceprog",), bitstream_ext="bin"),
         "ulx3s-85f": dict(family="ecp5", platform_name="ULX3S_85F_Platform",
                           platform_module="amaranth_boards.ulx3s", osc="clk25", leds=8,
                           programmer=("openFPGALoader", "-b", "ulx3s"), bitstream_ext="bit"),
@@ -227,7 +235,8 @@ def _make_boards() -> dict[str, Board]:
             conn = (conn[0], int(conn[1]))
         boards[name] = Board(name=name, sync_hz=float(ex["sync_mhz"]) * 1e6,
                              baud=int(ex["baud"]), spec=SPECS[name], spi_conn=conn, spi=spi,
-                             link_div=int(ex.get("link_div", 1)), **kw)
+                             link_div=int(ex.get("link_div", 1)), seed=int(ex.get("seed", 1)),
+                             **kw)
     return boards
 
 

@@ -8,6 +8,13 @@ register (``TOP_8x8_MULT_REG``/``BOT_8x8_MULT_REG``) enabled by ``CE``. :class:`
 instantiates it on iCE40 platforms and is plain Amaranth elsewhere (simulation, ECP5, whose
 MULT18X18D yosys maps by itself), with the same cycle behaviour.
 
+Synthesise it **without** ``synth_ice40 -dsp``: that option's ``ice40_dsp`` pass takes every
+SB_MAC16 in the design for one it made from a ``$mul`` and rewrites an instantiated one into
+a combinational 16x16 multiplier (``MODE_8x8`` 0, no operand or product registers, clock tied
+low: yosys 0.70 here; ``tests/test_boards_mac.py`` checks the flows keep the instance's
+settings). Without ``-dsp`` the instance is a black box and keeps them; multiplications
+elsewhere then map to logic.
+
 Signedness: with ``A_SIGNED``/``B_SIGNED`` each 8-bit operand is sign-extended to 16 bits
 (yosys' ``cells_sim.v`` model); the 16-bit result is the product modulo 2**16, which is exact
 for any 8x8 product (unsigned x signed: -32640..32385; signed x signed: -16256..16384;

@@ -1,5 +1,5 @@
 """Synthesis utilisation check of the engine with YoWASP yosys: the iCE40UP5K
-(``synth_ice40 -dsp -spram``) and the ECP5-85F (``synth_ecp5``) at the board specs.
+(``synth_ice40 -spram``: no ``-dsp``, see :mod:`deconvsr.hw.ice40_mac`) and the ECP5-85F (``synth_ecp5``) at the board specs.
 
     python -m deconvsr.hw.synth [--spec icebreaker|ulx3s-85f|all] [--json]
 
@@ -69,7 +69,7 @@ def abc9_failed(log: str) -> bool:
 
 #: Device -> (yosys script, resource limits by report name).
 DEVICES = {
-    "ice40up5k": ("synth_ice40 -dsp -spram -top {top}",
+    "ice40up5k": ("synth_ice40 -spram -top {top}",
                   {"LUT4": 5280, "DSP": 8, "BRAM": 30, "SPRAM": 4}),
     "ecp5-85f": ("synth_ecp5 -top {top}",
                  {"LUT4": 83640, "DSP": 156, "BRAM": 208, "SPRAM": 0}),

@@ -266,7 +266,7 @@ def _first_error(*logs: Path) -> str | None:
 # --------------------------------------------------------------------------------------------
 # The flow
 
-def build(board, outdir, *, core=None, link: str = "uart", seed=DEFAULT_SEED, jobs: int = 1,
+def build(board, outdir, *, core=None, link: str = "uart", seed=None, jobs: int = 1,
           prefer: str | None = None, sync_mhz: float | None = None, spec=None,
           check_result: bool = True, progress=None,
           seed_timeout: float | None = None) -> BuildResult:
@@ -278,7 +278,8 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=DEFAULT_SEED, jo
     does not fit, or (when ``check_result``) it misses timing. ``core`` is a component or a
     :func:`deconvsr.hw.boards.make_core` name; ``spec`` replaces the board's engine spec.
 
-    ``seed``: nextpnr's placement seed, or a list of seeds to sweep: synthesis runs once,
+    ``seed``: nextpnr's placement seed (None: the board's, ``constraints/boards.toml``), or a
+    list of seeds to sweep: synthesis runs once,
     place and route once per seed (``jobs`` at a time, each in ``outdir/seed-N``), until a
     round of ``jobs`` seeds has one that meets timing; the fastest placement is packed (the
     results of all are in ``seed_fmax``). ``progress``: called with a line per finished seed.
@@ -297,6 +298,8 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=DEFAULT_SEED, jo
         board = replace(board, sync_hz=sync_mhz * 1e6)
     if spec is not None:
         board = replace(board, spec=spec)
+    if seed is None:
+        seed = board.seed
     seeds = [seed] if isinstance(seed, int) else list(seed)
     if not seeds or not all(isinstance(x, int) and x > 0 for x in seeds) or \
             len(set(seeds)) != len(seeds):

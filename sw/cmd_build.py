@@ -58,8 +58,9 @@ def register(subparsers) -> None:
     p.add_argument("--board", required=True, choices=_boards())
     p.add_argument("-o", "--output", type=Path, metavar="DIR",
                    help="build directory (default build/BOARD)")
-    p.add_argument("--seed", type=parse_seeds, default=[1], metavar="SEEDS",
-                   help="nextpnr placement seed (default 1), or seeds to sweep, e.g. 1-4 or "
+    p.add_argument("--seed", type=parse_seeds, default=None, metavar="SEEDS",
+                   help="nextpnr placement seed (default: the board's, from "
+                        "constraints/boards.toml), or seeds to sweep, e.g. 1-4 or "
                         "1,3,7: synthesis once, place and route per seed until one meets "
                         "timing; the fastest is packed")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",

@@ -90,6 +90,9 @@ def test_board_extras_errors(tmp_path):
         load_board_extras(bad)
     with pytest.raises(BoardError, match="is missing"):
         load_board_extras(tmp_path / "none.toml")
+    bad.write_text("[x]\nsync_mhz = 48\nbaud = 3000000\nseed = 0\n")
+    with pytest.raises(BoardError, match=r"\[x\] seed must be a positive integer, not 0"):
+        load_board_extras(bad)
     bad.write_text("[x]\nsync_mhz = 48\nbaud = 3000000\nlink_div = 3\n")
     with pytest.raises(BoardError, match=r"\[x\] link_div must be 1 or 2, not 3"):
         load_board_extras(bad)

