@@ -307,6 +307,19 @@ class Engine(wiring.Component):
         # configuration's initial values; the reset route to all of them spanned the die)
         counters = {name: Signal(32, name=f"cnt_{name}", reset_less=True) if name in kept
                     else Const(0, 32) for name in COUNTERS}
+        # (lean: the cycle counter in two halves, the low half's carry registered into the
+        # high one a cycle later, so no 32-bit carry chain closes in a cycle; it is read
+        # when the engine is idle, long after its last count. The layer counter as wide as
+        # a run's layers: it is cleared at every start.)
+        split = {}
+        if lean and "cycles_busy" in kept:
+            split["cycles_busy"] = (Signal(16, name="cnt_cycles_busy_lo", reset_less=True),
+                                    Signal(16, name="cnt_cycles_busy_hi", reset_less=True),
+                                    Signal(name="cnt_cycles_busy_cy", reset_less=True))
+            counters["cycles_busy"] = Cat(*split["cycles_busy"][:2])
+        if lean and "layers_done" in kept:
+            counters["layers_done"] = Signal(range(spec.max_layers + 1),
+                                             name="cnt_layers_done", reset_less=True)
 
         # ---- sequencer registers (pipeline stage 0) -----------------------------------------
         kx = Signal(4, reset_less=True)
@@ -443,7 +456,14 @@ class Engine(wiring.Component):
         if lean:
             # (the same enables, with n_adv folded into each: a level whose inner levels are
             # all on their last value steps unless the group's last MAC must wait)
-            nl = n_last
+            nl = dict(n_last)
+            if period > 2:
+                # (groups end at least two cycles apart, the drain wait in between: when vg,
+                # qx and qy may step next cycle they do not step in this one, so their next
+                # flags are their flags, or in INIT their first ones: no step multiplexer)
+                in_init = Signal(name="in_init")    # st["INIT"], below
+                for k in ("vg", "qx"):
+                    nl[k] = Mux(in_init, one[k], flags[k])
             l3 = nl["kx"] & nl["ky"] & nl["cg"]
             m.d.sync += [en["ky"].eq(nl["kx"] & ~(nl["ky"] & nl["cg"] & dw_next_nz)),
                          en["cg"].eq(nl["kx"] & nl["ky"] & ~(nl["cg"] & dw_next_nz)),
@@ -1121,6 +1141,8 @@ class Engine(wiring.Component):
         # initial value.) A soft reset returns to IDLE from any state.
         st = {name: Signal(name=f"st_{name.lower()}", init=name == "IDLE")
               for name in ("IDLE", "LOAD", "PREP", "INIT", "RUN", "FLUSH")}
+        if lean and period > 2:
+            m.d.comb += in_init.eq(st["INIT"])
         db_end = db == DESC_BYTES + 2
         last_layer = Signal()       # (registered: layer and n_layers hold during FLUSH)
         last_layer_d = Signal()
@@ -1296,9 +1318,16 @@ class Engine(wiring.Component):
                 # (the clear from clear_counters' register, two cycles after the start or
                 # reset: nothing is counted in between, the events come with busy)
                 clr = Signal(name=f"cnt_clr_{name}__rep")
-                m.d.sync += [clr.eq(clear_counters),
-                             counters[name].eq(Mux(clr, 0, counters[name]) +
-                                               Mux(cnt_busy & cond, amount, 0))]
+                m.d.sync += clr.eq(clear_counters)
+                if name in split:
+                    lo, hi, cy = split[name]
+                    low = Signal(len(lo) + 1, name=f"cnt_{name}_sum")
+                    m.d.comb += low.eq(Mux(clr, 0, lo) + Mux(cnt_busy & cond, amount, 0))
+                    m.d.sync += [lo.eq(low[:len(lo)]), cy.eq(low[-1]),
+                                 hi.eq(Mux(clr, 0, hi + cy))]
+                else:
+                    m.d.sync += counters[name].eq(Mux(clr, 0, counters[name]) +
+                                                  Mux(cnt_busy & cond, amount, 0))
 
         with m.If(clear_counters):      # the two the layer FSM counts
             for name in ("desc_reads", "layers_done"):

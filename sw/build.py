@@ -204,13 +204,17 @@ def slow_endpoints(report: dict, period_ns: float, top: int = 40,
     grouped by the register or memory they belong to: ``[{"group", "port", "worst_ns",
     "count"}, ...]``, worst first. One build shows every structure that misses timing, not
     only the critical path. ``periods`` (clock net -> ns): an endpoint clocked by one of
-    these clocks is held to its period instead."""
+    these clocks is held to its period instead, and a path launched by another of them
+    (a clock-domain crossing, synchronised in the design) is not counted."""
     periods = periods or {}
     groups: dict[tuple[str, str], list[float]] = {}
     for net in report.get("detailed_net_timings", []):
+        launch = net.get("event", "").partition(" ")[2]
         for ep in net.get("endpoints", []):
             arrival = max(ep.get("delay", [0]))
             clock = ep.get("event", "").partition(" ")[2]
+            if launch in periods and clock in periods and launch != clock:
+                continue
             if arrival > periods.get(clock, period_ns):
                 name = re.sub(r"\d+", "#", _MAPPED_SUFFIX.sub("", ep["cell"]))
                 groups.setdefault((name, re.sub(r"\d+", "#", ep["port"])), []).append(arrival)
