@@ -818,26 +818,40 @@ class Engine(wiring.Component):
                      g_one_vg.eq(dn.n_vg == 1), g_one_qx.eq(dn.qx0 == dn.qx1)]
         if lean and period > 2:
             # (lean, drains ``period`` apart: the tracker steps at releases, at least that far
-            # apart and far from INIT, so its compares are registered a cycle ahead)
+            # apart and far from INIT and LOAD, so its compares and sums are registered a
+            # cycle ahead)
             g_hit_vg = Signal(name="g_hit_vg", reset_less=True)
             g_hit_qx = Signal(name="g_hit_qx", reset_less=True)
             m.d.sync += [g_hit_vg.eq(g_vg == g_ahead_vg), g_hit_qx.eq(g_qx == g_ahead_qx)]
+
+            def g_next(name, value):
+                r = Signal.like(value, name=f"g_next_{name}", reset_less=True)
+                m.d.sync += r.eq(value)
+                return r
+            g_sum = {"bx": g_next("bx", g_meta.bx + desc.stride),
+                     "by": g_next("by", g_meta.by + desc.stride),
+                     "obase": g_next("obase", g_meta.obase + desc.stride),
+                     "orow": g_next("orow", g_orow + dn.orow),
+                     "v0": g_next("v0", g_v0 + pv)}
         else:
             g_hit_vg, g_hit_qx = g_vg == g_ahead_vg, g_qx == g_ahead_qx
+            g_sum = {"bx": g_meta.bx + desc.stride, "by": g_meta.by + desc.stride,
+                     "obase": g_meta.obase + desc.stride, "orow": g_orow + dn.orow,
+                     "v0": g_v0 + pv}
         def step_tracker():
             with m.If(~g_last_vg):
-                m.d.sync += [g_vg.eq(g_vg + 1), g_v0.eq(g_v0 + pv),
+                m.d.sync += [g_vg.eq(g_vg + 1), g_v0.eq(g_sum["v0"]),
                              g_last_vg.eq(g_hit_vg)]
             with m.Else():
                 m.d.sync += [g_vg.eq(0), g_v0.eq(0), g_last_vg.eq(g_one_vg)]
                 with m.If(~g_last_qx):
-                    m.d.sync += [g_qx.eq(g_qx + 1), g_meta.bx.eq(g_meta.bx + desc.stride),
-                                 g_meta.obase.eq(g_meta.obase + desc.stride),
+                    m.d.sync += [g_qx.eq(g_qx + 1), g_meta.bx.eq(g_sum["bx"]),
+                                 g_meta.obase.eq(g_sum["obase"]),
                                  g_last_qx.eq(g_hit_qx)]
                 with m.Else():
                     m.d.sync += [g_qx.eq(dn.qx0), g_meta.bx.eq(dn.bx0),
-                                 g_meta.by.eq(g_meta.by + desc.stride),
-                                 g_orow.eq(g_orow + dn.orow), g_meta.obase.eq(g_orow + dn.orow),
+                                 g_meta.by.eq(g_sum["by"]),
+                                 g_orow.eq(g_sum["orow"]), g_meta.obase.eq(g_sum["orow"]),
                                  g_last_qx.eq(g_one_qx)]
         if lean:
             # (lean: the tracker steps when the held group is released, not when it is
@@ -1392,6 +1406,10 @@ class Engine(wiring.Component):
         with m.If(cmd.valid & cmd.ready):
             m.d.sync += [h1.write.eq(cmd.payload.write), h1.space.eq(cmd.payload.space),
                          h1.addr.eq(cmd.payload.addr), h1.data.eq(cmd.payload.data)]
+        if lean:
+            h1_is_reset = Signal(name="h1_is_reset")
+            with m.If(cmd.valid & cmd.ready):
+                m.d.sync += h1_is_reset.eq(cmd.payload.addr == CtrlReg.RESET)
 
         # Second stage: whether the command may act (engine idle for the memories) is
         # registered too, so the memories' write ports are driven from flip-flops through one
@@ -1759,8 +1777,14 @@ class Engine(wiring.Component):
         for g in range(0, len(busy_copies), BUSY_CLR_GROUP):
             group = busy_copies[g:g + BUSY_CLR_GROUP]
             busy_clr = Signal(name=f"busy_clr{g // BUSY_CLR_GROUP}__rep")
-            m.d.sync += busy_clr.eq((h1_ctrl & (h1.addr == CtrlReg.RESET)) |
-                                    (flush_d & flush_ok_d & last_layer_d))
+            if lean:
+                # (lean: the RESET command's compare registered with h1, and last_layer,
+                # which holds through FLUSH, the only state where the second term is set)
+                m.d.sync += busy_clr.eq((h1_ctrl & h1_is_reset) |
+                                        (flush_d & flush_ok_d & last_layer))
+            else:
+                m.d.sync += busy_clr.eq((h1_ctrl & (h1.addr == CtrlReg.RESET)) |
+                                        (flush_d & flush_ok_d & last_layer_d))
             with m.If(busy_set):
                 m.d.sync += [c.eq(1) for c in group]
             with m.If(busy_clr):
