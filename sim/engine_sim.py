@@ -163,14 +163,17 @@ def _decode(prog, reads, cycles=None, wall=None):
 
 
 def run_programs(progs, spec: EngineSpec, *, backend="rtl", build_dir=None, simulator="verilator",
-                 idle=0.0, backpressure=0.0, seed=0, extra_ops=None):
+                 idle=0.0, backpressure=0.0, seed=0, extra_ops=None, netlist=None, libraries=()):
     """Run each program (setup + inputs + start + read OUT + read COUNT) in order in one
     simulator process; returns a list of dicts ``out``, ``counters``, ``cycles`` (run cycles
     from start to not busy), ``wall`` (seconds of simulator wall time of the run).
 
     ``idle``/``backpressure``: probabilities of an idle cycle on ``cmd.valid`` and of
     ``rsp.ready`` low, per cycle (RTL only). ``extra_ops``: a list of op lists run first
-    (for bus tests); their reads are returned as ``result[-1]["extra"]``.
+    (for bus tests); their reads are returned as ``result[-1]["extra"]``. ``netlist``: a
+    synthesised netlist of the engine (Verilog, top module ``engine_<spec name>``, e.g. from
+    :func:`deconvsr.hw.synth.write_netlist`) to run instead of the generated RTL, with
+    ``libraries`` the vendor cell models it needs (RTL backend only).
     """
     if backend == "model":
         results = []
@@ -196,7 +199,8 @@ def run_programs(progs, spec: EngineSpec, *, backend="rtl", build_dir=None, simu
     case.write_text(json.dumps({"jobs": jobs, "idle": idle, "backpressure": backpressure,
                                 "seed": seed}))
     toplevel = "engine_" + "".join(ch if ch.isalnum() else "_" for ch in spec.name)
-    run_cocotb(lambda: Engine(spec), "deconvsr.sim.tb_engine", toplevel=toplevel,
+    make_top = (lambda: Path(netlist).read_text()) if netlist else (lambda: Engine(spec))
+    run_cocotb(make_top, "deconvsr.sim.tb_engine", toplevel=toplevel, libraries=libraries,
                build_dir=build_dir, simulator=simulator,
                env={"DECONVSR_CASE": str(case), "DECONVSR_RESULT": str(result)})
     res = json.loads(result.read_text())

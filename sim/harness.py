@@ -60,8 +60,11 @@ def verilog_of(top, name: str) -> str:
 
 
 def run_cocotb(make_top, test_module: str, *, toplevel: str, build_dir, simulator="verilator",
-               env=None, testcase=None, timescale=("1ns", "1ps"), build_args=()):
+               env=None, testcase=None, timescale=("1ns", "1ps"), build_args=(), libraries=()):
     """Convert, build (cached per Verilog hash) and run ``test_module`` against ``toplevel``.
+
+    ``make_top`` may also return Verilog text (a netlist, say), used as it is. ``libraries``:
+    Verilog files of the cells it instantiates (a vendor's simulation models), compiled with it.
 
     Returns the path of the results XML. Raises :class:`SimulatorMissing` if ``simulator`` is
     not installed and ``AssertionError`` (from pytest's perspective, a failure) if any cocotb
@@ -73,12 +76,15 @@ def run_cocotb(make_top, test_module: str, *, toplevel: str, build_dir, simulato
         raise SimulatorMissing(f"simulator {simulator!r} is not installed")
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    text = verilog_of(make_top(), toplevel)
+    top = make_top()
+    text = top if isinstance(top, str) else verilog_of(top, toplevel)
+    libraries = [Path(p) for p in libraries]
     vfile = build_dir / f"{toplevel}.v"
     # The build depends on the Verilog and on the cocotb installation it links against (a
     # build directory shared by two checkouts or virtualenvs must not reuse the other's).
     import cocotb
-    digest = hashlib.sha256(text.encode() + cocotb.__file__.encode()).hexdigest()
+    digest = hashlib.sha256(text.encode() + cocotb.__file__.encode() +
+                            b"".join(p.read_bytes() for p in libraries)).hexdigest()
     stamp = build_dir / f"{toplevel}.{simulator}.sha256"
     fresh = not (stamp.exists() and stamp.read_text() == digest)
     if fresh:
@@ -98,7 +104,7 @@ def run_cocotb(make_top, test_module: str, *, toplevel: str, build_dir, simulato
     if fresh or not sim_build.exists():
         if sim_build.exists():
             shutil.rmtree(sim_build)    # a stale tree's makefiles name the old paths
-        runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=sim_build,
+        runner.build(sources=[vfile, *libraries], hdl_toplevel=toplevel, build_dir=sim_build,
                      build_args=args, timescale=timescale, always=fresh)
         stamp.write_text(digest)
     # The runner passes this process's sys.path to the simulator's Python: testbench modules

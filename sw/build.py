@@ -30,13 +30,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 __all__ = ["BuildError", "Resource", "BuildResult", "tool_env", "parse_report", "slow_endpoints",
-           "build", "check", "load_result", "RESULT_FILE", "SLOW_FILE", "DEFAULT_SEED"]
+           "build", "check", "load_result", "RESULT_FILE", "SLOW_FILE"]
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "build.json"
 SLOW_FILE = "slow_endpoints.txt"    #: the endpoints that miss timing, grouped (slow_endpoints)
-DEFAULT_SEED = 1
 
 #: nextpnr-ecp5 ``--placer-heap-timingweight`` (docs/boards.md: build AP's netlist, weights 10/40/100).
 ECP5_TIMING_WEIGHT = 40
@@ -399,10 +398,12 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=None, jobs: int 
 
     report = json.loads((outdir / report_file).read_text())
     util, fmax, constraint = parse_report(report, board.family)
-    slow = slow_endpoints(report, 1e3 / (board.clk_hz / 1e6),
-                          periods={k: 1e3 / v for k, v in constraint.items() if v > 0})
+    periods = {k: 1e3 / v for k, v in constraint.items() if v > 0}
+    slow = slow_endpoints(report, 1e3 / (board.clk_hz / 1e6), periods=periods)
+    clocks = ", ".join(f"{k} {ns:.2f} ns" for k, ns in periods.items()) or \
+        f"{1e3 / (board.clk_hz / 1e6):.2f} ns"
     (outdir / SLOW_FILE).write_text(
-        f"# endpoints slower than their clock's period ({', '.join(f'{k} {1e3 / v:.2f} ns' for k, v in constraint.items() if v > 0) or f'{1e3 / (board.clk_hz / 1e6):.2f} ns'}), by register or memory\n"
+        f"# endpoints slower than their clock's period ({clocks}), by register or memory\n"
         "# worst_ns  count  group.port\n" +
         "".join(f"{r['worst_ns']:8.2f} {r['count']:6d}  {r['group']}.{r['port']}\n" for r in slow))
     cells = _yosys_cells((outdir / f"{name}.rpt").read_text(errors="replace"))

@@ -100,3 +100,22 @@ def test_ulx3s_engine_bitstream_meets_100mhz_with_64_macs(tmp_path):
         assert 0 < result.utilisation[res].used <= result.utilisation[res].available
     assert result.bram_outregs > 0
     assert (tmp_path / result.bitstream).stat().st_size > 100_000
+
+
+@pytest.mark.bitstream
+def test_icebreaker_engine_bitstream_meets_48mhz_with_16_macs(tmp_path):
+    """The product bitstream: the iCEBreaker board top with the full engine (spec icebreaker:
+    8 SB_MAC16 as 16 8x8 MACs, feature maps in SPRAM) and the UART link on its own clock, at
+    the board's seed (boards.toml), fits the UP5K and meets the 48 MHz engine clock and the
+    link clock (issue #6; ~9 minutes here). CI runs it (`.ci/run`)."""
+    _need_tools("ice40")
+    result = flow.build("icebreaker", tmp_path)     # raises BuildError on a miss or misfit
+    assert result.core == "UartSoC" and result.macs >= 16
+    assert result.target_mhz >= 48.0 and result.fmax_mhz >= 48.0 and result.meets_timing
+    assert result.utilisation["DSP"].used == result.utilisation["DSP"].available == 8
+    assert result.utilisation["SPRAM"].used == 4
+    for res in ("LC", "EBR"):
+        assert 0 < result.utilisation[res].used <= result.utilisation[res].available
+    assert len(result.fmax) == 2 and all(result.fmax[c] >= result.constraint[c]
+                                         for c in result.fmax)
+    assert (tmp_path / result.bitstream).stat().st_size > 100_000
