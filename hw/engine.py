@@ -362,6 +362,13 @@ class Engine(wiring.Component):
         issuing = Signal()      # the sequencer is in a layer's MAC loop
         # The drain takes R outputs every ``period`` cycles (2 for a serial requantiser).
         period = {"parallel": 1, "serial": 2, "lut": LutRequant.PERIOD}[spec.requant]
+        # ``spaced``: the small FPGA's lean pipeline with a requantiser slower than 2 cycles
+        # an output. Every group's drain then takes more than two cycles, and the sequencer
+        # holds each group's last MAC back by its predecessor's drain, so groups end, drains
+        # run and the outer loop levels (vg, qx, qy) step at least that far apart. Wherever
+        # ``spaced`` is tested, a value is computed a cycle ahead, from registers, on this
+        # argument. (Only there: the ECP5 build's netlist stays as it was timed.)
+        spaced = lean and period > 2
         drain_wait = Signal(range(period * P + 1))
         dw_next = Signal.like(drain_wait)
         dw_nz = Signal()        # drain_wait != 0, registered
@@ -457,7 +464,7 @@ class Engine(wiring.Component):
             # (the same enables, with n_adv folded into each: a level whose inner levels are
             # all on their last value steps unless the group's last MAC must wait)
             nl = dict(n_last)
-            if period > 2:
+            if spaced:
                 # (groups end at least two cycles apart, the drain wait in between: when vg,
                 # qx and qy may step next cycle they do not step in this one, so their next
                 # flags are their flags, or in INIT their first ones: no step multiplexer)
@@ -476,7 +483,7 @@ class Engine(wiring.Component):
                 inner = inner & n_last[levels_[levels_.index(k) - 1]]
                 m.d.sync += en[k].eq(inner)
         # (a drain of period > 2 cycles: every group's drain takes more than one cycle)
-        gt1 = (Const(1), Const(1)) if lean and period > 2 else (drain_gt1_last, drain_gt1)
+        gt1 = (Const(1), Const(1)) if spaced else (drain_gt1_last, drain_gt1)
         with m.If(issuing & adv & last0):
             m.d.comb += [dw_next.eq(Mux(last_vg, issue_m1_last, issue_m1)),
                          dw_next_nz.eq(Mux(last_vg, *gt1)),
@@ -816,7 +823,7 @@ class Engine(wiring.Component):
         g_one_qx = Signal(name="g_one_qx", reset_less=True)
         m.d.sync += [g_ahead_vg.eq(dn.n_vg - 2), g_ahead_qx.eq(dn.qx1 - 1),
                      g_one_vg.eq(dn.n_vg == 1), g_one_qx.eq(dn.qx0 == dn.qx1)]
-        if lean and period > 2:
+        if spaced:
             # (lean, drains ``period`` apart: the tracker steps at releases, at least that far
             # apart and far from INIT and LOAD, so its compares and sums are registered a
             # cycle ahead)
@@ -879,7 +886,7 @@ class Engine(wiring.Component):
         d_step = Signal(range(R + 1))
         m.d.comb += [d_cnt.eq(Mux(hold_meta.vg_last, dn.pv_last, pv)),
                      d_step.eq(Mux(desc.wide, R, 1))]
-        if lean and period > 2:
+        if spaced:
             # (whether this drain is the group's last, registered: dg moves only at a drain
             # and d_cnt only at a release or in INIT, and drains are ``period`` cycles apart,
             # so the compare of the cycle before is exact; the release enables the tracker)
@@ -1155,7 +1162,7 @@ class Engine(wiring.Component):
         # initial value.) A soft reset returns to IDLE from any state.
         st = {name: Signal(name=f"st_{name.lower()}", init=name == "IDLE")
               for name in ("IDLE", "LOAD", "PREP", "INIT", "RUN", "FLUSH")}
-        if lean and period > 2:
+        if spaced:
             m.d.comb += in_init.eq(st["INIT"])
         db_end = db == DESC_BYTES + 2
         last_layer = Signal()       # (registered: layer and n_layers hold during FLUSH)
@@ -1759,7 +1766,7 @@ class Engine(wiring.Component):
         with m.If(soft_reset):
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
                          *([] if lean else [d1_valid.eq(0), d2_valid.eq(0)]),  # (lean: none)
-                         *([rel_q.eq(0)] if lean and period > 2 else []),
+                         *([rel_q.eq(0)] if spaced else []),
                          d3_valid.eq(0), drain_wait.eq(0),
                          dw_nz.eq(0)]
             for c in [*ctl[1:], *([] if lean else [acc_mid]), *([] if direct else [ctl_acc])]:

@@ -31,7 +31,7 @@ def _cases(rng, spec):
         return dataclasses.replace(layer, shift=np.clip(layer.shift, spec.arith.shift_min,
                                                         spec.arith.shift_max))
     cases = []
-    for i, (s, k, ci, co) in enumerate([(1, 3, 3, 5), (2, 4, 5, 3), (3, 7, 2, 17), (2, 1, 9, 2)]):
+    for i, (s, k, ci, co) in enumerate([(1, 3, 3, 5), (2, 4, 5, 3), (3, 7, 2, 5), (2, 1, 9, 2)]):
         x = rng.integers(0, 256, size=(ci, int(rng.integers(3, 7)), int(rng.integers(3, 7))))
         cases.append(([clip(random_qlayer(rng, ci, co, k, s, k // 2, x=x,
                                           periodic=bool(i % 2)))], x))
@@ -44,9 +44,9 @@ def _cases(rng, spec):
     cases.append(([clip(layer) for layer in net], x))
     x = rng.integers(128, 256, size=(4, 4, 5))
     sat = clip(random_qlayer(rng, 4, 2, 3, 2, 1, x=x))
-    w = np.full_like(sat.w, 127)
+    w = np.full_like(sat.weight, 127)
     w[:, 1] = -128
-    cases.append(([dataclasses.replace(sat, w=w)], x))
+    cases.append(([dataclasses.replace(sat, weight=w)], x))
     return cases
 
 
