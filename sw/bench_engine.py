@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from ..arith import ArithSpec
 from ..spec import SPECS, EngineSpec
 from .intmodel import QLayer, layer_accumulators, run_layer
 
@@ -30,31 +31,34 @@ EDGE_ARCH = [(1, 16, 5, 1, 2), (16, 16, 3, 1, 1), (16, 1, 6, 2, 2)]
 
 
 def random_qlayer(rng, c_in, c_out, k, s, pd, *, periodic=True, x=None, name="layer",
-                  target=96.0, wmax=127):
+                  target=96.0, wmax=127, arith: ArithSpec = ArithSpec()):
     """A layer with random int8 weights and bias; if ``x`` (a sample input) is given, mult and
-    shift are chosen so that the accumulators' spread maps to about ``target``."""
+    shift are chosen so that the accumulators' spread maps to about ``target``. Shifts stay in
+    ``arith``'s range (an engine with a requantiser in logic takes them from 15)."""
     weight = rng.integers(-wmax - 1, wmax + 1, size=(c_in, c_out, k, k))
     bshape = (c_out, s, s) if periodic else (c_out, 1, 1)
     bias = np.broadcast_to(rng.integers(-2000, 2000, size=bshape), (c_out, s, s)).copy()
     mult = rng.integers(1 << 10, 1 << 15, size=c_out)
-    shift = np.full(c_out, 20)
+    shift = np.full(c_out, min(max(20, arith.shift_min), arith.shift_max))
     layer = QLayer(weight, bias, mult, shift, s, pd, name=name)
     if x is not None:
         acc = layer_accumulators(x, layer).astype(np.float64)
         spread = acc.reshape(c_out, -1).std(axis=1) + 1.0
         # (spread * mult) >> shift ~ target
-        shift = np.clip(np.round(np.log2(spread * mult / target)), 0, 47).astype(np.int64)
+        shift = np.clip(np.round(np.log2(spread * mult / target)), arith.shift_min,
+                        arith.shift_max).astype(np.int64)
         bias = bias + np.round((spread * 0.5)[:, None, None]).astype(np.int64)
         layer = QLayer(weight, bias, mult, shift, s, pd, name=name)
     return layer
 
 
-def calibrated_network(rng, arch, x, *, prefix="L"):
-    """Layers for ``arch`` calibrated layer by layer on input ``x`` (C, H, W)."""
+def calibrated_network(rng, arch, x, *, prefix="L", arith: ArithSpec = ArithSpec()):
+    """Layers for ``arch`` calibrated layer by layer on input ``x`` (C, H, W), with shifts in
+    ``arith``'s range."""
     layers = []
     for i, (ci, co, k, s, pd) in enumerate(arch):
         layer = random_qlayer(rng, ci, co, k, s, pd, x=x, name=f"{prefix}{i + 1}",
-                              wmax=127 if ci * k * k < 4096 else 31)
+                              wmax=127 if ci * k * k < 4096 else 31, arith=arith)
         layers.append(layer)
         x = run_layer(x, layer)
     return layers

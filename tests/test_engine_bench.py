@@ -166,3 +166,38 @@ def test_flow_keeps_replicas_and_skips_collision_emulation(tmp_path):
     ffs = lambda c: sum(v for k, v in c.items() if k.startswith("SB_DFF"))     # noqa: E731
     assert ffs(emulated) - ffs(lean) >= 16      # one per RAM output bit, at least
     assert ffs(lean) <= 8 + 8 + 2               # the copies merged
+
+
+def _fake_yosys(tmp_path, monkeypatch, body):
+    """Replace yosys with a script that writes ``body(script)``'s log and exit code."""
+    import sys
+    fake = tmp_path / "fake_yosys.py"
+    fake.write_text("import sys\nargs = sys.argv[1:]\nlog, script = args[args.index('-l') + 1], "
+                    "args[args.index('-p') + 1]\n" + body)
+    monkeypatch.setattr("deconvsr.hw.synth._yosys", lambda: [sys.executable, str(fake)])
+    return tmp_path / "calls"
+
+
+def test_yosys_failure_is_one_error_with_the_log(tmp_path, monkeypatch):
+    """A failing yosys run raises with the log's tail; an abc9 assertion (ECP5) is retried
+    once with the classic LUT mapper and reported as such."""
+    from deconvsr.hw.synth import _run_yosys
+    calls = _fake_yosys(tmp_path, monkeypatch, (
+        "open(log, 'w').write('ERROR: Parser error in line 1' if 'bad' in script else "
+        "'ABC9: ... ERROR: Assert `x' if 'map_luts' not in script else 'ok')\n"
+        "open('calls', 'a').write(script + '\\n')\n"
+        "sys.exit(1 if 'bad' in script or 'map_luts' not in script else 0)\n"))
+    kw = dict(top="eng", then="stat", log="t.log", timeout=60)
+    with pytest.raises(RuntimeError, match="yosys failed for testcase:\nERROR: Parser error"):
+        _run_yosys(tmp_path, tmp_path / "x.il", "ice40", "bad", what="testcase", **kw)
+    log, mapper = _run_yosys(tmp_path, tmp_path / "x.il", "ecp5", "synth_ecp5 -top {top}",
+                             what="ecp5", **kw)
+    assert mapper == "abc (abc9 asserted)" and log == "ok"
+    first, retry = calls.read_text().splitlines()[1:]
+    assert first.endswith("synth_ecp5 -top eng; stat")
+    assert "synth_ecp5 -top eng -run :map_luts; techmap" in retry
+    assert retry.endswith("synth_ecp5 -top eng -run map_cells:; stat")
+    # no fallback for a family without one: the assertion is the error
+    with pytest.raises(RuntimeError, match="ERROR: Assert"):
+        _run_yosys(tmp_path, tmp_path / "x.il", "ice40", "synth_ice40 -top {top}", what="i",
+                   **kw)

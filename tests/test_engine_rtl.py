@@ -47,40 +47,39 @@ def _layer_cases(rng, spec, n):
         if (h - 1) * s - 2 * pd + k < 1 or (w - 1) * s - 2 * pd + k < 1:
             pd = 0
         x = rng.integers(0, 256, size=(ci, h, w))
-        layer = random_qlayer(rng, ci, co, k, s, pd, x=x, periodic=bool(i % 2))
+        layer = random_qlayer(rng, ci, co, k, s, pd, x=x, periodic=bool(i % 2),
+                              arith=spec.arith)
         if i % 3 == 2:
             # Into an ACT buffer (wide drain when C_out is even), then a 1x1 layer to OUT.
             mid = run_layer(x, layer)
-            cases.append(([layer, random_qlayer(rng, co, 2, 1, 1, 0, x=mid)], x))
+            cases.append(([layer, random_qlayer(rng, co, 2, 1, 1, 0, x=mid, arith=spec.arith)],
+                          x))
         else:
             cases.append(([layer], x))
     # Saturation: high (big positive weights and mult) and low (negative bias).
     x = rng.integers(128, 256, size=(5, 4, 5))
     w = np.full((5, 2, 4, 4), 127)
     w[:, 1] = -128
-    mmax = spec.arith.mult_max
-    hi = QLayer(w, np.zeros((2, 2, 2), int), np.array([mmax, 1]), np.array([0, 0]), 2, 1,
+    mmax, s0 = spec.arith.mult_max, spec.arith.shift_min
+    hi = QLayer(w, np.zeros((2, 2, 2), int), np.array([mmax, 1]), np.array([s0, s0]), 2, 1,
                 name="sat")
     cases.append(([hi], x))
     lo = QLayer(rng.integers(-5, 5, size=(5, 3, 3, 3)), np.full((3, 1, 1), -(1 << 20)),
-                np.array([1, 3, mmax]), np.array([0, 4, 47]), 1, 1, name="neg")
+                np.array([1, 3, mmax]), np.array([s0, s0 + 4, 47]), 1, 1, name="neg")
     cases.append(([lo], x))
     # 1x1 layers with C_in = 1: with narrow ACT words (A < P) their groups are shorter than
     # their drain (Pv outputs per 1-cycle group), so the sequencer must hold back each group's
     # last cycle (into an ACT buffer, then to OUT).
     x = rng.integers(0, 256, size=(1, 5, 6))
-    short = random_qlayer(rng, 1, 2 * spec.lanes, 1, 1, 0, x=x)
+    short = random_qlayer(rng, 1, 2 * spec.lanes, 1, 1, 0, x=x, arith=spec.arith)
     cases.append(([short, random_qlayer(rng, 2 * spec.lanes, 3, 1, 1, 0,
-                                        x=run_layer(x, short))], x))
-    cases.append(([random_qlayer(rng, 1, 5, 1, 2, 0, x=x)], x))
+                                        x=run_layer(x, short), arith=spec.arith)], x))
+    cases.append(([random_qlayer(rng, 1, 5, 1, 2, 0, x=x, arith=spec.arith)], x))
     # A three-layer network (ping-pong buffers, OUT memory).
     x = rng.integers(0, 256, size=(1, 6, 7))
-    cases.append((calibrated_network(rng, [(1, 9, 3, 1, 1), (9, 5, 3, 1, 1), (5, 2, 4, 2, 1)], x),
-                  x))
-    # (the spec's shift range: a requantiser in logic takes shifts from 15)
-    lo, hi = spec.arith.shift_min, spec.arith.shift_max
-    return [([dataclasses.replace(layer, shift=np.clip(layer.shift, lo, hi)) for layer in layers],
-             x) for layers, x in cases]
+    cases.append((calibrated_network(rng, [(1, 9, 3, 1, 1), (9, 5, 3, 1, 1), (5, 2, 4, 2, 1)], x,
+                                     arith=spec.arith), x))
+    return cases
 
 
 def _check(results, progs, cases, spec):
@@ -170,9 +169,7 @@ def test_lean_datapath_rtl(rng, spec):
     cases = _layer_cases(rng, spec, 9)
     # one run past 2**16 cycles (the lean cycle counter's halves carry a cycle apart)
     x = rng.integers(0, 256, size=(8, 24, 24))
-    big = random_qlayer(rng, 8, 4, 9, 1, 4, x=x)
-    big = dataclasses.replace(big, shift=np.clip(big.shift, spec.arith.shift_min,
-                                                 spec.arith.shift_max))
+    big = random_qlayer(rng, 8, 4, 9, 1, 4, x=x, arith=spec.arith)
     cases.append(([big], x))
     progs = [set_input(compile_network(layers, x.shape, spec), x.astype(np.uint8))
              for layers, x in cases]

@@ -27,23 +27,20 @@ pytestmark = [pytest.mark.synth, pytest.mark.slow, pytest.mark.bitstream,
 def _cases(rng, spec):
     """Random layers (strides 1-3, kernels 1-7, both bias kinds), a network through the ACT
     buffers, groups shorter than the drain (1x1, C_in = 1) and saturation at both ends."""
-    def clip(layer):
-        return dataclasses.replace(layer, shift=np.clip(layer.shift, spec.arith.shift_min,
-                                                        spec.arith.shift_max))
     cases = []
     for i, (s, k, ci, co) in enumerate([(1, 3, 3, 5), (2, 4, 5, 3), (3, 7, 2, 5), (2, 1, 9, 2)]):
         x = rng.integers(0, 256, size=(ci, int(rng.integers(3, 7)), int(rng.integers(3, 7))))
-        cases.append(([clip(random_qlayer(rng, ci, co, k, s, k // 2, x=x,
-                                          periodic=bool(i % 2)))], x))
+        cases.append(([random_qlayer(rng, ci, co, k, s, k // 2, x=x, periodic=bool(i % 2),
+                                     arith=spec.arith)], x))
     x = rng.integers(0, 256, size=(1, 5, 6))
-    short = clip(random_qlayer(rng, 1, 2 * spec.lanes, 1, 1, 0, x=x))
-    cases.append(([short, clip(random_qlayer(rng, 2 * spec.lanes, 3, 1, 1, 0,
-                                             x=run_layer(x, short)))], x))
+    short = random_qlayer(rng, 1, 2 * spec.lanes, 1, 1, 0, x=x, arith=spec.arith)
+    cases.append(([short, random_qlayer(rng, 2 * spec.lanes, 3, 1, 1, 0, x=run_layer(x, short),
+                                        arith=spec.arith)], x))
     x = rng.integers(0, 256, size=(1, 6, 7))
-    net = calibrated_network(rng, [(1, 9, 3, 1, 1), (9, 5, 3, 1, 1), (5, 2, 4, 2, 1)], x)
-    cases.append(([clip(layer) for layer in net], x))
+    cases.append((calibrated_network(rng, [(1, 9, 3, 1, 1), (9, 5, 3, 1, 1), (5, 2, 4, 2, 1)], x,
+                                     arith=spec.arith), x))
     x = rng.integers(128, 256, size=(4, 4, 5))
-    sat = clip(random_qlayer(rng, 4, 2, 3, 2, 1, x=x))
+    sat = random_qlayer(rng, 4, 2, 3, 2, 1, x=x, arith=spec.arith)
     w = np.full_like(sat.weight, 127)
     w[:, 1] = -128
     cases.append(([dataclasses.replace(sat, weight=w)], x))
