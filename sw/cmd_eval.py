@@ -20,7 +20,8 @@ import numpy as np
 
 from .cli import EXIT_INPUT, EXIT_NOT_FOUND, CLIError
 
-__all__ = ["register", "standard_upscalers", "evaluate", "load_images", "Upscaler"]
+__all__ = ["register", "standard_upscalers", "self_ensemble", "evaluate", "load_images",
+           "Upscaler"]
 
 Upscaler = Callable[[np.ndarray], np.ndarray]
 
@@ -40,6 +41,11 @@ def register(subparsers) -> None:
     p.add_argument("--scale", type=int, help="upscale factor (must match the model)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--limit", type=int, help="evaluate at most N images")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="also the float network's x8 self-ensemble ('float-x8': the mean of "
+                        "its outputs over the 8 flips/rotations of the input; 8 times the "
+                        "compute), a measure of what more training of the same network "
+                        "might still reach")
     p.set_defaults(func=run)
 
 
@@ -58,6 +64,20 @@ def standard_upscalers(network, qlayers=None) -> dict[str, Upscaler]:
     if qlayers is not None:
         ups["int8"] = lambda lr: run_quantized(qlayers, lr).astype(np.float64)
     return ups
+
+
+def self_ensemble(f: Upscaler) -> Upscaler:
+    """``f`` averaged over the 8 flips/rotations of its input (each output turned back)."""
+    def g(lr):
+        acc = 0.0
+        for k in range(4):
+            for flip in (False, True):
+                x = np.rot90(lr, k)
+                x = x[:, ::-1] if flip else x
+                y = np.asarray(f(np.ascontiguousarray(x)), dtype=np.float64)
+                acc = acc + np.rot90(y[:, ::-1] if flip else y, -k)
+        return acc / 8
+    return g
 
 
 def load_images(data, limit=None) -> list[tuple[str, np.ndarray]]:
@@ -134,7 +154,9 @@ def _table(res, model_name) -> str:
     if "gain_vs_bicubic_db" in s:
         lines.append(f"gain over bicubic: float {s['gain_vs_bicubic_db']:+.2f} dB"
                      + (f", int8 {s['int8_gain_vs_bicubic_db']:+.2f} dB"
-                        if "int8_gain_vs_bicubic_db" in s else ""))
+                        if "int8_gain_vs_bicubic_db" in s else "")
+                     + (f", float x8 self-ensemble {s['self_ensemble_gain_vs_bicubic_db']:+.2f} dB"
+                        if "self_ensemble_gain_vs_bicubic_db" in s else ""))
     if "max_abs_diff_float_deconv" in s:
         lines.append(f"transform: max |float - deconv| = {s['max_abs_diff_float_deconv']:.2e} "
                      "(on [0, 1])")
@@ -181,8 +203,10 @@ def run(args) -> int:
         except QuantizeError as e:
             notes.append(f"no int8 model ({e})")
             qlayers = None
-        res = evaluate(images, net.scale, standard_upscalers(net, qlayers),
-                       min_lr=net.receptive_field)
+        ups = standard_upscalers(net, qlayers)
+        if args.self_ensemble:
+            ups["float-x8"] = self_ensemble(ups["float"])
+        res = evaluate(images, net.scale, ups, min_lr=net.receptive_field)
     except ImageError as e:
         code = EXIT_NOT_FOUND if "no such file" in str(e) else EXIT_INPUT
         raise CLIError(str(e), code) from None
@@ -193,6 +217,8 @@ def run(args) -> int:
     if "int8" in mean:
         summary["int8_gain_vs_bicubic_db"] = mean["int8"] - mean["bicubic"]
         summary["int8_loss_db"] = mean["float"] - mean["int8"]
+    if "float-x8" in mean:
+        summary["self_ensemble_gain_vs_bicubic_db"] = mean["float-x8"] - mean["bicubic"]
     diffs = [row["max_abs_diff"].get("float-deconv", 0.0) for row in res["images"]]
     summary["max_abs_diff_float_deconv"] = max(diffs)
     res["summary"] = summary

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deconvsr.sw.cmd_eval import evaluate, standard_upscalers
+from deconvsr.sw.cmd_eval import evaluate, self_ensemble, standard_upscalers
 from deconvsr.sw.imaging import (bicubic_resize, crop_to_multiple, degrade, psnr, rgb_to_ycbcr,
                                  to_u8)
 from deconvsr.sw.network import Network
@@ -75,6 +75,35 @@ def test_eval_command_table(monkeypatch, capsys, png):
     assert code == 0
     assert "BT.601 studio-range Y" in out and "2-pixel border shaved" in out
     assert out.count("img.png") == 1 and "\nmean " in out
+
+
+def test_self_ensemble(rng):
+    """The mean over the 8 flips/rotations, each output turned back: an upscaler that commutes
+    with them is unchanged; one that does not is averaged."""
+    lr = rng.integers(0, 256, size=(5, 7)).astype(float)
+    nearest = lambda x: np.kron(x, np.ones((3, 3)))             # noqa: E731
+    np.testing.assert_array_equal(self_ensemble(nearest)(lr), nearest(lr))
+    # an upscaler that weights the top-left corner: its ensemble spreads the weight to all four
+    def corner(x):
+        y = np.kron(x, np.ones((2, 2)))
+        y[0, 0] *= 2
+        return y
+
+    got = self_ensemble(corner)(lr)
+    want = np.kron(lr, np.ones((2, 2)))
+    for i, j in ((0, 0), (0, -1), (-1, 0), (-1, -1)):
+        want[i, j] *= 1.25                                      # 2 of the 8 put it in each corner
+    np.testing.assert_allclose(got, want)
+
+
+def test_eval_command_self_ensemble(monkeypatch, capsys, png):
+    code, out, err = run_cli(monkeypatch, capsys, "eval", "--data", str(png), "--model",
+                             "edge-x2", "--json", "--self-ensemble")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["methods"] == ["bicubic", "float", "deconv", "int8", "float-x8"]
+    assert res["summary"]["self_ensemble_gain_vs_bicubic_db"] == pytest.approx(
+        res["mean"]["psnr"]["float-x8"] - res["mean"]["psnr"]["bicubic"])
 
 
 def _one_line_error(capsys_result, code, expected_code, text):
