@@ -65,7 +65,8 @@ def _layer_cases(rng, spec, n):
                 name="sat")
     cases.append(([hi], x))
     lo = QLayer(rng.integers(-5, 5, size=(5, 3, 3, 3)), np.full((3, 1, 1), -(1 << 20)),
-                np.array([1, 3, mmax]), np.array([s0, s0 + 4, spec.arith.shift_max]), 1, 1, name="neg")
+                np.array([1, 3, mmax]), np.array([s0, s0 + 4, spec.arith.shift_max]), 1, 1,
+                name="neg")
     cases.append(([lo], x))
     # 1x1 layers with C_in = 1: with narrow ACT words (A < P) their groups are shorter than
     # their drain (Pv outputs per 1-cycle group), so the sequencer must hold back each group's
