@@ -1,5 +1,5 @@
 """The layer descriptor and the per-virtual-output requantisation entry: the two records the
-host program compiler (:mod:`deconvsr.sw.program`) writes and the engine
+host program compiler (:mod:`deconvsr.sw.host.program`) writes and the engine
 (:mod:`deconvsr.hw.engine`) reads. Both sides take their layout from the ``data.Struct`` classes
 below, so a field is defined exactly once.
 

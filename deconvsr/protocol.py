@@ -1,5 +1,5 @@
 """The host link protocol: the one definition imported by the gateware (``deconvsr.hw.framing``,
-``deconvsr.hw.decoder``) and by the host driver (``deconvsr.sw.driver``).
+``deconvsr.hw.decoder``) and by the host driver (``deconvsr.sw.host.driver``).
 
 Wire format
 ===========

@@ -11,7 +11,7 @@ MULT18X18D yosys maps by itself), with the same cycle behaviour.
 Synthesise it **without** ``synth_ice40 -dsp``: that option's ``ice40_dsp`` pass takes every
 SB_MAC16 in the design for one it made from a ``$mul`` and rewrites an instantiated one into
 a combinational 16x16 multiplier (``MODE_8x8`` 0, no operand or product registers, clock tied
-low: yosys 0.70 here; ``tests/test_boards_mac.py`` checks the flows keep the instance's
+low: yosys 0.70 here; ``tests/hw/test_boards_mac.py`` checks the flows keep the instance's
 settings). Without ``-dsp`` the instance is a black box and keeps them; multiplications
 elsewhere then map to logic.
 

@@ -1,6 +1,6 @@
 """SPI peripheral (mode 0: CPOL 0, CPHA 0; MSB first), byte streams in and out.
 
-The host (an FTDI MPSSE master through pyftdi, :class:`deconvsr.sw.transport.FtdiSpiPort`, or
+The host (an FTDI MPSSE master through pyftdi, :class:`deconvsr.sw.host.transport.FtdiSpiPort`, or
 the simulator bridge) clocks full-duplex exchanges: every byte it sends on ``copi`` returns one
 byte on ``cipo``. When the link has nothing to send the peripheral sends
 :data:`~deconvsr.protocol.FIDLE`, which every receiver drops.

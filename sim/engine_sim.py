@@ -1,4 +1,4 @@
-"""Run engine programs (:class:`deconvsr.sw.program.Program`) on the RTL (cocotb + Verilator or
+"""Run engine programs (:class:`deconvsr.sw.host.program.Program`) on the RTL (cocotb + Verilator or
 Icarus on the generated Verilog) or on :class:`EngineModel`, a behavioural twin in NumPy that
 executes the same memory images (descriptors, packed weights, entries) the way the sequencer
 does. Both return the outputs and the performance counters.
@@ -149,7 +149,7 @@ def program_ops(prog) -> list:
 def _decode(prog, reads, cycles=None, wall=None):
     """``layers``: per layer ``cycles`` and ``mac_used`` from the snapshots (differences;
     empty for an engine without snapshots)."""
-    from ..sw.program import decode_counters
+    from ..sw.host.program import decode_counters
     layers = []
     prev = (0, 0)
     snaps = reads[2] if len(reads) > 2 and prog.spec.snapshots else b""
@@ -200,7 +200,7 @@ def run_programs(progs, spec: EngineSpec, *, backend="rtl", build_dir=None, simu
                                 "seed": seed}))
     toplevel = "engine_" + "".join(ch if ch.isalnum() else "_" for ch in spec.name)
     make_top = (lambda: Path(netlist).read_text()) if netlist else (lambda: Engine(spec))
-    run_cocotb(make_top, "deconvsr.sim.tb_engine", toplevel=toplevel, libraries=libraries,
+    run_cocotb(make_top, "deconvsr.sim.tb.engine", toplevel=toplevel, libraries=libraries,
                build_dir=build_dir, simulator=simulator,
                env={"DECONVSR_CASE": str(case), "DECONVSR_RESULT": str(result)})
     res = json.loads(result.read_text())

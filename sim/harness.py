@@ -2,7 +2,7 @@
 wheel) or Icarus.
 
     from deconvsr.sim.harness import run_cocotb
-    run_cocotb(make_top, "tests.cocotb_engine", toplevel="engine_top", build_dir=tmp_path,
+    run_cocotb(make_top, "deconvsr.sim.tb.engine", toplevel="engine_top", build_dir=tmp_path,
                simulator="verilator", env={"DECONVSR_CASE": "..."})
 
 ``make_top`` returns an elaboratable with ports (a ``wiring.Component``); it is converted with

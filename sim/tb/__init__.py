@@ -1,0 +1,1 @@
+"""cocotb testbenches and the host-side link models their tests share."""

@@ -1,0 +1,100 @@
+"""``deconvsr convert MODEL.onnx -o OUT.onnx [--json]``: rewrite sub-pixel and nearest-resize
+convolutions of an ONNX model into ``ConvTranspose`` (see :mod:`deconvsr.sw.model.onnx_convert`)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from .main import EXIT_INPUT, EXIT_INTERNAL, EXIT_NOT_FOUND, CLIError
+
+__all__ = ["register", "run", "load_model"]
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "convert", help="rewrite sub-pixel / resize convolutions of an ONNX model into "
+                        "ConvTranspose",
+        description="Find every sub-pixel convolution (Conv + DepthToSpace, or the "
+                    "Reshape-Transpose-Reshape pixel shuffle) and every nearest resize "
+                    "convolution (Resize/Upsample + Conv) and rewrite it into an exactly "
+                    "equivalent ConvTranspose (plus a periodic bias where needed).")
+    p.add_argument("model", metavar="MODEL.onnx", help="input ONNX model")
+    p.add_argument("-o", "--output", metavar="OUT.onnx",
+                   help="where to write the rewritten model (omit to only report)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(func=run)
+
+
+def load_model(path: str):
+    """Load and check an ONNX model, turning every failure into a one-line :class:`CLIError`."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not os.path.exists(path):
+        raise CLIError(f"{path}: no such file", EXIT_NOT_FOUND)
+    if os.path.isdir(path):
+        raise CLIError(f"{path}: is a directory, not an ONNX file", EXIT_INPUT)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CLIError(f"{path}: cannot read: {e.strerror or e}", EXIT_INPUT) from e
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except DecodeError as e:
+        raise CLIError(f"{path}: not an ONNX model (cannot parse: {e})", EXIT_INPUT) from e
+    if not data or model.ir_version == 0 or not model.HasField("graph"):
+        raise CLIError(f"{path}: not an ONNX model (no IR version or graph)", EXIT_INPUT)
+    try:
+        onnx.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
+    except (OSError, ValueError) as e:
+        raise CLIError(f"{path}: cannot load external data: {e}", EXIT_INPUT) from e
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"{path}: invalid ONNX model: {first}", EXIT_INPUT) from e
+    return model
+
+
+def run(args) -> int:
+    import onnx
+
+    from ..model.onnx_convert import convert_model
+    from ..model.transforms import TransformError
+
+    model = load_model(args.model)
+    try:
+        result = convert_model(model)
+    except TransformError as e:
+        raise CLIError(f"{args.model}: cannot convert {e}", EXIT_INPUT) from e
+    try:
+        onnx.checker.check_model(result.model)
+    except onnx.checker.ValidationError as e:      # a bug here, not the user's fault
+        first = str(e).strip().splitlines()[0]
+        raise CLIError(f"rewritten model fails onnx.checker: {first}", EXIT_INTERNAL) from e
+    if args.output:
+        try:
+            onnx.save(result.model, args.output)
+        except OSError as e:
+            raise CLIError(f"{args.output}: cannot write: {e.strerror or e}", EXIT_INPUT) from e
+
+    if args.json:
+        print(json.dumps({
+            "input": args.model, "output": args.output, "written": bool(args.output),
+            "rewritten": [r.as_dict() for r in result.rewrites],
+            "skipped": [s.as_dict() for s in result.skipped],
+        }, indent=2))
+        return 0
+    for r in result.rewrites:
+        print(f"rewrote {r.line()}")
+    for s in result.skipped:
+        print(f"skipped {s.line()}")
+    if not result.rewrites:
+        print(f"{args.model}: nothing to convert (no sub-pixel or nearest-resize convolution)")
+    if args.output:
+        what = f"{len(result.rewrites)} pattern(s) rewritten" if result.rewrites else "unchanged"
+        print(f"wrote {args.output} ({what})")
+    return 0

@@ -1,0 +1,74 @@
+"""The ``deconvsr`` command line.
+
+Each subcommand lives in its own module ``deconvsr.sw.cli.<name>`` exposing
+``register(subparsers)`` (adds its parser and sets ``func``). Errors that users can cause are
+:class:`CLIError` (or any ``deconvsr`` error type listed in ``USER_ERRORS``): printed as one line
+with a distinct exit code, with the traceback only under ``-v``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+__all__ = ["CLIError", "main"]
+
+# Subcommand modules, in the order `deconvsr --help` lists them.
+COMMANDS = [
+    "convert", "costmodel", "bench", "models", "eval", "train",
+    "build", "program", "report", "upscale", "info", "demo",
+]
+
+
+class CLIError(Exception):
+    """An error to show as one line. ``code`` is the process exit code."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+# Exit codes: 0 ok, 1 internal error, 2 bad input/usage, 3 device/link error, 4 not found.
+EXIT_INTERNAL = 1
+EXIT_INPUT = 2
+EXIT_DEVICE = 3
+EXIT_NOT_FOUND = 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deconvsr",
+        description="Deconvolution accelerator for CNN image upsampling (Colbert et al. 2021).")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging; -v also shows tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"deconvsr.sw.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_INPUT
+    try:
+        return args.func(args) or 0
+    except CLIError as e:
+        if args.verbose:
+            raise
+        print(f"deconvsr {args.command}: error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print(f"deconvsr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

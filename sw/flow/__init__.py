@@ -1,0 +1,1 @@
+"""The FPGA flow: bitstream builds and the figures of a finished build."""

@@ -1,0 +1,1 @@
+"""Golden models: reference loops, deconvolution algorithms, integer model, cost model."""

@@ -1,0 +1,1 @@
+"""Talking to a device: program compiler, devices, driver, transports, image I/O."""

@@ -1,0 +1,215 @@
+"""Devices that upscale a Y plane with a quantised network.
+
+* ``golden``: the bit-exact integer model (:mod:`deconvsr.sw.golden.intmodel`), no hardware;
+* ``sim``: the SoC (link + engine) simulated under Verilator, reached over a TCP socket
+  (:mod:`deconvsr.sim.device`); ``sim-uart``/``sim-spi`` use the UART/SPI tops;
+* ``serial:PORT[@BAUD]``: a board on a serial port (anything pyserial's ``serial_for_url``
+  opens, e.g. ``serial:/dev/ttyUSB1``, ``serial:socket://host:port``);
+* ``spi:FTDI_URL``: a board through an FTDI MPSSE SPI master (pyftdi).
+
+Link devices load the program's setup (descriptors, weights, entries) only when it differs
+from what the device already holds, verify weights and entries with the device's CRC, then per
+frame (or tile) write the input, run, wait and read the output.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ...bus import Space
+from .driver import Driver, DriverError
+from ..golden.intmodel import run_network
+
+__all__ = ["DeviceError", "Device", "GoldenDevice", "LinkDevice", "open_device"]
+
+log = logging.getLogger(__name__)
+
+
+class DeviceError(Exception):
+    """A device cannot be opened or used (the CLI's EXIT_DEVICE)."""
+
+
+class Device:
+    name = "device"
+
+    def identify(self) -> dict:
+        return {"device": self.name}
+
+    def upscale(self, layers, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def counters(self) -> dict:
+        return {}
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class GoldenDevice(Device):
+    name = "golden"
+
+    def __init__(self):
+        self.stats = {"frames": 0, "compute_s": 0.0}
+
+    def upscale(self, layers, y):
+        t0 = time.perf_counter()
+        out = run_network(np.asarray(y, dtype=np.uint8), layers)[0]
+        self.stats["frames"] += 1
+        self.stats["compute_s"] += time.perf_counter() - t0
+        return out
+
+
+class LinkDevice(Device):
+    """A device behind the link driver (simulated or real)."""
+
+    def __init__(self, driver: Driver, *, name="link", sim=None, verify=True):
+        self.driver = driver
+        self.name = name
+        self.sim = sim
+        self.verify = verify
+        self._held = {}           # (space, addr) -> bytes the device holds from setup
+        try:
+            self.info = driver.identify()
+        except DriverError as e:
+            self.close()
+            raise DeviceError(f"{name}: {e}") from None
+        self.stats = {"frames": 0, "tiles": 0, "setup_bytes": 0, "input_bytes": 0,
+                      "output_bytes": 0, "wall": {"setup": 0.0, "input": 0.0, "run": 0.0,
+                                                  "output": 0.0},
+                      "sim_ps": {"setup": 0, "input": 0, "run": 0, "output": 0}}
+
+    def identify(self):
+        return {"device": self.name, **self.info.describe()}
+
+    def _phase(self, name, fn):
+        t0 = time.perf_counter()
+        s0 = self.sim.sim_time_ps() if self.sim else 0
+        result = fn()
+        self.stats["wall"][name] += time.perf_counter() - t0
+        if self.sim:
+            self.stats["sim_ps"][name] += self.sim.sim_time_ps() - s0
+        return result
+
+    def _programs(self, layers, y):
+        from .program import ProgramError, frame_programs
+        try:
+            progs, ext = frame_programs(layers, y, self.info.spec)
+        except ProgramError as e:
+            raise DeviceError(f"{self.name}: {e}") from None
+        if ext is not None:
+            log.info("frame %s does not fit the buffers: tiles of %d x %d (with the halo)", y.shape,
+                     ext, ext)
+        return progs, ext
+
+    def _load_setup(self, prog):
+        d = self.driver
+        for space, addr, data in prog.setup:
+            key = (int(space.value if hasattr(space, "value") else space), addr)
+            if self._held.get(key) == bytes(data):
+                continue
+            verify = "crc" if self.verify and space in (Space.WEIGHT, Space.BIAS) else None
+            d.write(space, addr, data, verify=verify)
+            self._held[key] = bytes(data)
+            self.stats["setup_bytes"] += len(data)
+
+    def upscale(self, layers, y):
+        from .program import crop_tile
+        y = np.asarray(y, dtype=np.uint8)
+        d = self.driver
+        progs, ext = self._programs(layers, y)
+        out = None
+        try:
+            for tile, prog in progs:
+                self._phase("setup", lambda: self._load_setup(prog))
+
+                def write_input():
+                    for space, addr, data in prog.inputs:
+                        d.write(space, addr, data)
+                        self.stats["input_bytes"] += len(data)
+                self._phase("input", write_input)
+
+                def run():
+                    d.run(prog.n_layers)
+                    d.wait()
+                self._phase("run", run)
+                raw = self._phase("output", lambda: d.read(Space.OUT, prog.out_addr,
+                                                           prog.out_len))
+                self.stats["output_bytes"] += len(raw)
+                res = prog.decode(raw)
+                self.stats["tiles"] += 1
+                if tile is None:
+                    out = res[0]
+                else:
+                    if out is None:
+                        oh, ow = layers[-1].out_size(*y.shape)
+                        out = np.zeros((oh, ow), dtype=np.uint8)
+                    (y0, y1, x0, x1), pix = crop_tile(layers, tile, res, ext)
+                    out[y0:y1, x0:x1] = pix[0]
+        except DriverError as e:
+            raise DeviceError(f"{self.name}: {e}") from None
+        self.stats["frames"] += 1
+        return out
+
+    def counters(self):
+        from ...descriptor import COUNTERS
+        from .program import decode_counters
+        try:
+            raw = self.driver.read(Space.COUNT, 0, 4 * len(COUNTERS))
+            return {**decode_counters(raw), "link": self.driver.link_stats()}
+        except DriverError as e:
+            raise DeviceError(f"{self.name}: {e}") from None
+
+    def close(self):
+        try:
+            self.driver.transport.close()
+        finally:
+            if self.sim is not None:
+                self.sim.close()
+                self.sim = None
+
+
+def open_device(name: str, *, engine="engine", spec="sim", progress=False, timeout=None,
+                verify=True) -> Device:
+    """Open a device by name (see the module docstring). Raises :class:`DeviceError`."""
+    from .transport import SerialTransport, SpiTransport, FtdiSpiPort, SocketSpiPort, \
+        TransportError
+    if name == "golden":
+        return GoldenDevice()
+    if name in ("sim", "sim-uart", "sim-spi"):
+        from ...sim.device import SimDevice, SimDeviceError
+        top = {"sim": "stream", "sim-uart": "uart", "sim-spi": "spi"}[name]
+        sim = SimDevice(top=top, engine=engine, spec=spec)
+        try:
+            sim.open()
+            if top == "spi":
+                transport = SpiTransport(SocketSpiPort("127.0.0.1", sim.port), name=name)
+            else:
+                transport = SerialTransport(sim.url)
+        except (SimDeviceError, TransportError) as e:
+            sim.close()
+            raise DeviceError(f"{name}: {e}") from None
+        # Simulated time runs slower than real time: generous reply timeouts.
+        driver = Driver(transport, timeout=timeout or 120.0, progress=progress)
+        return LinkDevice(driver, name=name, sim=sim, verify=verify)
+    try:
+        if name.startswith("serial:"):
+            url, _, baud = name[7:].partition("@")
+            transport = SerialTransport(url, baud=int(baud) if baud else 3_000_000)
+        elif name.startswith("spi:"):
+            transport = SpiTransport(FtdiSpiPort(name[4:]), name=name)
+        else:
+            raise DeviceError(f"unknown device {name!r}: use golden, sim, sim-uart, sim-spi, "
+                              "serial:PORT[@BAUD] or spi:FTDI_URL")
+    except (TransportError, ValueError) as e:
+        raise DeviceError(f"{name}: {e}") from None
+    driver = Driver(transport, timeout=timeout or 5.0, progress=progress)
+    return LinkDevice(driver, name=name, verify=verify)

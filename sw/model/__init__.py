@@ -1,0 +1,1 @@
+"""Networks: float description, kernel transforms, quantiser, importers, zoo, training."""
