@@ -34,7 +34,7 @@ from amaranth.lib import data
 
 __all__ = ["LayerDescriptor", "BiasEntry", "DESC_BYTES", "ENTRY_BYTES", "COUNTERS",
            "BASIC_COUNTERS", "SNAP_BASE", "canonical_entries", "entry_fits",
-           "pack", "unpack"]
+           "pack", "unpack", "decode_counters"]
 
 DESC_BYTES = 64
 ENTRY_BYTES = 16
@@ -244,3 +244,8 @@ def entry_fits(entry: dict, widths: dict | None) -> str | None:
         if not lo <= v <= hi:
             return f"{name}={v}"
     return None
+
+
+def decode_counters(raw: bytes) -> dict:
+    """The COUNT space (``4 * len(COUNTERS)`` bytes) as a dict of ints."""
+    return {name: int.from_bytes(raw[4 * i:4 * i + 4], "little") for i, name in enumerate(COUNTERS)}

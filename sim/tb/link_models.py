@@ -20,6 +20,10 @@ from pathlib import Path
 from ... import protocol
 from ...bus import Space
 from ...protocol import ESCAPE_XOR, FEND, FESC, FIDLE, Opcode
+from ...spec import SPECS
+from ...sw.host.driver import Driver
+from ..device import cache_dir
+from ..harness import run_cocotb
 
 __all__ = ["ReplyParser", "fuzz_strings", "FUZZ_KINDS", "identify_ok", "run_link_tb",
            "build_root"]
@@ -35,7 +39,6 @@ class ReplyParser:
         self.need = None
 
     def feed(self, data) -> list:
-        from ...sw.host.driver import Driver
         out = []
         hdr_n = protocol.REPLY_HEADER_BYTES + protocol.CRC_BYTES
         for b in data:
@@ -151,7 +154,6 @@ def fuzz_strings(seed: int, n: int, max_len: int = 64):
 
 
 def build_root() -> Path:
-    from ..device import cache_dir
     root = cache_dir() / "verilator"
     root.mkdir(parents=True, exist_ok=True)
     return root
@@ -160,7 +162,6 @@ def build_root() -> Path:
 def run_link_tb(make_top, test_module: str, *, toplevel: str, env: dict, result_name="result"):
     """Run ``test_module`` against ``make_top()`` (built under the shared cache, one build at a
     time across processes); returns the JSON the testbench wrote to ``$DECONVSR_RESULT``."""
-    from ..harness import run_cocotb
     root = build_root()
     bdir = root / f"tb_{toplevel}"
     result = bdir / f"{result_name}-{os.getpid()}.json"
@@ -193,7 +194,6 @@ class LinkModel:
     """
 
     def __init__(self, spec="sim", *, space_bytes=1 << 16, corrupt_memory=None):
-        from ...spec import SPECS
         self.spec = SPECS[spec] if isinstance(spec, str) else spec
         self.mem = {s.value: bytearray(space_bytes) for s in Space}
         ident = self.spec.id_bytes()

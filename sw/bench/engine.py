@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import importlib.util
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from ...arith import ArithSpec
-from ...spec import SPECS, EngineSpec
-from ..golden.intmodel import QLayer, layer_accumulators, run_layer
+from ...sim import engine_sim
+from ...sim.device import cache_dir
+from ...spec import EngineSpec
+from ..golden.intmodel import QLayer, layer_accumulators, run_layer, run_network
+from ..host.program import compile_network, frame_programs, set_input
+from ..model.quantize import quantize
+from ..model.zoo import load_model
 
 __all__ = ["random_qlayer", "calibrated_network", "PAPER_ARCH", "EDGE_ARCH", "camera_tile",
-           "bench", "register", "frame_cycles"]
+           "bench", "render", "frame_cycles", "zoo_network"]
 
 #: (C_in, C_out, K_d, S, P_d) of each layer, as deconvolutions. Feature layers: a 'same'
 #: convolution K, pad p is a stride-1 deconvolution K_d = K, P_d = K - 1 - p.
@@ -68,7 +77,7 @@ def camera_tile(size: int, offset=(120, 200)) -> np.ndarray:
     """A ``size`` x ``size`` crop of skimage's camera (uint8, (1, H, W)); a deterministic
     synthetic pattern if scikit-image is missing."""
     try:
-        from skimage import data
+        from skimage import data    # optional (the test extra)
         img = data.camera()
         y, x = offset
         return img[y:y + size, x:x + size][None].astype(np.uint8)
@@ -86,22 +95,28 @@ ZOO_MODELS = {"paper": "espcn-paper-x3", "edge": "edge-x2"}
 
 def zoo_network(name: str):
     """The quantised trained model for network ``name`` (``paper``/``edge``)."""
-    from ..model.quantize import quantize
-    from ..model.zoo import load_model
     return quantize(load_model(ZOO_MODELS[name]))
+
+
+#: The gateware sources that decide cycle counts (a package: all its modules).
+CYCLE_SOURCES = ("deconvsr.hw.engine", "deconvsr.hw.requant", "deconvsr.hw.ice40_mac",
+                 "deconvsr.descriptor")
 
 
 def _engine_source_hash() -> str:
     """Hash of the gateware sources that decide cycle counts (engine, requant, multipliers,
-    descriptor layout): a cached cycle count is reused only for the same engine."""
-    import hashlib
-    from pathlib import Path
-
-    from ... import descriptor
-    from ...hw import engine, ice40_mac, requant
+    descriptor layout): a cached cycle count is reused only for the same engine. The files
+    are found without importing them (no Amaranth elaboration on the host's path)."""
     h = hashlib.sha256()
-    for mod in (engine, requant, ice40_mac, descriptor):
-        h.update(Path(mod.__file__).read_bytes())
+    for name in CYCLE_SOURCES:
+        found = importlib.util.find_spec(name)
+        if found.submodule_search_locations:
+            files = sorted(f for d in found.submodule_search_locations
+                           for f in Path(d).rglob("*.py"))
+        else:
+            files = [Path(found.origin)]
+        for f in files:
+            h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -117,13 +132,6 @@ def frame_cycles(network, spec: EngineSpec, h: int, w: int, *, simulator="verila
     deconvsr.sw.host.program.ProgramError
         if the network does not fit ``spec``.
     """
-    import json
-
-    from ...sim.device import cache_dir
-    from ...sim.engine_sim import cached_build_dir, run_programs
-    from ..host.program import frame_programs
-    from ..model.quantize import quantize
-
     layers = quantize(network, spec=spec.arith)
     shape = [(q.c_in, q.c_out, q.k, q.stride, q.padding) for q in layers]
     key = json.dumps([repr(spec), shape, h, w, _engine_source_hash()])
@@ -136,8 +144,9 @@ def frame_cycles(network, spec: EngineSpec, h: int, w: int, *, simulator="verila
         return int(cache[key])
     x = camera_tile(max(h, w))[:, :h, :w]
     progs = [prog for _, prog in frame_programs(layers, x, spec)[0]]
-    with _stdout_to_stderr(), cached_build_dir(spec, simulator) as bd:
-        results = run_programs(progs, spec, backend="rtl", build_dir=bd, simulator=simulator)
+    with _stdout_to_stderr(), engine_sim.cached_build_dir(spec, simulator) as bd:
+        results = engine_sim.run_programs(progs, spec, backend="rtl", build_dir=bd,
+                                          simulator=simulator)
     cycles = sum(r["cycles"] for r in results)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -167,10 +176,6 @@ def bench(spec: EngineSpec, *, size: int = 64, nets=("paper", "edge"), simulator
     """Run each network on a ``size`` x ``size`` camera crop on the simulated RTL; return the
     measured figures (see the module docstring) and whether the output is bit-exact and the
     utilisation goals (>= 90% per layer with K_d >= 3, >= 80% per frame) are met."""
-    from ...sim.engine_sim import cached_build_dir, run_programs
-    from ..golden.intmodel import run_network
-    from ..host.program import compile_network, set_input
-
     rng = np.random.default_rng(seed)
     x = camera_tile(size).astype(np.int64)
     progs, refs, nets_layers = [], [], []
@@ -186,11 +191,11 @@ def bench(spec: EngineSpec, *, size: int = 64, nets=("paper", "edge"), simulator
     t0 = time.perf_counter()
     with _stdout_to_stderr():   # the simulator's log must not mix with --json output
         if build_dir is None:
-            with cached_build_dir(spec, simulator) as bd:
-                results = run_programs(progs, spec, backend="rtl", build_dir=bd,
+            with engine_sim.cached_build_dir(spec, simulator) as bd:
+                results = engine_sim.run_programs(progs, spec, backend="rtl", build_dir=bd,
                                        simulator=simulator)
         else:
-            results = run_programs(progs, spec, backend="rtl", build_dir=build_dir,
+            results = engine_sim.run_programs(progs, spec, backend="rtl", build_dir=build_dir,
                                    simulator=simulator)
     total_wall = time.perf_counter() - t0
     p = spec.lanes
@@ -245,36 +250,3 @@ def render(report: dict) -> str:
     lines.append("\ngoals (bit-exact; paper network >= 90% per layer K_d >= 3, >= 80% frame): " +
                  ("met" if report["ok"] else "NOT met"))
     return "\n".join(lines)
-
-
-def _add_arguments(parser):
-    parser.add_argument("--spec", choices=sorted(SPECS), default="sim",
-                        help="engine spec to simulate (default sim)")
-    parser.add_argument("--size", type=int, default=64, help="input frame size (default 64)")
-    parser.add_argument("--net", choices=["paper", "edge", "both"], default="both")
-    parser.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
-    parser.add_argument("--weights", choices=["zoo", "random"], default="zoo",
-                        help="the zoo's trained models (quantised) or random int8 weights")
-
-
-def _run(args) -> dict:
-    from ..cli.main import EXIT_INPUT, CLIError
-    if not 4 <= args.size <= 512:
-        raise CLIError(f"--size must be in 4..512, not {args.size}", EXIT_INPUT)
-    from ..host.program import ProgramError
-    nets = ("paper", "edge") if args.net == "both" else (args.net,)
-    try:
-        return bench(SPECS[args.spec], size=args.size, nets=nets, simulator=args.simulator,
-                     weights=args.weights)
-    except ProgramError as e:
-        raise CLIError(f"{e} (spec {args.spec}: try a smaller --size)", EXIT_INPUT) from None
-
-
-def _make_bench():
-    from ..cli.bench import Bench
-    return Bench(help="engine utilisation, cycles and traffic measured on the simulated RTL "
-                      "(the RTL runs once; --repeat is ignored)",
-                 run=_run, render=render, add_arguments=_add_arguments)
-
-
-ENGINE = _make_bench()

@@ -29,10 +29,20 @@ import time
 
 import numpy as np
 
-from ..cli.main import EXIT_INPUT, CLIError
-from ..cli.bench import Bench
+from ...bus import Space
+from ...protocol import SPECIAL_BYTES
+from ...sim.device import SimDevice
+from ...spec import SPECS
+from ..golden.intmodel import run_network
+from ..host.device import open_device
+from ..host.driver import Driver
+from ..host.program import compile_network, set_input
+from ..host.transport import SerialTransport
+from ..model.zoo import load_quantized
+from .engine import camera_tile
 
-__all__ = ["LINK", "measure", "workload", "EFFICIENCY_GOAL"]
+
+__all__ = ["measure", "workload", "render", "EFFICIENCY_GOAL"]
 
 EFFICIENCY_GOAL = 0.90
 MODEL = "espcn-paper-x3"
@@ -40,12 +50,7 @@ MODEL = "espcn-paper-x3"
 
 def workload(model=MODEL, size=64, spec="sim"):
     """(program, golden output bytes, quantised layers) for one ``size`` x ``size`` frame."""
-    from ...spec import SPECS
-    from .engine import camera_tile
-    from ..cli.upscale import load_qlayers
-    from ..golden.intmodel import run_network
-    from ..host.program import compile_network, set_input
-    _, layers = load_qlayers(model)
+    _, layers = load_quantized(model)
     x = camera_tile(size)
     prog = compile_network(layers, x.shape, SPECS[spec])
     set_input(prog, x)
@@ -54,17 +59,11 @@ def workload(model=MODEL, size=64, spec="sim"):
 
 
 def _special(data: bytes) -> int:
-    from ...protocol import SPECIAL_BYTES
     arr = np.frombuffer(data, dtype=np.uint8)
     return int(sum(np.count_nonzero(arr == b) for b in SPECIAL_BYTES))
 
 
 def measure(*, size=64, clk_hz=48_000_000, baud=3_000_000, compute=True) -> dict:
-    from ...bus import Space
-    from ...sim.device import SimDevice
-    from ..host.driver import Driver
-    from ..host.transport import SerialTransport
-
     prog, golden_out, layers, x = workload(size=size)
     phases = {}
     t_wall = time.perf_counter()
@@ -137,7 +136,6 @@ def measure(*, size=64, clk_hz=48_000_000, baud=3_000_000, compute=True) -> dict
 
 def _compute_cycles(layers, x, golden_out, clk_hz):
     """Run the frame on the real engine (stream top) and read its busy counter."""
-    from ..host.device import open_device
     t0 = time.perf_counter()
     with open_device("sim", engine="engine", spec="sim") as dev:
         out = dev.upscale(layers, x[0])
@@ -146,24 +144,7 @@ def _compute_cycles(layers, x, golden_out, clk_hz):
             "bit_exact": bool(out.tobytes() == golden_out), "wall_s": time.perf_counter() - t0}
 
 
-def _args(p):
-    p.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
-    p.add_argument("--baud", type=int, default=3_000_000, help="UART baud (default 3000000)")
-    p.add_argument("--clk", type=int, default=48_000_000, help="SoC clock in Hz (default 48 MHz)")
-    p.add_argument("--no-compute", dest="compute", action="store_false",
-                   help="skip the engine run (compute cycles, transfer/compute split)")
-
-
-def _run(args):
-    if args.size < 1:
-        raise CLIError(f"--size must be >= 1, not {args.size}", EXIT_INPUT)
-    try:
-        return measure(size=args.size, clk_hz=args.clk, baud=args.baud, compute=args.compute)
-    except ValueError as e:
-        raise CLIError(str(e), EXIT_INPUT) from e
-
-
-def _render(r: dict) -> str:
+def render(r: dict) -> str:
     lines = [f"link: {r['link']}, {r['baud']} baud, {r['clk_hz'] / 1e6:g} MHz; {r['model']} "
              f"{r['frame'][0]}x{r['frame'][1]}",
              f"{'phase':<11}{'payload':>9}{'wire out':>10}{'wire in':>9}{'line ms':>9}"
@@ -187,8 +168,3 @@ def _render(r: dict) -> str:
     lines.append(f"goal: efficiency >= {g['min_efficiency']:.0%} per phase: "
                  f"{'met' if g['met'] else 'NOT met'}")
     return "\n".join(lines)
-
-
-LINK = Bench(help="UART link efficiency (bit level, simulated) loading the paper network and "
-                  "moving one frame in and out; transfer vs compute split",
-             run=_run, render=_render, add_arguments=_args)

@@ -3,10 +3,14 @@ and Fmax, failing when the design does not fit or misses timing."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 
+from ...hw.boards import BOARDS, BoardError
+from ..flow.build import BuildError, build, check, load_result
 from .main import EXIT_INPUT, EXIT_NOT_FOUND, CLIError
 
 __all__ = ["register", "EXIT_TIMING", "default_dir"]
@@ -27,10 +31,6 @@ def load_board_build(args):
     CLIError
         (exit 4) if there is no build there, or it is another board's.
     """
-    from deconvsr.hw.boards import BOARDS
-
-    from ..flow.build import BuildError, load_result
-
     board = BOARDS[args.board]
     indir = args.input or default_dir(args.board)
     try:
@@ -43,7 +43,6 @@ def load_board_build(args):
 
 
 def _boards() -> list[str]:
-    from deconvsr.hw.boards import BOARDS
     return list(BOARDS)
 
 
@@ -85,7 +84,6 @@ def register(subparsers) -> None:
 
 def parse_seeds(text: str) -> list[int]:
     """``"3"`` -> [3]; ``"1-4"`` -> [1, 2, 3, 4]; ``"1,3,7"`` -> [1, 3, 7] (argparse type)."""
-    import argparse
     seeds = []
     for part in text.split(","):
         lo, sep, hi = part.strip().partition("-")
@@ -126,7 +124,6 @@ def spec_with(spec, settings):
     """``spec`` with ``FIELD=VALUE`` overrides (integers; text for the text fields such as
     ``counters`` and ``act_ram``; true/false/1/0 for the flags such as ``fixed_pi``).
     Raises :class:`CLIError`."""
-    from dataclasses import fields, replace
     names = {f.name for f in fields(spec)} - {"arith", "name"}
     text = {f.name for f in fields(spec) if f.type in (str, "str")}
     flags = {f.name for f in fields(spec) if f.type in (bool, "bool")}
@@ -157,10 +154,6 @@ def spec_with(spec, settings):
 
 
 def run(args) -> int:
-    from deconvsr.hw.boards import BOARDS, BoardError
-
-    from ..flow.build import BuildError, build, check
-
     outdir = args.output or default_dir(args.board)
     spec = spec_with(BOARDS[args.board].spec, args.set)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+from ..model.transforms import TransformError
 from .main import EXIT_INPUT, EXIT_INTERNAL, EXIT_NOT_FOUND, CLIError
 
 __all__ = ["register", "run", "load_model"]
@@ -28,7 +29,7 @@ def register(subparsers):
 
 def load_model(path: str):
     """Load and check an ONNX model, turning every failure into a one-line :class:`CLIError`."""
-    import onnx
+    import onnx     # heavy (about 1 s): only for this command
     from google.protobuf.message import DecodeError
 
     if not os.path.exists(path):
@@ -60,10 +61,10 @@ def load_model(path: str):
 
 
 def run(args) -> int:
+    # onnx (and the rewriter built on it) is a heavy import (about 1 s): only for this command.
     import onnx
 
     from ..model.onnx_convert import convert_model
-    from ..model.transforms import TransformError
 
     model = load_model(args.model)
     try:

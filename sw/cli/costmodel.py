@@ -1,19 +1,15 @@
 """``deconvsr costmodel [--json] [--plot PATH] [--roofline]``: the analytic cost model of
-:mod:`deconvsr.sw.golden.costmodel` applied to the paper's evaluation network (§7), compared with the
-paper's headline estimates."""
+:mod:`deconvsr.sw.golden.costmodel` applied to the paper's evaluation network (§7), compared
+with the paper's headline estimates (:func:`~deconvsr.sw.golden.costmodel.paper_comparison`)."""
 
 from __future__ import annotations
 
 import json
 
+from ..golden.costmodel import paper_comparison
 from .main import EXIT_INPUT, CLIError
 
-__all__ = ["register", "run", "compute"]
-
-#: The paper's headline (model estimates, abstract / §1): deconvolution (REVD2) vs ...
-PAPER_HEADLINE = {"latency": {"C-SP": 2.1, "C-NN": 2.8}, "energy": {"C-SP": 2.1, "C-NN": 2.7}}
-#: Which deconvolution each original operator is compared with.
-PAIRS = {"C-SP": "D-SP/REVD2", "C-NN": "D-NN/REVD2"}
+__all__ = ["register", "run", "plot"]
 
 
 def register(subparsers) -> None:
@@ -36,86 +32,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else float("inf")
-
-
-def compute(r: int = 3, h: int = 321, w: int = 481, precision: str = "fp32") -> dict:
-    """Every figure the command prints, as plain data."""
-    from ..golden.costmodel import (ENERGY_TABLES, GTX680, PAPER_NETWORK, Network, energy_pj,
-                            network_costs, roofline, total,
-                            upsampling_cost)
-
-    table = ENERGY_TABLES[precision]
-    net = Network(PAPER_NETWORK.body, (PAPER_NETWORK.up[0], 1, PAPER_NETWORK.up[2]), r, h, w)
-    rows = {}
-    for op, (body, up) in network_costs(net).items():
-        row = {"operator": op, "counted": {}, "modelled": {}}
-        for scope, layers in (("layer", [up]), ("network", body + [up])):
-            # Layer by layer: the network's latency is the sum of per-layer roofline times.
-            rls = [roofline(c, table.word_bytes, GTX680) for c in layers]
-            cost = total(layers)
-            row["counted"][scope] = cost.as_dict()
-            row["modelled"][scope] = {
-                "energy_uj": energy_pj(cost, table) / 1e6,
-                "latency_ms": sum(rl["latency_s"] for rl in rls) * 1e3,
-                "latency_memory_ms": sum(rl["t_memory_s"] for rl in rls) * 1e3,
-                "latency_compute_ms": sum(rl["t_compute_s"] for rl in rls) * 1e3,
-                "bound": rls[-1]["bound"],
-                "intensity_flop_per_byte": rls[-1]["intensity"],
-                "roofline_energy_uj": sum(rl["energy_pj"] for rl in rls) / 1e6,
-            }
-        rows[op] = row
-
-    # The paper's simplification C_in = C_out = C (here C = the upsampling layer's C_in):
-    # counted traffic ratio without weights, = (1 + 3 r^2) / (1 + r^2).
-    c = net.up[0]
-    simple = {}
-    for orig, deconv in PAIRS.items():
-        a = upsampling_cost(orig, c, c, net.up[2], r, h, w)
-        b = upsampling_cost(deconv, c, c, net.up[2], r, h, w)
-        ra, rb = roofline(a, table.word_bytes), roofline(b, table.word_bytes)
-        simple[orig] = {
-            "c": c, "traffic_ratio_no_weights": _ratio(a.activations + a.rearrange,
-                                                       b.activations + b.rearrange),
-            "mac_slot_ratio": _ratio(a.mac_slots, b.mac_slots),
-            "latency_ratio": _ratio(ra["latency_s"], rb["latency_s"]),
-            "energy_ratio": _ratio(energy_pj(a, table), energy_pj(b, table)),
-        }
-
-    headline = []
-    for metric in ("latency", "energy"):
-        key = "latency_ms" if metric == "latency" else "energy_uj"
-        for orig, deconv in PAIRS.items():
-            m0, m1 = rows[orig]["modelled"], rows[deconv]["modelled"]
-            entry = {
-                "metric": metric, "vs": orig, "deconv": deconv,
-                "paper": PAPER_HEADLINE[metric][orig],
-                "layer": _ratio(m0["layer"][key], m1["layer"][key]),
-                "network": _ratio(m0["network"][key], m1["network"][key]),
-                "layer_cin_eq_cout": simple[orig][f"{metric}_ratio"],
-            }
-            if metric == "latency":
-                entry["layer_memory_bound"] = _ratio(m0["layer"]["latency_memory_ms"],
-                                                     m1["layer"]["latency_memory_ms"])
-                entry["layer_cin_eq_cout_memory_bound"] = simple[orig]["traffic_ratio_no_weights"]
-            headline.append(entry)
-    return {
-        "network": {"body": [list(x) for x in net.body], "upsampling": list(net.up), "r": r,
-                    "h": h, "w": w, "precision": precision},
-        "constants": {"energy": vars(table), "roofline": vars(GTX680)},
-        "labels": {"counted": "exact counts from the formulas (tested against loop nests)",
-                   "modelled": "counts x constants; not measured"},
-        "operators": rows,
-        "cin_eq_cout": simple,
-        "headline": headline,
-        "memory_bound_formula": (1 + 3 * r * r) / (1 + r * r),
-    }
-
-
 def plot(result: dict, path: str) -> None:
     """Stacked bars: modelled energy and latency per operator, body layers + upsampling layer."""
-    import matplotlib
+    import matplotlib   # heavy (about 1 s): only with --plot
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -157,7 +76,7 @@ def run(args) -> int:
     for name, v in (("--scale", args.scale), ("--size H", h), ("--size W", w)):
         if v < 1:
             raise CLIError(f"{name} must be >= 1, not {v}", EXIT_INPUT)
-    result = compute(args.scale, h, w, args.precision)
+    result = paper_comparison(args.scale, h, w, args.precision)
     if args.plot:
         try:
             plot(result, args.plot)

@@ -14,8 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from ..host.device import DeviceError, open_device
+from ..host.imaging import bicubic_resize, psnr, rgb_to_ycbcr, to_u8
 from .main import EXIT_DEVICE, EXIT_INPUT, CLIError
+from .upscale import comparison, load_qlayers, upscale_rgb
 
 __all__ = ["register", "run"]
 
@@ -33,10 +37,8 @@ def register(subparsers):
 
 def sample_photo(lr_side: int, scale: int):
     """(HR RGB crop, LR RGB) of the astronaut's face."""
-    from PIL import Image
-    from ..host.imaging import ImageError
     try:
-        from skimage import data
+        from skimage import data    # optional (the test extra ships the photographs)
     except ImportError:
         raise CLIError("the demo needs scikit-image (pip install scikit-image)", EXIT_INPUT) \
             from None
@@ -52,10 +54,6 @@ def sample_photo(lr_side: int, scale: int):
 
 
 def run(args) -> int:
-    from PIL import Image
-    from .upscale import comparison, load_qlayers, upscale_rgb
-    from ..host.device import DeviceError, open_device
-    from ..host.imaging import psnr, rgb_to_ycbcr, to_u8, bicubic_resize
     if not 4 <= args.size <= 170:
         raise CLIError(f"--size must be in 4..170, not {args.size}", EXIT_INPUT)
     net, qlayers = load_qlayers(args.model)

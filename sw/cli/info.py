@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ..host.device import DeviceError, GoldenDevice, open_device
 from .main import EXIT_DEVICE, CLIError
 
 __all__ = ["register", "run"]
@@ -19,7 +20,6 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from ..host.device import DeviceError, GoldenDevice, open_device
     try:
         device = open_device(args.device)
     except DeviceError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ..model.zoo import ModelError, load_model, model_info, shipped_names
 from .main import EXIT_INPUT, CLIError
 
 __all__ = ["register"]
@@ -20,8 +21,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..model.zoo import ModelError, load_model, model_info, shipped_names
-
     infos = []
     for name in shipped_names():
         try:

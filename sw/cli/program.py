@@ -6,13 +6,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .build import _boards, load_board_build
 from .main import EXIT_DEVICE, EXIT_NOT_FOUND, CLIError
 
 __all__ = ["register", "program_command"]
 
 
 def register(subparsers) -> None:
-    from .build import _boards
     p = subparsers.add_parser(
         "program", help="load a built bitstream into a board",
         description="Program the board's FPGA with the bitstream `deconvsr build` wrote: "
@@ -51,8 +51,6 @@ def program_command(board, bitstream: Path, *, flash: bool = False,
 
 
 def run(args) -> int:
-    from .build import load_board_build
-
     board, indir, result = load_board_build(args)
     bitstream = Path(indir) / result.bitstream
     if not bitstream.exists():

@@ -5,13 +5,16 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from ..host.imaging import ImageError
+from ..model.network import ARCHS, NetworkError
+from ..model.train import TrainError, train
+from ..model.zoo import ModelError, load_model, save_model
 from .main import EXIT_INPUT, EXIT_NOT_FOUND, CLIError
 
 __all__ = ["register"]
 
 
 def register(subparsers) -> None:
-    from ..model.network import ARCHS
     p = subparsers.add_parser(
         "train", help="train a super-resolution network (needs torch)",
         description="Train on any folder of photographs: BT.601 Y channel, random LR/HR patch "
@@ -48,11 +51,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..host.imaging import ImageError
-    from ..model.network import NetworkError
-    from ..model.train import TrainError, train
-    from ..model.zoo import save_model
-
     if not Path(args.data).exists():
         raise CLIError(f"{args.data}: no such directory", EXIT_NOT_FOUND)
     name = Path(args.output).with_suffix("").name if args.output.endswith(".npz") \
@@ -78,7 +76,6 @@ def run(args) -> int:
         command += " --qat"
     init_from = None
     if args.init_from:
-        from ..model.zoo import ModelError, load_model
         try:
             init_from = load_model(args.init_from)
         except ModelError as e:

@@ -14,7 +14,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from ..host.device import DeviceError, open_device
+from ..host.imaging import (IMAGE_EXTENSIONS, ImageError, bicubic_resize, load_rgb, psnr,
+                            rgb_to_ycbcr, ssim, to_u8, ycbcr_to_rgb)
+from ..model.quantize import QuantizeError
+from ..model.zoo import ModelError, load_quantized
 from .main import EXIT_DEVICE, EXIT_INPUT, EXIT_NOT_FOUND, CLIError
 
 __all__ = ["register", "run", "load_qlayers", "upscale_rgb", "comparison", "MAX_PIXELS"]
@@ -43,20 +49,15 @@ def register(subparsers):
 
 def load_qlayers(model: str):
     """(network, quantised layers) of a model name/file; CLIError on failure."""
-    from ..model.quantize import QuantizeError, quantize
-    from ..model.zoo import ModelError, load_model
     try:
-        net = load_model(model)
+        return load_quantized(model)
     except ModelError as e:
         raise CLIError(str(e), EXIT_NOT_FOUND if e.not_found else EXIT_INPUT) from None
-    try:
-        return net, quantize(net)
     except QuantizeError as e:
         raise CLIError(f"model {model}: cannot be quantised: {e}", EXIT_INPUT) from None
 
 
 def expand_inputs(items) -> list[Path]:
-    from ..host.imaging import IMAGE_EXTENSIONS
     paths = []
     for item in items:
         p = Path(item)
@@ -78,7 +79,6 @@ def expand_inputs(items) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    from ..host.imaging import ImageError, load_rgb
     try:
         rgb = load_rgb(path)
     except ImageError as e:
@@ -94,7 +94,6 @@ def read_image(path: Path) -> np.ndarray:
 
 def upscale_rgb(device, qlayers, scale: int, rgb: np.ndarray):
     """(output RGB, device Y, input YCbCr float) of one uint8 RGB image."""
-    from ..host.imaging import bicubic_resize, rgb_to_ycbcr, to_u8, ycbcr_to_rgb
     ycc = rgb_to_ycbcr(rgb)
     y = to_u8(ycc[..., 0])
     y_hr = device.upscale(qlayers, y)
@@ -107,7 +106,6 @@ def upscale_rgb(device, qlayers, scale: int, rgb: np.ndarray):
 
 def comparison(rgb_in: np.ndarray, out: np.ndarray) -> np.ndarray:
     """bicubic | accelerator | |difference| x4 (of the RGB images), side by side."""
-    from ..host.imaging import bicubic_resize, to_u8
     h, w = out.shape[:2]
     bic = np.stack([bicubic_resize(rgb_in[..., c].astype(np.float64), (w, h))
                     for c in range(3)], axis=-1)
@@ -118,7 +116,6 @@ def comparison(rgb_in: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 def _save(path: Path, rgb: np.ndarray):
-    from PIL import Image
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rgb).save(path)
@@ -127,7 +124,6 @@ def _save(path: Path, rgb: np.ndarray):
 
 
 def _reference_scores(ref_path, y_hr, scale):
-    from ..host.imaging import psnr, rgb_to_ycbcr, ssim, to_u8
     ref = read_image(Path(ref_path))
     ry = to_u8(rgb_to_ycbcr(ref)[..., 0])
     h, w = min(ry.shape[0], y_hr.shape[0]), min(ry.shape[1], y_hr.shape[1])
@@ -138,7 +134,6 @@ def _reference_scores(ref_path, y_hr, scale):
 
 
 def run(args) -> int:
-    from ..host.device import DeviceError, open_device
     paths = expand_inputs(args.inputs)
     out_arg = Path(args.output)
     many = len(paths) > 1 or out_arg.is_dir() or args.output.endswith("/")

@@ -26,8 +26,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+
+from ...hw.boards import BOARDS, Board, BoardTop
+from ...hw.synth import (ABC_FALLBACK, AFTER_READ, abc9_failed, absorb_bram_output_registers_file,
+                         drop_zero_init)
 
 __all__ = ["BuildError", "Resource", "BuildResult", "tool_env", "parse_report", "slow_endpoints",
            "build", "check", "load_result", "RESULT_FILE", "SLOW_FILE"]
@@ -289,10 +293,6 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=None, jobs: int 
     ``seed_timeout`` (seconds, sweeps only): a seed still placing or routing that long after
     its round started is stopped and counts as failed.
     """
-    from dataclasses import replace
-
-    from deconvsr.hw.boards import BOARDS, Board, BoardTop
-
     if not isinstance(board, Board):
         if board not in BOARDS:
             raise BuildError(f"unknown board {board!r}; known: {', '.join(BOARDS)}")
@@ -334,8 +334,6 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=None, jobs: int 
     for stale in outdir.glob("seed-*"):
         shutil.rmtree(stale, ignore_errors=True)
     t0 = time.monotonic()
-    from deconvsr.hw.synth import (ABC_FALLBACK, AFTER_READ, abc9_failed,
-                                   absorb_bram_output_registers_file, drop_zero_init)
 
     def prepare(**overrides):
         plan = platform.prepare(top, name=name, **kw, script_after_read=AFTER_READ[board.family],

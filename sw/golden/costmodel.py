@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass
 
 __all__ = ["LayerCost", "EnergyTable", "Machine", "ENERGY_TABLES", "GTX680", "ALGORITHMS",
            "OPERATORS", "conv_cost", "upsampling_cost", "useful_macs_1d", "energy_pj",
-           "roofline", "Network", "PAPER_NETWORK", "network_costs", "total"]
+           "roofline", "Network", "PAPER_NETWORK", "network_costs", "total", "paper_comparison",
+           "PAPER_HEADLINE"]
 
 ALGORITHMS = ("STDD", "STRD", "REVD", "REVD2", "TDC")
 OPERATORS = ("C-SP", "C-NN") + tuple(f"D-SP/{a}" for a in ALGORITHMS) + tuple(
@@ -254,3 +255,88 @@ def total(layers) -> LayerCost:
         acc = acc + layer
     return LayerCost("total", *(getattr(acc, f) for f in (
         "mac_slots", "useful_macs", "weights", "act_reads", "act_writes", "rearrange")))
+
+
+# The paper's network against the paper's headline -------------------------------------------
+
+#: The paper's headline (model estimates, abstract / §1): deconvolution (REVD2) vs ...
+PAPER_HEADLINE = {"latency": {"C-SP": 2.1, "C-NN": 2.8}, "energy": {"C-SP": 2.1, "C-NN": 2.7}}
+#: Which deconvolution each original operator is compared with.
+PAIRS = {"C-SP": "D-SP/REVD2", "C-NN": "D-NN/REVD2"}
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("inf")
+
+
+def paper_comparison(r: int = 3, h: int = 321, w: int = 481,
+                     precision: str = "fp32") -> dict:
+    """Every figure ``deconvsr costmodel`` prints, as plain data: per operator the counted cost
+    and the modelled energy and latency of the paper's network (§7) with the upsampling layer
+    at ``r``, ``h`` x ``w`` LR input, and the deconvolution's saving against the paper's
+    headline."""
+    table = ENERGY_TABLES[precision]
+    net = Network(PAPER_NETWORK.body, (PAPER_NETWORK.up[0], 1, PAPER_NETWORK.up[2]), r, h, w)
+    rows = {}
+    for op, (body, up) in network_costs(net).items():
+        row = {"operator": op, "counted": {}, "modelled": {}}
+        for scope, layers in (("layer", [up]), ("network", body + [up])):
+            # Layer by layer: the network's latency is the sum of per-layer roofline times.
+            rls = [roofline(c, table.word_bytes, GTX680) for c in layers]
+            cost = total(layers)
+            row["counted"][scope] = cost.as_dict()
+            row["modelled"][scope] = {
+                "energy_uj": energy_pj(cost, table) / 1e6,
+                "latency_ms": sum(rl["latency_s"] for rl in rls) * 1e3,
+                "latency_memory_ms": sum(rl["t_memory_s"] for rl in rls) * 1e3,
+                "latency_compute_ms": sum(rl["t_compute_s"] for rl in rls) * 1e3,
+                "bound": rls[-1]["bound"],
+                "intensity_flop_per_byte": rls[-1]["intensity"],
+                "roofline_energy_uj": sum(rl["energy_pj"] for rl in rls) / 1e6,
+            }
+        rows[op] = row
+
+    # The paper's simplification C_in = C_out = C (here C = the upsampling layer's C_in):
+    # counted traffic ratio without weights, = (1 + 3 r^2) / (1 + r^2).
+    c = net.up[0]
+    simple = {}
+    for orig, deconv in PAIRS.items():
+        a = upsampling_cost(orig, c, c, net.up[2], r, h, w)
+        b = upsampling_cost(deconv, c, c, net.up[2], r, h, w)
+        ra, rb = roofline(a, table.word_bytes), roofline(b, table.word_bytes)
+        simple[orig] = {
+            "c": c, "traffic_ratio_no_weights": _ratio(a.activations + a.rearrange,
+                                                       b.activations + b.rearrange),
+            "mac_slot_ratio": _ratio(a.mac_slots, b.mac_slots),
+            "latency_ratio": _ratio(ra["latency_s"], rb["latency_s"]),
+            "energy_ratio": _ratio(energy_pj(a, table), energy_pj(b, table)),
+        }
+
+    headline = []
+    for metric in ("latency", "energy"):
+        key = "latency_ms" if metric == "latency" else "energy_uj"
+        for orig, deconv in PAIRS.items():
+            m0, m1 = rows[orig]["modelled"], rows[deconv]["modelled"]
+            entry = {
+                "metric": metric, "vs": orig, "deconv": deconv,
+                "paper": PAPER_HEADLINE[metric][orig],
+                "layer": _ratio(m0["layer"][key], m1["layer"][key]),
+                "network": _ratio(m0["network"][key], m1["network"][key]),
+                "layer_cin_eq_cout": simple[orig][f"{metric}_ratio"],
+            }
+            if metric == "latency":
+                entry["layer_memory_bound"] = _ratio(m0["layer"]["latency_memory_ms"],
+                                                     m1["layer"]["latency_memory_ms"])
+                entry["layer_cin_eq_cout_memory_bound"] = simple[orig]["traffic_ratio_no_weights"]
+            headline.append(entry)
+    return {
+        "network": {"body": [list(x) for x in net.body], "upsampling": list(net.up), "r": r,
+                    "h": h, "w": w, "precision": precision},
+        "constants": {"energy": vars(table), "roofline": vars(GTX680)},
+        "labels": {"counted": "exact counts from the formulas (tested against loop nests)",
+                   "modelled": "counts x constants; not measured"},
+        "operators": rows,
+        "cin_eq_cout": simple,
+        "headline": headline,
+        "memory_bound_formula": (1 + 3 * r * r) / (1 + r * r),
+    }

@@ -20,8 +20,12 @@ import time
 import numpy as np
 
 from ...bus import Space
-from .driver import Driver, DriverError
+from ...descriptor import COUNTERS
+from ...sim.device import SimDevice, SimDeviceError
 from ..golden.intmodel import run_network
+from .driver import Driver, DriverError
+from .program import ProgramError, crop_tile, decode_counters, frame_programs
+from .transport import FtdiSpiPort, SerialTransport, SocketSpiPort, SpiTransport, TransportError
 
 __all__ = ["DeviceError", "Device", "GoldenDevice", "LinkDevice", "open_device"]
 
@@ -100,7 +104,6 @@ class LinkDevice(Device):
         return result
 
     def _programs(self, layers, y):
-        from .program import ProgramError, frame_programs
         try:
             progs, ext = frame_programs(layers, y, self.info.spec)
         except ProgramError as e:
@@ -122,7 +125,6 @@ class LinkDevice(Device):
             self.stats["setup_bytes"] += len(data)
 
     def upscale(self, layers, y):
-        from .program import crop_tile
         y = np.asarray(y, dtype=np.uint8)
         d = self.driver
         progs, ext = self._programs(layers, y)
@@ -160,8 +162,6 @@ class LinkDevice(Device):
         return out
 
     def counters(self):
-        from ...descriptor import COUNTERS
-        from .program import decode_counters
         try:
             raw = self.driver.read(Space.COUNT, 0, 4 * len(COUNTERS))
             return {**decode_counters(raw), "link": self.driver.link_stats()}
@@ -180,12 +180,9 @@ class LinkDevice(Device):
 def open_device(name: str, *, engine="engine", spec="sim", progress=False, timeout=None,
                 verify=True) -> Device:
     """Open a device by name (see the module docstring). Raises :class:`DeviceError`."""
-    from .transport import SerialTransport, SpiTransport, FtdiSpiPort, SocketSpiPort, \
-        TransportError
     if name == "golden":
         return GoldenDevice()
     if name in ("sim", "sim-uart", "sim-spi"):
-        from ...sim.device import SimDevice, SimDeviceError
         top = {"sim": "stream", "sim-uart": "uart", "sim-spi": "spi"}[name]
         sim = SimDevice(top=top, engine=engine, spec=spec)
         try:

@@ -15,10 +15,12 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from tqdm import tqdm
+
 from ... import protocol
 from ...bus import Space, Status as BusStatus
-from ...protocol import (FEND, FESC, ESCAPE_XOR, FIDLE, LinkInfo, LinkStats, Opcode, ReplyHeader,
-                        RequestHeader, Status, crc16)
+from ...protocol import (ESCAPE_XOR, FEND, FESC, FIDLE, LinkInfo, LinkStats, Opcode, ReplyHeader,
+                         RequestHeader, Status, crc16)
 from ...spec import EngineSpec
 from .transport import Transport, TransportError
 
@@ -286,7 +288,6 @@ class Driver:
     def _chunks(self, n, what):
         bar = None
         if self.progress and n >= 1 << 15:
-            from tqdm import tqdm
             bar = tqdm(total=n, unit="B", unit_scale=True, desc=what, leave=False)
         try:
             for off in range(0, n, protocol.MAX_PAYLOAD):

@@ -144,7 +144,7 @@ def skimage_photos() -> list[tuple[str, np.ndarray]]:
         if scikit-image is not installed.
     """
     try:
-        from skimage import data
+        from skimage import data    # optional (the test extra ships the photographs)
     except ImportError:
         raise ImageError("--data skimage needs scikit-image (pip install scikit-image)") from None
     return [(n, np.asarray(getattr(data, n)())[..., :3]) for n in SKIMAGE_PHOTOS]

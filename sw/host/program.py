@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...bus import CtrlReg, Space
-from ...descriptor import (COUNTERS, DESC_BYTES, ENTRY_BYTES, BiasEntry, LayerDescriptor,
-                          entry_fits, pack)
+from ...descriptor import (DESC_BYTES, ENTRY_BYTES, BiasEntry, LayerDescriptor,
+                          decode_counters, entry_fits, pack)
 from ...spec import EngineSpec
 from ..golden.intmodel import QLayer
 
@@ -153,11 +153,6 @@ class Program:
 
     def decode(self, raw: bytes) -> np.ndarray:
         return np.frombuffer(bytes(raw), dtype=np.uint8).reshape(self.out_shape).copy()
-
-
-def decode_counters(raw: bytes) -> dict:
-    """The COUNT space (``4 * len(COUNTERS)`` bytes) as a dict of ints."""
-    return {name: int.from_bytes(raw[4 * i:4 * i + 4], "little") for i, name in enumerate(COUNTERS)}
 
 
 def _act_writes(spec: EngineSpec, x: np.ndarray, buf: int, base: int):

@@ -15,6 +15,8 @@ import logging
 import socket
 import time
 
+import serial
+
 from ...protocol import FIDLE
 
 __all__ = ["TransportError", "Transport", "SerialTransport", "SpiPort", "FtdiSpiPort",
@@ -49,7 +51,6 @@ class Transport(abc.ABC):
 
 class SerialTransport(Transport):
     def __init__(self, url: str, *, baud: int = 3_000_000):
-        import serial
         self.name = url
         try:
             self._port = serial.serial_for_url(url, baudrate=baud, timeout=0)
@@ -57,7 +58,6 @@ class SerialTransport(Transport):
             raise TransportError(f"cannot open {url}: {e}") from None
 
     def write(self, data: bytes) -> None:
-        import serial
         try:
             self._port.write(data)
             self._port.flush()
@@ -65,7 +65,6 @@ class SerialTransport(Transport):
             raise TransportError(f"{self.name}: write failed: {e}") from None
 
     def read(self, max_bytes: int, timeout: float) -> bytes:
-        import serial
         deadline = time.monotonic() + timeout
         port = self._port
         try:
@@ -107,7 +106,7 @@ class FtdiSpiPort(SpiPort):
 
     def __init__(self, url: str, *, freq: float = 6e6, cs: int = 0):
         try:
-            from pyftdi.spi import SpiController
+            from pyftdi.spi import SpiController   # optional (the spi extra)
         except ImportError:
             raise TransportError("SPI needs pyftdi: pip install 'deconvsr[spi]'") from None
         self._ctrl = SpiController()

@@ -17,6 +17,8 @@ nearest-resize conv.
 from __future__ import annotations
 
 import math
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +66,7 @@ def _nearest_is_replication(ctm: str, nmode: str, r: int) -> bool:
 def import_onnx(path) -> Network:
     """Import an ONNX file. Raises :class:`ImportError_` (unreadable file or unsupported
     graph) naming the file and node."""
-    import onnx
+    import onnx     # heavy (about 1 s): only when an ONNX file is imported
 
     path = Path(path)
     try:
@@ -81,7 +83,7 @@ def import_onnx(path) -> Network:
 
 def import_onnx_model(model, name: str = "onnx") -> Network:
     """Import an in-memory ``onnx.ModelProto``. See the module docstring for the graph form."""
-    from onnx import numpy_helper
+    from onnx import numpy_helper   # heavy: see import_onnx
 
     g = model.graph
     consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
@@ -96,7 +98,7 @@ def import_onnx_model(model, name: str = "onnx") -> Network:
                            f"{len(real_inputs)}: {', '.join(real_inputs)}")
 
     def attrs(node):
-        from onnx import helper
+        from onnx import helper     # heavy: see import_onnx
         return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
     def label(node):
@@ -274,12 +276,10 @@ def import_state_dict(path, *, last: str = "subpixel", r: int | None = None) -> 
     """
     path = Path(path)
     try:
-        import torch
+        import torch    # optional (the train extra)
     except ImportError:
         raise ImportError_(f"{path}: reading PyTorch files needs torch (pip install "
                            "torch==2.13.0), or export the model to ONNX") from None
-    import pickle
-    import zipfile
 
     try:
         sd = torch.load(str(path), map_location="cpu", weights_only=True)

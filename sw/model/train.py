@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..host.imaging import (bicubic_resize, crop_to_multiple, degrade, list_images, load_rgb,
-                      rgb_to_ycbcr, to_u8)
+                            rgb_to_ycbcr, to_u8)
 from .network import Network, arch_layers
+from .quantize import calibrate, round_keep_sums
 
 __all__ = ["TrainError", "load_pairs", "train", "build_torch_model", "recalibrate",
            "calibrate_on_pairs", "receptive_margin",
@@ -32,7 +34,7 @@ class TrainError(ValueError):
 
 def _torch():
     try:
-        import torch
+        import torch    # optional (the train extra)
     except ImportError:
         raise TrainError("training needs PyTorch: pip install torch==2.13.0 (the 'train' "
                          "extra)") from None
@@ -216,8 +218,6 @@ def fake_quant_forward(torch, model, layers, calibration, x, *, weight_max: int 
       and with the bias corrected for the rounding's mean error
       (``calibration["input_means"]``). A resize layer's kernel is summed by its transform,
       so its weights are left unrounded."""
-    from .quantize import round_keep_sums
-
     F = torch.nn.functional
     s_x = np.full(1, 1.0 / 255)
     li = ai = 0
@@ -255,8 +255,6 @@ def fake_quant_forward(torch, model, layers, calibration, x, *, weight_max: int 
 
 def calibrate_on_pairs(network: Network, pairs, n: int = 8) -> dict:
     """Calibrate on ``n`` evenly spaced training images (whole LR planes); deterministic."""
-    from .quantize import calibrate
-
     idx = np.linspace(0, len(pairs) - 1, min(n, len(pairs))).astype(int)
     calib = calibrate(network, [pairs[i][0] for i in idx])
     calib["images"] = f"{len(idx)} training images (LR Y planes)"
@@ -291,7 +289,6 @@ def train(data_dir, arch: str, r: int, *, minutes: float = 5.0, batch: int = 32,
         without torch, or for unusable data/parameters.
     """
     torch = _torch()
-    from tqdm import tqdm
 
     if loss not in ("l1", "mse"):
         raise TrainError(f"loss must be 'l1' or 'mse', not {loss!r}")

@@ -15,10 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ...spec import SPECS
+from ..host.program import ProgramError, frame_programs
+from .importers import ImportError_, import_onnx, import_state_dict
 from .network import Network, NetworkError
+from .quantize import quantize
 
-__all__ = ["ModelError", "MODELS_DIR", "FORMAT", "shipped_names", "load_model", "save_model",
-           "model_info", "fits_budget", "engine_budgets", "deconv_weight_bytes", "fitting_specs"]
+__all__ = ["ModelError", "MODELS_DIR", "FORMAT", "shipped_names", "load_model", "load_quantized",
+           "save_model", "model_info", "fits_budget", "engine_budgets", "deconv_weight_bytes", "fitting_specs"]
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 FORMAT = "deconvsr-model/1"
@@ -110,7 +114,6 @@ def load_model(name_or_path) -> Network:
         elif path.suffix.lower() in (".onnx", ".pt", ".pth"):
             if not path.exists():
                 raise ModelError(f"{path}: no such file", not_found=True)
-            from .importers import ImportError_, import_onnx, import_state_dict
             try:
                 net = (import_onnx(path) if path.suffix.lower() == ".onnx"
                        else import_state_dict(path))
@@ -128,6 +131,21 @@ def load_model(name_or_path) -> Network:
         return net.validate()
     except NetworkError as e:
         raise ModelError(str(e)) from None
+
+
+def load_quantized(name_or_path) -> tuple[Network, list]:
+    """``(network, quantised layers)`` of a model name or file, quantised with the default
+    arithmetic (:func:`~deconvsr.sw.model.quantize.quantize`).
+
+    Raises
+    ------
+    ModelError
+        if the model cannot be found or loaded (:func:`load_model`).
+    deconvsr.sw.model.quantize.QuantizeError
+        if it cannot be quantised.
+    """
+    net = load_model(name_or_path)
+    return net, quantize(net)
 
 
 def fits_budget(network: Network, *, max_channels: int | None = None,
@@ -163,10 +181,6 @@ def engine_budgets() -> dict[str, dict]:
     ``lanes * weight_depth`` bytes, ``max_layers`` and ``bias_depth`` entries. A first-order
     check: the engine's program compiler has the final word (packing, activation buffers,
     frame size)."""
-    try:
-        from ...spec import SPECS
-    except ImportError:  # pragma: no cover - the engine spec not present in this checkout
-        return {}
     return {name: {"weight_bytes": spec.lanes * spec.weight_depth,
                    "max_layers": spec.max_layers, "bias_entries": spec.bias_depth}
             for name, spec in SPECS.items()}
@@ -177,12 +191,6 @@ def fitting_specs(network: Network, frame: int = 64) -> list[str]:
     if need be): the budgets above as a quick filter, then the program compiler, which packs
     the weights as the engine reads them (a spec with 256 weight words of 16 lanes holds
     4,096 weight bytes but not every 4,000-byte network: packing leaves lanes idle)."""
-    try:
-        from ...spec import SPECS
-        from ..host.program import ProgramError, frame_programs
-        from .quantize import quantize
-    except ImportError:  # pragma: no cover - the engine spec not present in this checkout
-        return []
     out = []
     for name, budget in engine_budgets().items():
         if not fits_budget(network, **budget):

@@ -369,7 +369,7 @@ def test_cli_report_json(tmp_path, capsys):
 
 
 def test_frame_rates_arithmetic():
-    from deconvsr.sw.cli.report import BITS_PER_BYTE, frame_rates
+    from deconvsr.sw.flow.report import BITS_PER_BYTE, frame_rates
     link = {"to_device": 3000, "from_device": 27000}
     r = frame_rates(cycles=480_000, clk_hz=48e6, fmax_hz=60e6, link=link, baud=3_000_000)
     assert r["compute_s"] == pytest.approx(0.010)
@@ -380,7 +380,7 @@ def test_frame_rates_arithmetic():
 
 def test_link_bytes_counts_payload_and_framing():
     proto = pytest.importorskip("deconvsr.protocol")
-    from deconvsr.sw.cli.report import link_bytes
+    from deconvsr.sw.flow.report import link_bytes
     small = link_bytes(8, 8, 2)
     big = link_bytes(64, 64, 3)
     # payload alone: 64 bytes in, 256 out; framing adds at least one header each way

@@ -7,7 +7,7 @@ import pytest
 
 import deconvsr.sw.cli.main as cli
 from deconvsr.sw.golden import algorithms
-from deconvsr.sw.cli.costmodel import compute
+from deconvsr.sw.golden.costmodel import paper_comparison as compute
 from deconvsr.sw.golden.costmodel import (ENERGY_TABLES, GTX680, OPERATORS, LayerCost, conv_cost,
                                    energy_pj, roofline, upsampling_cost, useful_macs_1d)
 from deconvsr.sw.golden.reference import deconv2d, deconv_out_size

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deconvsr.sw.cli.eval import evaluate, self_ensemble, standard_upscalers
+from deconvsr.sw.model.evaluate import evaluate, self_ensemble, standard_upscalers
 from deconvsr.sw.host.imaging import (bicubic_resize, crop_to_multiple, degrade, psnr, rgb_to_ycbcr,
                                  to_u8)
 from deconvsr.sw.model.network import Network
