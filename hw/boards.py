@@ -5,11 +5,11 @@ A board top only adds what a board needs around the unchanged core:
 * a PLL from the board oscillator to the engine clock (iCEBreaker: ``SB_PLL40_PAD`` from the
   12 MHz pin; ULX3S: ``EHXPLLL`` from 25 MHz) and a reset held until the PLL locks;
 * the core's UART on the board's USB serial resource (``uart``), SPI (the alternative link) on
-  header pins added as a platform resource from ``constraints/boards.toml``;
+  header pins added as a platform resource from ``deconvsr/constraints/boards.toml``;
 * LEDs: heartbeat (clock running), link activity, and the core's status bits if it has any.
 
 Pins come from the platform's resources only; the extras (clock target, baud, SPI pins) are
-data in ``constraints/boards.toml``.
+data in ``deconvsr/constraints/boards.toml``.
 
     from deconvsr.hw.boards import BOARDS, BoardTop
     board = BOARDS["icebreaker"]
@@ -24,6 +24,7 @@ The core is chosen by :func:`make_core` (the one line to change when the core ch
 import math
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from amaranth import Cat, ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
@@ -37,7 +38,9 @@ from deconvsr.spec import SPECS, EngineSpec
 __all__ = ["CONSTRAINTS_DIR", "Board", "BOARDS", "BoardError", "PLLParams", "ice40_pll",
            "ecp5_pll", "LoopbackCore", "CORES", "DEFAULT_CORE", "make_core", "BoardTop", "load_board_extras"]
 
-CONSTRAINTS_DIR = Path(__file__).resolve().parent.parent / "constraints"
+#: ``boards.toml`` (and its README): package data of :mod:`deconvsr`, read through
+#: :mod:`importlib.resources` (``deconvsr/constraints/`` in the source tree).
+CONSTRAINTS_DIR = resources.files("deconvsr") / "constraints"
 
 
 class BoardError(ValueError):
@@ -186,7 +189,7 @@ class Board:
 
 
 def load_board_extras(path=None) -> dict:
-    """The per-board extras from ``constraints/boards.toml`` (or ``path``)."""
+    """The per-board extras from ``deconvsr/constraints/boards.toml`` (or ``path``)."""
     path = Path(path) if path else CONSTRAINTS_DIR / "boards.toml"
     try:
         data = tomllib.loads(path.read_text())
@@ -227,7 +230,7 @@ def _make_boards() -> dict[str, Board]:
     boards = {}
     for name, kw in common.items():
         if name not in extras:
-            raise BoardError(f"constraints/boards.toml has no [{name}] section")
+            raise BoardError(f"deconvsr/constraints/boards.toml has no [{name}] section")
         ex = extras[name]
         spi = dict(ex.get("spi", {}))
         conn = tuple(spi.pop("conn", ()))

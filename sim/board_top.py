@@ -21,6 +21,7 @@ domain's reset: the PLL has not locked or the power-on count runs).
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 from ..hw.boards import BOARDS, BoardTop
@@ -29,7 +30,8 @@ __all__ = ["WRAPPER", "BoardSimError", "board_verilog", "primitive_models", "wra
            "board_sources", "osc_hz"]
 
 WRAPPER = "deconvsr_board_tb"
-MODELS_DIR = Path(__file__).parent / "models"
+#: Verilog models of the FPGA primitives (package data, read through importlib.resources).
+MODELS_DIR = resources.files(__package__) / "models"
 
 #: Oscillator frequency per FPGA family's board (iCEBreaker 12 MHz, ULX3S 25 MHz).
 _OSC_HZ = {"ice40": 12e6, "ecp5": 25e6}

@@ -59,7 +59,7 @@ def register(subparsers) -> None:
                    help="build directory (default build/BOARD)")
     p.add_argument("--seed", type=parse_seeds, default=None, metavar="SEEDS",
                    help="nextpnr placement seed (default: the board's, from "
-                        "constraints/boards.toml), or seeds to sweep, e.g. 1-4 or "
+                        "deconvsr/constraints/boards.toml), or seeds to sweep, e.g. 1-4 or "
                         "1,3,7: synthesis once, place and route per seed until one meets "
                         "timing; the fastest is packed")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
@@ -69,7 +69,8 @@ def register(subparsers) -> None:
                    help="in a sweep, stop a seed still placing or routing after MIN minutes "
                         "(it counts as failed; nextpnr's router can circle for an hour)")
     p.add_argument("--sync-mhz", type=float, metavar="MHZ",
-                   help="engine clock target instead of the board's (constraints/boards.toml)")
+                   help="engine clock target instead of the board's "
+                        "(deconvsr/constraints/boards.toml)")
     p.add_argument("--link", choices=("uart", "spi"), default="uart",
                    help="host link the core listens on (default uart)")
     p.add_argument("--core", choices=("engine", "twin", "loopback"), default="engine",

@@ -285,11 +285,10 @@ def build(board, outdir, *, core=None, link: str = "uart", seed=None, jobs: int 
     does not fit, or (when ``check_result``) it misses timing. ``core`` is a component or a
     :func:`deconvsr.hw.boards.make_core` name; ``spec`` replaces the board's engine spec.
 
-    ``seed``: nextpnr's placement seed (None: the board's, ``constraints/boards.toml``), or a
-    list of seeds to sweep: synthesis runs once,
-    place and route once per seed (``jobs`` at a time, each in ``outdir/seed-N``), until a
-    round of ``jobs`` seeds has one that meets timing; the fastest placement is packed (the
-    results of all are in ``seed_fmax``). ``progress``: called with a line per finished seed.
+    ``seed``: nextpnr's placement seed (None: the board's, ``deconvsr/constraints/boards.toml``),
+    or a list of seeds to sweep: synthesis runs once, place and route once per seed (``jobs``
+    at a time, each in ``outdir/seed-N``), until a round of ``jobs`` seeds has one that meets
+    timing; the fastest placement is packed (the results of all are in ``seed_fmax``). ``progress``: called with a line per finished seed.
     ``seed_timeout`` (seconds, sweeps only): a seed still placing or routing that long after
     its round started is stopped and counts as failed.
     """

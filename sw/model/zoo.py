@@ -1,4 +1,5 @@
-"""The model zoo: the networks shipped in ``deconvsr/sw/models/`` and loading any model file.
+"""The model zoo: the networks shipped with the package (``sw/model/models/``, package data read
+through :mod:`importlib.resources`) and loading any model file.
 
 A model file is a pair ``NAME.npz`` (float32 weights ``L<i>.weight``, ``L<i>.bias`` in
 ``Conv2d`` layout) + ``NAME.json`` (metadata: ``format``, ``arch``, ``scale``, ``layers``,
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,9 @@ from .quantize import quantize
 __all__ = ["ModelError", "MODELS_DIR", "FORMAT", "shipped_names", "load_model", "load_quantized",
            "save_model", "model_info", "fits_budget", "engine_budgets", "deconv_weight_bytes", "fitting_specs"]
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+#: The shipped networks (package data; a :class:`~importlib.resources.abc.Traversable`, in
+#: practice the directory on disk).
+MODELS_DIR = resources.files(__package__) / "models"
 FORMAT = "deconvsr-model/1"
 
 
@@ -38,7 +42,8 @@ class ModelError(ValueError):
 
 def shipped_names() -> list[str]:
     """Names of the shipped models (sorted)."""
-    return sorted(p.stem for p in MODELS_DIR.glob("*.json") if p.with_suffix(".npz").exists())
+    names = {p.name for p in MODELS_DIR.iterdir() if p.is_file()}
+    return sorted(n[:-5] for n in names if n.endswith(".json") and n[:-5] + ".npz" in names)
 
 
 def save_model(network: Network, path) -> tuple[Path, Path]:
@@ -59,9 +64,10 @@ def save_model(network: Network, path) -> tuple[Path, Path]:
     return npz, js
 
 
-def _load_npz(npz: Path, js: Path) -> Network:
-    name = npz.stem
-    if not js.exists():
+def _load_npz(npz, js) -> Network:
+    """``npz``, ``js``: paths or package-data traversables."""
+    name = npz.name.rsplit(".", 1)[0]
+    if not js.is_file():
         raise ModelError(f"{npz}: the metadata file {js.name} is missing next to it")
     try:
         meta = json.loads(js.read_text())
@@ -73,7 +79,7 @@ def _load_npz(npz: Path, js: Path) -> Network:
                          "'layers' expected)")
     try:
         # Open the file ourselves: np.load leaks its handle when the zip is corrupted.
-        with open(npz, "rb") as fh:
+        with npz.open("rb") as fh:
             f = np.load(fh, allow_pickle=False)
             if not hasattr(f, "files"):
                 raise ValueError("a single .npy array, not an .npz archive")
@@ -119,7 +125,7 @@ def load_model(name_or_path) -> Network:
                        else import_state_dict(path))
             except ImportError_ as e:
                 raise ModelError(str(e)) from None
-        elif (MODELS_DIR / f"{s}.json").exists():
+        elif (MODELS_DIR / f"{s}.json").is_file():
             net = _load_npz(MODELS_DIR / f"{s}.npz", MODELS_DIR / f"{s}.json")
         else:
             known = ", ".join(shipped_names()) or "none"
