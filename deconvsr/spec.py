@@ -109,6 +109,17 @@ class EngineSpec:
     packed_entries: bool = False
     arith: ArithSpec = field(default=DEFAULT_ARITH)
 
+    #: The fields the ID ROM leaves out: how the gateware is built (memory style, multiplier
+    #: and requantiser kinds, pipeline depth), not what the host compiles for. The host's
+    #: program compiler never reads them, so a program compiled from the spec a device reports
+    #: equals one compiled from the spec it was built from (``tests/shared/test_spec.py``, for
+    #: every named spec and shipped network). Some change the engine's cycle counts
+    #: (``requant``: the drain's spacing; ``multiplier="lut"``: a cycle per layer), which the
+    #: host never predicts from a spec: cycle figures are measured on the RTL built from the
+    #: full spec (``deconvsr bench engine``, ``deconvsr report`` with the build's recorded
+    #: spec). A new field goes in the ROM or here (the test checks that every field is one).
+    GATEWARE_ONLY_FIELDS = ("act_ram", "multiplier", "requant", "lut_lanes", "pipeline")
+
     def __post_init__(self):
         if not isinstance(self.lanes, int) or not _pow2(self.lanes) or self.lanes > 256:
             raise ValueError(f"lanes must be a power of two in 1..256, not {self.lanes!r}")
