@@ -24,6 +24,8 @@ def register(subparsers):
     p.add_argument("-o", "--output", metavar="OUT.onnx",
                    help="where to write the rewritten model (omit to only report)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.add_argument("--allow-unchanged", action="store_true",
+                   help="exit 0 (and write OUT.onnx unchanged) when there is nothing to convert")
     p.set_defaults(func=run)
 
 
@@ -76,7 +78,8 @@ def run(args) -> int:
     except onnx.checker.ValidationError as e:      # a bug here, not the user's fault
         first = str(e).strip().splitlines()[0]
         raise CLIError(f"rewritten model fails onnx.checker: {first}", EXIT_INTERNAL) from e
-    if args.output:
+    nothing = not result.rewrites and not args.allow_unchanged
+    if args.output and not nothing:
         try:
             onnx.save(result.model, args.output)
         except OSError as e:
@@ -84,18 +87,24 @@ def run(args) -> int:
 
     if args.json:
         print(json.dumps({
-            "input": args.model, "output": args.output, "written": bool(args.output),
+            "input": args.model, "output": args.output,
+            "written": bool(args.output) and not nothing,
             "rewritten": [r.as_dict() for r in result.rewrites],
             "skipped": [s.as_dict() for s in result.skipped],
         }, indent=2))
-        return 0
-    for r in result.rewrites:
-        print(f"rewrote {r.line()}")
-    for s in result.skipped:
-        print(f"skipped {s.line()}")
-    if not result.rewrites:
-        print(f"{args.model}: nothing to convert (no sub-pixel or nearest-resize convolution)")
-    if args.output:
-        what = f"{len(result.rewrites)} pattern(s) rewritten" if result.rewrites else "unchanged"
-        print(f"wrote {args.output} ({what})")
+    else:
+        for r in result.rewrites:
+            print(f"rewrote {r.line()}")
+        for s in result.skipped:
+            print(f"skipped {s.line()}")
+        if not result.rewrites and args.allow_unchanged:
+            print(f"{args.model}: nothing to convert (no sub-pixel or nearest-resize "
+                  "convolution)")
+        if args.output and not nothing:
+            what = (f"{len(result.rewrites)} pattern(s) rewritten" if result.rewrites
+                    else "unchanged")
+            print(f"wrote {args.output} ({what})")
+    if nothing:
+        raise CLIError(f"{args.model}: nothing to convert (no sub-pixel or nearest-resize "
+                       "convolution); --allow-unchanged to accept that", EXIT_INPUT)
     return 0
