@@ -1,0 +1,32 @@
+"""``./run test``'s selection, as the README states it: TEST_ARGS unset runs the quick suite,
+TEST_ARGS="" everything, and quoted markers expressions work."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+while not (ROOT / "run").exists():          # (wherever this file sits under tests/)
+    ROOT = ROOT.parent
+
+
+def test_run_test_selection():
+    """Counted on a file with one quick and two slow UART tests (+-1.5 % baud error); the
+    three ``./run`` invocations run side by side."""
+    target = next(ROOT.glob("tests/**/test_link_uart.py"))
+    cases = {None: 1, "": 3, "-m 'slow and not synth'": 2}
+    procs = {}
+    for test_args in cases:
+        env = {k: v for k, v in os.environ.items() if k != "TEST_ARGS"}
+        if test_args is not None:
+            env["TEST_ARGS"] = test_args
+        procs[test_args] = subprocess.Popen(
+            [str(ROOT / "run"), "test", "-n", "0", "--collect-only", "-q",
+             f"{target}::test_uart_3mbaud"], cwd=ROOT, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for test_args, want in cases.items():
+        out, _ = procs[test_args].communicate(timeout=300)
+        assert procs[test_args].returncode == 0, out
+        m = re.search(r"(\d+)(?:/\d+)? tests? collected", out)
+        assert m and int(m.group(1)) == want, (test_args, out)
