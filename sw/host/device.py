@@ -141,7 +141,7 @@ class LinkDevice(Device):
 
                 def run():
                     d.run(prog.n_layers)
-                    d.wait()
+                    d.wait(prog.expected_cycles())
                 self._phase("run", run)
                 raw = self._phase("output", lambda: d.read(Space.OUT, prog.out_addr,
                                                            prog.out_len))
@@ -194,8 +194,10 @@ def open_device(name: str, *, engine="engine", spec="sim", progress=False, timeo
         except (SimDeviceError, TransportError) as e:
             sim.close()
             raise DeviceError(f"{name}: {e}") from None
-        # Simulated time runs slower than real time: generous reply timeouts.
-        driver = Driver(transport, timeout=timeout or 120.0, progress=progress)
+        # Simulated time runs slower than real time (about 200x): generous reply allowances,
+        # and runs polled in slices of simulated cycles (a few seconds each here).
+        driver = Driver(transport, timeout=timeout or 120.0, progress=progress,
+                        wait_slice_cycles=1 << 20)
         return LinkDevice(driver, name=name, sim=sim, verify=verify)
     try:
         if name.startswith("serial:"):
@@ -208,5 +210,5 @@ def open_device(name: str, *, engine="engine", spec="sim", progress=False, timeo
                               "serial:PORT[@BAUD] or spi:FTDI_URL")
     except (TransportError, ValueError) as e:
         raise DeviceError(f"{name}: {e}") from None
-    driver = Driver(transport, timeout=timeout or 5.0, progress=progress)
+    driver = Driver(transport, timeout=timeout or 2.0, progress=progress)
     return LinkDevice(driver, name=name, verify=verify)

@@ -1,16 +1,39 @@
 """The host driver: requests and replies of :mod:`deconvsr.protocol` over any
 :class:`~deconvsr.sw.host.transport.Transport`.
 
-Every request waits for its reply (stop and wait). A reply that does not arrive within
-``timeout``, fails its CRC, or reports a link error (BAD_CRC, ABORTED, TIMEOUT, OVERRUN) makes
-the driver send the same request again (same tag) up to ``retries`` times; then it raises
-:class:`LinkError`. Replies with another tag (late replies to an earlier attempt) are skipped.
+Every request waits for its reply (stop and wait). A reply that does not arrive in time, fails
+its CRC, or reports a link error (BAD_CRC, ABORTED, TIMEOUT, OVERRUN) makes the driver send the
+same request again (same tag) up to ``retries`` times; then it raises :class:`LinkError`
+(:class:`LinkTimeout` when no valid reply came). Replies with another tag (late replies to an
+earlier attempt) are skipped.
+
+Deadlines: no wait on the device is unbounded, whatever the device sends.
+
+* **A reply** must be complete within ``timeout`` (the device's latency allowance) plus twice
+  the line time of the request and of the longest reply it can have (``Transport.byte_time``:
+  10 / baud on a UART, 0 where unknown), and within a **byte budget**: the worst-case stuffed
+  size of that reply and of the previous request's reply (a late or duplicated one), plus
+  :data:`NOISE_BYTES`. Bytes that do not make a valid reply for this request (noise at a wrong
+  baud rate, fillers after a frame start, another request's replies) count against it, so a
+  device streaming garbage fails in milliseconds, not never.
+* **An engine run** (:meth:`Driver.wait`) is bounded by its expected duration: the compiler's
+  cycle estimate times ``run_margin`` plus :data:`RUN_SLACK_CYCLES`, counted by the device
+  (WAIT's own cycle bound, at the link clock of ``identify``, never faster than the engine's).
+  The host polls in WAIT requests of at most ``wait_slice_cycles`` cycles (default one second
+  at the device clock), each of them a reply like any other, so a device that goes silent
+  mid-run is found within one slice plus the reply allowance, times the attempts.
+
+At 3 Mbaud with the defaults (``timeout`` 2 s, 4 retries), a device that never answers fails in
+5 x 2 s, one that goes silent mid-run in 5 x 3 s, one that streams noise in well under a second.
+The simulated device runs slower than real time: :func:`~deconvsr.sw.device.open_device` gives
+it generous reply allowances and slices counted in simulated cycles.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import struct
 import time
 from dataclasses import dataclass, field
@@ -25,12 +48,23 @@ from ...spec import EngineSpec
 from .transport import Transport, TransportError
 
 __all__ = ["DriverError", "LinkError", "LinkTimeout", "DeviceError", "VerifyError",
-           "IdentifyError", "EngineError", "DeviceInfo", "Driver", "hexdump"]
+           "IdentifyError", "EngineError", "DeviceInfo", "Driver", "hexdump", "NOISE_BYTES",
+           "RUN_SLACK_CYCLES", "DEFAULT_RUN_CYCLES", "stuffed_max", "reply_body_max"]
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = {Status.BAD_CRC.value, Status.ABORTED.value, Status.TIMEOUT.value,
                   Status.OVERRUN.value}
+
+#: Bytes a reply wait tolerates beyond the worst-case size of the replies it can meet.
+NOISE_BYTES = 512
+#: Cycles an engine run may take beyond ``run_margin`` times the expected ones.
+RUN_SLACK_CYCLES = 1 << 20
+#: Cycles the engine may take when nobody said how many to expect (``Driver.wait()``).
+DEFAULT_RUN_CYCLES = 1 << 32
+#: Payload bytes of the replies with a fixed payload.
+_REPLY_PAYLOAD = {Opcode.IDENTIFY: LinkInfo.as_shape().size // 8, Opcode.VERIFY: 2,
+                  Opcode.WAIT: 1, Opcode.STATS: LinkStats.as_shape().size // 8}
 
 
 class DriverError(Exception):
@@ -65,6 +99,10 @@ class EngineError(DriverError):
     """The engine reported an error or did not finish."""
 
 
+def _status_name(status: int) -> str:
+    return Status(status).name if status in {s.value for s in Status} else hex(status)
+
+
 def hexdump(data: bytes, limit: int = 32) -> str:
     head = data[:limit].hex(" ")
     return head + (f" ... (+{len(data) - limit} bytes)" if len(data) > limit else "")
@@ -95,39 +133,70 @@ class DeviceInfo:
                 "act_bits": s.arith.act_bits, "acc_bits": s.arith.acc_bits}
 
 
+def stuffed_max(n_body: int) -> int:
+    """Largest wire size of a frame whose unstuffed body is ``n_body`` bytes."""
+    return 1 + 2 * n_body
+
+
+def reply_body_max(opcode: Opcode, length: int = 0) -> int:
+    """Unstuffed bytes of the longest reply ``opcode`` can get (READ: ``length`` payload)."""
+    n = length if opcode == Opcode.READ else _REPLY_PAYLOAD.get(opcode, 0)
+    return protocol.REPLY_HEADER_BYTES + protocol.CRC_BYTES + (n + protocol.CRC_BYTES if n else 0)
+
+
+class _Wait:
+    """The limits of one reply wait (see the module docstring)."""
+
+    def __init__(self, reader, seconds: float, max_bytes: int):
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.start = reader.received
+        self.limit = reader.received + max_bytes
+        self.max_bytes = max_bytes
+
+
 class _ReplyReader:
-    """Unstuffs reply frames from the transport (keeps leftover bytes between calls)."""
+    """Unstuffs reply frames from the transport (keeps leftover bytes between calls).
+    ``received`` counts every byte taken from the transport."""
 
     def __init__(self, transport: Transport):
         self.transport = transport
         self.buf = bytearray()
         self.pos = 0
+        self.received = 0
 
-    def _fill(self, deadline):
-        left = deadline - time.monotonic()
-        data = self.transport.read(1 << 16, max(left, 0))
+    def _fill(self, w: _Wait):
+        got = self.received - w.start
+        if self.received >= w.limit:
+            raise LinkTimeout(f"{got:,} bytes without a valid reply, at most {w.max_bytes:,} "
+                              "expected")
+        left = w.deadline - time.monotonic()
+        data = self.transport.read(1 << 16, left) if left > 0 else b""
         if not data:
-            raise LinkTimeout("no reply from the device")
+            raise LinkTimeout(f"no reply in {w.seconds:.3g} s" if not got else
+                              f"{got:,} bytes in {w.seconds:.3g} s, no valid reply")
+        self.received += len(data)
         if self.pos:
             del self.buf[:self.pos]
             self.pos = 0
         self.buf += data
 
-    def frame(self, deadline) -> bytes:
-        """The next frame's unstuffed bytes, complete per its header (CRCs unchecked)."""
+    def frame(self, w: _Wait) -> bytes:
+        """The next frame's unstuffed bytes, complete per its header (CRCs unchecked).
+        Raises :class:`LinkTimeout` when ``w``'s time or byte budget runs out."""
         while True:
             i = self.buf.find(FEND, self.pos)
             if i >= 0:
                 self.pos = i + 1
                 break
             self.pos = len(self.buf)
-            self._fill(deadline)
+            self._fill(w)
         body = bytearray()
         need = protocol.REPLY_HEADER_BYTES + protocol.CRC_BYTES
         escaped = False
         while len(body) < need:
             if self.pos >= len(self.buf):
-                self._fill(deadline)
+                self._fill(w)
                 continue
             b = self.buf[self.pos]
             self.pos += 1
@@ -155,19 +224,44 @@ class Driver:
     """One device session. Call :meth:`identify` first (it also starts the session on the
     device, resetting its duplicate-suppression memory)."""
 
-    def __init__(self, transport: Transport, *, timeout: float = 5.0, retries: int = 4,
-                 progress: bool = False):
+    def __init__(self, transport: Transport, *, timeout: float = 2.0, retries: int = 4,
+                 progress: bool = False, wait_slice_cycles: int | None = None,
+                 run_margin: float = 2.0):
         if retries < 0:
             raise ValueError(f"retries must be >= 0, not {retries!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 s, not {timeout!r}")
+        if wait_slice_cycles is not None and not 1 <= wait_slice_cycles < 1 << 32:
+            raise ValueError(f"wait_slice_cycles must be in 1..2**32-1, not {wait_slice_cycles!r}")
+        if not run_margin >= 1:
+            raise ValueError(f"run_margin must be >= 1, not {run_margin!r}")
         self.transport = transport
         self.timeout = timeout
         self.retries = retries
         self.progress = progress
+        self.wait_slice_cycles = wait_slice_cycles
+        self.run_margin = run_margin
         self._reader = _ReplyReader(transport)
         self._tags = itertools.cycle(range(1, 256))
+        self._last_reply_max = 0       # the previous request's longest reply (a late copy)
         self.info: DeviceInfo | None = None
         self.stats = {"requests": 0, "retries": 0, "bytes_out": 0, "bytes_in": 0,
-                      "payload_out": 0, "payload_in": 0}
+                      "payload_out": 0, "payload_in": 0, "valid_replies": 0}
+
+    @property
+    def byte_time(self) -> float:
+        """Seconds per byte on the line (0 when the transport does not know)."""
+        return float(getattr(self.transport, "byte_time", 0.0) or 0.0)
+
+    def reply_limits(self, opcode: Opcode, frame_bytes: int, length: int = 0,
+                     extra_s: float = 0.0) -> tuple[float, int]:
+        """(seconds, bytes) one attempt of a request may wait for its reply: the latency
+        allowance ``timeout`` plus twice the line time of the request (``frame_bytes`` on
+        the wire) and of its longest reply, plus ``extra_s`` (a WAIT's device time); bytes:
+        the longest reply and the previous request's, stuffed, plus :data:`NOISE_BYTES`."""
+        reply = stuffed_max(reply_body_max(opcode, length))
+        seconds = self.timeout + extra_s + 2 * self.byte_time * (frame_bytes + reply)
+        return seconds, reply + stuffed_max(self._last_reply_max) + NOISE_BYTES
 
     # --- framing ----------------------------------------------------------------------------
 
@@ -201,14 +295,17 @@ class Driver:
         return Reply(h["status"], h["tag"], h["opcode"], payload)
 
     def request(self, opcode: Opcode, space=0, addr=0, length=0, payload=b"", *,
-                timeout=None) -> Reply:
+                extra_s: float = 0.0) -> Reply:
         """Send one request and return its OK reply (retrying link errors).
 
-        Raises :class:`DeviceError` for a refusal, :class:`LinkError` when retries run out.
+        ``extra_s``: device time the request takes beyond a reply's latency (WAIT's).
+        Raises :class:`DeviceError` for a refusal, :class:`LinkError` when retries run out
+        (:class:`LinkTimeout` if no valid reply came).
         """
         tag = next(self._tags)
         frame = self.encode(opcode, tag, space, addr, length, payload)
-        timeout = self.timeout if timeout is None else timeout
+        seconds, max_bytes = self.reply_limits(opcode, len(frame), length, extra_s)
+        self._last_reply_max = reply_body_max(opcode, length)
         last = "no attempt"
         timed_out = False
         for attempt in range(self.retries + 1):
@@ -222,34 +319,43 @@ class Driver:
                           addr, length, hexdump(frame))
             try:
                 self.transport.write(frame)
-                reply = self._await_reply(tag, time.monotonic() + timeout)
+                reply = self._await_reply(tag, _Wait(self._reader, seconds, max_bytes))
             except LinkTimeout as e:
                 last = str(e)
                 timed_out = True
                 continue
             except TransportError as e:
                 raise LinkError(str(e)) from None
-            if reply.status in RETRY_STATUSES and not (
-                    opcode == Opcode.WAIT and reply.status == Status.TIMEOUT.value):
-                last = f"device reported {Status(reply.status).name}"
+            # WAIT's own TIMEOUT (the engine still busy) comes with the status byte; a
+            # TIMEOUT without it is the inter-byte watchdog's (a truncated request): retried.
+            wait_timeout = (opcode == Opcode.WAIT and reply.status == Status.TIMEOUT.value
+                            and len(reply.payload) == 1)
+            if reply.status in RETRY_STATUSES and not wait_timeout:
+                last = f"device reported {_status_name(reply.status)}"
                 timed_out = False
                 continue
-            if reply.status != Status.OK.value and not (
-                    opcode == Opcode.WAIT and reply.status == Status.TIMEOUT.value):
-                name = Status(reply.status).name if reply.status in {s.value for s in Status} \
-                    else hex(reply.status)
-                raise DeviceError(f"{opcode.name} refused by the device: {name}", reply.status)
+            if reply.status != Status.OK.value and not wait_timeout:
+                raise DeviceError(f"{opcode.name} refused by the device: "
+                                  f"{_status_name(reply.status)}", reply.status)
             self.stats["payload_out"] += len(payload)
             self.stats["payload_in"] += len(reply.payload)
             return reply
         # Typed by the last failure: LinkTimeout (no valid reply) or LinkError (the device
         # kept reporting link errors); both are LinkErrors.
         error = LinkTimeout if timed_out else LinkError
-        raise error(f"{opcode.name}: no valid reply after {self.retries + 1} attempts ({last})")
+        if not timed_out:
+            hint = ": the link is damaging requests (cable, baud rate error?)"
+        elif not self.stats["valid_replies"]:
+            hint = (": wrong port or baud rate, or not a deconvsr board?" if self.byte_time
+                    else ": is the device running?")
+        else:
+            hint = ": the device stopped answering"
+        raise error(f"{opcode.name}: no valid reply after {self.retries + 1} attempts, the "
+                    f"last: {last}{hint}")
 
-    def _await_reply(self, tag, deadline) -> Reply:
+    def _await_reply(self, tag, w: _Wait) -> Reply:
         while True:
-            body = self._reader.frame(deadline)
+            body = self._reader.frame(w)
             self.stats["bytes_in"] += len(body) + 1
             reply = self.decode_reply(body)
             if log.isEnabledFor(logging.DEBUG):
@@ -258,6 +364,7 @@ class Driver:
                 log.info("reply failed its CRC or was cut short: %s", hexdump(body))
                 raise LinkTimeout("corrupted reply")
             if reply.tag == tag:
+                self.stats["valid_replies"] += 1
                 return reply
             if reply.status in RETRY_STATUSES:
                 # An error about a frame whose header was damaged: its tag may be too.
@@ -345,18 +452,38 @@ class Driver:
     def status(self) -> int:
         return self.read(Space.CTRL, 0, 1)[0]
 
-    def wait(self, timeout_cycles: int = 1 << 32, *, real_timeout: float = 3600.0) -> int:
+    def wait(self, expected_cycles: int | None = None, *,
+             timeout_cycles: int | None = None) -> int:
         """Wait until the engine is not busy; returns its status byte.
 
+        ``expected_cycles``: how long the run should take (engine cycles, e.g.
+        :meth:`Program.expected_cycles <deconvsr.sw.program.Program.expected_cycles>`); the
+        run may take ``run_margin`` times that plus :data:`RUN_SLACK_CYCLES` (or exactly
+        ``timeout_cycles``; neither: :data:`DEFAULT_RUN_CYCLES`). The device counts them (at
+        the link clock, which is never faster than the engine's); the host polls in slices.
+
         Raises :class:`EngineError` if the engine reports an error or is still busy after
-        ``timeout_cycles`` device cycles.
+        that many cycles; :class:`LinkError` if the device stops answering.
         """
-        units = max(1, min((1 << 24) - 1, timeout_cycles // protocol.WAIT_UNIT))
-        r = self.request(Opcode.WAIT, addr=units, timeout=real_timeout)
-        status = r.payload[0] if r.payload else 0
-        if r.status == Status.TIMEOUT.value or status & BusStatus.BUSY:
-            raise EngineError(f"the engine is still busy after {units * protocol.WAIT_UNIT} "
-                              "cycles")
+        if timeout_cycles is None:
+            timeout_cycles = DEFAULT_RUN_CYCLES if expected_cycles is None else \
+                math.ceil(expected_cycles * self.run_margin) + RUN_SLACK_CYCLES
+        clk_hz = self.info.link["clk_hz"] if self.info and self.info.link["clk_hz"] else \
+            48_000_000
+        slice_cycles = self.wait_slice_cycles or clk_hz
+        unit = protocol.WAIT_UNIT
+        left = max(1, -(-int(timeout_cycles) // unit))        # in WAIT units
+        while True:
+            units = min(left, max(1, slice_cycles // unit), (1 << 24) - 1)
+            r = self.request(Opcode.WAIT, addr=units, extra_s=units * unit / clk_hz)
+            left -= units
+            status = r.payload[0] if r.payload else 0
+            if r.status == Status.OK.value and not status & BusStatus.BUSY:
+                break
+            if left <= 0:
+                expected = "" if expected_cycles is None else f" (expected {expected_cycles:,})"
+                raise EngineError(f"the engine is still busy after {int(timeout_cycles):,} "
+                                  f"cycles{expected}")
         if status & BusStatus.ERROR:
             raise EngineError(f"the engine reported an error (status {status:#04x})")
         return status

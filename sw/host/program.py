@@ -142,6 +142,22 @@ class Program:
             out.append(per * pairs)
         return out
 
+    def expected_cycles(self) -> int:
+        """Engine cycles this run should take, from the descriptors: per layer, every block
+        runs its ``n_vg`` groups of ``max(cw*T*T, drain)`` cycles (the drain takes a group's
+        outputs ``R`` at a time), plus a small per-layer start. What
+        :meth:`Driver.wait <deconvsr.sw.driver.Driver.wait>` bounds a run with (times a
+        margin); checked against the RTL's cycle counter in the tests."""
+        total = 0
+        for d, plan, wide in zip(self.descriptors, self.plans, self.wide):
+            r = self.spec.drain_lanes if wide else 1
+            blocks = (d["qy1"] - d["qy0"] + 1) * (d["qx1"] - d["qx0"] + 1)
+            taps = d["cw"] * d["t"] * d["t"]
+            groups = (d["n_vg"] - 1) * max(taps, -(-plan.pv // r), 2) + \
+                max(taps, -(-d["pv_last"] // r), 2)
+            total += blocks * groups + 64
+        return total
+
     @property
     def out_len(self) -> int:
         return int(np.prod(self.out_shape))

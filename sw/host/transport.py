@@ -31,6 +31,9 @@ class TransportError(OSError):
 
 class Transport(abc.ABC):
     name = "transport"
+    #: Seconds one byte takes on the line (10 / baud for a UART); 0 when unknown or
+    #: instantaneous (sockets, in-process models). The driver's reply deadlines use it.
+    byte_time = 0.0
 
     @abc.abstractmethod
     def write(self, data: bytes) -> None: ...
@@ -52,6 +55,8 @@ class Transport(abc.ABC):
 class SerialTransport(Transport):
     def __init__(self, url: str, *, baud: int = 3_000_000):
         self.name = url
+        # A URL (socket://, loop://) has no line rate; a port runs 10 bits per byte (8N1).
+        self.byte_time = 0.0 if "://" in url else 10.0 / baud
         try:
             self._port = serial.serial_for_url(url, baudrate=baud, timeout=0)
         except (serial.SerialException, ValueError, OSError) as e:
@@ -91,6 +96,8 @@ class SerialTransport(Transport):
 class SpiPort(abc.ABC):
     """Full duplex: ``exchange(data)`` clocks ``data`` out and returns the bytes clocked in."""
 
+    byte_time = 0.0     #: seconds per byte at the port's clock (0: unknown)
+
     @abc.abstractmethod
     def exchange(self, data: bytes) -> bytes: ...
 
@@ -110,6 +117,7 @@ class FtdiSpiPort(SpiPort):
         except ImportError:
             raise TransportError("SPI needs pyftdi: pip install 'deconvsr[spi]'") from None
         self._ctrl = SpiController()
+        self.byte_time = 8 / freq
         try:
             self._ctrl.configure(url)
             self._port = self._ctrl.get_port(cs=cs, freq=freq, mode=0)
@@ -154,6 +162,7 @@ class SpiTransport(Transport):
 
     def __init__(self, port: SpiPort, *, name="spi", poll_bytes: int = 64):
         self.name = name
+        self.byte_time = port.byte_time
         self._port = port
         self._rx = bytearray()
         self._poll = poll_bytes
