@@ -15,10 +15,11 @@ Conventions (the ones super-resolution papers use, stated once here):
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 __all__ = ["ImageError", "rgb_to_ycbcr", "ycbcr_to_rgb", "load_rgb", "crop_to_multiple",
            "bicubic_resize", "degrade", "psnr", "ssim", "shave", "skimage_photos",
@@ -26,6 +27,8 @@ __all__ = ["ImageError", "rgb_to_ycbcr", "ycbcr_to_rgb", "load_rgb", "crop_to_mu
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
+
+log = logging.getLogger(__name__)
 
 _RGB2YCC = np.array([[65.481, 128.553, 24.966],
                      [-37.797, -74.203, 112.0],
@@ -56,22 +59,101 @@ def ycbcr_to_rgb(ycc) -> np.ndarray:
     return (ycc - _YCC_OFF) @ np.linalg.inv(_RGB2YCC).T
 
 
-def load_rgb(path) -> np.ndarray:
-    """Read an image file as uint8 RGB ``(H, W, 3)`` (grey images are replicated).
+#: Pillow modes read as 16-bit unsigned samples (scaled to 8 bits: v / 257, rounded).
+_MODES_16 = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _tiff_bits(im) -> int | None:
+    try:
+        bits = im.tag_v2.get(258)          # BitsPerSample
+    except AttributeError:
+        return None
+    return bits[0] if isinstance(bits, tuple) else bits
+
+
+def _grey_u8(path, im) -> np.ndarray:
+    """The 8-bit grey plane of a 16-bit, 32-bit integer or float image, scaled (not clipped)."""
+    a = np.asarray(im)
+    if im.mode in _MODES_16 or (im.mode == "I" and (im.format == "PNG" or
+                                                    _tiff_bits(im) == 16)):
+        # (a 16-bit PNG is mode I on some Pillow versions; its samples are 0..65535)
+        if a.min() < 0 or a.max() > 65535:
+            raise ImageError(f"{path}: 16-bit image with samples outside 0..65535")
+        return to_u8(a.astype(np.float64) / 257.0)
+    if im.mode == "F":
+        if not np.isfinite(a).all():
+            raise ImageError(f"{path}: floating-point image with NaN or infinite samples")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 1:
+            raise ImageError(f"{path}: floating-point image with samples in {lo:g}..{hi:g}; "
+                             "expected 0..1 (convert it to 8 or 16 bits)")
+        return to_u8(a.astype(np.float64) * 255.0)
+    raise ImageError(f"{path}: {im.mode} image ({_tiff_bits(im) or 32}-bit integer samples "
+                     "of no defined range): convert it to 8 or 16 bits")
+
+
+def load_rgb(path, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as uint8 RGB ``(H, W, 3)``.
+
+    Every Pillow mode is converted without loss of meaning or refused: grey is replicated,
+    16-bit samples scaled (``v / 257``), floating-point samples scaled from 0..1, the EXIF
+    orientation applied; transparency is composited over white (with a warning); only the
+    first frame of a multi-frame file is read (with a warning). ``max_pixels``: larger images
+    are refused from their header, before anything is decoded.
 
     Raises
     ------
     ImageError
-        if the file is missing or not a readable image.
+        if the file is missing, not a readable image, too large or of a kind refused above.
     """
+    import warnings
+    from PIL import ImageOps
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+        with warnings.catch_warnings():
+            # (the size is checked below, from the header; Pillow's own bomb check is larger)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageError(f"{path}: {w}x{h} is too large (at most {max_pixels:,} "
+                                 "pixels)")
+            if w == 0 or h == 0:
+                raise ImageError(f"{path}: the image is empty ({w}x{h})")
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                log.warning("%s: %d frames; only the first is used", path, frames)
+            im = ImageOps.exif_transpose(im)
+            if im.mode in (*_MODES_16, "I", "F"):
+                return np.repeat(_grey_u8(path, im)[..., None], 3, axis=2)
+            if im.mode == "P" and "transparency" in im.info:
+                im = im.convert("RGBA")
+            if im.mode in ("LA", "La", "PA", "RGBa"):
+                im = im.convert("RGBA")
+            if im.mode == "RGBA":
+                alpha = np.asarray(im.getchannel("A"))
+                if alpha.min() < 255:
+                    log.warning("%s: %d%% of the pixels are transparent or translucent: "
+                                "composited over white", path,
+                                round(100 * np.count_nonzero(alpha < 255) / alpha.size))
+                    white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                    im = Image.alpha_composite(white, im)
+            rgb = np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: too large to decode") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (an unknown format, or a damaged or empty "
+                         "file)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        if isinstance(e, ImageError):
+            raise
         raise ImageError(f"{path}: not a readable image ({e})") from None
+    return rgb
 
 
 def crop_to_multiple(img: np.ndarray, r: int) -> np.ndarray:

@@ -82,7 +82,7 @@ def test_load_and_list_images(tmp_path):
     assert [p.name for p in files] == ["a.png", "b.png", "broken.jpg"]
     assert np.array_equal(load_rgb(files[0]), rgb)
     assert load_rgb(files[1]).shape == (8, 9, 3)
-    with pytest.raises(ImageError, match="broken.jpg: not a readable image"):
+    with pytest.raises(ImageError, match="broken.jpg: not an image"):
         load_rgb(files[2])
     with pytest.raises(ImageError, match="nothere.png: no such file"):
         load_rgb(tmp_path / "nothere.png")
