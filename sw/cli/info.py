@@ -6,6 +6,7 @@ import json
 
 from ..host.device import DeviceError, GoldenDevice, open_device
 from .main import EXIT_DEVICE, CLIError
+from .upscale import positive_seconds
 
 __all__ = ["register", "run"]
 
@@ -16,12 +17,15 @@ def register(subparsers):
     p.add_argument("--device", default="sim", help="sim, sim-uart, sim-spi, serial:PORT[@BAUD], "
                    "spi:FTDI_URL")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--timeout", type=positive_seconds, metavar="S",
+                   help="a reply's allowance beyond its line time (default 2 s for a board, "
+                        "120 s for a simulated device)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     try:
-        device = open_device(args.device)
+        device = open_device(args.device, timeout=args.timeout)
     except DeviceError as e:
         raise CLIError(str(e), EXIT_DEVICE) from None
     try:

@@ -50,7 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that every ``finally`` runs (temporary
+    directories removed, a simulator stopped), as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        try:
+            return _main(argv)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return _main(argv)
+
+
+def _main(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
@@ -61,13 +82,16 @@ def main(argv=None) -> int:
     try:
         return args.func(args) or 0
     except CLIError as e:
-        if args.verbose:
-            raise
+        if args.verbose:                 # the traceback too, but the same exit code
+            import traceback
+            traceback.print_exc()
         print(f"deconvsr {args.command}: error: {e}", file=sys.stderr)
         return e.code
-    except KeyboardInterrupt:
-        print(f"deconvsr {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        print(f"deconvsr {args.command}: {'terminated' if terminated else 'interrupted'}",
+              file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

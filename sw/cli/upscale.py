@@ -7,8 +7,10 @@ sends its input and reads its output.
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,7 +46,21 @@ def register(subparsers):
     p.add_argument("--reference", metavar="HR.png", help="PSNR/SSIM of Y against this image")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--no-verify", action="store_true", help="skip the CRC check of kernels")
+    p.add_argument("--timeout", type=positive_seconds, metavar="S",
+                   help="a reply's allowance beyond its line time (default 2 s for a board, "
+                        "120 s for a simulated device); a request is tried 5 times")
     p.set_defaults(func=run)
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds in (0, 3600]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} s: must be in (0, 3600]")
+    return value
 
 
 def load_qlayers(model: str):
@@ -79,17 +95,75 @@ def expand_inputs(items) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
+    """uint8 RGB of an image file (its size checked from the header first); CLIError."""
     try:
-        rgb = load_rgb(path)
+        return load_rgb(path, max_pixels=MAX_PIXELS)
     except ImageError as e:
         raise CLIError(str(e), EXIT_NOT_FOUND if "no such file" in str(e) else EXIT_INPUT) \
             from None
-    h, w = rgb.shape[:2]
-    if h == 0 or w == 0:
-        raise CLIError(f"{path}: the image is empty ({w}x{h})", EXIT_INPUT)
-    if h * w > MAX_PIXELS:
-        raise CLIError(f"{path}: {w}x{h} is too large (at most {MAX_PIXELS} pixels)", EXIT_INPUT)
-    return rgb
+
+
+def image_format(path: Path) -> str:
+    """The Pillow format that writes ``path`` (from its extension); CLIError if none."""
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise CLIError(f"{path}: cannot write images with extension {path.suffix or '(none)'!r}"
+                       " (use .png)", EXIT_INPUT)
+    return fmt
+
+
+def check_writable(path: Path):
+    """``path`` can be created or replaced (its directory exists or can be made, and is
+    writable); CLIError otherwise. Nothing is created."""
+    if path.is_dir():
+        raise CLIError(f"{path}: is a directory", EXIT_INPUT)
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CLIError(f"{path}: {parent} is not a directory", EXIT_INPUT)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"{path}: cannot write in {parent} (permission denied)", EXIT_INPUT)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise CLIError(f"{path}: cannot replace it (permission denied)", EXIT_INPUT)
+
+
+def plan_outputs(paths, output: str, many: bool, scale: int, *, compare=None,
+                 reference=None) -> list[Path]:
+    """The output path of every input, all checked before any device work: a known image
+    extension, writable, no two outputs on one path, never an input (nor the ``compare`` or
+    ``reference`` image). CLIError otherwise."""
+    out_arg = Path(output)
+    outs = [out_arg / f"{p.stem}_x{scale}.png" for p in paths] if many else [out_arg]
+    keys = {}
+    inputs = {p.resolve(): p for p in paths}
+    if reference:
+        inputs[Path(reference).resolve()] = Path(reference)
+    extra = [(Path(compare), "--compare")] if compare else []
+    for path, src in [*zip(outs, map(str, paths)), *extra]:
+        image_format(path)
+        check_writable(path)
+        key = path.resolve()
+        if key in inputs:
+            raise CLIError(f"{path}: would overwrite the input {inputs[key]}", EXIT_INPUT)
+        if key in keys:
+            raise CLIError(f"{path}: {keys[key]} and {src} would both write it (rename one, or "
+                           "upscale them into different directories)", EXIT_INPUT)
+        keys[key] = src
+    return outs
+
+
+def check_reference(ref_path, in_shape, scale) -> np.ndarray:
+    """The reference image, if its size is the output's (``scale`` x the input's)."""
+    ref = read_image(Path(ref_path))
+    want = (in_shape[0] * scale, in_shape[1] * scale)
+    if ref.shape[:2] != want:
+        raise CLIError(f"{ref_path}: the reference is {ref.shape[1]}x{ref.shape[0]}, the output "
+                       f"will be {want[1]}x{want[0]}: scores need the same size", EXIT_INPUT)
+    if min(want) < 2 * scale + 11:
+        raise CLIError(f"{ref_path}: too small to compare (the scores shave {scale} pixels and "
+                       "need an 11 x 11 window)", EXIT_INPUT)
+    return ref
 
 
 def upscale_rgb(device, qlayers, scale: int, rgb: np.ndarray):
@@ -115,63 +189,75 @@ def comparison(rgb_in: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.concatenate([bic_u8, gap, out, gap, diff], axis=1)
 
 
-def _save(path: Path, rgb: np.ndarray):
+def save_image(path: Path, rgb: np.ndarray):
+    """Write atomically: a temporary file next to ``path``, renamed over it when complete, so
+    an interrupted run leaves the old file or the new one, never half of one."""
+    fmt = image_format(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rgb).save(path)
+        Image.fromarray(rgb).save(tmp, format=fmt)
+        os.replace(tmp, path)
     except (OSError, ValueError) as e:
-        raise CLIError(f"{path}: cannot write ({e})", EXIT_INPUT) from None
+        raise CLIError(f"{path}: cannot write ({e.strerror or e})", EXIT_INPUT) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def _reference_scores(ref_path, y_hr, scale):
-    ref = read_image(Path(ref_path))
+def _reference_scores(ref, y_hr, scale):
     ry = to_u8(rgb_to_ycbcr(ref)[..., 0])
-    h, w = min(ry.shape[0], y_hr.shape[0]), min(ry.shape[1], y_hr.shape[1])
-    if h < 2 * scale + 1 or w < 2 * scale + 1:
-        raise CLIError(f"{ref_path}: too small to compare", EXIT_INPUT)
-    a, b = ry[:h, :w], y_hr[:h, :w]
-    return {"psnr_db": psnr(a, b, border=scale), "ssim": ssim(a, b, border=scale)}
+    return {"psnr_db": psnr(ry, y_hr, border=scale), "ssim": ssim(ry, y_hr, border=scale)}
 
 
 def run(args) -> int:
-    paths = expand_inputs(args.inputs)
+    paths = []
+    for p in expand_inputs(args.inputs):          # each file once, however it was named
+        if p.resolve() not in {q.resolve() for q in paths}:
+            paths.append(p)
     out_arg = Path(args.output)
     many = len(paths) > 1 or out_arg.is_dir() or args.output.endswith("/")
     if many and (args.compare or args.reference):
         raise CLIError("--compare and --reference take one input image", EXIT_INPUT)
-    images = [(p, read_image(p)) for p in paths]   # all inputs checked before the device
+    # Everything that can be checked is, before the device starts: inputs, model, outputs.
+    images = [(p, read_image(p)) for p in paths]
     net, qlayers = load_qlayers(args.model)
+    outs = plan_outputs(paths, args.output, many, net.scale, compare=args.compare,
+                        reference=args.reference)
+    ref = check_reference(args.reference, images[0][1].shape, net.scale) if args.reference \
+        else None
     t0 = time.perf_counter()
     try:
         device = open_device(args.device, progress=sys.stderr.isatty() and not args.json,
-                             verify=not args.no_verify)
+                             verify=not args.no_verify, timeout=args.timeout)
     except DeviceError as e:
         raise CLIError(str(e), EXIT_DEVICE) from None
     t_open = time.perf_counter() - t0
     results = []
     try:
         t1 = time.perf_counter()
-        for path, rgb in images:
+        for (path, rgb), dest in zip(images, outs):
             ts = time.perf_counter()
             try:
                 out, y_hr, _ = upscale_rgb(device, qlayers, net.scale, rgb)
             except DeviceError as e:
-                raise CLIError(str(e), EXIT_DEVICE) from None
-            dest = out_arg / f"{path.stem}_x{net.scale}.png" if many else out_arg
-            _save(dest, out)
+                done = f" ({len(results)} of {len(images)} images written before it)" \
+                    if len(images) > 1 else ""
+                raise CLIError(f"{e}{done}", EXIT_DEVICE) from None
+            save_image(dest, out)
             item = {"input": str(path), "output": str(dest), "size_in": list(rgb.shape[1::-1]),
                     "size_out": list(out.shape[1::-1]),
                     "seconds": round(time.perf_counter() - ts, 3)}
             if args.compare:
-                _save(Path(args.compare), comparison(rgb, out))
+                save_image(Path(args.compare), comparison(rgb, out))
                 item["compare"] = args.compare
-            if args.reference:
-                item.update(_reference_scores(args.reference, y_hr, net.scale))
+            if ref is not None:
+                item.update(_reference_scores(ref, y_hr, net.scale))
             results.append(item)
         elapsed = time.perf_counter() - t1
-        counters = device.counters()
-    except KeyboardInterrupt:
-        raise
+        try:
+            counters = device.counters()
+        except DeviceError as e:
+            raise CLIError(f"{e} (all {len(results)} images written)", EXIT_DEVICE) from None
     finally:
         device.close()
     summary = {"device": args.device, "model": net.name, "scale": net.scale,
