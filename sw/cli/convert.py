@@ -52,8 +52,9 @@ def load_model(path: str):
         raise CLIError(f"{path}: not an ONNX model (no IR version or graph)", EXIT_INPUT)
     try:
         onnx.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
-    except (OSError, ValueError) as e:
-        raise CLIError(f"{path}: cannot load external data: {e}", EXIT_INPUT) from e
+    except (OSError, ValueError, onnx.checker.ValidationError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"{path}: cannot load its external weights: {first}", EXIT_INPUT) from e
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:

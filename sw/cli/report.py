@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ...spec import EngineSpec
 from ..flow.report import rate_build
 from ..model.zoo import ModelError, load_model, shipped_names
 from .build import _boards, format_result, load_board_build
-from .main import EXIT_NOT_FOUND, CLIError
+from .main import EXIT_INPUT, EXIT_NOT_FOUND, CLIError
 
 __all__ = ["register", "run"]
 
@@ -36,8 +37,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    board, _, result = load_board_build(args)
     h, w = args.size
+    if not (1 <= h <= 4096 and 1 <= w <= 4096):
+        raise CLIError(f"--size {h} {w}: a frame size is 1..4096 pixels a side", EXIT_INPUT)
+    board, indir, result = load_board_build(args)
+    if result.spec:         # (rate_build makes the build's engine spec from it)
+        try:
+            EngineSpec(**{**result.spec, "arith": board.spec.arith})
+        except (TypeError, ValueError) as e:
+            raise CLIError(f"{indir}/build.json: its engine spec is not valid ({e}): rebuild "
+                           "it with `deconvsr build`", EXIT_INPUT) from None
     report = rate_build(board, result, _networks(args.model), h, w)
     rows = report["frames"]
     if args.json:

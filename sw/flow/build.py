@@ -134,11 +134,41 @@ class BuildResult:
 
     @classmethod
     def from_json(cls, d: dict) -> "BuildResult":
+        """Inverse of :meth:`to_json`; every field's type checked (TypeError, ValueError or
+        KeyError naming the field otherwise)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a JSON object expected, not {type(d).__name__}")
         d = dict(d)
         d.pop("fmax_mhz", None)
         d.pop("meets_timing", None)
-        d["utilisation"] = {k: Resource(v["used"], v["available"])
-                            for k, v in d["utilisation"].items()}
+        num = (int, float)
+
+        def check(name, ok, what):
+            if name in d and not ok(d[name]):
+                raise TypeError(f"field {name!r} must be {what}, not {d[name]!r:.40}")
+
+        def mapping(kind):
+            return lambda v: isinstance(v, dict) and all(
+                isinstance(k, str) and isinstance(x, kind) and not isinstance(x, bool)
+                for k, x in v.items())
+        check("board", lambda v: isinstance(v, str), "a string")
+        check("target_mhz", lambda v: isinstance(v, num) and v > 0, "a positive number")
+        check("fmax", mapping(num), "an object of numbers")
+        check("constraint", mapping(num), "an object of numbers")
+        check("utilisation", mapping(dict), "an object of objects")
+        check("spec", lambda v: v is None or isinstance(v, dict), "an object or null")
+        for name in ("seconds", "synth_seconds", "pnr_seconds"):
+            check(name, lambda v: isinstance(v, num), "a number")
+        for name in ("macs", "bram_outregs", "seed"):
+            check(name, lambda v: isinstance(v, int), "an integer")
+        for name in ("ff", "lut"):
+            check(name, lambda v: v is None or isinstance(v, int), "an integer or null")
+        util = {}
+        for k, v in d["utilisation"].items():
+            if not all(isinstance(v.get(f), int) and v[f] >= 0 for f in ("used", "available")):
+                raise TypeError(f"utilisation {k!r} needs integer 'used' and 'available'")
+            util[k] = Resource(v["used"], v["available"])
+        d["utilisation"] = util
         return cls(**d)
 
 
@@ -541,5 +571,9 @@ def load_result(outdir) -> BuildResult:
     except FileNotFoundError:
         raise BuildError(f"no build in {outdir} ({RESULT_FILE} missing): run "
                          f"`deconvsr build` first") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise BuildError(f"{path} is not a deconvsr build result: {e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        what = f"field {e} missing" if isinstance(e, KeyError) else str(e)
+        raise BuildError(f"{path} is not a deconvsr build result ({what}): rebuild it with "
+                         "`deconvsr build`") from None
+    except OSError as e:
+        raise BuildError(f"{path}: cannot read ({e.strerror or e})") from None

@@ -89,13 +89,23 @@ def _load_npz(npz, js) -> Network:
         raise ModelError(f"{npz}: no such file", not_found=True) from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise ModelError(f"{npz}: corrupted weight file ({type(e).__name__}: {e})") from None
+    bad = [i for i, d in enumerate(meta["layers"]) if not isinstance(d, dict)]
+    if bad:
+        raise ModelError(f"{js}: layer {bad[0]} is not an object")
+    for i, d in enumerate(meta["layers"]):
+        for key in ("c_in", "c_out", "k", "padding", "r"):
+            if key in d and not (isinstance(d[key], int) and not isinstance(d[key], bool)):
+                raise ModelError(f"{js}: layer {i}: {key} must be an integer, not {d[key]!r}")
+    scale = meta.get("scale")
+    if scale is not None and not (isinstance(scale, int) and not isinstance(scale, bool)):
+        raise ModelError(f"{js}: scale must be an integer, not {scale!r}")
     try:
         net = Network.from_arrays(meta["layers"], arrays, name=name, meta=meta)
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        if isinstance(e, NetworkError):
+            raise ModelError(str(e)) from None
         raise ModelError(f"{js}: layer description lacks or mistypes field {e}") from None
-    except NetworkError as e:
-        raise ModelError(str(e)) from None
-    if int(meta.get("scale", net.scale)) != net.scale:
+    if scale is not None and scale != net.scale:
         raise ModelError(f"{js}: says scale {meta['scale']} but its layers upscale by "
                          f"{net.scale}")
     return net
