@@ -316,14 +316,14 @@ FAULTS = {
 class FaultDevice:
     """A :class:`WireDevice` on ``127.0.0.1:port`` (one connection at a time) that misbehaves
     as ``fault`` says (:data:`FAULTS`). ``byte_rate``: bytes per second of the emulated line
-    (3 Mbaud: 300,000) for streamed garbage and slow replies. A context manager; ``url`` is
-    what pyserial opens."""
+    (3 Mbaud: 300,000) for streamed garbage and slow replies; ``runs_before``: engine runs
+    the "-mid-run" faults let pass first. A context manager; ``url`` is what pyserial opens."""
 
     def __init__(self, fault=None, *, spec="tiny", byte_rate=300_000, seed=0, run_s=0.0,
-                 port=0):
+                 port=0, runs_before=0):
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"fault must be one of {', '.join(FAULTS)}, not {fault!r}")
-        self.fault, self.byte_rate = fault, byte_rate
+        self.fault, self.byte_rate, self.runs_before = fault, byte_rate, runs_before
         self.rng = random.Random(seed)
         self.device = WireDevice(spec, run_s=run_s)
         self._srv = socket.create_server(("127.0.0.1", port))
@@ -434,7 +434,8 @@ class FaultDevice:
             n_before = len(dev.requests)
             out = dev.receive(data)
             new = dev.requests[n_before:]
-            if any(r["opcode"] == OP["RUN"] and r["status"] == ST["OK"] for r in new):
+            if any(r["opcode"] == OP["RUN"] and r["status"] == ST["OK"] for r in new) and \
+                    dev.runs > self.runs_before:
                 if f == "close-mid-run":
                     conn.shutdown(socket.SHUT_RDWR)
                     return

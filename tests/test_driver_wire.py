@@ -313,7 +313,8 @@ def test_reply_limits_scale_with_the_line_rate():
     # (a 4,096-byte READ: at most 8,211 bytes back, stuffed; twice their line time)
     assert seconds == pytest.approx(2.0 + 2 * (frame + 8211) * 10 / 3e6)
     assert budget == 8211 + 1 + NOISE_BYTES
-    assert d.reply_limits(Opcode.WAIT, 11, extra_s=1.0)[0] == pytest.approx(3.0 + 2 * (11 + 21) * 10 / 3e6)
+    wait = d.reply_limits(Opcode.WAIT, 11, extra_s=1.0)[0]      # (WAIT's reply: 21 bytes)
+    assert wait == pytest.approx(3.0 + 2 * (11 + 21) * 10 / 3e6)
 
 
 def test_transport_loss_is_one_link_error():

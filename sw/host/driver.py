@@ -147,8 +147,9 @@ def reply_body_max(opcode: Opcode, length: int = 0) -> int:
 class _Wait:
     """The limits of one reply wait (see the module docstring)."""
 
-    def __init__(self, reader, seconds: float, max_bytes: int):
+    def __init__(self, reader, seconds: float, max_bytes: int, reply_bytes: int = 0):
         self.seconds = seconds
+        self.reply_bytes = reply_bytes
         self.deadline = time.monotonic() + seconds
         self.start = reader.received
         self.limit = reader.received + max_bytes
@@ -168,8 +169,8 @@ class _ReplyReader:
     def _fill(self, w: _Wait):
         got = self.received - w.start
         if self.received >= w.limit:
-            raise LinkTimeout(f"{got:,} bytes without a valid reply, at most {w.max_bytes:,} "
-                              "expected")
+            raise LinkTimeout(f"{got:,} bytes without a valid reply (the reply is at most "
+                              f"{w.reply_bytes:,})")
         left = w.deadline - time.monotonic()
         data = self.transport.read(1 << 16, left) if left > 0 else b""
         if not data:
@@ -305,6 +306,7 @@ class Driver:
         tag = next(self._tags)
         frame = self.encode(opcode, tag, space, addr, length, payload)
         seconds, max_bytes = self.reply_limits(opcode, len(frame), length, extra_s)
+        reply_bytes = stuffed_max(reply_body_max(opcode, length))
         self._last_reply_max = reply_body_max(opcode, length)
         last = "no attempt"
         timed_out = False
@@ -319,7 +321,8 @@ class Driver:
                           addr, length, hexdump(frame))
             try:
                 self.transport.write(frame)
-                reply = self._await_reply(tag, _Wait(self._reader, seconds, max_bytes))
+                reply = self._await_reply(tag, _Wait(self._reader, seconds, max_bytes,
+                                                     reply_bytes))
             except LinkTimeout as e:
                 last = str(e)
                 timed_out = True

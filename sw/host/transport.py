@@ -25,6 +25,11 @@ __all__ = ["TransportError", "Transport", "SerialTransport", "SpiPort", "FtdiSpi
 log = logging.getLogger(__name__)
 
 
+def _failed(what: str, e: Exception) -> str:
+    text = str(e)
+    return text if text.startswith(f"{what} failed") else f"{what} failed: {text}"
+
+
 class TransportError(OSError):
     """The transport cannot be opened or used (port missing, connection refused, closed)."""
 
@@ -67,7 +72,7 @@ class SerialTransport(Transport):
             self._port.write(data)
             self._port.flush()
         except (serial.SerialException, OSError) as e:
-            raise TransportError(f"{self.name}: write failed: {e}") from None
+            raise TransportError(_failed("write", e)) from None
 
     def read(self, max_bytes: int, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
@@ -87,7 +92,7 @@ class SerialTransport(Transport):
                     more = port.in_waiting
                     return data + (port.read(min(more, max_bytes - 1)) if more else b"")
         except (serial.SerialException, OSError) as e:
-            raise TransportError(f"{self.name}: read failed: {e}") from None
+            raise TransportError(_failed("read", e)) from None
 
     def close(self) -> None:
         self._port.close()

@@ -122,9 +122,8 @@ def test_run_and_reset_with_the_same_tag_both_execute():
     """The duplicate check is on (opcode, tag): a RESET carrying the tag of the RUN before it
     is a new request (it clears the link counters), and so is a RUN after a RESET with its
     tag (it runs: the twin's run counter, COUNT[4..7], counts it after the reset)."""
-    stats = lambda tag: enc(Opcode.STATS, tag)                    # noqa: E731
     stream = (enc(Opcode.IDENTIFY, 1) + enc(Opcode.RUN, 2, length=1) + enc(Opcode.WAIT, 3, addr=100)
-              + stats(4) + enc(Opcode.RESET, 2) + stats(5)
+              + enc(Opcode.STATS, 4) + enc(Opcode.RESET, 2) + enc(Opcode.STATS, 5)
               + enc(Opcode.RESET, 7) + enc(Opcode.RUN, 7, length=1) + enc(Opcode.WAIT, 8, addr=100)
               + enc(Opcode.READ, 9, Space.COUNT, 4, 4))
     r = run_link(stream, cycles=40000)
