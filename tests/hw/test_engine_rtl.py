@@ -305,6 +305,32 @@ def test_trained_models_rtl():
     assert results[0]["out"].shape == (1, 48, 48) and results[0]["out"].std() > 2
 
 
+def test_tiled_frame_rtl_every_pixel(rng):
+    """A frame in tiles on the RTL (a small spec, a small network: quick) equals the untiled
+    integer model in every pixel: the valid windows at the frame's edges, the halo, the crop.
+    The frame is not square, nor a multiple of the tile core."""
+    spec = QUICK
+    h, w = 11, 9
+    x = camera_tile(16)[:, :h, :w].astype(np.int64)
+    layers = calibrated_network(rng, [(1, 6, 3, 1, 1), (6, 4, 3, 1, 1), (4, 1, 4, 2, 1)], x,
+                                arith=spec.arith)
+    want = run_network(x, layers)
+    pairs = list(compile_tiled(layers, x.astype(np.uint8), spec, core=4))
+    ext = plan_tiles(layers, (h, w), 4)[1]
+    assert len(pairs) == 9
+    with build_dir(spec) as bd:
+        results = run_programs([p for _, p in pairs], spec, backend="rtl", build_dir=bd)
+    got = np.full(want.shape, -1, dtype=np.int64)
+    for (tile, prog), res in zip(pairs, results):
+        (y0, y1, x0, x1), pix = crop_tile(layers, tile, res["out"], ext)
+        got[:, y0:y1, x0:x1] = pix
+        # (the compiler's estimate, which the driver's run deadline is made of)
+        assert 0.8 <= prog.expected_cycles() / res["cycles"] <= 1.25, \
+            (prog.expected_cycles(), res["cycles"])
+    np.testing.assert_array_equal(got, want)
+    assert want.std() > 5            # (a picture, not a flat field)
+
+
 @pytest.mark.slow
 def test_tiled_network_rtl(rng):
     """A frame processed in tiles on the RTL equals the untiled integer model."""
