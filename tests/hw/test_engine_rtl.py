@@ -299,8 +299,9 @@ def test_trained_models_rtl():
     cases = [(zoo_network("paper"), x), (zoo_network("edge"), x)]
     progs = [set_input(compile_network(layers, a.shape, spec), a.astype(np.uint8))
              for layers, a in cases]
-    with build_dir(spec) as bd:
-        results = run_programs(progs, spec, backend="rtl", build_dir=bd)
+    with build_dir(spec) as bd:             # (the host bus under idle cycles and backpressure)
+        results = run_programs(progs, spec, backend="rtl", build_dir=bd, idle=0.2,
+                               backpressure=0.2, seed=3)
     _check(results, progs, cases, spec)
     assert results[0]["out"].shape == (1, 48, 48) and results[0]["out"].std() > 2
 
@@ -318,8 +319,9 @@ def test_tiled_frame_rtl_every_pixel(rng):
     pairs = list(compile_tiled(layers, x.astype(np.uint8), spec, core=4))
     ext = plan_tiles(layers, (h, w), 4)[1]
     assert len(pairs) == 9
-    with build_dir(spec) as bd:
-        results = run_programs([p for _, p in pairs], spec, backend="rtl", build_dir=bd)
+    with build_dir(spec) as bd:             # (the host bus under idle cycles and backpressure)
+        results = run_programs([p for _, p in pairs], spec, backend="rtl", build_dir=bd,
+                               idle=0.2, backpressure=0.2, seed=5)
     got = np.full(want.shape, -1, dtype=np.int64)
     for (tile, prog), res in zip(pairs, results):
         (y0, y1, x0, x1), pix = crop_tile(layers, tile, res["out"], ext)
@@ -341,8 +343,9 @@ def test_tiled_network_rtl(rng):
     want = run_network(x, layers)
     tiles, ext = plan_tiles(layers, (h, w), 12)
     pairs = list(compile_tiled(layers, x.astype(np.uint8), spec, core=12))
-    with build_dir(spec) as bd:
-        results = run_programs([p for _, p in pairs], spec, backend="rtl", build_dir=bd)
+    with build_dir(spec) as bd:             # (the host bus under idle cycles and backpressure)
+        results = run_programs([p for _, p in pairs], spec, backend="rtl", build_dir=bd,
+                               idle=0.2, backpressure=0.2, seed=4)
     got = np.full(want.shape, -1, dtype=np.int64)
     for (tile, _), res in zip(pairs, results):
         (y0, y1, x0, x1), pix = crop_tile(layers, tile, res["out"], ext)
