@@ -18,6 +18,7 @@ def test_bench_engine_frame_too_large(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_bench_engine_json(capsys):
     code = main(["bench", "engine", "--json", "--size", "12", "--net", "edge"])
     report = json.loads(capsys.readouterr().out)

@@ -71,5 +71,6 @@ def test_fuzz_10000():
 
 @needs_verilator
 @pytest.mark.slow
+@pytest.mark.long
 def test_fuzz_50000_other_seed():
     _fuzz(50_000, 777)

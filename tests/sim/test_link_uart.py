@@ -22,8 +22,10 @@ def _top():
 
 
 @needs_verilator
-@pytest.mark.parametrize("error", [0.0, pytest.param(0.015, marks=pytest.mark.slow),
-                                   pytest.param(-0.015, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("error", [0.0, pytest.param(0.015, marks=[pytest.mark.slow,
+                                                                   pytest.mark.long]),
+                                   pytest.param(-0.015, marks=[pytest.mark.slow,
+                                                               pytest.mark.long])])
 def test_uart_3mbaud(error):
     res = run_link_tb(_top, "deconvsr.sim.tb.link_uart", toplevel="link_uart",
                       env={"DECONVSR_CLK_PS": CLK_PS, "DECONVSR_DIVISOR": CLK_HZ // BAUD,

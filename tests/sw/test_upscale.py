@@ -38,6 +38,7 @@ def test_tiny_frame_sim_equals_golden(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_photo_sim_equals_golden(tmp_path, capsys):
     src = _photo(tmp_path / "in.png", 48)
     for dev in ("golden", "sim"):
