@@ -41,33 +41,37 @@ PACKAGE_DIRS = {"deconvsr": "deconvsr", "deconvsr/hw": "hw", "deconvsr/sw": "sw"
 
 #: module key -> (source file, test stages: each a list of pytest arguments, cheapest first)
 MODULES = {
-    "arith": ("deconvsr/arith.py", [["tests/test_arith.py"],
-                                    ["tests/test_intmodel.py", "tests/test_quantize.py"]]),
-    "transforms": ("sw/transforms.py", [["tests/test_transforms.py"],
-                                        ["tests/test_algorithms.py",
-                                         "tests/test_onnx_convert.py", "tests/test_network.py"]]),
-    "intmodel": ("sw/intmodel.py", [["tests/test_intmodel.py"],
-                                    ["tests/test_quantize.py", "tests/test_program.py"]]),
-    "program": ("sw/program.py", [["tests/test_program.py", "tests/test_link_device.py"],
-                                  ["tests/test_engine_rtl.py", "-k", "tiled or random_layers"]]),
-    "driver": ("sw/driver.py", [["tests/test_driver.py", "tests/test_driver_wire.py",
-                                 "tests/test_link_device.py"],
-                                ["tests/test_catalogue.py", "-k", "misbehaving"]]),
-    "decoder": ("hw/decoder.py", [["tests/test_link.py"], ["tests/test_link_fuzz.py"]]),
+    "arith": ("deconvsr/arith.py", [["tests/shared/test_arith.py"],
+                                    ["tests/sw/test_intmodel.py", "tests/sw/test_quantize.py"]]),
+    "transforms": ("sw/model/transforms.py",
+                   [["tests/sw/test_transforms.py"],
+                    ["tests/sw/test_algorithms.py", "tests/sw/test_onnx_convert.py",
+                     "tests/sw/test_network.py"]]),
+    "intmodel": ("sw/golden/intmodel.py", [["tests/sw/test_intmodel.py"],
+                                           ["tests/sw/test_quantize.py",
+                                            "tests/sw/test_program.py"]]),
+    "program": ("sw/host/program.py", [["tests/sw/test_program.py",
+                                        "tests/sw/test_link_device.py"],
+                                       ["tests/hw/test_engine_rtl.py", "-k",
+                                        "tiled or random_layers"]]),
+    "driver": ("sw/host/driver.py", [["tests/sw/test_driver.py", "tests/sw/test_driver_wire.py",
+                                      "tests/sw/test_link_device.py"],
+                                     ["tests/sw/test_catalogue.py", "-k", "misbehaving"]]),
+    "decoder": ("hw/decoder.py", [["tests/hw/test_link.py"], ["tests/sim/test_link_fuzz.py"]]),
 }
 
 #: The bugs of issue #29 (module key, name, file or glob, original text, replacement; the file
 #: is the one that holds the text).
 NAMED = [
     ("engine", "valid window >= -> >", "hw/**/*.py", "(oy >= dn.vy1)", "(oy > dn.vy1)"),
-    ("device", "tile coordinates swapped", "sw/device.py",
+    ("device", "tile coordinates swapped", "sw/host/device.py",
      "(y0, y1, x0, x1), pix = crop_tile(", "(x0, x1, y0, y1), pix = crop_tile("),
-    ("driver", "OVERRUN not retried", "sw/driver.py",
+    ("driver", "OVERRUN not retried", "sw/host/driver.py",
      "Status.OVERRUN.value}", "}"),
-    ("driver", "WAIT's TIMEOUT retried", "sw/driver.py",
+    ("driver", "WAIT's TIMEOUT retried", "sw/host/driver.py",
      "            if reply.status in RETRY_STATUSES and not wait_timeout:",
      "            if reply.status in RETRY_STATUSES:"),
-    ("driver", "error reply with a damaged tag skipped", "sw/driver.py",
+    ("driver", "error reply with a damaged tag skipped", "sw/host/driver.py",
      "            if reply.status in RETRY_STATUSES:\n                # An error",
      "            if False:\n                # An error"),
     ("decoder", "duplicate check ignores the opcode", "hw/decoder.py",
@@ -76,8 +80,8 @@ NAMED = [
      "repeat.eq(last_valid & (last_tag == hdr.tag))"),
 ]
 NAMED_TESTS = {
-    "engine": [["tests/test_engine_rtl.py", "-k", "tiled_frame_rtl"]],
-    "device": [["tests/test_link_device.py"]],
+    "engine": [["tests/hw/test_engine_rtl.py", "-k", "tiled_frame_rtl"]],
+    "device": [["tests/sw/test_link_device.py"]],
 }
 
 OPERATORS = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==", "+": "-",

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
+import traceback
 
 __all__ = ["CLIError", "main"]
 
@@ -60,8 +63,6 @@ def _terminate(signum, frame):
 
 
 def main(argv=None) -> int:
-    import signal
-    import threading
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
         try:
@@ -83,7 +84,6 @@ def _main(argv) -> int:
         return args.func(args) or 0
     except CLIError as e:
         if args.verbose:                 # the traceback too, but the same exit code
-            import traceback
             traceback.print_exc()
         print(f"deconvsr {args.command}: error: {e}", file=sys.stderr)
         return e.code

@@ -24,7 +24,8 @@ from ...descriptor import COUNTERS
 from ...sim.device import SimDevice, SimDeviceError
 from ..golden.intmodel import run_network
 from .driver import Driver, DriverError
-from .program import ProgramError, crop_tile, decode_counters, frame_programs
+from .program import (OUT_CYCLES_MAX, ProgramError, crop_tile, decode_counters,
+                      frame_programs)
 from .transport import FtdiSpiPort, SerialTransport, SocketSpiPort, SpiTransport, TransportError
 
 __all__ = ["DeviceError", "Device", "GoldenDevice", "LinkDevice", "open_device"]
@@ -141,7 +142,8 @@ class LinkDevice(Device):
 
                 def run():
                     d.run(prog.n_layers)
-                    d.wait(prog.expected_cycles())
+                    # (the device's requantiser is not in its ID ROM: the slowest's bound)
+                    d.wait(prog.expected_cycles(OUT_CYCLES_MAX))
                 self._phase("run", run)
                 raw = self._phase("output", lambda: d.read(Space.OUT, prog.out_addr,
                                                            prog.out_len))

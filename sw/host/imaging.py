@@ -16,10 +16,11 @@ Conventions (the ones super-resolution papers use, stated once here):
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["ImageError", "rgb_to_ycbcr", "ycbcr_to_rgb", "load_rgb", "crop_to_multiple",
            "bicubic_resize", "degrade", "psnr", "ssim", "shave", "skimage_photos",
@@ -106,8 +107,6 @@ def load_rgb(path, *, max_pixels: int | None = None) -> np.ndarray:
     ImageError
         if the file is missing, not a readable image, too large or of a kind refused above.
     """
-    import warnings
-    from PIL import ImageOps
     path = Path(path)
     try:
         with warnings.catch_warnings():

@@ -24,8 +24,13 @@ from ...descriptor import (DESC_BYTES, ENTRY_BYTES, BiasEntry, LayerDescriptor,
 from ...spec import EngineSpec
 from ..golden.intmodel import QLayer
 
-__all__ = ["ProgramError", "LayerPlan", "Program", "plan_layer", "compile_network",
+__all__ = ["ProgramError", "OUT_CYCLES_MAX", "LayerPlan", "Program", "plan_layer", "compile_network",
            "compile_tiled", "frame_programs", "decode_counters", "Tile"]
+
+
+#: Cycles per output of the slowest requantiser (``requant="lut"``): what a run is bounded
+#: with when the engine's requantiser is not known (it is not in the ID ROM).
+OUT_CYCLES_MAX = 8
 
 
 class ProgramError(ValueError):
@@ -142,19 +147,24 @@ class Program:
             out.append(per * pairs)
         return out
 
-    def expected_cycles(self) -> int:
+    def expected_cycles(self, out_cycles: int | None = None) -> int:
         """Engine cycles this run should take, from the descriptors: per layer, every block
         runs its ``n_vg`` groups of ``max(cw*T*T, drain)`` cycles (the drain takes a group's
-        outputs ``R`` at a time), plus a small per-layer start. What
-        :meth:`Driver.wait <deconvsr.sw.driver.Driver.wait>` bounds a run with (times a
-        margin); checked against the RTL's cycle counter in the tests."""
+        outputs ``R`` at a time, each in ``out_cycles`` cycles: 1 for the parallel requantiser,
+        2 serial, 8 in logic), plus a small per-layer start. ``out_cycles`` None: the spec's
+        own (this program's spec may be a device's, from its ID ROM, which does not say: the
+        caller bounding a run takes :data:`OUT_CYCLES_MAX`). Checked against the RTL's cycle
+        counter in the tests; what :meth:`Driver.wait <deconvsr.sw.host.driver.Driver.wait>`
+        bounds a run with, times a margin."""
+        if out_cycles is None:
+            out_cycles = {"parallel": 1, "serial": 2, "lut": 8}[self.spec.requant]
         total = 0
         for d, plan, wide in zip(self.descriptors, self.plans, self.wide):
             r = self.spec.drain_lanes if wide else 1
             blocks = (d["qy1"] - d["qy0"] + 1) * (d["qx1"] - d["qx0"] + 1)
             taps = d["cw"] * d["t"] * d["t"]
-            groups = (d["n_vg"] - 1) * max(taps, -(-plan.pv // r), 2) + \
-                max(taps, -(-d["pv_last"] // r), 2)
+            groups = (d["n_vg"] - 1) * max(taps, -(-plan.pv // r) * out_cycles, 2) + \
+                max(taps, -(-d["pv_last"] // r) * out_cycles, 2)
             total += blocks * groups + 64
         return total
 

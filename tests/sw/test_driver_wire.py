@@ -1,5 +1,5 @@
 """The host driver against a scripted device whose frames are built by a second implementation
-of the wire format (:mod:`deconvsr.sim.fault_device`, written from the protocol's text, not
+of the wire format (:mod:`deconvsr.sim.device.fault`, written from the protocol's text, not
 from the host's helpers): the driver's rare paths (OVERRUN, WAIT's TIMEOUT, an error reply with
 a damaged tag), its encoding, and its deadlines against a device that sends garbage, fillers,
 partial replies or nothing."""
@@ -13,11 +13,11 @@ import pytest
 from deconvsr.bus import Space
 from deconvsr.protocol import Opcode
 from deconvsr.spec import SPECS
-from deconvsr.sim.fault_device import (FEND, FIDLE, OP, ST, crc16, parse_request, reply_frame,
+from deconvsr.sim.device.fault import (FEND, FIDLE, OP, ST, crc16, parse_request, reply_frame,
                                        request_frame, request_splitter)
-from deconvsr.sw.driver import (NOISE_BYTES, DeviceError, Driver, EngineError, LinkError,
+from deconvsr.sw.host.driver import (NOISE_BYTES, DeviceError, Driver, EngineError, LinkError,
                                 LinkTimeout)
-from deconvsr.sw.transport import Transport
+from deconvsr.sw.host.transport import Transport
 
 LINK_INFO = bytes.fromhex("444c") + bytes([1, 0]) + (48_000_000).to_bytes(4, "little") + bytes(4)
 
@@ -320,7 +320,7 @@ def test_reply_limits_scale_with_the_line_rate():
 def test_transport_loss_is_one_link_error():
     class Closed(Scripted):
         def read(self, max_bytes, timeout):
-            from deconvsr.sw.transport import TransportError
+            from deconvsr.sw.host.transport import TransportError
             raise TransportError("socket disconnected")
     with pytest.raises(LinkError, match="socket disconnected"):
         Driver(Closed(echo_device()), timeout=5.0).identify()

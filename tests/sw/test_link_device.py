@@ -1,19 +1,19 @@
-"""The host's device path (:class:`deconvsr.sw.device.LinkDevice`: setup once, then per tile
+"""The host's device path (:class:`deconvsr.sw.host.device.LinkDevice`: setup once, then per tile
 input, run, wait, output, and the tiles put together) against the device written from the
-protocol's text (:class:`deconvsr.sim.fault_device.WireDevice`, the engine's twin behind it), in
+protocol's text (:class:`deconvsr.sim.device.fault.WireDevice`, the engine's twin behind it), in
 process: tiled frames equal the integer model in every pixel."""
 
 import numpy as np
 import pytest
 
 from deconvsr.bus import Space
-from deconvsr.sim.fault_device import OP, WireDevice, tiny_spec
-from deconvsr.sw.device import GoldenDevice, LinkDevice
-from deconvsr.sw.driver import Driver
-from deconvsr.sw.program import frame_programs
-from deconvsr.sw.quantize import quantize
-from deconvsr.sw.transport import Transport
-from deconvsr.sw.zoo import load_model
+from deconvsr.sim.device.fault import OP, WireDevice, tiny_spec
+from deconvsr.sw.host.device import GoldenDevice, LinkDevice
+from deconvsr.sw.host.driver import Driver
+from deconvsr.sw.host.program import frame_programs
+from deconvsr.sw.model.quantize import quantize
+from deconvsr.sw.host.transport import Transport
+from deconvsr.sw.model.zoo import load_model
 
 
 class InProcess(Transport):

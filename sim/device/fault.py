@@ -14,7 +14,7 @@ device computes real pictures.
   the URL pyserial opens: ``--device serial:socket://127.0.0.1:PORT``) that misbehaves as its
   ``fault`` says (:data:`FAULTS`).
 
-    python -m deconvsr.sim.fault_device --fault silent-mid-run --spec tiny
+    python -m deconvsr.sim.device.fault --fault silent-mid-run --spec tiny
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ import socket
 import struct
 import threading
 import time
+
+from ...bus import Space
+from ...spec import SPECS, EngineSpec
+from ..engine_sim import EngineModel
 
 __all__ = ["crc16", "stuff", "request_frame", "reply_frame", "Unstuffer", "parse_request",
            "parse_reply", "reply_splitter", "request_splitter", "WireDevice", "FaultDevice",
@@ -186,7 +190,6 @@ def request_splitter():
 def tiny_spec():
     """An engine spec with buffers so small that small frames are tiled (the host's tiled
     path, as on a real board), for the shipped edge networks."""
-    from ..spec import EngineSpec
     return EngineSpec(name="tiny", lanes=8, act_depth=512, weight_depth=1024, bias_depth=128,
                       out_bytes=1024, max_layers=4, drain_lanes=2)
 
@@ -203,8 +206,6 @@ class WireDevice:
     """
 
     def __init__(self, spec="tiny", *, clk_hz=48_000_000, run_s=0.0):
-        from ..spec import SPECS
-        from .engine_sim import EngineModel
         if spec == "tiny":
             spec = tiny_spec()
         elif isinstance(spec, str):
@@ -238,7 +239,6 @@ class WireDevice:
         return out
 
     def _mem(self, space):
-        from ..bus import Space
         return self.engine.mem.get(Space(space)) if space in range(8) else None
 
     def _status(self) -> int:
@@ -460,7 +460,7 @@ class FaultDevice:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deconvsr.sim.fault_device",
+    p = argparse.ArgumentParser(prog="python -m deconvsr.sim.device.fault",
                                 description="A misbehaving deconvsr device on a TCP port.")
     p.add_argument("--fault", choices=sorted(FAULTS), help="what to do wrong (default: nothing)")
     p.add_argument("--spec", default="tiny", help="engine spec it reports (default: tiny)")

@@ -6,7 +6,7 @@ file.
 Classes and bounds (``BOUND``): inputs, models, outputs and arguments are checked before any
 device work (under 10 s here, and never a device start: the cases name a device that would fail
 with exit 3 if it were opened); a misbehaving device ends within the driver's deadlines
-(``--timeout 0.5`` here: 5 attempts of 0.5 s plus a WAIT slice, :mod:`deconvsr.sw.driver`).
+(``--timeout 0.5`` here: 5 attempts of 0.5 s plus a WAIT slice, :mod:`deconvsr.sw.host.driver`).
 """
 
 import io
@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deconvsr.sim.fault_device import FaultDevice
-from deconvsr.sw.cli import main
+from deconvsr.sim.device.fault import FaultDevice
+from deconvsr.sw.cli import upscale as cli_upscale
+from deconvsr.sw.cli.main import CLIError, main
 
 OK, EXIT_INPUT, EXIT_DEVICE, EXIT_NOT_FOUND = 0, 2, 3, 4
 NO_DEVICE = "serial:/dev/deconvsr-no-such-port"     # reaching the device would be exit 3
@@ -125,7 +126,7 @@ def test_image_refused(case, tmp_path, capsys):
 def test_deep_images_are_scaled_not_clipped(case, tmp_path, capsys):
     """16-bit and floating-point grey come in scaled to 8 bits (a full gradient stays a full
     gradient), not clipped to white or black."""
-    from deconvsr.sw.imaging import load_rgb
+    from deconvsr.sw.host.imaging import load_rgb
     src, want = (_grey16(tmp_path, ".png") if case == "grey16-png" else
                  _grey16(tmp_path, ".tif") if case == "grey16-tif" else _float(tmp_path, 1.0))
     rgb = load_rgb(src)
@@ -161,7 +162,7 @@ def test_transparency_is_composited_with_a_warning(mode, tmp_path, capsys, caplo
         im.save(tmp_path / "t.png", transparency=0)
     else:
         im.convert(mode).save(tmp_path / "t.png")
-    from deconvsr.sw.imaging import load_rgb
+    from deconvsr.sw.host.imaging import load_rgb
     assert (load_rgb(tmp_path / "t.png") == 255).all()          # over white
     assert "composited over white" in caplog.text
     caplog.clear()
@@ -174,14 +175,14 @@ def test_transparency_is_composited_with_a_warning(mode, tmp_path, capsys, caplo
 def test_multi_frame_file_warns(tmp_path, caplog):
     frames = [Image.new("L", (8, 8), v) for v in (10, 200)]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
-    from deconvsr.sw.imaging import load_rgb
+    from deconvsr.sw.host.imaging import load_rgb
     assert load_rgb(tmp_path / "a.gif").mean() == pytest.approx(10, abs=1)
     assert "2 frames; only the first is used" in caplog.text
 
 
 @pytest.mark.parametrize("mode", ["1", "L", "P", "CMYK", "I;16"])
 def test_other_modes_read(mode, tmp_path):
-    from deconvsr.sw.imaging import load_rgb
+    from deconvsr.sw.host.imaging import load_rgb
     src = tmp_path / ("m.tif" if mode in ("CMYK", "I;16") else "m.png")
     Image.new(mode, (6, 5)).save(src)
     rgb = load_rgb(src)
@@ -263,8 +264,6 @@ def test_reference_of_another_size_refused(tmp_path, capsys):
 
 def test_writes_are_atomic(tmp_path, monkeypatch):
     """A write that fails half way leaves the previous file and no temporary one."""
-    from deconvsr.sw import cmd_upscale
-    from deconvsr.sw.cli import CLIError
     dest = tmp_path / "o.png"
     dest.write_bytes(b"previous")
 
@@ -273,18 +272,18 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(CLIError, match="No space left"):
-        cmd_upscale.save_image(dest, np.zeros((4, 4, 3), np.uint8))
+        cli_upscale.save_image(dest, np.zeros((4, 4, 3), np.uint8))
     assert dest.read_bytes() == b"previous" and os.listdir(tmp_path) == ["o.png"]
 
 
 def test_batch_keeps_what_it_finished(tmp_path, capsys):
     """The device goes silent on the second image: the first one's output is kept and the
     error says so."""
-    from deconvsr.sim.fault_device import tiny_spec
-    from deconvsr.sw.imaging import load_rgb, rgb_to_ycbcr, to_u8
-    from deconvsr.sw.program import frame_programs
-    from deconvsr.sw.quantize import quantize
-    from deconvsr.sw.zoo import load_model
+    from deconvsr.sim.device.fault import tiny_spec
+    from deconvsr.sw.host.imaging import load_rgb, rgb_to_ycbcr, to_u8
+    from deconvsr.sw.host.program import frame_programs
+    from deconvsr.sw.model.quantize import quantize
+    from deconvsr.sw.model.zoo import load_model
     for name in ("a", "b"):
         photo(tmp_path / f"{name}.png", 20, 22)
     y = to_u8(rgb_to_ycbcr(load_rgb(tmp_path / "a.png"))[..., 0])
@@ -303,8 +302,8 @@ def test_batch_keeps_what_it_finished(tmp_path, capsys):
 # --- models ----------------------------------------------------------------------------------
 
 def _model_copy(tmp, mutate_json=None, npz_bytes=None):
-    from deconvsr.sw.zoo import MODELS_DIR
-    shutil.copy(MODELS_DIR / "edge-x2.npz", tmp / "m.npz")
+    from deconvsr.sw.model.zoo import MODELS_DIR
+    (tmp / "m.npz").write_bytes((MODELS_DIR / "edge-x2.npz").read_bytes())
     text = (MODELS_DIR / "edge-x2.json").read_text()
     if mutate_json:
         text = mutate_json(text)
@@ -411,8 +410,8 @@ def test_misbehaving_device(fault, tmp_path, capsys):
 
 def test_misbehaving_device_is_named_by_its_hint(tmp_path):
     """On a real line (a baud rate known), noise gets the wrong-port-or-baud hint."""
-    from deconvsr.sw.driver import Driver, LinkTimeout
-    from deconvsr.sw.transport import SerialTransport
+    from deconvsr.sw.host.driver import Driver, LinkTimeout
+    from deconvsr.sw.host.transport import SerialTransport
     with FaultDevice("garbage") as dev:
         t = SerialTransport(dev.url)
         t.byte_time = 10 / 3e6
