@@ -175,26 +175,29 @@ def named_mutants() -> list[Mutant]:
     return out
 
 
-def make_tree(dest: Path):
-    """HEAD's files in ``dest/src`` and an importable ``dest/pkg/deconvsr`` of symlinks."""
+def make_tree(dest: Path) -> Path:
+    """HEAD's files in ``dest/src``, importable from there: ``deconvsr/{hw,sw,sim}`` are links
+    to the top-level folders (the installed package maps them so, pyproject's package-dir).
+    Tests run in it with ``PYTHONPATH`` on it, ahead of the editable install."""
     src = dest / "src"
     src.mkdir(parents=True)
     data = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True,
                           capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         tar.extractall(src, filter="data")
-    pkg = dest / "pkg" / "deconvsr"
-    pkg.mkdir(parents=True)
-    for item in (src / "deconvsr").iterdir():
-        (pkg / item.name).symlink_to(item)
     for name, directory in PACKAGE_DIRS.items():
         if name != "deconvsr":
-            (pkg / name.split("/")[1]).symlink_to(src / directory)
-    return src, dest / "pkg"
+            (src / name).symlink_to(Path("..") / directory)
+    where = subprocess.run([sys.executable, "-c", "import deconvsr.sw.host.driver as m; "
+                            "print(m.__file__)"], cwd=src, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(src)}).stdout.strip()
+    if not where.startswith(str(src)):
+        raise SystemExit(f"the copy's modules are not the ones imported ({where})")
+    return src
 
 
-def run_tests(src: Path, pkg: Path, args, timeout) -> tuple[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(pkg), "PYTHONDONTWRITEBYTECODE": "1"}
+def run_tests(src: Path, args, timeout) -> tuple[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"}
     t0 = time.monotonic()
     try:
         p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
@@ -210,9 +213,9 @@ def run_tests(src: Path, pkg: Path, args, timeout) -> tuple[str, float]:
     return f"error {p.returncode}: {tail[0][:100]}", time.monotonic() - t0
 
 
-def check_baseline(src, pkg, stages, timeout):
+def check_baseline(src, stages, timeout):
     for args in stages:
-        outcome, _ = run_tests(src, pkg, args, timeout)
+        outcome, _ = run_tests(src, args, timeout)
         if outcome != "passed":
             raise SystemExit(f"the unmutated tree fails {' '.join(args)}: {outcome}")
 
@@ -239,13 +242,13 @@ def main(argv=None) -> int:
         mutants += [m for m in named_mutants() if args.module is None or m.module in modules]
     work = Path(tempfile.mkdtemp(prefix="deconvsr-mutants-"))
     try:
-        src, pkg = make_tree(work)
+        src = make_tree(work)
         print(f"{len(mutants)} mutants; tree {src}", flush=True)
         checked = set()
         for m in mutants:
             stages = NAMED_TESTS.get(m.module) or MODULES[m.module][1]
             if m.module not in checked:
-                check_baseline(src, pkg, stages, args.timeout)
+                check_baseline(src, stages, args.timeout)
                 checked.add(m.module)
             target = src / m.path
             original = target.read_text()
@@ -253,7 +256,7 @@ def main(argv=None) -> int:
             try:
                 m.outcome = "survived"
                 for stage in stages:
-                    outcome, seconds = run_tests(src, pkg, stage, args.timeout)
+                    outcome, seconds = run_tests(src, stage, args.timeout)
                     m.seconds += seconds
                     if outcome != "passed":
                         m.outcome = "killed" if outcome == "failed" else f"killed ({outcome})"
