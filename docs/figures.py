@@ -117,6 +117,9 @@ def _engine_values(d):
         v[f"u{i}"] = f"{100 * r['utilisation']:.1f}"
     v.update(c="{:,}".format(net["cycles"]), m="{:,}".format(net["useful_macs"]),
              u=f"{100 * net['utilisation']:.1f}")
+    edge = next((n for n in d["networks"] if n["network"] == "edge"), None)
+    if edge:
+        v.update(ue=f"{100 * edge['utilisation']:.1f}", ce=f"{edge['cycles']:,}")
     return v
 
 
@@ -127,7 +130,16 @@ def _engine_places():
     engine = "".join(rf"\| L{i} \|[^|\n]*\|[^|\n]*\| (?P<c{i}>{NUM}) \| (?P<m{i}>{NUM}) \| "
                      rf"(?P<u{i}>{NUM})% \|\n" for i in range(1, 5))
     engine += rf"\| frame \| \| \| (?P<c>{NUM}) \| (?P<m>{NUM}) \| (?P<u>{NUM})% \|"
-    return [Place("README.md", readme), Place("docs/engine.md", engine)]
+    return [Place("README.md", readme), Place("docs/engine.md", engine),
+            Place("README.md", rf"the edge network `edge-x2` runs at (?P<ue>{NUM})% for the "
+                  rf"whole frame"),
+            Place("docs/engine.md", rf"frame\n(?P<ue>{NUM})%, (?P<ce>{NUM}) cycles")]
+
+
+def _engine_ulx3s_values(d):
+    net = next(n for n in d["networks"] if n["network"] == "paper")
+    return {"u4": f"{100 * net['layers'][-1]['utilisation']:.1f}",
+            "u": f"{100 * net['utilisation']:.1f}"}
 
 
 def _build_values(d):
@@ -164,6 +176,12 @@ FIGURES = {
                         _models_places(), "2"),
     "bench-engine": FigureSet("bench-engine", ["deconvsr", "bench", "engine", "--json"],
                               _engine_values, _engine_places(), "300"),
+    "bench-engine-ulx3s": FigureSet(
+        "bench-engine-ulx3s", ["deconvsr", "bench", "engine", "--spec", "ulx3s-85f", "--size",
+                               "32", "--json"], _engine_ulx3s_values,
+        [Place("README.md", rf"`deconvsr bench engine --spec ulx3s-85f --size 32`\) the last "
+               rf"layer takes Pi = 16 x Pv = 4 \(its\n9 virtual outputs in 3 groups of 4: at most "
+               rf"75%\) and runs at (?P<u4>{NUM})%, the frame at (?P<u>{NUM})%\.")], "150"),
     **{f"build-{b}": FigureSet(f"build-{b}", ["deconvsr", "build", "--board", b],
                                _build_values, _build_places(b), "500-700",
                                result_file=f"build/{b}/build.json")
