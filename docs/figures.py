@@ -142,6 +142,12 @@ def _engine_ulx3s_values(d):
             "u": f"{100 * net['utilisation']:.1f}"}
 
 
+def _synth_values(d):
+    c = d[0]["counts"]
+    return {"lut": str(c["LUT4"]), "ff": str(c["FF"]), "dsp": str(c["DSP"]),
+            "bram": str(c["BRAM"]), "spram": str(c["SPRAM"])}
+
+
 def _build_values(d):
     u = d["utilisation"]
     v = {"fmax": f"{d['fmax_mhz']:.1f}", "dsp": str(u["DSP"]["used"]),
@@ -182,6 +188,15 @@ FIGURES = {
         [Place("README.md", rf"`deconvsr bench engine --spec ulx3s-85f --size 32`\) the last "
                rf"layer takes Pi = 16 x Pv = 4 \(its\n9 virtual outputs in 3 groups of 4: at most "
                rf"75%\) and runs at (?P<u4>{NUM})%, the frame at (?P<u>{NUM})%\.")], "150"),
+    "synth-icebreaker": FigureSet(
+        "synth-icebreaker", ["python", "-m", "deconvsr.hw.synth", "--spec", "icebreaker",
+                             "--json"], _synth_values,
+        [Place("README.md", rf"\| `icebreaker` engine alone \(P = 16\) \| `python -m "
+               rf"deconvsr.hw.synth --spec icebreaker` \| (?P<lut>{NUM}) / 5280 \| (?P<ff>{NUM})"
+               rf" \| (?P<dsp>{NUM}) / 8 \| (?P<bram>{NUM}) / 30 \(\+ (?P<spram>{NUM}) / 4 SPRAM"),
+         Place("docs/engine.md", rf"\| icebreaker \(P = 16 [^|\n]*\| iCE40UP5K \| (?P<lut>{NUM})"
+               rf" / 5280 \| (?P<ff>{NUM}) \| (?P<dsp>{NUM}) / 8 SB_MAC16 \| (?P<bram>{NUM}) / 30"
+               rf" \| (?P<spram>{NUM}) / 4 \|")], "200-400"),
     **{f"build-{b}": FigureSet(f"build-{b}", ["deconvsr", "build", "--board", b],
                                _build_values, _build_places(b), "500-700",
                                result_file=f"build/{b}/build.json")
