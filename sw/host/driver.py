@@ -138,9 +138,11 @@ def stuffed_max(n_body: int) -> int:
     return 1 + 2 * n_body
 
 
-def reply_body_max(opcode: Opcode, length: int = 0) -> int:
-    """Unstuffed bytes of the longest reply ``opcode`` can get (READ: ``length`` payload)."""
-    n = length if opcode == Opcode.READ else _REPLY_PAYLOAD.get(opcode, 0)
+def reply_body_max(opcode: Opcode, length: int = 0, payload: int | None = None) -> int:
+    """Unstuffed bytes of the longest reply ``opcode`` can get (READ: ``length`` payload;
+    ``payload``: the payload bytes, for an opcode whose request says them elsewhere)."""
+    n = payload if payload is not None else \
+        length if opcode == Opcode.READ else _REPLY_PAYLOAD.get(opcode, 0)
     return protocol.REPLY_HEADER_BYTES + protocol.CRC_BYTES + (n + protocol.CRC_BYTES if n else 0)
 
 
@@ -255,13 +257,17 @@ class Driver:
         return float(getattr(self.transport, "byte_time", 0.0) or 0.0)
 
     def reply_limits(self, opcode: Opcode, frame_bytes: int, length: int = 0,
-                     extra_s: float = 0.0) -> tuple[float, int]:
+                     extra_s: float = 0.0, *, reply_payload: int | None = None,
+                     timeout: float | None = None) -> tuple[float, int]:
         """(seconds, bytes) one attempt of a request may wait for its reply: the latency
-        allowance ``timeout`` plus twice the line time of the request (``frame_bytes`` on
-        the wire) and of its longest reply, plus ``extra_s`` (a WAIT's device time); bytes:
-        the longest reply and the previous request's, stuffed, plus :data:`NOISE_BYTES`."""
-        reply = stuffed_max(reply_body_max(opcode, length))
-        seconds = self.timeout + extra_s + 2 * self.byte_time * (frame_bytes + reply)
+        allowance (``timeout``, default the driver's) plus twice the line time of the request
+        (``frame_bytes`` on the wire) and of its longest reply, plus ``extra_s`` (the device
+        time it takes: a WAIT's); bytes: the longest reply and the previous request's,
+        stuffed, plus :data:`NOISE_BYTES`. ``reply_payload``: the longest reply payload, where
+        the opcode alone does not say (default: :func:`reply_body_max`'s)."""
+        reply = stuffed_max(reply_body_max(opcode, length, reply_payload))
+        allowance = self.timeout if timeout is None else timeout
+        seconds = allowance + extra_s + 2 * self.byte_time * (frame_bytes + reply)
         return seconds, reply + stuffed_max(self._last_reply_max) + NOISE_BYTES
 
     # --- framing ----------------------------------------------------------------------------
@@ -296,18 +302,23 @@ class Driver:
         return Reply(h["status"], h["tag"], h["opcode"], payload)
 
     def request(self, opcode: Opcode, space=0, addr=0, length=0, payload=b"", *,
-                extra_s: float = 0.0) -> Reply:
+                extra_s: float = 0.0, reply_payload: int | None = None,
+                timeout: float | None = None) -> Reply:
         """Send one request and return its OK reply (retrying link errors).
 
-        ``extra_s``: device time the request takes beyond a reply's latency (WAIT's).
-        Raises :class:`DeviceError` for a refusal, :class:`LinkError` when retries run out
-        (:class:`LinkTimeout` if no valid reply came).
+        Each attempt waits as :meth:`reply_limits` says: ``extra_s`` is the device time the
+        request takes beyond a reply's latency (WAIT's), ``reply_payload`` its longest reply
+        payload where the opcode does not say, ``timeout`` a latency allowance other than
+        the driver's. Raises :class:`DeviceError` for a refusal, :class:`LinkError` when
+        retries run out (:class:`LinkTimeout` if no valid reply came).
         """
         tag = next(self._tags)
         frame = self.encode(opcode, tag, space, addr, length, payload)
-        seconds, max_bytes = self.reply_limits(opcode, len(frame), length, extra_s)
-        reply_bytes = stuffed_max(reply_body_max(opcode, length))
-        self._last_reply_max = reply_body_max(opcode, length)
+        seconds, max_bytes = self.reply_limits(opcode, len(frame), length, extra_s,
+                                               reply_payload=reply_payload, timeout=timeout)
+        body_max = reply_body_max(opcode, length, reply_payload)
+        reply_bytes = stuffed_max(body_max)
+        self._last_reply_max = body_max
         last = "no attempt"
         timed_out = False
         for attempt in range(self.retries + 1):

@@ -324,3 +324,14 @@ def test_transport_loss_is_one_link_error():
             raise TransportError("socket disconnected")
     with pytest.raises(LinkError, match="socket disconnected"):
         Driver(Closed(echo_device()), timeout=5.0).identify()
+
+
+def test_reply_limits_per_request():
+    """A request may say its reply's size and a latency allowance of its own (STEP-like
+    requests: the reply carries what the request's payload asked for)."""
+    t = Scripted(echo_device())
+    t.byte_time = 10 / 3e6
+    d = Driver(t, timeout=2.0)
+    seconds, budget = d.reply_limits(Opcode.WRITE, 100, reply_payload=1000, timeout=5.0)
+    assert budget == 1 + 2 * (5 + 2 + 1000 + 2) + 1 + NOISE_BYTES
+    assert seconds == pytest.approx(5.0 + 2 * (100 + 2019) * 10 / 3e6)
