@@ -94,8 +94,9 @@ ZOO_MODELS = {"paper": "espcn-paper-x3", "edge": "edge-x2"}
 
 
 def zoo_network(name: str):
-    """The quantised trained model for network ``name`` (``paper``/``edge``)."""
-    return quantize(load_model(ZOO_MODELS[name]))
+    """The quantised trained model for network ``name`` (``paper``/``edge``), or a model name or
+    file (an imported package)."""
+    return quantize(load_model(ZOO_MODELS.get(name, name)))
 
 
 #: The gateware sources that decide cycle counts (a package: all its modules).

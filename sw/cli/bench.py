@@ -16,7 +16,9 @@ from typing import Callable
 from ...spec import SPECS
 from ..bench import engine as bench_engine, golden as bench_golden, link as bench_link
 from ..host.program import ProgramError
-from .main import EXIT_INPUT, EXIT_INTERNAL, CLIError
+from ..model.quantize import QuantizeError
+from ..model.zoo import ModelError
+from .main import EXIT_INPUT, EXIT_INTERNAL, EXIT_NOT_FOUND, CLIError
 
 __all__ = ["Bench", "BENCHES", "register"]
 
@@ -60,6 +62,9 @@ def _engine_args(parser):
                         help="engine spec to simulate (default sim)")
     parser.add_argument("--size", type=int, default=64, help="input frame size (default 64)")
     parser.add_argument("--net", choices=["paper", "edge", "both"], default="both")
+    parser.add_argument("--model", action="append", metavar="MODEL",
+                        help="a model name or file (e.g. an imported NAME.npz) instead of "
+                             "--net; repeatable")
     parser.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     parser.add_argument("--weights", choices=["zoo", "random"], default="zoo",
                         help="the zoo's trained models (quantised) or random int8 weights")
@@ -69,6 +74,18 @@ def _engine_run(args) -> dict:
     if not 4 <= args.size <= 512:
         raise CLIError(f"--size must be in 4..512, not {args.size}", EXIT_INPUT)
     nets = ("paper", "edge") if args.net == "both" else (args.net,)
+    if args.model:
+        if args.weights != "zoo":
+            raise CLIError("--model runs the model's own weights: drop --weights random",
+                           EXIT_INPUT)
+        nets = tuple(args.model)
+        for m in nets:          # refuse a model that cannot run before building anything
+            try:
+                bench_engine.zoo_network(m)
+            except ModelError as e:
+                raise CLIError(str(e), EXIT_NOT_FOUND if e.not_found else EXIT_INPUT) from None
+            except QuantizeError as e:
+                raise CLIError(f"model {m}: cannot be quantised: {e}", EXIT_INPUT) from None
     try:
         return bench_engine.bench(SPECS[args.spec], size=args.size, nets=nets,
                                   simulator=args.simulator, weights=args.weights)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from ..host.device import DeviceError, GoldenDevice, open_device
+from ..host.program import ProgramError, frame_programs
 from .main import EXIT_DEVICE, CLIError
-from .upscale import positive_seconds
+from .upscale import load_qlayers, positive_seconds
 
 __all__ = ["register", "run"]
 
@@ -16,6 +19,10 @@ def register(subparsers):
                               description=__doc__)
     p.add_argument("--device", default="sim", help="sim, sim-uart, sim-spi, serial:PORT[@BAUD], "
                    "spi:FTDI_URL")
+    p.add_argument("--model", metavar="MODEL",
+                   help="also say whether this model (a name or file, e.g. an imported "
+                        "NAME.npz) runs on the device: its program compiled for the device's "
+                        "engine on a 64 x 64 frame")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--timeout", type=positive_seconds, metavar="S",
                    help="a reply's allowance beyond its line time (default 2 s for a board, "
@@ -23,7 +30,16 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
+def _fits(qlayers, spec) -> dict:
+    try:
+        frame_programs(qlayers, np.zeros((1, 64, 64), np.uint8), spec)
+    except ProgramError as e:
+        return {"fits": False, "why": str(e)}
+    return {"fits": True, "why": None}
+
+
 def run(args) -> int:
+    qlayers = load_qlayers(args.model)[1] if args.model else None
     try:
         device = open_device(args.device, timeout=args.timeout)
     except DeviceError as e:
@@ -32,6 +48,8 @@ def run(args) -> int:
         if isinstance(device, GoldenDevice):
             raise CLIError("the golden model is not a device: nothing to identify", EXIT_DEVICE)
         info = {"identify": device.identify(), "counters": device.counters()}
+        if qlayers is not None:
+            info["model"] = {"model": args.model, **_fits(qlayers, device.info.spec)}
     except DeviceError as e:
         raise CLIError(str(e), EXIT_DEVICE) from None
     finally:
@@ -43,4 +61,8 @@ def run(args) -> int:
             print(f"{k:>14}: {v}")
         for k, v in info["counters"].items():
             print(f"{k:>14}: {v}")
+        if "model" in info:
+            m = info["model"]
+            print(f"{'model':>14}: {m['model']}: "
+                  + ("runs on this device" if m["fits"] else f"does not fit ({m['why']})"))
     return 0

@@ -20,9 +20,11 @@ __all__ = ["CLIError", "main"]
 
 # Subcommand modules, in the order `deconvsr --help` lists them.
 COMMANDS = [
-    "convert", "costmodel", "bench", "models", "eval", "train",
+    "convert", "import", "costmodel", "bench", "models", "eval", "train",
     "build", "program", "report", "upscale", "info", "demo",
 ]
+#: Commands whose module name differs (``import`` is a Python keyword).
+MODULES = {"import": "import_model"}
 
 
 class CLIError(Exception):
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="more logging; -v also shows tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"deconvsr.sw.cli.{name}")
+        module = importlib.import_module(f"deconvsr.sw.cli.{MODULES.get(name, name)}")
         module.register(sub)
     return parser
 

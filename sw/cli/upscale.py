@@ -23,6 +23,7 @@ from ..host.imaging import (IMAGE_EXTENSIONS, ImageError, bicubic_resize, load_r
                             rgb_to_ycbcr, ssim, to_u8, ycbcr_to_rgb)
 from ..model.quantize import QuantizeError
 from ..model.zoo import ModelError, load_quantized
+from .import_model import calibration_images
 from .main import EXIT_DEVICE, EXIT_INPUT, EXIT_NOT_FOUND, CLIError
 
 __all__ = ["register", "run", "load_qlayers", "upscale_rgb", "comparison", "MAX_PIXELS"]
@@ -40,6 +41,9 @@ def register(subparsers):
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output PNG (one input) or directory")
     p.add_argument("--model", default="espcn-paper-x3", help="shipped model name or file")
+    p.add_argument("--calib", metavar="DIR|skimage",
+                   help="calibrate a model file that has none (an ONNX file) on these images "
+                        "first (deconvsr import does it once and saves the package)")
     p.add_argument("--device", default="sim", help=DEVICE_HELP)
     p.add_argument("--compare", metavar="CMP.png",
                    help="side-by-side PNG: bicubic | accelerator | difference (one input)")
@@ -63,13 +67,19 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def load_qlayers(model: str):
-    """(network, quantised layers) of a model name/file; CLIError on failure."""
+def load_qlayers(model: str, calib: str | None = None):
+    """(network, quantised layers) of a model name/file, calibrated on ``calib`` images
+    (``--calib``) if it has no calibration; CLIError on failure."""
+    images = calibration_images(calib) if calib else None
     try:
-        return load_quantized(model)
+        return load_quantized(model, calibrate_on=images)
     except ModelError as e:
         raise CLIError(str(e), EXIT_NOT_FOUND if e.not_found else EXIT_INPUT) from None
     except QuantizeError as e:
+        if "no calibrated" in str(e):
+            raise CLIError(f"model {model} has no calibrated activation ranges: give --calib "
+                           "DIR|skimage, or import it once with `deconvsr import`",
+                           EXIT_INPUT) from None
         raise CLIError(f"model {model}: cannot be quantised: {e}", EXIT_INPUT) from None
 
 
@@ -220,7 +230,7 @@ def run(args) -> int:
         raise CLIError("--compare and --reference take one input image", EXIT_INPUT)
     # Everything that can be checked is, before the device starts: inputs, model, outputs.
     images = [(p, read_image(p)) for p in paths]
-    net, qlayers = load_qlayers(args.model)
+    net, qlayers = load_qlayers(args.model, args.calib)
     outs = plan_outputs(paths, args.output, many, net.scale, compare=args.compare,
                         reference=args.reference)
     ref = check_reference(args.reference, images[0][1].shape, net.scale) if args.reference \

@@ -32,9 +32,33 @@ from ..golden.reference import conv2d, deconv2d, nearest_upsample, pixel_shuffle
 from .transforms import Deconv, TransformError, resize_to_deconv, subpixel_to_deconv
 
 __all__ = ["NetworkError", "Layer", "Network", "DeconvLayer", "DeconvNetwork", "KINDS", "ARCHS",
-           "arch_layers"]
+           "ACTS", "activate", "arch_layers"]
 
 KINDS = ("conv", "subpixel", "resize")
+#: Activations a layer may have (the float model computes each; the engine runs ``relu`` only
+#: for now, see :meth:`Network.engine_check`): name -> name as printed.
+ACTS = {"none": "none", "relu": "ReLU", "leakyrelu": "LeakyReLU", "prelu": "PReLU",
+        "tanh": "Tanh", "sigmoid": "Sigmoid", "clip": "Clip"}
+
+
+def activate(y: np.ndarray, act: str, param=None) -> np.ndarray:
+    """``y`` ``(C, H, W)`` through activation ``act`` (see :data:`ACTS`)."""
+    if act == "none":
+        return y
+    if act == "relu":
+        return np.maximum(y, 0)
+    if act == "leakyrelu":
+        return np.where(y >= 0, y, y * float(param))
+    if act == "prelu":
+        slope = np.asarray(param, np.float64).reshape(-1, 1, 1)
+        return np.where(y >= 0, y, y * slope)
+    if act == "tanh":
+        return np.tanh(y)
+    if act == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-y))
+    if act == "clip":
+        return np.clip(y, param[0], param[1])
+    raise ValueError(f"unknown activation {act!r}")
 
 
 class NetworkError(ValueError):
@@ -54,6 +78,11 @@ class Layer:
     r: int = 1
     mode: str = "CRD"
     name: str = "layer"
+    #: activation (a key of :data:`ACTS`); empty: ``relu`` if ``relu`` else ``none``
+    act: str = ""
+    #: its parameters: LeakyReLU slope (scalar), PReLU slopes (one per output channel, or
+    #: one), Clip bounds (lo, hi); None for the others
+    act_param: object = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -86,7 +115,24 @@ class Layer:
         object.__setattr__(self, "bias", b)
         object.__setattr__(self, "padding", int(self.padding))
         object.__setattr__(self, "r", int(self.r))
-        object.__setattr__(self, "relu", bool(self.relu))
+        act = (self.act or ("relu" if self.relu else "none")).lower()
+        if act not in ACTS:
+            raise NetworkError(f"{self.name}: activation must be one of {', '.join(ACTS)}, "
+                               f"not {self.act!r}")
+        param = None
+        if act in ("leakyrelu", "prelu", "clip"):
+            if self.act_param is None and act != "leakyrelu":
+                raise NetworkError(f"{self.name}: {ACTS[act]} needs its parameters")
+            param = np.asarray(0.01 if self.act_param is None else self.act_param, np.float64)
+            want = {"leakyrelu": ((), (1,)), "clip": ((2,),),
+                    "prelu": ((), (1,), (self.c_out,))}[act]
+            if param.shape not in want or not np.all(np.isfinite(param)):
+                raise NetworkError(f"{self.name}: {ACTS[act]} parameters must have shape "
+                                   f"{' or '.join(map(str, want))}, not {param.shape}")
+            param = param.reshape(-1) if act == "prelu" else param
+        object.__setattr__(self, "act", act)
+        object.__setattr__(self, "act_param", param)
+        object.__setattr__(self, "relu", act == "relu")
 
     @property
     def k(self) -> int:
@@ -114,10 +160,20 @@ class Layer:
         y = conv2d(x, self.weight, self.padding, self.bias)
         if self.kind == "subpixel":
             y = pixel_shuffle(y, self.r, self.mode)
-        return np.maximum(y, 0) if self.relu else y
+        return activate(y, self.act, self.act_param)
+
+    @property
+    def act_name(self) -> str:
+        """The activation as printed (``LeakyReLU(0.2)``, ``PReLU``, ``Tanh``...)."""
+        name = ACTS[self.act]
+        if self.act == "leakyrelu":
+            return f"{name}({float(self.act_param):g})"
+        if self.act == "clip":
+            return f"{name}({self.act_param[0]:g}, {self.act_param[1]:g})"
+        return name
 
     def describe(self) -> str:
-        act = " ReLU" if self.relu else ""
+        act = "" if self.act == "none" else f" {self.act_name}"
         if self.kind == "conv":
             return f"conv {self.c_in}->{self.c_out} {self.k}x{self.k}{act}"
         if self.kind == "subpixel":
@@ -128,6 +184,8 @@ class Layer:
     def to_dict(self) -> dict:
         d = {"kind": self.kind, "c_in": self.c_in, "c_out": self.c_out, "k": self.k,
              "padding": self.padding, "relu": self.relu, "name": self.name}
+        if self.act not in ("none", "relu"):
+            d["act"] = self.act
         if self.kind != "conv":
             d["r"] = self.r
         if self.kind == "subpixel":
@@ -137,16 +195,19 @@ class Layer:
 
 @dataclass(frozen=True, eq=False)
 class DeconvLayer:
-    """One transformed layer: a :class:`Deconv` and whether ReLU follows."""
+    """One transformed layer: a :class:`Deconv` and whether ReLU follows (or another
+    activation, ``act`` with ``act_param``, as :class:`Layer`)."""
 
     deconv: Deconv
     relu: bool
     name: str = "layer"
+    act: str = ""
+    act_param: object = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         d = self.deconv
         y = deconv2d(x, d.weight, d.stride, d.padding, d.bias)
-        return np.maximum(y, 0) if self.relu else y
+        return activate(y, self.act or ("relu" if self.relu else "none"), self.act_param)
 
 
 @dataclass(frozen=True, eq=False)
@@ -224,18 +285,36 @@ class Network:
                 if layer.kind != "conv":
                     raise NetworkError(f"{where}: only the last layer may upsample "
                                        f"({layer.kind} found earlier)")
-                if not layer.relu:
-                    raise NetworkError(f"{where}: hidden layers must be followed by ReLU")
+                if layer.act == "none":
+                    raise NetworkError(f"{where}: hidden layers must be followed by an "
+                                       "activation (ReLU, ...)")
             else:
                 if layer.kind == "conv":
                     raise NetworkError(f"{where}: the last layer must upsample (sub-pixel or "
                                        "resize convolution), not a plain conv")
-                if layer.relu:
-                    raise NetworkError(f"{where}: the output layer must have no activation")
+                if layer.act != "none":
+                    raise NetworkError(f"{where}: the output layer must have no activation "
+                                       f"(it has {layer.act_name})")
                 if layer.c_out != 1:
                     raise NetworkError(f"{where}: the output must be 1 channel (Y), "
                                        f"not {layer.c_out}")
             c = layer.c_out
+        return self
+
+    def engine_check(self) -> "Network":
+        """Check that the engine can run the network's activations: hidden layers followed by
+        ReLU (the arithmetic contract's unsigned activations, :mod:`deconvsr.arith`). Other
+        activations are kept in the model (a later gateware may run them).
+
+        Raises
+        ------
+        NetworkError
+            naming the first layer with another activation.
+        """
+        for i, layer in enumerate(self.layers[:-1]):
+            if layer.act != "relu":
+                raise NetworkError(f"{self.name}: layer {i} ({layer.name}): activation "
+                                   f"{layer.act_name}: the engine runs ReLU only for now")
         return self
 
     # Forward passes -------------------------------------------------------------------------
@@ -290,16 +369,19 @@ class Network:
                                          padding=layer.padding, name=name)
             except TransformError as e:
                 raise NetworkError(f"{self.name}: {e}") from None
-            out.append(DeconvLayer(d, layer.relu, name))
+            out.append(DeconvLayer(d, layer.relu, name, layer.act, layer.act_param))
         return DeconvNetwork(tuple(out))
 
     # Serialisation --------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
-        """Weights as a flat dict for ``np.savez`` (``L<i>.weight``, ``L<i>.bias``), float32."""
+        """Weights as a flat dict for ``np.savez`` (``L<i>.weight``, ``L<i>.bias``, float32;
+        ``L<i>.act``: activation parameters, float64)."""
         d = {}
         for i, layer in enumerate(self.layers):
             d[f"L{i}.weight"] = layer.weight.astype(np.float32)
             d[f"L{i}.bias"] = layer.bias.astype(np.float32)
+            if layer.act_param is not None:
+                d[f"L{i}.act"] = np.asarray(layer.act_param, np.float64)
         return d
 
     def layer_dicts(self) -> list[dict]:
@@ -317,6 +399,8 @@ class Network:
         layers = []
         for i, d in enumerate(layer_dicts):
             lname = d.get("name", f"layer{i}")
+            act = d.get("act", "")
+            param = arrays.get(f"L{i}.act")
             try:
                 w = np.asarray(arrays[f"L{i}.weight"])
                 b = np.asarray(arrays[f"L{i}.bias"])
@@ -334,7 +418,7 @@ class Network:
                 raise NetworkError(f"{name}: layer {i} ({lname}): bias shape {b.shape} does "
                                    f"not match the description ({rows},)")
             layers.append(Layer(kind, w, b, int(d["padding"]), bool(d["relu"]), r,
-                                d.get("mode", "CRD"), lname))
+                                d.get("mode", "CRD"), lname, act, param))
         return cls(tuple(layers), name, dict(meta or {}))
 
 

@@ -345,6 +345,9 @@ class _Match:
     in_perm: list = None   # Transpose applied to x before the ConvTranspose (None: none)
     out_perm: list = None  # Transpose applied after it (NHWC output)
     side: list = field(default_factory=list)   # shape-computing nodes removed with the pattern
+    conv_weight: np.ndarray = None   # the conv as a sub-pixel (CRD order) / resize layer sees it
+    conv_bias: np.ndarray = None
+    r: int = 1
 
 
 #: Operators that only move data (the pixel shuffle is made of them).
@@ -601,7 +604,8 @@ def _subpixel_matches(g: _Graph, used: set, matches: list, skipped: list):
         deconv = subpixel_to_deconv(weight, bias, r=r, padding=pad, mode="CRD", name=name)
         matches.append(_Match("subpixel", pattern, chain, conv.input[0], chain[-1].output[0],
                               pad, weight.shape[2], deconv, weight.dtype,
-                              out_perm=[0, 2, 3, 1] if layout == "NHWC" else None, side=side))
+                              out_perm=[0, 2, 3, 1] if layout == "NHWC" else None, side=side,
+                              conv_weight=weight, conv_bias=bias, r=r))
         used.update(id(n) for n in chain)
 
 
@@ -729,7 +733,8 @@ def _resize_matches(g: _Graph, used: set, matches: list, skipped: list):
         deconv = resize_to_deconv(weight, bias, r=r, padding=pad, name=name)
         matches.append(_Match("resize", pattern, chain, up.input[0], conv.output[0], pad,
                               weight.shape[2], deconv, weight.dtype,
-                              in_perm=None if perm == [0, 1, 2, 3] else perm))
+                              in_perm=None if perm == [0, 1, 2, 3] else perm,
+                              conv_weight=weight, conv_bias=bias, r=r))
         used.update(id(n) for n in chain)
 
 

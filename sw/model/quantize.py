@@ -32,7 +32,7 @@ import numpy as np
 
 from ...arith import DEFAULT_ARITH, ArithSpec
 from ..golden.intmodel import QLayer, run_network
-from .network import Network
+from .network import Network, NetworkError
 
 __all__ = ["QuantizeError", "calibrate", "quantize", "mult_shift", "run_quantized",
            "round_keep_sums",
@@ -173,13 +173,17 @@ def quantize(network: Network, act_ranges=None, spec: ArithSpec = DEFAULT_ARITH,
         without calibration, with the wrong number of ranges, or if a layer does not fit
         ``spec``.
     """
+    try:
+        network.engine_check()
+    except NetworkError as e:
+        raise QuantizeError(str(e)) from None
     dn = network.to_deconv()
     n = len(dn.layers)
     if act_ranges is None:
         act_ranges = network.meta.get("calibration", {}).get("act_ranges")
         if act_ranges is None:
-            raise QuantizeError(f"{network.name}: no calibrated activation ranges; calibrate "
-                                "on sample images first (quantize.calibrate)")
+            raise QuantizeError(f"{network.name}: no calibrated activation ranges (calibrate "
+                                "on sample images: quantize.calibrate)")
     if input_means is None and bias_correction:
         input_means = network.meta.get("calibration", {}).get("input_means")
     if len(act_ranges) != n - 1:

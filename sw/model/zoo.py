@@ -19,7 +19,8 @@ import numpy as np
 
 from ...spec import SPECS
 from ..host.program import ProgramError, frame_programs
-from .importers import ImportError_, import_onnx, import_state_dict
+from .evaluate import calibrated_on
+from .importers import ImportError_, import_onnx, import_state_dict, load_state_dict
 from .network import Network, NetworkError
 from .quantize import quantize
 
@@ -111,12 +112,14 @@ def _load_npz(npz, js) -> Network:
     return net
 
 
-def load_model(name_or_path) -> Network:
+def load_model(name_or_path, *, options: dict | None = None) -> Network:
     """A shipped model by name, or a file: ``.npz`` (+ ``.json``), ``.onnx``, ``.pt``/``.pth``.
 
-    The network is validated (supported family). Raises :class:`ModelError` with one clear
-    line for an unknown name, a missing/corrupted file, shape mismatches or an unsupported
-    layer.
+    ``options`` are the state_dict import options (``act``, ``padding``, ``last``, ``r``:
+    :func:`~deconvsr.sw.model.importers.import_state_dict`); a state_dict without them is
+    refused (it does not say its activations nor padding). The network is validated
+    (supported family). Raises :class:`ModelError` with one clear line for an unknown name, a
+    missing/corrupted file, shape mismatches or an unsupported layer.
     """
     s = str(name_or_path)
     path = Path(s)
@@ -130,9 +133,19 @@ def load_model(name_or_path) -> Network:
         elif path.suffix.lower() in (".onnx", ".pt", ".pth"):
             if not path.exists():
                 raise ModelError(f"{path}: no such file", not_found=True)
+            if path.is_dir():
+                raise ModelError(f"{path}: is a directory, not a model file")
+            pt = path.suffix.lower() != ".onnx"
+            if pt and not (options or {}).get("act") and not (options or {}).get("padding"):
+                try:    # a corrupted file, a whole pickled model: said first
+                    load_state_dict(path)
+                except ImportError_ as e:
+                    raise ModelError(str(e)) from None
+                raise ModelError(f"{path}: a state_dict holds weights only, not its "
+                                 "activations nor padding: import it with `deconvsr import "
+                                 f"{path} -o NAME.npz --act ... --padding ...`")
             try:
-                net = (import_onnx(path) if path.suffix.lower() == ".onnx"
-                       else import_state_dict(path))
+                net = (import_state_dict(path, **(options or {})) if pt else import_onnx(path))
             except ImportError_ as e:
                 raise ModelError(str(e)) from None
         elif (MODELS_DIR / f"{s}.json").is_file():
@@ -149,9 +162,11 @@ def load_model(name_or_path) -> Network:
         raise ModelError(str(e)) from None
 
 
-def load_quantized(name_or_path) -> tuple[Network, list]:
+def load_quantized(name_or_path, *, calibrate_on=None) -> tuple[Network, list]:
     """``(network, quantised layers)`` of a model name or file, quantised with the default
-    arithmetic (:func:`~deconvsr.sw.model.quantize.quantize`).
+    arithmetic (:func:`~deconvsr.sw.model.quantize.quantize`). A model without calibration
+    (an ONNX file) is calibrated on ``calibrate_on`` (``[(name, uint8 RGB)]`` images, see
+    :func:`~deconvsr.sw.model.evaluate.calibrated_on`) when given.
 
     Raises
     ------
@@ -161,6 +176,12 @@ def load_quantized(name_or_path) -> tuple[Network, list]:
         if it cannot be quantised.
     """
     net = load_model(name_or_path)
+    if calibrate_on is not None and not net.meta.get("calibration"):
+        calibrated = calibrated_on(net, calibrate_on)
+        if calibrated is None:
+            raise ModelError(f"{net.name}: no calibration image is as large as the network's "
+                             f"receptive field ({net.receptive_field} LR pixels)")
+        net = calibrated
     return net, quantize(net)
 
 
@@ -221,8 +242,8 @@ def fitting_specs(network: Network, frame: int = 64) -> list[str]:
     return out
 
 
-def model_info(network: Network) -> dict:
-    """Summary for ``deconvsr models``."""
+def model_info(network: Network, *, fits: bool = True) -> dict:
+    """Summary for ``deconvsr models`` (``fits=False``: skip the engine specs it fits)."""
     meta = network.meta
     train = meta.get("training", {})
     return {
@@ -234,7 +255,8 @@ def model_info(network: Network) -> dict:
         "weight_bytes": deconv_weight_bytes(network),
         "params": network.weight_count,
         "max_channels": network.max_channels,
-        "fits": fitting_specs(network),
+        "fits": fitting_specs(network) if fits else [],
+        "activations": sorted({la.act_name for la in network.layers[:-1]}),
         "trained": _training_summary(train) if train else None,
     }
 

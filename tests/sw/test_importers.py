@@ -88,7 +88,8 @@ def test_onnx_import_matches_onnxruntime(rng, tmp_path, kind, style, mode, r):
     onnx.save(model, str(path))
     got = import_onnx(path)
     assert [la.kind for la in got.layers] == [la.kind for la in net.layers]
-    assert got.scale == r and got.layers[-1].mode == (mode if kind == "subpixel" else "CRD")
+    # A DCR shuffle is imported as CRD with the conv's output channels reordered.
+    assert got.scale == r and got.layers[-1].mode == "CRD"
     x = real_plane(H, W)
     ref = run_ort(model, x)
     assert np.abs(got.forward(x, clamp=False) - ref).max() <= 1e-5
@@ -106,8 +107,8 @@ def _replace(model, index, node):
 
 def test_onnx_unsupported_operator_named(rng):
     model = onnx_of(random_network(rng, widths=(4,)), "d2s")
-    _replace(model, 1, helper.make_node("Sigmoid", ["c0"], ["r0"], name="act1"))
-    with pytest.raises(ImportError_, match=r"node act1 \(Sigmoid\): operator Sigmoid is not "
+    _replace(model, 1, helper.make_node("Softsign", ["c0"], ["r0"], name="act1"))
+    with pytest.raises(ImportError_, match=r"node act1 \(Softsign\): operator Softsign is not "
                                            "supported"):
         import_onnx_model(model, "m")
 
@@ -118,8 +119,8 @@ def test_onnx_bilinear_resize_refused(rng):
     for a in node.attribute:
         if a.name == "mode":
             a.s = b"linear"
-    with pytest.raises(ImportError_, match=r"node Resize_1 \(Resize\): resize mode 'linear' is "
-                                           "not supported"):
+    with pytest.raises(ImportError_, match=r"m: Resize_1 \+ Conv_1: Resize mode 'linear' is "
+                                           "not exactly a deconvolution"):
         import_onnx_model(model, "m")
 
 
@@ -127,7 +128,7 @@ def test_onnx_strided_conv_and_colour_input_refused(rng):
     model = onnx_of(random_network(rng, widths=(4,)), "d2s")
     conv = model.graph.node[0]
     conv.attribute.append(helper.make_attribute("strides", [2, 2]))
-    with pytest.raises(ImportError_, match=r"node Conv_0 \(Conv\): only stride 1"):
+    with pytest.raises(ImportError_, match=r"node Conv_0 \(Conv\): strided convolution"):
         import_onnx_model(model, "m")
     net = random_network(rng, widths=(4,))
     model = onnx_of(net, "d2s")
@@ -183,21 +184,34 @@ def test_state_dict_import(tmp_path):
     m = _torch_espcn(torch, 2)
     path = tmp_path / "sd.pth"
     torch.save(m.state_dict(), path)
-    net = import_state_dict(path)
+    # Weights only: the activations and padding are options, never guessed.
+    with pytest.raises(ImportError_, match=r"sd.pth: a state_dict does not say which "
+                                           r"activation follows each conv: give --act"):
+        import_state_dict(path, padding="same")
+    with pytest.raises(ImportError_, match=r"sd.pth: a state_dict does not say how each conv "
+                                           r"pads: give --padding"):
+        import_state_dict(path, act="relu")
+    with pytest.raises(ModelError, match=r"sd.pth: a state_dict holds weights only"):
+        load_model(path)
+    net = import_state_dict(path, act="relu", padding="same")
     assert net.scale == 2 and [la.kind for la in net.layers] == ["conv", "conv", "subpixel"]
     x = real_plane(H, W)
     with torch.no_grad():
         tref = m(torch.from_numpy(x[None, None].astype(np.float32)))[0, 0].numpy()
-    assert np.abs(load_model(path).forward(x, clamp=False) - tref).max() <= 1e-5
+    got = load_model(path, options={"act": "relu", "padding": "2,1,1"})
+    assert np.abs(got.forward(x, clamp=False) - tref).max() <= 1e-5
+    # The wrong activation is not silently accepted either: it is what the user said.
+    assert import_state_dict(path, act="tanh", padding="same").layers[0].act == "tanh"
 
 
 def test_whole_module_pickle_refused(tmp_path):
     torch = pytest.importorskip("torch")
     path = tmp_path / "whole.pt"
     torch.save(_torch_espcn(torch), path)
-    with pytest.raises(ModelError, match=r"whole.pt: holds a whole pickled model, not a "
-                                         r"state_dict; save the weights only: "
-                                         r"torch.save\(model.state_dict\(\), path\)"):
+    with pytest.raises(ModelError, match=r"whole.pt: holds a whole pickled model or other "
+                                         r"Python objects \(torch.nn.modules.container."
+                                         r"Sequential\), not a state_dict; save the weights "
+                                         r"only: torch.save\(model.state_dict\(\), path\)"):
         load_model(path)
 
 
@@ -208,15 +222,37 @@ def test_state_dict_with_batchnorm_refused(tmp_path):
     torch.save(m.state_dict(), path)
     with pytest.raises(ImportError_, match=r"parameter '1.weight' \(shape \(4,\)\) is not a "
                                            "convolution"):
-        import_state_dict(path)
+        import_state_dict(path, act="relu", padding="same")
 
 
-def test_corrupted_state_dict(tmp_path):
-    pytest.importorskip("torch")
+def _damaged(data: bytes, how: str) -> bytes:
+    if how == "truncated":
+        return data[:len(data) // 2]
+    if how == "flipped":        # bytes inside the pickle flipped: the unpickler fails
+        b = bytearray(data)
+        i = data.index(b"data.pkl") + 60
+        b[i:i + 40] = bytes(x ^ 0x5A for x in b[i:i + 40])
+        return bytes(b)
+    if how == "junk-pickle":    # a pickle the weights-only unpickler rejects as an operand
+        return b"\x80\x02" + bytes(range(33, 200))
+    return {"empty": b"", "zip-header": b"PK\x03\x04 definitely not a zip",
+            "text": b"hello world\n"}[how]
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "junk-pickle", "empty", "zip-header",
+                                 "text"])
+def test_corrupted_state_dict(tmp_path, how):
+    # Every error of torch's weights-only unpickler mentions weights_only: a damaged file must
+    # still be called corrupted, not "a whole pickled model".
+    torch = pytest.importorskip("torch")
+    good = tmp_path / "good.pt"
+    torch.save(_torch_espcn(torch, 2).state_dict(), good)
     path = tmp_path / "bad.pt"
-    path.write_bytes(b"PK\x03\x04 definitely not a zip")
-    with pytest.raises(ModelError, match="bad.pt: corrupted PyTorch file"):
+    path.write_bytes(_damaged(good.read_bytes(), how))
+    with pytest.raises(ModelError, match=r"^\S*bad.pt: corrupted PyTorch file \(.*\)$"):
         load_model(path)
+    with pytest.raises(ImportError_, match="bad.pt: corrupted PyTorch file"):
+        import_state_dict(path, act="relu", padding="same")
 
 
 def test_state_dict_without_torch_is_clear(monkeypatch, tmp_path):

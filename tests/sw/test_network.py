@@ -81,8 +81,10 @@ def _layers(rng, **over):
 
 @pytest.mark.parametrize("over,message", [
     (dict(l0=dict(c_in=3)), "layer 0 (n0): takes 3 input channels, but gets the Y channel"),
-    (dict(l0=dict(relu=False)), "layer 0 (n0): hidden layers must be followed by ReLU"),
-    (dict(l1=dict(relu=True)), "layer 1 (n1): the output layer must have no activation"),
+    (dict(l0=dict(relu=False)), "layer 0 (n0): hidden layers must be followed by an "
+                                "activation"),
+    (dict(l1=dict(relu=True)), "layer 1 (n1): the output layer must have no activation "
+                               "(it has ReLU)"),
     (dict(l1=dict(kind="conv", r=1, c_out=1)), "layer 1 (n1): the last layer must upsample"),
     (dict(l0=dict(padding=0)), "layer 0 (n0): only 'same' convolutions are supported"),
     (dict(l0=dict(k=4, padding=1)), "layer 0 (n0): only 'same' convolutions"),
