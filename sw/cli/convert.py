@@ -47,9 +47,11 @@ def load_model(path: str):
     try:
         model.ParseFromString(data)
     except DecodeError as e:
-        raise CLIError(f"{path}: not an ONNX model (cannot parse: {e})", EXIT_INPUT) from e
+        raise CLIError(f"{path}: corrupted or not an ONNX model (cannot parse: {e})",
+                       EXIT_INPUT) from e
     if not data or model.ir_version == 0 or not model.HasField("graph"):
-        raise CLIError(f"{path}: not an ONNX model (no IR version or graph)", EXIT_INPUT)
+        raise CLIError(f"{path}: corrupted or not an ONNX model (no IR version or graph)",
+                       EXIT_INPUT)
     try:
         onnx.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
     except (OSError, ValueError, onnx.checker.ValidationError) as e:
