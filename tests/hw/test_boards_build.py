@@ -1,6 +1,12 @@
 """Bitstream builds through YoWASP (slow, synth): the bring-up top on both boards must fit and
 meet the engine clock; a target above the design's Fmax must be reported as a miss."""
 
+import importlib.util
+import json
+import sys
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from deconvsr.sw.flow import build as flow
@@ -100,6 +106,23 @@ def test_ulx3s_engine_bitstream_meets_100mhz_with_64_macs(tmp_path):
         assert 0 < result.utilisation[res].used <= result.utilisation[res].available
     assert result.bram_outregs > 0
     assert (tmp_path / result.bitstream).stat().st_size > 100_000
+    _docs_agree("build-ulx3s-85f", result, tmp_path)
+
+
+def _docs_agree(name, result, tmp_path):
+    """The README's (and docs') figures of this build are this build's (docs/figures.py)."""
+    root = Path(__file__).resolve().parents[1]
+    while not (root / "docs" / "figures.py").exists():
+        root = root.parent
+    spec = importlib.util.spec_from_file_location("figures", root / "docs" / "figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    sys.modules["figures"] = figures
+    spec.loader.exec_module(figures)
+    diffs = figures.compare(figures.FIGURES[name], result.to_json())
+    kept = Path(tempfile.gettempdir()) / f"{name}.json"
+    kept.write_text(json.dumps(result.to_json()))
+    assert not diffs, "\n".join(diffs) + (f"\n(this build's result: {kept}; `python "
+                                          f"docs/figures.py update {name} --result {kept}`)")
 
 
 @pytest.mark.bitstream
@@ -119,3 +142,4 @@ def test_icebreaker_engine_bitstream_meets_48mhz_with_16_macs(tmp_path):
     assert len(result.fmax) == 2 and all(result.fmax[c] >= result.constraint[c]
                                          for c in result.fmax)
     assert (tmp_path / result.bitstream).stat().st_size > 100_000
+    _docs_agree("build-icebreaker", result, tmp_path)
