@@ -484,9 +484,12 @@ def test_signal_during_device_start_leaves_nothing(sig, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp)}
+    # (a test runner's worker may ignore SIGINT, and a child inherits that: a user's shell
+    # does not, so the child starts with the default)
     p = subprocess.Popen([sys.executable, "-m", "deconvsr.sw.cli", "upscale", str(src), "-o",
                           str(tmp_path / "o.png"), "--model", "edge-x2", "--device", "sim"],
-                         env=env, stderr=subprocess.PIPE, text=True)
+                         env=env, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.monotonic()
     while not any(tmp.glob("deconvsr-sim-*")):     # the simulator is being started
         assert p.poll() is None and time.monotonic() - t0 < 600, p.stderr.read()
