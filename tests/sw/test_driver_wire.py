@@ -16,7 +16,7 @@ from deconvsr.spec import SPECS
 from deconvsr.sim.device.fault import (FEND, FIDLE, OP, ST, crc16, parse_request, reply_frame,
                                        request_frame, request_splitter)
 from deconvsr.sw.host.driver import (NOISE_BYTES, DeviceError, Driver, EngineError, LinkError,
-                                LinkTimeout)
+                                     LinkTimeout, VerifyError)
 from deconvsr.sw.host.transport import Transport
 
 LINK_INFO = bytes.fromhex("444c") + bytes([1, 0]) + (48_000_000).to_bytes(4, "little") + bytes(4)
@@ -335,3 +335,50 @@ def test_reply_limits_per_request():
     seconds, budget = d.reply_limits(Opcode.WRITE, 100, reply_payload=1000, timeout=5.0)
     assert budget == 1 + 2 * (5 + 2 + 1000 + 2) + 1 + NOISE_BYTES
     assert seconds == pytest.approx(5.0 + 2 * (100 + 2019) * 10 / 3e6)
+
+
+def test_run_takes_1_to_255_layers():
+    t = Scripted(echo_device())
+    d = Driver(t, timeout=0.2)
+    d.run(1)
+    d.run(255)
+    assert [r["length"] for r in t.requests if r["opcode"] == OP["RUN"]] == [1, 255]
+    for bad in (0, 256):
+        with pytest.raises(ValueError, match="n_layers must be in 1..255"):
+            d.run(bad)
+
+
+def test_long_transfers_are_chunked_exactly():
+    """10,000 bytes: two full 4,096-byte frames and a short one, each way, byte-exact."""
+    mem = bytearray(16384)
+    t = Scripted(echo_device(mem))
+    d = Driver(t, timeout=0.2)
+    data = bytes(random.Random(3).randbytes(10_000))
+    d.write(Space.ACT, 100, data)
+    assert bytes(mem[100:10_100]) == data and mem[10_100] == 0
+    assert d.read(Space.ACT, 100, 10_000) == data
+    sizes = [(r["opcode"], r["addr"], r["length"]) for r in t.requests]
+    assert sizes == [(OP["WRITE"], 100, 4096), (OP["WRITE"], 4196, 4096),
+                     (OP["WRITE"], 8292, 1808), (OP["READ"], 100, 4096),
+                     (OP["READ"], 4196, 4096), (OP["READ"], 8292, 1808)]
+
+
+@pytest.mark.parametrize("bad", [0, 70_000])
+def test_crc_verification_covers_every_byte(bad):
+    """A device that holds one wrong byte, the first or one past the first 64 KiB CRC range:
+    the CRC verification names it."""
+    mem = bytearray(1 << 17)
+
+    def answer(req, n):
+        if req["opcode"] == OP["VERIFY"]:
+            part = bytes(mem[req["addr"]:req["addr"] + req["length"]])
+            return reply_frame(ST["OK"], req["tag"], req["opcode"],
+                               crc16(part).to_bytes(2, "big"))
+        out = echo_device(mem)(req, n)
+        if req["opcode"] == OP["WRITE"] and req["addr"] <= bad < req["addr"] + req["length"]:
+            mem[bad] ^= 0x01
+        return out
+    d = Driver(Scripted(answer), timeout=0.2)
+    data = bytes(random.Random(4).randbytes(80_000))
+    with pytest.raises(VerifyError, match="device CRC"):
+        d.write(Space.WEIGHT, 0, data, verify="crc")
