@@ -133,3 +133,16 @@ def test_run_and_reset_with_the_same_tag_both_execute():
     after = protocol.unpack(protocol.LinkStats, r[5].payload)["frames"]
     assert before == 3 and after <= 1, (before, after)
     assert int.from_bytes(r[9].payload, "little") == 1
+
+
+def test_verify_twice_each_crc_its_own(rng):
+    """Every VERIFY restarts the device's CRC: a second one over another range (and an empty
+    one) gives that range's CRC, not one carried on from the first."""
+    data = bytes(rng.integers(0, 256, 90, dtype="uint8"))
+    stream = (enc(Opcode.WRITE, 1, Space.ACT, 0, len(data), data)
+              + enc(Opcode.VERIFY, 2, Space.ACT, 0, 40) + enc(Opcode.VERIFY, 3, Space.ACT, 40, 50)
+              + enc(Opcode.VERIFY, 4, Space.ACT, 7, 0))
+    r = run_link(stream)
+    assert [x.tag for x in r] == [1, 2, 3, 4] and all(x.status == 0 for x in r)
+    got = [int.from_bytes(x.payload, "big") for x in r[1:]]
+    assert got == [protocol.crc16(data[:40]), protocol.crc16(data[40:]), protocol.crc16(b"")]
