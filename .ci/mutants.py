@@ -11,6 +11,7 @@ otherwise. Random mutants are drawn with a fixed seed, so a run is reproducible.
     python .ci/mutants.py                      # every module, 20 random mutants each + named
     python .ci/mutants.py --module driver -n 5 --json out.json
     python .ci/mutants.py --named-only
+    python .ci/mutants.py --only sw/host/driver.py:415:55      # one mutant again
 
 Run it under the heavy-job lock (``flock /tmp/deconvsr-heavy.lock ...``): every mutant is a
 pytest run (an engine mutant rebuilds the Verilator model, ~2 min). It prints one line per
@@ -230,15 +231,21 @@ def main(argv=None) -> int:
     ap.add_argument("--no-named", action="store_true")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per test stage")
     ap.add_argument("--json", metavar="FILE", help="write every mutant's outcome here")
+    ap.add_argument("--only", action="append", metavar="PATH:LINE:COL",
+                    help="just these one-token mutants (as the list prints them; repeatable)")
     args = ap.parse_args(argv)
     modules = args.module or list(MODULES)
     rng = random.Random(args.seed)
     mutants = []
-    if not args.named_only:
+    if args.only:
+        for key in modules:
+            mutants += [m for m in candidates(key, MODULES[key][0])
+                        if f"{m.path}:{m.line}:{m.col}" in args.only]
+    elif not args.named_only:
         for key in modules:
             cands = candidates(key, MODULES[key][0])
             mutants += rng.sample(cands, min(args.n, len(cands)))
-    if not args.no_named:
+    if not args.no_named and not args.only:
         mutants += [m for m in named_mutants() if args.module is None or m.module in modules]
     work = Path(tempfile.mkdtemp(prefix="deconvsr-mutants-"))
     try:
