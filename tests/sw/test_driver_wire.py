@@ -382,3 +382,17 @@ def test_crc_verification_covers_every_byte(bad):
     data = bytes(random.Random(4).randbytes(80_000))
     with pytest.raises(VerifyError, match="device CRC"):
         d.write(Space.WEIGHT, 0, data, verify="crc")
+
+
+def test_a_reply_cut_short_is_never_a_reply():
+    """Every prefix of a reply body is incomplete, also a header whose CRC fits in its one
+    byte that arrived (CRC < 256: the short CRC read as a number would equal it)."""
+    hdr = next(h for h in (bytes([ST["OK"], tag, OP["RUN"], 0, 0]) for tag in range(256))
+               if crc16(h) < 256)
+    assert Driver.decode_reply(hdr + crc16(hdr).to_bytes(2, "big")) is not None
+    assert Driver.decode_reply(hdr + bytes([crc16(hdr)])) is None
+    payload = bytes(range(7))
+    hdr = bytes([ST["OK"], 9, OP["READ"]]) + len(payload).to_bytes(2, "little")
+    body = hdr + crc16(hdr).to_bytes(2, "big") + payload + crc16(payload).to_bytes(2, "big")
+    assert Driver.decode_reply(body).payload == payload
+    assert all(Driver.decode_reply(body[:n]) is None for n in range(len(body)))
