@@ -72,6 +72,8 @@ def run(args) -> int:
     from ..model.onnx_convert import convert_model
 
     model = load_model(args.model)
+    if args.output and os.path.exists(args.output) and os.path.samefile(args.output, args.model):
+        raise CLIError(f"{args.output}: would overwrite the input {args.model}", EXIT_INPUT)
     try:
         result = convert_model(model)
     except TransformError as e:
@@ -83,10 +85,18 @@ def run(args) -> int:
         raise CLIError(f"rewritten model fails onnx.checker: {first}", EXIT_INTERNAL) from e
     nothing = not result.rewrites and not args.allow_unchanged
     if args.output and not nothing:
+        # Atomic: a temporary file beside the output, renamed over it when complete (an
+        # interrupted run leaves the old file or the new one, never half of one).
+        tmp = os.path.join(os.path.dirname(os.path.abspath(args.output)),
+                           f".{os.path.basename(args.output)}.{os.getpid()}.part")
         try:
-            onnx.save(result.model, args.output)
+            onnx.save(result.model, tmp)
+            os.replace(tmp, args.output)
         except OSError as e:
             raise CLIError(f"{args.output}: cannot write: {e.strerror or e}", EXIT_INPUT) from e
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     if args.json:
         print(json.dumps({

@@ -11,6 +11,7 @@ files through :mod:`deconvsr.sw.model.importers`.
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -57,11 +58,21 @@ def save_model(network: Network, path) -> tuple[Path, Path]:
         path = path.with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     npz, js = path.with_name(path.name + ".npz"), path.with_name(path.name + ".json")
-    np.savez_compressed(npz, **network.arrays())
     meta = {"format": FORMAT, "name": path.name, "scale": network.scale,
             "layers": network.layer_dicts(), **{k: v for k, v in network.meta.items()
                                                  if k not in ("format", "name", "layers")}}
-    js.write_text(json.dumps(meta, indent=1) + "\n")
+    # Both files written whole to temporary names first, then renamed: an interrupted save
+    # leaves no half file (at worst a new .npz beside the old .json for an instant).
+    parts = [p.with_name(f".{p.name}.{os.getpid()}.part") for p in (npz, js)]
+    try:
+        with open(parts[0], "wb") as f:
+            np.savez_compressed(f, **network.arrays())
+        parts[1].write_text(json.dumps(meta, indent=1) + "\n")
+        os.replace(parts[0], npz)
+        os.replace(parts[1], js)
+    finally:
+        for p in parts:
+            p.unlink(missing_ok=True)
     return npz, js
 
 

@@ -370,6 +370,57 @@ def test_convert_with_missing_external_weights(tmp_path, capsys):
     assert got == EXIT_INPUT and "cannot load its external weights" in one_line(err)
 
 
+ONNX_FORM = Path(__file__).parent / "onnx_forms" / "resize-ts13-static.onnx"
+
+
+def test_convert_never_overwrites_its_input(tmp_path, capsys):
+    """``convert M.onnx -o M.onnx`` (also spelt another way) is refused and the input kept."""
+    src = tmp_path / "m.onnx"
+    src.write_bytes(ONNX_FORM.read_bytes())
+    for out in (src, tmp_path / "." / "m.onnx"):
+        got, _, err, _ = run_cli(["convert", src, "-o", out], BOUND["input"], capsys)
+        assert got == EXIT_INPUT and "would overwrite the input" in one_line(err)
+    assert src.read_bytes() == ONNX_FORM.read_bytes() and os.listdir(tmp_path) == ["m.onnx"]
+
+
+def test_convert_writes_atomically(tmp_path, capsys, monkeypatch):
+    """A save that fails half way leaves the previous output and no temporary file; one that
+    completes replaces it."""
+    import onnx
+    dest = tmp_path / "o.onnx"
+    dest.write_bytes(b"previous")
+    real_save = onnx.save
+
+    def broken_save(model, f, *a, **kw):
+        Path(f).write_bytes(b"half a model")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(onnx, "save", broken_save)
+    got, _, err, _ = run_cli(["convert", ONNX_FORM, "-o", dest], BOUND["input"], capsys)
+    assert got == EXIT_INPUT and "No space left" in one_line(err)
+    assert dest.read_bytes() == b"previous" and os.listdir(tmp_path) == ["o.onnx"]
+    monkeypatch.setattr(onnx, "save", real_save)
+    got, _, err, _ = run_cli(["convert", ONNX_FORM, "-o", dest], BOUND["input"], capsys)
+    assert got == OK and os.listdir(tmp_path) == ["o.onnx"]
+    assert onnx.load(str(dest)).graph.node
+
+
+def test_saved_model_is_written_whole(tmp_path, monkeypatch):
+    """A model save (import, train) that fails half way leaves the previous package and no
+    temporary file."""
+    from deconvsr.sw.model import zoo
+    net = zoo.load_model("edge-x2")
+    old = zoo.save_model(net, tmp_path / "m")
+    before = {p.name: p.read_bytes() for p in old}
+
+    def broken(f, **arrays):
+        f.write(b"half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(zoo.np, "savez_compressed", broken)
+    with pytest.raises(OSError, match="No space left"):
+        zoo.save_model(net, tmp_path / "m")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 # --- devices ---------------------------------------------------------------------------------
 
 DEVICE_FAULTS = {      # fault: (exit code, text of the line, or None: a correct picture)
