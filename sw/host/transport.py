@@ -148,13 +148,18 @@ class SocketSpiPort(SpiPort):
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def exchange(self, data: bytes) -> bytes:
-        self._sock.sendall(data)
         out = bytearray()
-        while len(out) < len(data):
-            chunk = self._sock.recv(len(data) - len(out))
-            if not chunk:
-                raise TransportError("the simulated SPI device closed the connection")
-            out += chunk
+        try:        # (a device that stops answering: the socket's timeout, one line)
+            self._sock.sendall(data)
+            while len(out) < len(data):
+                chunk = self._sock.recv(len(data) - len(out))
+                if not chunk:
+                    raise TransportError("the simulated SPI device closed the connection")
+                out += chunk
+        except TransportError:
+            raise
+        except OSError as e:
+            raise TransportError(_failed("SPI exchange", e)) from None
         return bytes(out)
 
     def close(self) -> None:

@@ -396,3 +396,36 @@ def test_a_reply_cut_short_is_never_a_reply():
     body = hdr + crc16(hdr).to_bytes(2, "big") + payload + crc16(payload).to_bytes(2, "big")
     assert Driver.decode_reply(body).payload == payload
     assert all(Driver.decode_reply(body[:n]) is None for n in range(len(body)))
+
+
+@pytest.mark.parametrize("how", ["silent", "reset"])
+def test_simulated_spi_device_that_stops_is_one_link_error(how):
+    """The simulated SPI device's socket: a device that stops answering (its socket's timeout)
+    or resets the connection ends in one LinkError, not an OSError's traceback."""
+    import socket
+    import threading
+    from deconvsr.sw.host.transport import SocketSpiPort, SpiTransport
+    srv = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def accept():
+        conn, _ = srv.accept()
+        if how == "reset":      # (SO_LINGER 0: the close sends a RST)
+            conn.recv(1)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            conn.close()
+        else:
+            held.append(conn)
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    port = SocketSpiPort("127.0.0.1", srv.getsockname()[1], timeout=0.3)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(LinkError, match="SPI exchange failed|closed the connection"):
+            Driver(SpiTransport(port), timeout=0.2, retries=1).identify()
+    finally:
+        port.close()
+        srv.close()
+        for c in held:
+            c.close()
+    assert time.monotonic() - t0 < 3
