@@ -187,7 +187,11 @@ FIGURES = {
                                "32", "--json"], _engine_ulx3s_values,
         [Place("README.md", rf"`deconvsr bench engine --spec ulx3s-85f --size 32`\) the last "
                rf"layer takes Pi = 16 x Pv = 4 \(its\n9 virtual outputs in 3 groups of 4: at most "
-               rf"75%\) and runs at (?P<u4>{NUM})%, the frame at (?P<u>{NUM})%\.")], "150"),
+               rf"75%\) and runs at (?P<u4>{NUM})%, the frame at (?P<u>{NUM})%\."),
+         Place("docs/engine.md", rf"`deconvsr bench engine --spec ulx3s-85f --size 32` \(P = 64, "
+               rf"R = 4, 16-activation words\): the\npaper network's last layer takes Pi = 16 x "
+               rf"Pv = 4 \(9 virtual outputs in 3 groups of 4: at most\n75%\) and runs at "
+               rf"(?P<u4>{NUM})%, the frame at (?P<u>{NUM})%\.")], "150"),
     "synth-icebreaker": FigureSet(
         "synth-icebreaker", ["python", "-m", "deconvsr.hw.synth", "--spec", "icebreaker",
                              "--json"], _synth_values,
