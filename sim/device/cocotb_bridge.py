@@ -13,8 +13,10 @@ Environment (set by :mod:`deconvsr.sim.device`):
 Simulated time only advances while the SoC has work (its ``idle`` output is low): when it is
 idle and no host byte is pending, the bridge blocks on the socket, so simulated time measures
 line and device time, not host think time. Inside a request frame with no byte pending
-(``waiting``) the bridge waits up to :data:`WAIT_REAL_S` of real time for the host before
-letting simulated time run (so a truncated frame still meets the watchdog).
+(``waiting``, seen at two checks in a row: the deframer also shows it for the cycle in which it
+checks a frame's CRC, after the frame's last byte) the bridge waits up to :data:`WAIT_REAL_S`
+of real time for the host before letting simulated time run (so a truncated frame still meets
+the watchdog).
 
 A connection to the control port gets one JSON line: ``{"sim_ps": ..., "bytes_in": ...,
 "bytes_out": ...}`` and is closed. The test ends (and the simulator exits) when the host closes
@@ -120,6 +122,7 @@ async def run_stream(dut, bridge):
     rising edge's."""
     out = bytearray()
     bulk = 16
+    spell = 0           # checks in a row that saw `waiting`
     while not bridge.closed:
         await FallingEdge(dut.clk)
         dut.o__ready.value = 1
@@ -142,8 +145,10 @@ async def run_stream(dut, bridge):
                 out.clear()
         if bridge.rxq:
             bulk = 16
+            spell = 0
             continue
         idle, waiting = int(dut.idle.value), int(dut.waiting.value)
+        spell = spell + 1 if waiting else 0
         if out and not o_valid:
             bridge.send(out)
             out.clear()
@@ -152,7 +157,7 @@ async def run_stream(dut, bridge):
             continue
         if idle:
             bridge.poll(None)
-        elif waiting:
+        elif spell >= 2:
             bridge.poll(WAIT_REAL_S)
         else:
             bridge.poll(0)
@@ -180,6 +185,7 @@ async def run_uart(dut, bridge):
     state = {"sending": False, "receiving": False}
     kick = Event()
     out = bytearray()
+    spell = 0
 
     async def sender():
         while True:
@@ -216,6 +222,7 @@ async def run_uart(dut, bridge):
         await Timer(bit_ps, unit="ps")
         idle, waiting = int(dut.idle.value), int(dut.waiting.value)
         quiet = not state["sending"] and not state["receiving"] and not bridge.rxq
+        spell = spell + 1 if waiting and quiet else 0
         if out and (quiet or len(out) >= 4096):
             bridge.send(out)
             out.clear()
@@ -223,7 +230,7 @@ async def run_uart(dut, bridge):
             bridge.poll(0)
         elif idle and quiet:
             bridge.poll(None)
-        elif waiting and quiet:
+        elif spell >= 2:
             bridge.poll(WAIT_REAL_S)
         else:
             bridge.poll(0)
@@ -243,14 +250,16 @@ async def run_spi(dut, bridge):
     # back as the old one until time advances (the first exchange after an idle went out with
     # CS high and was ignored).
     selected = False
+    spell = 0
     while not bridge.closed:
         if not bridge.rxq:
             idle, waiting = int(dut.idle.value), int(dut.waiting.value)
+            spell = spell + 1 if waiting else 0
             if idle:
                 dut.cs_n.value = 1
                 selected = False
                 bridge.poll(None)
-            elif waiting:
+            elif spell >= 2:
                 bridge.poll(WAIT_REAL_S)
             else:
                 bridge.poll(0)

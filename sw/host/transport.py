@@ -81,7 +81,9 @@ class SerialTransport(Transport):
             while True:
                 waiting = port.in_waiting
                 if waiting:
-                    return port.read(min(waiting, max_bytes))
+                    # (timeout 0: what has arrived, up to max_bytes; a socket:// port's
+                    # in_waiting says only 0 or 1)
+                    return port.read(max_bytes)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return b""
@@ -89,8 +91,7 @@ class SerialTransport(Transport):
                 data = port.read(1)
                 port.timeout = 0
                 if data:
-                    more = port.in_waiting
-                    return data + (port.read(min(more, max_bytes - 1)) if more else b"")
+                    return data + (port.read(max_bytes - 1) if max_bytes > 1 else b"")
         except (serial.SerialException, OSError) as e:
             raise TransportError(_failed("read", e)) from None
 
