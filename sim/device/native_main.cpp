@@ -20,11 +20,12 @@
 //
 // Arguments: --port-file PATH (written "DATA_PORT CTRL_PORT\n" once listening), --clk-ps N (clock
 // period, even), --divisor N (uart), --sck-cycles N (spi, even), --port N (data port, 0: any),
-// --host ADDR (127.0.0.1), --serve (accept connections one after another until killed; without
+// --ctrl-port N (0: any, -1: the data port + 1), --host ADDR (127.0.0.1), --serve (accept connections one after another until killed; without
 // it the device exits when its one host closes), --accept-timeout S (without --serve).
 //
 // A connection to the control port gets one JSON line {"sim_ps": ..., "cycles": ...,
-// "bytes_in": ..., "bytes_out": ..., "connections": ...} and is closed. Between connections
+// "bytes_in": ..., "bytes_out": ..., "connections": ..., "host_waits": ...} and is closed
+// (host_waits: the real-time waits for a host that stopped in mid-frame). Between connections
 // (--serve) the SoC runs until idle with its replies dropped, as a board does when its host
 // goes away (a frame cut short ends at the watchdog), and keeps its state.
 
@@ -76,6 +77,7 @@ struct Host {
     size_t rxh = 0;
     std::vector<uint8_t> out;   // device -> host, not yet sent
     uint64_t bytes_in = 0, bytes_out = 0, connections = 0;
+    uint64_t waits = 0;         // real-time waits for a host that stopped in mid-frame
     bool closed = true;
     std::string (*status)() = nullptr;
 
@@ -85,7 +87,8 @@ struct Host {
         if (++rxh == rxq.size()) { rxq.clear(); rxh = 0; }
     }
 
-    static int listen_on(const char* host, int port, int backlog) {
+    // A listening socket, or -1 if the port is taken and `may_fail`.
+    static int listen_on(const char* host, int port, int backlog, bool may_fail = false) {
         int s = socket(AF_INET, SOCK_STREAM, 0);
         if (s < 0) die("socket");
         int one = 1;
@@ -97,7 +100,13 @@ struct Host {
             std::fprintf(stderr, "native device: bad address %s\n", host);
             std::exit(2);
         }
-        if (bind(s, (sockaddr*)&a, sizeof a) < 0) die("bind");
+        if (bind(s, (sockaddr*)&a, sizeof a) < 0) {
+            if (may_fail && errno == EADDRINUSE) {
+                close(s);
+                return -1;
+            }
+            die("bind");
+        }
         if (listen(s, backlog) < 0) die("listen");
         return s;
     }
@@ -191,6 +200,12 @@ struct Host {
             take();
             return true;
         }
+    }
+
+    // The host stopped in mid-frame: give it WAIT_REAL_MS of real time (counted).
+    bool wait_for_host() {
+        waits++;
+        return poll(WAIT_REAL_MS);
     }
 
     // Send `out` to the host. While the host's receive window is full keep reading what it
@@ -304,6 +319,7 @@ struct Options {
     const char* host = "127.0.0.1";
     uint64_t clk_ps = 20834;
     int divisor = 16, sck_cycles = 8, port = 0;
+    int ctrl_port = 0;          // 0: any free port; -1: the data port + 1
     bool serve = false;
     double accept_timeout = 120.0;
 };
@@ -316,9 +332,10 @@ std::string status_json() {
     char buf[256];
     std::snprintf(buf, sizeof buf,
                   "{\"sim_ps\": %" PRIu64 ", \"cycles\": %" PRIu64 ", \"bytes_in\": %" PRIu64
-                  ", \"bytes_out\": %" PRIu64 ", \"connections\": %" PRIu64 "}\n",
+                  ", \"bytes_out\": %" PRIu64 ", \"connections\": %" PRIu64
+                  ", \"host_waits\": %" PRIu64 "}\n",
                   g_soc->cycles * g_clk_ps, g_soc->cycles, g_host->bytes_in, g_host->bytes_out,
-                  g_host->connections);
+                  g_host->connections, g_host->waits);
     return buf;
 }
 
@@ -370,7 +387,7 @@ void session(Soc& soc, Host& host, const Options&) {
             poller.soon();
         } else if (spell_over) {
             host.flush();
-            poller.result(host.poll(WAIT_REAL_MS));
+            poller.result(host.wait_for_host());
         } else if (poller.due()) {
             poller.result(host.poll(0));
         }
@@ -459,7 +476,7 @@ void session(Soc& soc, Host& host, const Options& opt) {
             host.poll(-1);
             poller.soon();
         } else if (spell_over) {
-            poller.result(host.poll(WAIT_REAL_MS));
+            poller.result(host.wait_for_host());
         } else if (poller.due()) {
             poller.result(host.poll(0));
         }
@@ -499,7 +516,7 @@ void session(Soc& soc, Host& host, const Options& opt) {
                 selected = false;
                 host.poll(-1);
             } else if (spell_over) {
-                host.poll(WAIT_REAL_MS);
+                host.wait_for_host();
             } else {
                 host.poll(0);
             }
@@ -564,6 +581,7 @@ Options parse(int argc, char** argv) {
         else if (a == "--divisor") o.divisor = std::atoi(value());
         else if (a == "--sck-cycles") o.sck_cycles = std::atoi(value());
         else if (a == "--port") o.port = std::atoi(value());
+        else if (a == "--ctrl-port") o.ctrl_port = std::atoi(value());
         else if (a == "--accept-timeout") o.accept_timeout = std::atof(value());
         else if (a == "--serve") o.serve = true;
         else if (a.rfind("+verilator", 0) == 0) continue;
@@ -592,8 +610,24 @@ int main(int argc, char** argv) {
     g_clk_ps = opt.clk_ps;
     host.status = status_json;
     soc.reset();
-    host.srv = Host::listen_on(opt.host, opt.port, 1);
-    host.ctrl = Host::listen_on(opt.host, 0, 4);
+    if (opt.ctrl_port >= 0) {
+        host.srv = Host::listen_on(opt.host, opt.port, 1);
+        host.ctrl = Host::listen_on(opt.host, opt.ctrl_port, 4);
+    } else {
+        // the control port beside the data port (a host that knows one finds the other)
+        for (int tries = 0; host.ctrl < 0; tries++) {
+            host.srv = Host::listen_on(opt.host, opt.port, 1);
+            int next = Host::port_of(host.srv) + 1;
+            host.ctrl = next < 65536 ? Host::listen_on(opt.host, next, 4, true) : -1;
+            if (host.ctrl < 0) {
+                close(host.srv);
+                if (opt.port != 0 || tries == 50) {
+                    std::fprintf(stderr, "native device: port %d is taken\n", next);
+                    return 1;
+                }
+            }
+        }
+    }
     char ports[64];
     std::snprintf(ports, sizeof ports, "%d %d\n", Host::port_of(host.srv),
                   Host::port_of(host.ctrl));
