@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ...spec import SPECS
-from ..bench import engine as bench_engine, golden as bench_golden, link as bench_link
+from ..bench import engine as bench_engine, golden as bench_golden, link as bench_link, \
+    sim as bench_sim
 from ..host.program import ProgramError
 from ..model.quantize import QuantizeError
 from ..model.zoo import ModelError
@@ -113,6 +114,26 @@ def _link_run(args):
         raise CLIError(str(e), EXIT_INPUT) from e
 
 
+# bench sim -----------------------------------------------------------------------------------
+
+def _sim_args(p):
+    p.add_argument("--size", type=int, default=16, help="frame side in pixels (default 16)")
+    p.add_argument("--model", default="espcn-paper-x3", help="shipped model (default "
+                   "espcn-paper-x3)")
+    p.add_argument("--only", choices=sorted(bench_sim.RUNTIMES),
+                   help="run one device only (no speed-up then)")
+
+
+def _sim_run(args):
+    if not 4 <= args.size <= 128:
+        raise CLIError(f"--size must be in 4..128, not {args.size}", EXIT_INPUT)
+    runtimes = (args.only,) if args.only else tuple(bench_sim.RUNTIMES)
+    try:
+        return bench_sim.measure(size=args.size, model=args.model, runtimes=runtimes)
+    except (ModelError, QuantizeError) as e:
+        raise CLIError(str(e), EXIT_INPUT) from None
+
+
 #: Benchmark name -> its :class:`Bench`, in the order ``deconvsr bench`` lists them.
 BENCHES = {
     "golden": Bench(
@@ -127,6 +148,11 @@ BENCHES = {
         help="UART link efficiency (bit level, simulated) loading the paper network and "
              "moving one frame in and out; transfer vs compute split",
         run=_link_run, render=bench_link.render, add_arguments=_link_args),
+    "sim": Bench(
+        help="the simulated devices' speed: engine cycles per second of the native (Verilator "
+             "C++) device and of the cocotb device on the same frame, with the machine's load "
+             "(each device runs once; --repeat is ignored)",
+        run=_sim_run, render=bench_sim.render, add_arguments=_sim_args),
 }
 
 

@@ -3,23 +3,28 @@
 A crop of scikit-image's ``astronaut`` (CC0) is downscaled by the model's factor (bicubic, as
 in training) and upscaled back on the simulated accelerator (``--device sim``: the link and
 the engine in Verilator, driven over a TCP socket by the same host driver a board uses).
-Writes the low-resolution input, the output and a side-by-side comparison, and prints timing
-and PSNR against the original crop.
+Writes the low-resolution input, the output and a labelled side-by-side comparison (bicubic |
+accelerator | difference, enlarged for viewing), shows the simulation's progress in cycles per
+second, checks the output bit for bit against the integer golden model and prints timing and
+PSNR against the original crop.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..host.compare import labelled_comparison, viewing_scale
 from ..host.device import DeviceError, open_device
 from ..host.imaging import bicubic_resize, psnr, rgb_to_ycbcr, to_u8
 from .main import EXIT_DEVICE, EXIT_INPUT, CLIError
-from .upscale import comparison, load_qlayers, upscale_rgb
+from .progress import sim_progress
+from .upscale import load_qlayers, upscale_rgb
 
 __all__ = ["register", "run"]
 
@@ -29,8 +34,10 @@ def register(subparsers):
                               description=__doc__.split("\n\n")[0])
     p.add_argument("-o", "--output", default="demo-output", help="output directory")
     p.add_argument("--model", default="espcn-paper-x3", help="shipped model name or file")
-    p.add_argument("--device", default="sim", help="golden, sim, sim-uart, serial:PORT")
-    p.add_argument("--size", type=int, default=48, help="low-resolution side in pixels")
+    p.add_argument("--device", default="sim", help="golden, sim, sim-uart, sim-cocotb, "
+                   "serial:PORT")
+    p.add_argument("--size", type=int, default=64,
+                   help="low-resolution side in pixels (default 64: a 192 x 192 output)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)
 
@@ -61,28 +68,35 @@ def run(args) -> int:
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     Image.fromarray(lr).save(out_dir / "input.png")
+    # The integer golden model's Y plane, computed meanwhile (the simulator is another process).
+    golden = {}
+    golden_thread = threading.Thread(target=_golden_y, args=(qlayers, net.scale, lr, golden))
+    golden_thread.start()
     t0 = time.perf_counter()
     try:
         device = open_device(args.device)
         t_open = time.perf_counter() - t0
         try:
             t1 = time.perf_counter()
-            out, y_hr, ycc = upscale_rgb(device, qlayers, net.scale, lr)
+            expected = _expected_cycles(net, qlayers, device, lr.shape[:2])
+            with sim_progress(device, expected, desc="simulated RTL",
+                              enable=False if args.json else None):
+                out, y_hr, ycc = upscale_rgb(device, qlayers, net.scale, lr)
             t_run = time.perf_counter() - t1
             counters = device.counters()
         finally:
             device.close()
     except DeviceError as e:
         raise CLIError(str(e), EXIT_DEVICE) from None
-    # The accelerator's Y plane must equal the integer golden model's, bit for bit.
-    golden = open_device("golden")
-    try:
-        _, y_golden, _ = upscale_rgb(golden, qlayers, net.scale, lr)
     finally:
-        golden.close()
+        golden_thread.join()
+    # The accelerator's Y plane must equal the integer golden model's, bit for bit.
+    y_golden = golden["y"]
     bit_exact = bool(np.array_equal(y_golden, y_hr))
     Image.fromarray(out).save(out_dir / "output.png")
-    Image.fromarray(comparison(lr, out)).save(out_dir / "compare.png")
+    side = max(out.shape[:2])
+    Image.fromarray(labelled_comparison(lr, out, diff_gain=4, enlarge=viewing_scale(side))).save(
+        out_dir / "compare.png")
     y_ref = to_u8(rgb_to_ycbcr(hr)[..., 0])
     y_bic = to_u8(bicubic_resize(to_u8(ycc[..., 0]), y_hr.shape[::-1]))
     s = net.scale
@@ -105,7 +119,12 @@ def run(args) -> int:
         print(f"  device start {t_open:.1f} s (includes the Verilator build on a fresh clone), "
               f"upscale {t_run:.1f} s")
         if "cycles_busy" in counters:
-            print(f"  engine cycles {counters['cycles_busy']}")
+            print(f"  engine cycles {counters['cycles_busy']:,}")
+        sim_ps = sum(stats["sim_ps"].values()) if stats and "sim_ps" in stats else 0
+        if sim_ps and t_run > 0:
+            cycles = sim_ps * 1e-12 * device.info.describe()["link_clk_hz"]
+            print(f"  simulated {cycles:,.0f} cycles in {t_run:.1f} s: "
+                  f"{cycles / t_run:,.0f} cycles/s")
         p = summary["psnr_y_db"]
         print(f"  PSNR (Y) vs the original: accelerator {p['accelerator']:.2f} dB, "
               f"bicubic {p['bicubic']:.2f} dB")
@@ -115,3 +134,24 @@ def run(args) -> int:
         raise CLIError(f"the {args.device} output differs from the golden model in "
                        f"{int(np.count_nonzero(y_golden != y_hr))} pixels", EXIT_DEVICE)
     return 0
+
+
+def _golden_y(qlayers, scale, lr, result):
+    golden = open_device("golden")
+    try:
+        result["y"] = upscale_rgb(golden, qlayers, scale, lr)[1]
+    finally:
+        golden.close()
+
+
+def _expected_cycles(net, qlayers, device, shape) -> int | None:
+    """About how many cycles the simulated device will run: the engine's MACs over its lanes
+    (it keeps them ~97% busy) and a byte a cycle for the program's setup, input and output
+    (the stream top). Only the progress bar's total."""
+    info = getattr(device, "info", None)
+    if info is None:
+        return None
+    h, w = shape
+    engine = net.macs_per_lr_pixel * h * w / info.spec.lanes / 0.97
+    weights = sum(q.weight.size for q in qlayers)
+    return int(engine + weights + h * w * (1 + net.scale ** 2))

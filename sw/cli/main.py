@@ -21,7 +21,7 @@ __all__ = ["CLIError", "main"]
 # Subcommand modules, in the order `deconvsr --help` lists them.
 COMMANDS = [
     "convert", "import", "costmodel", "bench", "models", "eval", "train",
-    "build", "program", "report", "upscale", "info", "demo",
+    "build", "program", "report", "upscale", "info", "serve", "demo",
 ]
 #: Commands whose module name differs (``import`` is a Python keyword).
 MODULES = {"import": "import_model"}

@@ -1,11 +1,16 @@
 """Devices that upscale a Y plane with a quantised network.
 
 * ``golden``: the bit-exact integer model (:mod:`deconvsr.sw.golden.intmodel`), no hardware;
-* ``sim``: the SoC (link + engine) simulated under Verilator, reached over a TCP socket
-  (:mod:`deconvsr.sim.device`); ``sim-uart``/``sim-spi`` use the UART/SPI tops;
+* ``sim``: the SoC (link + engine) simulated by Verilator as a native C++ model, reached over
+  a TCP socket (:mod:`deconvsr.sim.device.native`); ``sim-uart``/``sim-spi`` use the UART/SPI
+  tops; ``sim-cocotb``, ``sim-cocotb-uart``, ``sim-cocotb-spi``: the same under cocotb
+  (:class:`deconvsr.sim.device.SimDevice`, slower);
 * ``serial:PORT[@BAUD]``: a board on a serial port (anything pyserial's ``serial_for_url``
-  opens, e.g. ``serial:/dev/ttyUSB1``, ``serial:socket://host:port``);
-* ``spi:FTDI_URL``: a board through an FTDI MPSSE SPI master (pyftdi).
+  opens, e.g. ``serial:/dev/ttyUSB1``, ``serial:socket://host:port``). A simulated device that
+  ``deconvsr serve`` runs is recognised by its control port (the data port + 1) and gets the
+  simulated device's reply allowances;
+* ``spi:FTDI_URL``: a board through an FTDI MPSSE SPI master (pyftdi); ``spi:socket://host:port``
+  a simulated SPI top (``deconvsr serve --top spi``).
 
 Link devices load the program's setup (descriptors, weights, entries) only when it differs
 from what the device already holds, verify weights and entries with the device's CRC, then per
@@ -14,21 +19,29 @@ frame (or tile) write the input, run, wait and read the output.
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 import time
 
 import numpy as np
 
 from ...bus import Space
 from ...descriptor import COUNTERS
-from ...sim.device import SimDevice, SimDeviceError
+from ...sim.device import NativeDevice, NativeDeviceError, SimDevice, SimDeviceError
 from ..golden.intmodel import run_network
 from .driver import Driver, DriverError
 from .program import (OUT_CYCLES_MAX, ProgramError, crop_tile, decode_counters,
                       frame_programs)
 from .transport import FtdiSpiPort, SerialTransport, SocketSpiPort, SpiTransport, TransportError
 
-__all__ = ["DeviceError", "Device", "GoldenDevice", "LinkDevice", "open_device"]
+__all__ = ["DeviceError", "Device", "GoldenDevice", "LinkDevice", "open_device", "SIM_DEVICES",
+           "RemoteSim", "served_sim"]
+
+#: Simulated device names -> (runtime, top).
+SIM_DEVICES = {"sim": ("native", "stream"), "sim-uart": ("native", "uart"),
+               "sim-spi": ("native", "spi"), "sim-cocotb": ("cocotb", "stream"),
+               "sim-cocotb-uart": ("cocotb", "uart"), "sim-cocotb-spi": ("cocotb", "spi")}
 
 log = logging.getLogger(__name__)
 
@@ -184,33 +197,96 @@ def open_device(name: str, *, engine="engine", spec="sim", progress=False, timeo
     """Open a device by name (see the module docstring). Raises :class:`DeviceError`."""
     if name == "golden":
         return GoldenDevice()
-    if name in ("sim", "sim-uart", "sim-spi"):
-        top = {"sim": "stream", "sim-uart": "uart", "sim-spi": "spi"}[name]
-        sim = SimDevice(top=top, engine=engine, spec=spec)
+    if name in SIM_DEVICES:
+        runtime, top = SIM_DEVICES[name]
+        sim = (NativeDevice if runtime == "native" else SimDevice)(top=top, engine=engine,
+                                                                   spec=spec)
         try:
             sim.open()
             if top == "spi":
                 transport = SpiTransport(SocketSpiPort("127.0.0.1", sim.port), name=name)
             else:
                 transport = SerialTransport(sim.url)
-        except (SimDeviceError, TransportError) as e:
+        except (NativeDeviceError, SimDeviceError, TransportError) as e:
             sim.close()
             raise DeviceError(f"{name}: {e}") from None
-        # Simulated time runs slower than real time (about 200x): generous reply allowances,
-        # and runs polled in slices of simulated cycles (a few seconds each here).
-        driver = Driver(transport, timeout=timeout or 120.0, progress=progress,
-                        wait_slice_cycles=1 << 20)
-        return LinkDevice(driver, name=name, sim=sim, verify=verify)
+        return _sim_link(transport, name, sim, timeout, progress, verify)
+    remote = None
     try:
         if name.startswith("serial:"):
             url, _, baud = name[7:].partition("@")
             transport = SerialTransport(url, baud=int(baud) if baud else 3_000_000)
+            remote = served_sim(url)
+        elif name.startswith("spi:socket://"):
+            host, port = _host_port(name[4:])
+            transport = SpiTransport(SocketSpiPort(host, port), name=name)
+            remote = served_sim(name[4:])
         elif name.startswith("spi:"):
             transport = SpiTransport(FtdiSpiPort(name[4:]), name=name)
         else:
             raise DeviceError(f"unknown device {name!r}: use golden, sim, sim-uart, sim-spi, "
-                              "serial:PORT[@BAUD] or spi:FTDI_URL")
-    except (TransportError, ValueError) as e:
+                              "sim-cocotb[-uart|-spi], serial:PORT[@BAUD] or spi:FTDI_URL")
+    except (TransportError, ValueError, OSError) as e:
         raise DeviceError(f"{name}: {e}") from None
+    if remote is not None:
+        return _sim_link(transport, name, remote, timeout, progress, verify)
     driver = Driver(transport, timeout=timeout or 2.0, progress=progress)
     return LinkDevice(driver, name=name, verify=verify)
+
+
+def _sim_link(transport, name, sim, timeout, progress, verify) -> LinkDevice:
+    # Simulated time runs slower than real time (10-200x): generous reply allowances, and
+    # runs polled in slices of simulated cycles (a few seconds each here).
+    driver = Driver(transport, timeout=timeout or 120.0, progress=progress,
+                    wait_slice_cycles=1 << 20)
+    return LinkDevice(driver, name=name, sim=sim, verify=verify)
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    """``socket://HOST:PORT`` -> (HOST, PORT); raises ValueError."""
+    if not url.startswith("socket://"):
+        raise ValueError(f"not a socket:// URL: {url!r}")
+    host, _, port = url[len("socket://"):].partition("/")[0].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65535:
+        raise ValueError(f"a socket:// URL needs HOST:PORT, not {url!r}")
+    return host, int(port)
+
+
+class RemoteSim:
+    """The control port of a simulated device another process runs (``deconvsr serve``):
+    simulated time and traffic, as :class:`~deconvsr.sim.device.NativeDevice` reports them."""
+
+    def __init__(self, host: str, ctrl_port: int):
+        self.host, self.ctrl_port = host, ctrl_port
+
+    def status(self, timeout=30.0) -> dict:
+        with socket.create_connection((self.host, self.ctrl_port), timeout=timeout) as s:
+            data = b""
+            while not data.endswith(b"\n") and len(data) < 4096:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        return json.loads(data)
+
+    def sim_time_ps(self) -> int:
+        return self.status()["sim_ps"]
+
+    def close(self):
+        pass
+
+
+def served_sim(url: str, timeout: float = 0.5) -> RemoteSim | None:
+    """The simulated device behind ``socket://HOST:PORT``, if there is one: ``deconvsr serve``
+    puts its control port on PORT + 1, which answers one JSON status line. None for anything
+    else (a board behind a network serial server: nothing there, or not that line)."""
+    try:
+        host, port = _host_port(url)
+    except ValueError:
+        return None
+    remote = RemoteSim(host, port + 1)
+    try:
+        status = remote.status(timeout=timeout)
+    except (OSError, ValueError):
+        return None
+    return remote if isinstance(status, dict) and "sim_ps" in status else None
