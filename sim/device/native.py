@@ -143,22 +143,31 @@ def _key(*parts) -> str:
 
 
 def build_native(top="stream", engine="engine", spec="sim", clk_hz=48_000_000, baud=3_000_000,
-                 *, jobs=None) -> Path:
+                 *, jobs=None, rebuild=False) -> Path:
     """Build (or find in the cache) the native device of a top; returns its executable.
 
     Three cached parts: Verilator's runtime objects (per Verilator version and flags), the
     model's objects (per Verilog), the executable (per model and C++ loop); a change to the
-    loop recompiles the loop only. Raises :class:`NativeDeviceError` (``top`` not one of
-    :data:`NATIVE_TOPS`, no Verilator, a failed build: the message names the log)."""
+    loop recompiles the loop only. ``rebuild``: build the model and the executable again (a
+    cached one that does not run). Raises :class:`NativeDeviceError` (``top`` not one of
+    :data:`NATIVE_TOPS`, no Verilator, an unusable cache, a failed build: the message names
+    the log)."""
     if top not in NATIVE_TOPS:
         raise NativeDeviceError(f"the native device drives the tops {', '.join(NATIVE_TOPS)}, "
                                 f"not {top!r}")
     root = cache_dir() / "verilator"
-    root.mkdir(parents=True, exist_ok=True)
+    try:                        # (before the Verilog is made: that takes a while)
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        raise NativeDeviceError(f"cannot use the simulator cache {cache_dir()}: "
+                                f"{e.strerror or e} (set DECONVSR_CACHE to a writable "
+                                f"directory)") from None
     main_text = MAIN_CPP.read_text()
     skey = _source_key(top, engine, spec, clk_hz, baud)
     link = root / f"native-src-{skey}-{_key(main_text, BUILD_VERSION)[:8]}" if skey else None
-    if link is not None and link.exists():
+    if link is not None and link.exists() and not rebuild:
         exe = Path(link.read_text().strip())
         if exe.exists():
             return exe
@@ -168,9 +177,10 @@ def build_native(top="stream", engine="engine", spec="sim", clk_hz=48_000_000, b
     runtime = _locked(root / f"native-runtime-{_key(CXX_OPT, BUILD_VERSION)}",
                       lambda d: _build_runtime(d, include, jobs))
     model = _locked(root / f"native-{toplevel}-{_key(text, VERILATOR_ARGS, CXX_OPT, BUILD_VERSION)}",
-                    lambda d: _build_model(d, toplevel, text, verilator, include, jobs))
+                    lambda d: _build_model(d, toplevel, text, verilator, include, jobs), rebuild)
     exe_dir = model / f"device-{top}-{_key(main_text, NATIVE_TOPS[top], CXX_OPT)[:12]}"
-    exe_dir = _locked(exe_dir, lambda d: _build_exe(d, model, runtime, top, main_text, include))
+    exe_dir = _locked(exe_dir, lambda d: _build_exe(d, model, runtime, top, main_text, include),
+                      rebuild)
     exe = exe_dir / "device"
     if link is not None:
         tmp = link.with_suffix(".tmp")
@@ -179,15 +189,22 @@ def build_native(top="stream", engine="engine", spec="sim", clk_hz=48_000_000, b
     return exe
 
 
-def _locked(path: Path, make) -> Path:
-    """``path``, made by ``make(path)`` unless it is complete (a ``done`` file); another
-    process making the same path waits for it."""
-    path.mkdir(parents=True, exist_ok=True)
+def _locked(path: Path, make, remake=False) -> Path:
+    """``path``, made by ``make(path)`` unless it is complete (a ``done`` file) and not
+    ``remake``; another process making the same path waits for it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NativeDeviceError(f"cannot use the simulator cache {cache_dir()}: "
+                                f"{e.strerror or e} (set DECONVSR_CACHE to a writable "
+                                f"directory)") from None
     done = path / "done"
-    if done.exists():
+    if done.exists() and not remake:
         return path
     with open(path / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if remake and done.exists():
+            done.unlink()
         if not done.exists():
             make(path)
             done.write_text("")
@@ -308,8 +325,25 @@ class NativeDevice:
         return f"socket://{self.host}:{self.port}"
 
     def open(self) -> "NativeDevice":
+        """Build (or take from the cache) and start the device; wait for its ports. Whatever
+        happens, nothing is left behind on failure or interrupt (the child killed, the
+        temporary directory removed)."""
+        try:
+            try:
+                return self._start(rebuild=False)
+            except NativeDeviceError as e:
+                if not getattr(e, "stale", False):
+                    raise
+            self.close(timeout=0)
+            return self._start(rebuild=True)      # a cached build that does not run: once
+        except BaseException:
+            self.close(timeout=0)
+            raise
+
+    def _start(self, rebuild) -> "NativeDevice":
         t0 = time.monotonic()
-        exe = build_native(self.top, self.engine, self.spec, self.clk_hz, self.baud)
+        exe = build_native(self.top, self.engine, self.spec, self.clk_hz, self.baud,
+                           rebuild=rebuild)
         self.build_seconds = time.monotonic() - t0
         self._tmp = tempfile.TemporaryDirectory(prefix="deconvsr-sim-")
         tmp = Path(self._tmp.name)
@@ -329,12 +363,14 @@ class NativeDevice:
         deadline = time.monotonic() + self.start_timeout
         while not port_file.exists():
             if self.proc.poll() is not None:
-                msg = self.log_tail()
-                self.close()
-                raise NativeDeviceError(f"the native device exited early:\n{msg}")
+                e = NativeDeviceError(f"the native device exited at start"
+                                      f"{' after a rebuild' if rebuild else ''}:\n"
+                                      f"{self.log_tail()}")
+                e.stale = not rebuild
+                raise e
             if time.monotonic() > deadline:
-                self.close()
-                raise NativeDeviceError("the native device did not start in time")
+                raise NativeDeviceError(f"the native device did not start in "
+                                        f"{self.start_timeout:.0f} s")
             time.sleep(0.005)
         self.port, self.ctrl_port = map(int, port_file.read_text().split())
         return self
@@ -362,10 +398,10 @@ class NativeDevice:
         return json.loads(data)
 
     def close(self, timeout=30.0):
-        """Stop the device: without ``serve`` wait for it to exit (the host must have closed
-        its connection), with ``serve`` end it."""
+        """Stop the device: without ``serve`` wait up to ``timeout`` s for it to exit (the host
+        must have closed its connection), then kill it; with ``serve`` end it."""
         if self.proc is not None:
-            if self.serve:
+            if self.serve and self.proc.poll() is None:
                 self.proc.terminate()
             try:
                 self.proc.wait(timeout=timeout)

@@ -10,7 +10,6 @@ the engine itself runs on it in tests/sw/test_upscale.py and test_demo.py.
 import json
 import random
 import socket
-import time
 
 import pytest
 
@@ -88,8 +87,9 @@ def test_native_device_answers_as_the_cocotb_device(top):
 
 def _reply(t, timeout=20.0):
     """The next reply frame on transport ``t``."""
-    from deconvsr.sw.host.driver import _ReplyReader
-    return Driver.decode_reply(_ReplyReader(t).frame(time.monotonic() + timeout))
+    from deconvsr.sw.host.driver import _ReplyReader, _Wait
+    reader = _ReplyReader(t)
+    return Driver.decode_reply(reader.frame(_Wait(reader, timeout, 4096)))
 
 
 def test_native_device_serves_connections_in_a_row():
@@ -179,3 +179,38 @@ def test_native_device_rejects_bad_parameters(kwargs, message):
     with pytest.raises(ValueError) as e:
         NativeDevice(**kwargs)
     assert str(e.value) == message
+
+
+def test_terminated_while_the_native_device_runs_leaves_nothing(tmp_path):
+    """SIGTERM while the engine runs a frame on the native device: exit 143, one line, no
+    temporary directory, no device process left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+    src = tmp_path / "in.png"
+    Image.fromarray(np.asarray(data.astronaut())[100:132, 200:232]).save(src)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "deconvsr.sw.cli", "upscale", str(src), "-o",
+                          str(tmp_path / "o.png"), "--device", "sim"],
+                         env={**__import__("os").environ, "TMPDIR": str(tmp)},
+                         stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    port_files = []
+    while not port_files:                         # the device runs
+        assert p.poll() is None and time.monotonic() - t0 < 600, p.stderr.read()
+        port_files = list(tmp.glob("deconvsr-sim-*/port"))
+        time.sleep(0.02)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 143, err
+    assert err.strip().splitlines()[-1].endswith("terminated") and "Traceback" not in err
+    assert list(tmp.iterdir()) == []
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp) not in ps

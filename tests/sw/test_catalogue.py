@@ -537,8 +537,11 @@ def test_signal_during_device_start_leaves_nothing(sig, tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp)}
     # (a test runner's worker may ignore SIGINT, and a child inherits that: a user's shell
     # does not, so the child starts with the default)
+    # (the cocotb device: its start takes seconds; the native one starts in milliseconds, see
+    # tests/sim/test_native_device.py for an interrupt while it runs)
     p = subprocess.Popen([sys.executable, "-m", "deconvsr.sw.cli", "upscale", str(src), "-o",
-                          str(tmp_path / "o.png"), "--model", "edge-x2", "--device", "sim"],
+                          str(tmp_path / "o.png"), "--model", "edge-x2", "--device",
+                          "sim-cocotb"],
                          env=env, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.monotonic()
