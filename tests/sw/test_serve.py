@@ -70,6 +70,7 @@ def test_serve_drives_two_upscales_in_a_row_then_stops_on_ctrl_c(tmp_path, capsy
         src = _photo(tmp_path / "in.png", 8)
         assert main(["upscale", str(src), "-o", str(tmp_path / "g.png"), "--device",
                      "golden"]) == 0
+        capsys.readouterr()                                 # (its summary line)
         golden = np.asarray(Image.open(tmp_path / "g.png"))
         for k in range(2):
             out = tmp_path / f"s{k}.png"
