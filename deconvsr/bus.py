@@ -11,17 +11,23 @@ none. Reads of addresses outside a space return 0; writes there are ignored.
 ==== ======= =========================================================================
 addr access  meaning
 ==== ======= =========================================================================
-0    write   start: ``data`` = number of layers to run (descriptors 0 .. data-1)
+0    write   start: ``data & 0x7F`` = number of layers to run (descriptors FIRST ..
+             FIRST + n - 1); bit 7 (:data:`START_KEEP`) keeps the performance counters
+             running on (else the start clears them), so a streamed frame's steps add up
 0    read    status: bit 0 busy, bit 1 done (sticky until the next start), bit 2 error
 1    write   soft reset of the engine state machine and counters (any data)
+2    write   FIRST: the first descriptor of the next starts (0 after a soft reset)
 ==== ======= =========================================================================
+ ``IN`` is written and ``OUT`` read by
+the host also while the engine runs (the host streams a frame's rows in and its result out
+while the engine computes); the other memory spaces only while it is idle.
 """
 
 from amaranth.hdl import unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Space", "ADDR_BITS", "BusCommand", "BusSignature", "CtrlReg", "Status"]
+__all__ = ["Space", "ADDR_BITS", "BusCommand", "BusSignature", "CtrlReg", "Status", "START_KEEP"]
 
 ADDR_BITS = 24
 
@@ -35,11 +41,17 @@ class Space(enum.Enum, shape=4):
     ACT = 5      #: feature-map buffers (the input frame is written here)
     OUT = 6      #: final output image
     COUNT = 7    #: performance counters (read-only, 32-bit little-endian each)
+    IN = 8       #: input memory: the packed frame, one byte a pixel (a ring of rows)
+
+
+#: START's flag: do not clear the counters (a streamed frame's STEPs set it).
+START_KEEP = 0x80
 
 
 class CtrlReg(enum.IntEnum):
     START_STATUS = 0
     RESET = 1
+    FIRST = 2
 
 
 class Status(enum.IntFlag):

@@ -33,8 +33,8 @@ from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data
 
 __all__ = ["LayerDescriptor", "BiasEntry", "DESC_BYTES", "ENTRY_BYTES", "COUNTERS",
-           "BASIC_COUNTERS", "SNAP_BASE", "canonical_entries", "entry_fits",
-           "pack", "unpack", "decode_counters"]
+           "BASIC_COUNTERS", "SNAP_BASE", "BAND_FIELDS", "BAND_BYTES", "STREAM_FIELDS", "next_band",
+           "canonical_entries", "entry_fits", "pack", "unpack", "decode_counters"]
 
 DESC_BYTES = 64
 ENTRY_BYTES = 16
@@ -58,7 +58,7 @@ BASIC_COUNTERS = ("cycles_busy", "layers_done")
 #: (cumulative since start; the host takes differences).
 SNAP_BASE = 256
 
-DIM = 16      # width of sizes and block coordinates
+DIM = 15      # width of sizes and block coordinates (dim_bits <= 14, signed)
 ADDR = 24     # width of memory addresses
 
 
@@ -89,8 +89,34 @@ class LayerDescriptor(data.Struct):
     vy0, vy1, vx0, vx1 : valid window: outputs outside ``[vy0, vy1) x [vx0, vx1)`` (but
         inside the output) are written as 0 (tiling; the full window by default)
     useful : lanes doing useful work per cycle, indexed ``[cg is last][vg is last]``
+    in_src : 0 = read the ACT buffer ``in_buf``; 1 = read the byte-wide ``IN`` memory (the
+        packed input frame: one activation a pixel, channel 0; the other lanes read 0)
+    banded : the descriptor is a cursor over the layer's block rows: each start runs one band
+        (below) and moves the cursor to the next
+    band_lg : rows per band ``B = 2**band_lg``
+    qy_last : a banded layer's last block row
+    in_mbits, out_mbits : ring buffers. When nonzero, the low ``in_mbits`` bits of an input
+        address (``out_mbits`` of an output address) wrap: the address is
+        ``(plane & ~M) | ((plane + row + ix) & M)`` with ``M = 2**mbits - 1`` (input; ``plane``
+        is ``in_base + cg*hw_in``) and ``(off & ~M) | ((obase + off) & M)`` (output; ``off``
+        from the entry). A feature map kept as a ring of rows has every channel-word plane in
+        its own aligned region of ``2**mbits`` words.
+
+    Bands: a banded descriptor runs block rows ``qy0 .. qy1`` (the current band) and then
+    writes the next band's fields back into its first :data:`BAND_BYTES` bytes (the band
+    fields, :data:`BAND_FIELDS`): ``qy0 = qy1 + 1``, ``qy1 = min(qy1 + B, qy_last)``, and
+    ``row0``, ``by0`` and ``obase0`` advanced by the rows it ran (``w_in``, ``stride`` and
+    ``orow`` a row). So the host loads the descriptors once per frame and then only starts
+    layers (``CTRL`` FIRST, START); it never starts a banded layer whose band is past
+    ``qy_last``.
     """
 
+    row0: ADDR
+    obase0: signed(ADDR + 2)
+    qy0: DIM
+    qy1: DIM
+    by0: signed(DIM)
+    _band_pad: 1
     to_out: 1
     in_buf: 1
     wide: 1
@@ -106,23 +132,23 @@ class LayerDescriptor(data.Struct):
     in_base: ADDR
     w_base: ADDR
     b_base: ADDR
-    qy0: DIM
-    qy1: DIM
     qx0: DIM
     qx1: DIM
-    row0: ADDR
-    by0: signed(DIM)
     bx0: signed(DIM)
     h_out: DIM
     w_out: DIM
-    obase0: signed(ADDR + 2)
     orow: ADDR
     vy0: DIM
     vy1: DIM
     vx0: DIM
     vx1: DIM
     useful: data.ArrayLayout(data.ArrayLayout(unsigned(9), 2), 2)
-
+    in_src: 1
+    banded: 1
+    band_lg: 4
+    qy_last: DIM
+    in_mbits: 5
+    out_mbits: 5
 
 class BiasEntry(data.Struct):
     """Requantisation entry of one virtual output ``v = (o, fy, fx)`` of a layer.
@@ -147,8 +173,29 @@ class BiasEntry(data.Struct):
     pad: unsigned(16)
 
 
+#: The descriptor fields a banded layer's band changes (see :class:`LayerDescriptor`): the
+#: first BAND_BYTES bytes of its image, which the engine writes back after each band.
+BAND_FIELDS = ("row0", "obase0", "qy0", "qy1", "by0")
+BAND_BYTES = 12
+
+#: Descriptor fields added with gateware version 2 (streaming); 0 keeps version 1's meaning.
+STREAM_FIELDS = {"in_src": 0, "banded": 0, "band_lg": 0, "qy_last": 0, "in_mbits": 0,
+                 "out_mbits": 0}
+
+
+def next_band(d: dict) -> dict:
+    """A banded descriptor's fields after it has run its current band (what the engine
+    writes back)."""
+    rows = d["qy1"] - d["qy0"] + 1
+    return {**d, "qy0": d["qy1"] + 1, "qy1": min(d["qy1"] + (1 << d["band_lg"]), d["qy_last"]),
+            "row0": d["row0"] + rows * d["w_in"], "by0": d["by0"] + rows * d["stride"],
+            "obase0": d["obase0"] + rows * d["orow"]}
+
+
 if data.Layout.cast(LayerDescriptor).size > DESC_BYTES * 8:  # pragma: no cover (layout edit)
     raise ImportError(f"LayerDescriptor does not fit in {DESC_BYTES} bytes")
+if data.Layout.cast(LayerDescriptor)["_band_pad"].offset + 1 != BAND_BYTES * 8:  # pragma: no cover
+    raise ImportError(f"the band fields are not the descriptor's first {BAND_BYTES} bytes")
 if data.Layout.cast(BiasEntry).size != ENTRY_BYTES * 8:  # pragma: no cover (layout edit)
     raise ImportError(f"BiasEntry is not {ENTRY_BYTES} bytes")
 
@@ -163,7 +210,7 @@ def _flatten(layout, value, offset, out):
         return
     if isinstance(layout, data.StructLayout):
         for name, field in layout:
-            if name == "pad":
+            if name == "pad" or name.startswith("_"):
                 continue
             _flatten(field.shape, value[name], offset + field.offset, out)
         return

@@ -39,7 +39,23 @@ WAIT       poll CTRL[0] until not busy, at most ``addr`` x :data:`WAIT_UNIT` cyc
            payload: the status byte; status TIMEOUT if still busy
 RESET      engine soft reset (CTRL[1]) and clear the link counters
 STATS      reply payload: :class:`LinkStats`
+STEP       one step of a streamed frame (below)
 ========== ====================================================================================
+
+STEP
+====
+
+The frame streaming request (gateware version 2). Its payload is a :class:`StepHeader` and
+then bytes for the ``IN`` memory, written from ``addr`` (``IN`` addresses wrap: it is a ring
+of input rows); the header's ``space`` field holds the number of layers to start. Once the
+payload's CRC has checked, the device waits until the engine is idle (the previous step
+done; at most ``StepHeader.polls`` polls :data:`WAIT_UNIT` cycles apart, else it replies
+TIMEOUT and starts nothing), starts ``space`` layers (if any) from descriptor
+``StepHeader.first`` (banded descriptors: each its next band) and replies with ``StepHeader.out_len`` bytes of ``OUT`` from
+``StepHeader.out_addr`` (wrapping: a ring of output rows), read while the new step runs.
+So the link carries the next rows in and the previous step's rows out while the engine
+computes, and a frame costs one request and one reply per step. Like RUN, a STEP with the
+tag of the last one executed is not run again; its reply is sent again.
 """
 
 
@@ -48,8 +64,8 @@ from amaranth.lib import data, enum
 from amaranth.lib.crc import catalog
 
 __all__ = ["PROTOCOL_VERSION", "FEND", "FESC", "FIDLE", "SPECIAL_BYTES", "ESCAPE_XOR", "CRC", "crc16", "Opcode", "Status",
-           "RequestHeader", "ReplyHeader", "LinkInfo", "LinkStats", "MAX_PAYLOAD", "WAIT_UNIT",
-           "HEADER_BYTES", "REPLY_HEADER_BYTES", "CRC_BYTES", "WRITABLE_SPACES",
+           "RequestHeader", "ReplyHeader", "StepHeader", "LinkInfo", "LinkStats", "MAX_PAYLOAD", "WAIT_UNIT",
+           "HEADER_BYTES", "STEP_HEADER_BYTES", "REPLY_HEADER_BYTES", "CRC_BYTES", "WRITABLE_SPACES",
            "pack", "unpack", "stuff", "request_overhead", "reply_overhead"]
 
 PROTOCOL_VERSION = 1
@@ -80,6 +96,7 @@ class Opcode(enum.Enum, shape=8):
     WAIT = 0x06
     RESET = 0x07
     STATS = 0x08
+    STEP = 0x09
 
 
 class Status(enum.Enum, shape=8):
@@ -120,6 +137,14 @@ LINK_MAGIC = 0x4C44  # "DL" little-endian
 LINK_KINDS = {0: "stream", 1: "uart", 2: "spi"}
 
 
+class StepHeader(data.Struct):
+    """The first bytes of a STEP request's payload."""
+    first: unsigned(8)          #: first descriptor started
+    out_addr: unsigned(24)      #: OUT address of the reply's bytes (the device keeps 16 bits)
+    out_len: unsigned(16)       #: bytes of OUT in the reply
+    polls: unsigned(16)         #: how long to wait for the engine (WAIT's ``addr``)
+
+
 class LinkStats(data.Struct):
     """STATS's reply payload: saturating 16-bit gateware counters (cleared by RESET)."""
     frames: unsigned(16)        #: requests executed with status OK
@@ -129,11 +154,12 @@ class LinkStats(data.Struct):
 
 
 HEADER_BYTES = RequestHeader.as_shape().size // 8
+STEP_HEADER_BYTES = StepHeader.as_shape().size // 8
 REPLY_HEADER_BYTES = ReplyHeader.as_shape().size // 8
 
 # bus.Space values a WRITE may target (ID, CTRL, COUNT are refused: CTRL is written only by
 # RUN/RESET, whose execution is gated by the header CRC and deduplicated by tag).
-WRITABLE_SPACES = frozenset({2, 3, 4, 5, 6})
+WRITABLE_SPACES = frozenset({2, 3, 4, 5, 6, 8})
 
 
 # --- host-side helpers -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from .arith import DEFAULT_ARITH, ArithSpec
 
 __all__ = ["EngineSpec", "SPECS", "GATEWARE_VERSION"]
 
-GATEWARE_VERSION = 1
+GATEWARE_VERSION = 2   #: the newest gateware the host supports (2: streaming, Space.IN)
 
 
 def _pow2(n: int) -> bool:
@@ -39,6 +39,13 @@ class EngineSpec:
     bias_depth : bias/requantisation entries (one per virtual output channel
         ``(o, phase)`` of each layer, see :mod:`deconvsr.descriptor`)
     out_bytes : bytes of the final-output memory
+    in_bytes : bytes of the input memory (``Space.IN``: the packed frame streamed in, a ring
+        of input rows; a power of two), or 0: an engine without it (gateware version 1: no
+        streaming, the frame goes into an ACT buffer as whole words). In the ID ROM.
+    windows : the descriptors' valid windows (outputs outside them written as 0: what tiles
+        need); False (a streaming engine only) drops them, a small FPGA's logic cells: such
+        an engine runs streamed frames only (the host streams every frame to it). In the ID
+        ROM (version 2).
     max_layers : layer descriptors
     drain_lanes : requantisers R (power of two dividing ``lanes`` and ``bias_depth``): a
         layer whose ``Pv`` outputs per group exceed its group cycles drains R per cycle
@@ -95,6 +102,8 @@ class EngineSpec:
     weight_depth: int = 8192
     bias_depth: int = 1024
     out_bytes: int = 65536
+    in_bytes: int = 0
+    windows: bool = True
     max_layers: int = 8
     dim_bits: int = 10
     drain_lanes: int = 1
@@ -133,6 +142,15 @@ class EngineSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or not 1 <= value <= 1 << 22:
                 raise ValueError(f"{name} must be an integer in 1..{1 << 22}, not {value!r}")
+        if (not isinstance(self.in_bytes, int) or not 0 <= self.in_bytes <= 1 << 22
+                or (self.in_bytes and not _pow2(self.in_bytes))):
+            raise ValueError(f"in_bytes must be 0 or a power of two up to {1 << 22}, not "
+                             f"{self.in_bytes!r}")
+        if not self.windows and not self.in_bytes:
+            raise ValueError("windows=False needs a streaming engine (in_bytes > 0)")
+        if self.in_bytes and not _pow2(self.out_bytes):
+            raise ValueError(f"out_bytes must be a power of two with in_bytes (OUT is then a "
+                             f"ring), not {self.out_bytes!r}")
         if not _pow2(self.act_depth):
             raise ValueError(f"act_depth must be a power of two, not {self.act_depth!r}")
         if self.act_depth * self.act_lanes * 2 > 1 << 24:
@@ -154,7 +172,7 @@ class EngineSpec:
                              f"with multiplier='dsp', not {self.lut_lanes!r}")
         if self.pipeline not in ("deep", "lean"):
             raise ValueError(f"pipeline must be 'deep' or 'lean', not {self.pipeline!r}")
-        for name in ("fixed_pi", "snapshots", "packed_entries"):
+        for name in ("fixed_pi", "snapshots", "packed_entries", "windows"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if self.packed_entries and self.drain_lanes != 1:
@@ -177,18 +195,30 @@ class EngineSpec:
     # is log2(act_lanes) + 1 (0 from gateware that predates act_lanes: act_lanes = lanes),
     # plus 0x80 for counters="basic", 0x40 for fixed_pi, 0x20 for no snapshots and 0x10 for
     # packed_entries. The 16-bit drain_lanes field holds drain_lanes in its low byte and
-    # arith.shift_min in its high byte (0 on gateware that predates shift_min).
+    # arith.shift_min in its high byte (0 on gateware that predates shift_min). Version 2
+    # (streaming) appends in_bytes.
     _ID_FORMAT = "<4sHHHHIIIIHBBBBBB"
+    _ID_FORMAT_V2 = "<IB"       # in_bytes, flags (0x01: no valid windows)
+    #: The most identification bytes any version has (the host reads this many: an older
+    #: engine reads 0 beyond its ROM).
+    ID_BYTES_MAX = struct.calcsize(_ID_FORMAT) + struct.calcsize(_ID_FORMAT_V2)
+
+    @property
+    def version(self) -> int:
+        """The gateware version this spec describes: 2 with an IN memory (streaming)."""
+        return 2 if self.in_bytes else 1
 
     def id_bytes(self) -> bytes:
         a = self.arith
-        return struct.pack(self._ID_FORMAT, b"DCSR", GATEWARE_VERSION, self.lanes,
+        v1 = struct.pack(self._ID_FORMAT, b"DCSR", self.version, self.lanes,
                            self.max_layers, self.dim_bits, self.act_depth, self.weight_depth,
                            self.bias_depth, self.out_bytes, self.drain_lanes | a.shift_min << 8,
                            a.weight_bits, a.act_bits, a.acc_bits, a.mult_bits, a.shift_max,
                            self.act_lanes.bit_length() | (0x80 if self.counters == "basic" else 0)
                            | (0x40 if self.fixed_pi else 0) | (0 if self.snapshots else 0x20)
                            | (0x10 if self.packed_entries else 0))
+        return v1 + (struct.pack(self._ID_FORMAT_V2, self.in_bytes, 0 if self.windows else 1)
+                     if self.version > 1 else b"")
 
     #: The largest stride whose phases (``fy``, ``fx``) a packed entry holds.
     PACKED_STRIDE_MAX = 4
@@ -216,8 +246,16 @@ class EngineSpec:
         drain_lanes, smin = drain_lanes & 0xFF, drain_lanes >> 8
         if magic != b"DCSR":
             raise ValueError(f"identification magic is {magic!r}, expected b'DCSR'")
-        if version != GATEWARE_VERSION:
-            raise ValueError(f"gateware version {version} is not the supported {GATEWARE_VERSION}")
+        if not 1 <= version <= GATEWARE_VERSION:
+            raise ValueError(f"gateware version {version} is not supported (1..{GATEWARE_VERSION})")
+        in_bytes, windows = 0, True
+        if version > 1:
+            more = struct.calcsize(cls._ID_FORMAT_V2)
+            if len(raw) < size + more:
+                raise ValueError(f"identification is {len(raw)} bytes, version {version} has "
+                                 f"{size + more}")
+            in_bytes, flags = struct.unpack(cls._ID_FORMAT_V2, raw[size:size + more])
+            windows = not flags & 1
         counters = "basic" if la & 0x80 else "all"
         fixed_pi = bool(la & 0x40)
         snapshots = not la & 0x20
@@ -227,7 +265,9 @@ class EngineSpec:
                    counters=counters, fixed_pi=fixed_pi, snapshots=snapshots,
                    packed_entries=packed,
                    act_depth=act_depth, weight_depth=weight_depth,
-                   bias_depth=bias_depth, out_bytes=out_bytes, max_layers=max_layers,
+                   bias_depth=bias_depth, out_bytes=out_bytes, in_bytes=in_bytes,
+                   windows=windows,
+                   max_layers=max_layers,
                    dim_bits=dim_bits, drain_lanes=max(drain_lanes, 1),
                    arith=ArithSpec(wb, ab, accb, mb, sm, smin))
 
@@ -235,7 +275,7 @@ class EngineSpec:
 # Named specs. Board sizes are refined by the board bring-up; "sim" is the default simulated
 # device. Sizes must keep the memories within each FPGA's RAM.
 SPECS = {
-    "sim": EngineSpec(),
+    "sim": EngineSpec(in_bytes=4096),
     # iCE40UP5K: 16 lanes over 4-activation ACT words; each ACT buffer is 16384 x 32 bit =
     # two SPRAMs (all four for the ping-pong pair); weights 512 x 128 bit (8 KB, 16 EBR),
     # entries packed to 64 bits (4 EBR), OUT 4 KB (8 EBR) and descriptors (1 EBR): with the
@@ -248,7 +288,9 @@ SPECS = {
     # are tiled). Runs edge-x2 (280 of the 512 weight words) and edge-x3 (352), not the
     # paper network's 58 KB of weights.
     "icebreaker": EngineSpec(name="icebreaker", lanes=16, act_lanes=4, act_depth=16384,
-                             weight_depth=512, bias_depth=64, out_bytes=4096, max_layers=4,
+                             weight_depth=512, bias_depth=64, out_bytes=2048, in_bytes=1024,
+                             windows=False,
+                             max_layers=4,
                              act_ram="huge", counters="basic", requant="lut",
                              pipeline="lean", dim_bits=8, fixed_pi=True, snapshots=False,
                              packed_entries=True,
@@ -258,6 +300,7 @@ SPECS = {
     # weights 1024 x 512 bit, entries, OUT 36 KB: 131 DP16KD placed (a 2048 x 512-bit ACT
     # needed 356). The paper network at P = 64 on 32 x 32-pixel tiles.
     "ulx3s-85f": EngineSpec(name="ulx3s-85f", lanes=64, act_lanes=16, act_depth=4096,
-                            weight_depth=1024, bias_depth=256, out_bytes=36864, max_layers=8,
+                            weight_depth=1024, bias_depth=256, out_bytes=32768, in_bytes=4096,
+                            max_layers=8,
                             drain_lanes=4, multiplier="lut"),
 }

@@ -2,10 +2,12 @@
 registers only, no arithmetic. It lets the link, the driver and the simulated device be built
 and tested fast and before (or without) the real engine.
 
-* ``ID`` returns ``spec.id_bytes()``; ``DESC``/``WEIGHT``/``BIAS``/``ACT``/``OUT`` are RAMs of
-  ``ram_bytes`` bytes each (reads beyond return 0, writes beyond are ignored);
+* ``ID`` returns ``spec.id_bytes()``; ``DESC``/``WEIGHT``/``BIAS``/``ACT``/``OUT``/``IN`` are RAMs
+  of ``ram_bytes`` bytes each (reads beyond return 0, writes beyond are ignored), reachable
+  while "running" too;
 * ``CTRL[0]`` write ``n`` starts a "run": busy for ``busy_cycles * max(n, 1)`` cycles, then
   done; ``CTRL[0]`` read is the status; ``CTRL[1]`` write resets status and counters;
+  ``CTRL[2]`` (FIRST) is a register, read back at the same address;
 * ``COUNT`` holds two 32-bit little-endian counters: busy cycles (offset 0) and runs (offset 4).
 
 One read in flight: a read command is taken when the response register is free or being
@@ -46,9 +48,10 @@ class BusTwin(wiring.Component):
         id_bytes = self._spec.id_bytes()
         if len(id_bytes) > self._ram_bytes:
             raise ValueError(f"ram_bytes {self._ram_bytes} cannot hold the {len(id_bytes)}-byte ID")
-        # One memory for all spaces, indexed by (space[:3], addr); the ID space is its ROM part.
-        init = list(id_bytes) + [0] * (8 * self._ram_bytes - len(id_bytes))
-        m.submodules.mem = mem = Memory(shape=8, depth=8 * self._ram_bytes, init=init)
+        # One memory for all spaces, indexed by (space, addr); the ID space is its ROM part.
+        n_spaces = max(sp.value for sp in Space) + 1
+        init = list(id_bytes) + [0] * (n_spaces * self._ram_bytes - len(id_bytes))
+        m.submodules.mem = mem = Memory(shape=8, depth=n_spaces * self._ram_bytes, init=init)
         wr, rd = mem.write_port(), mem.read_port()
 
         cmd, rsp = self.bus.cmd, self.bus.rsp
@@ -64,18 +67,19 @@ class BusTwin(wiring.Component):
         busy_cycles, runs = counters
 
         ram_space = (space == Space.DESC) | (space == Space.WEIGHT) | (space == Space.BIAS) | \
-                    (space == Space.ACT) | (space == Space.OUT)
+                    (space == Space.ACT) | (space == Space.OUT) | (space == Space.IN)
         m.d.comb += [
-            wr.addr.eq(Cat(c.addr[:abits], space[:3])),
+            wr.addr.eq(Cat(c.addr[:abits], space)),
             wr.data.eq(c.data),
             wr.en.eq(take & c.write & ram_space & in_range),
-            rd.addr.eq(Cat(c.addr[:abits], space[:3])),
+            rd.addr.eq(Cat(c.addr[:abits], space)),
             rd.en.eq(take & ~c.write),
         ]
 
         # The response is chosen one cycle later, when the memory's data is out.
         r_space = Signal(4)
         r_addr = Signal(3)
+        first = Signal(8)           # CTRL[2]
         r_in_range = Signal()
         r_count_ok = Signal()
         with m.If(rsp.ready):
@@ -85,10 +89,15 @@ class BusTwin(wiring.Component):
                          r_in_range.eq(in_range), r_count_ok.eq(c.addr < 4 * N_COUNTERS)]
         count_bytes = Cat(*counters)
         with m.Switch(r_space):
-            with m.Case(Space.ID, Space.DESC, Space.WEIGHT, Space.BIAS, Space.ACT, Space.OUT):
+            with m.Case(Space.ID, Space.DESC, Space.WEIGHT, Space.BIAS, Space.ACT, Space.OUT,
+                        Space.IN):
                 m.d.comb += rsp.payload.eq(rd.data & r_in_range.replicate(8))
             with m.Case(Space.CTRL):
-                m.d.comb += rsp.payload.eq(Cat(status, Const(0, 5)))
+                with m.Switch(r_addr):
+                    with m.Case(0):
+                        m.d.comb += rsp.payload.eq(Cat(status, Const(0, 5)))
+                    with m.Case(2):
+                        m.d.comb += rsp.payload.eq(first)
             with m.Case(Space.COUNT):
                 m.d.comb += rsp.payload.eq(count_bytes.word_select(r_addr, 8)
                                                & r_count_ok.replicate(8))
@@ -102,10 +111,13 @@ class BusTwin(wiring.Component):
         with m.If(take & c.write & (space == Space.CTRL)):
             with m.Switch(c.addr):
                 with m.Case(0):
-                    n = Signal(8)
-                    m.d.comb += n.eq(c.data)
+                    n = Signal(7)
+                    m.d.comb += n.eq(c.data[:7])
                     m.d.sync += [status.eq(BusStatus.BUSY), runs.eq(runs + 1),
                                  remaining.eq(self._busy_cycles * (n | (n == 0)))]
                 with m.Case(1):
-                    m.d.sync += [status.eq(0), remaining.eq(0)] + [x.eq(0) for x in counters]
+                    m.d.sync += [status.eq(0), remaining.eq(0), first.eq(0)] + \
+                        [x.eq(0) for x in counters]
+                with m.Case(2):
+                    m.d.sync += first.eq(c.data)
         return m

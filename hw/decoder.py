@@ -7,7 +7,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol
-from ..bus import BusSignature, CtrlReg, Space
+from ..bus import START_KEEP, BusSignature, CtrlReg, Space
 from ..protocol import LinkInfo, LinkStats, Opcode, ReplyHeader, Status
 from .framing import RxEvent, RxKind
 
@@ -30,6 +30,11 @@ class Decoder(wiring.Component):
       (a new host session starts with IDENTIFY).
     * WAIT polls the engine status every :data:`protocol.WAIT_UNIT` cycles, at most ``addr``
       times, so no request can keep the decoder busy forever.
+    * STEP (a streamed frame's step, :mod:`deconvsr.protocol`): the payload's
+      :class:`~deconvsr.protocol.StepHeader` into a register, the rest as IN writes as it
+      arrives; once its CRC checked, WAIT's polling (at most ``StepHeader.polls``), the
+      start (CTRL FIRST, START), and a READ-like reply of ``out_len`` OUT bytes, read
+      while the engine runs. A repeated STEP (same tag) starts nothing and replies again.
     * ``overrun`` (a pulse from the receiver) counts lost bytes in :class:`LinkStats`.
     * ``idle``: waiting for a request with nothing in progress.
     * ``registered_small``: a short payload's byte (IDENTIFY, STATS, VERIFY, WAIT) from a
@@ -89,7 +94,15 @@ class Decoder(wiring.Component):
         hdr = ev.header                         # stable while `busy`
         status = Signal(range(max(s.value for s in Status) + 1))
         small_len = Signal(range(max(info_bytes, stats_bytes, protocol.CRC_BYTES) + 1))
-        read_reply = Signal()                   # the payload is READ data (hdr.length bytes)
+        read_reply = Signal()                   # the payload is READ data (to_take bytes)
+        # STEP: its StepHeader's bytes go straight where they are used (out_len into to_take,
+        # polls into polls), except the first layer and the OUT address, held here (the
+        # address register counts the IN writes meanwhile; OUT addresses wrap at 64 KiB)
+        step_first = Signal(8, reset_less=True)
+        step_out = Signal(16, reset_less=True)
+        step_left = Signal(range(protocol.STEP_HEADER_BYTES + 1))   # header bytes to come
+        step_go = Signal()                      # STEP: start layers once the engine is idle
+        ctrl_last = Signal()                    # STEP: its second CTRL write (START)
         pos = Signal(range(table_bytes))        # next short-payload byte
         space = Signal(len(self.bus.cmd.payload.space.as_value()))
         addr = Signal.like(hdr.addr)
@@ -121,10 +134,15 @@ class Decoder(wiring.Component):
         # not from a multiplexer on the FSM state: the states only drive ``cmd.valid``.
         cmd_write = Signal()        # WRITE, RUN, RESET
         cmd_ctrl = Signal()         # RUN, RESET: the data byte is the header's length
+        cmd_step = Signal()         # STEP's CTRL writes: the data byte is ctrl_byte
+        ctrl_byte = Signal(8)
         addr_inc = Signal()         # READ, VERIFY, WRITE: the address steps per command
         m.d.comb += [cmd.payload.space.as_value().eq(space), cmd.payload.addr.eq(addr),
                      cmd.payload.write.eq(cmd_write),
-                     cmd.payload.data.eq(Mux(cmd_ctrl, hdr.length[:8], ev.data))]
+                     cmd.payload.data.eq(Mux(cmd_step, ctrl_byte,
+                                             Mux(cmd_ctrl, hdr.length[:8], ev.data)))]
+        # (STEP's CTRL writes: FIRST, then START with the header's count, counters kept)
+        m.d.comb += ctrl_byte.eq(Mux(ctrl_last, hdr.space | START_KEEP, step_first))
 
         def issue_reads():
             m.d.comb += cmd.valid.eq(issuing & (inflight < self._depth))
@@ -156,7 +174,7 @@ class Decoder(wiring.Component):
         m.d.comb += [self.tx_hdr.payload.status.as_value().eq(status),
                      self.tx_hdr.payload.tag.eq(hdr.tag),
                      self.tx_hdr.payload.opcode.eq(hdr.opcode),
-                     self.tx_hdr.payload.length.eq(Mux(read_reply, hdr.length, small_len))]
+                     self.tx_hdr.payload.length.eq(Mux(read_reply, to_take, small_len))]
 
         small_byte = Signal(8)
         small_q = Signal(8, reset_less=True)    # (registered_small: the byte at pos, and
@@ -244,6 +262,13 @@ class Decoder(wiring.Component):
                 with m.Elif(op_is[Opcode.STATS]):
                     m.d.sync += overruns_snap.eq(counters.overruns)
                     reply(Status.OK, stats_bytes, at=pos_stats)
+                with m.Elif(op_is[Opcode.STEP]):
+                    m.d.sync += [space.eq(Space.IN), cmd_write.eq(1), addr_inc.eq(1),
+                                 step_left.eq(protocol.STEP_HEADER_BYTES), polls[16:].eq(0)]
+                    with m.If(hdr.length < protocol.STEP_HEADER_BYTES):
+                        reply(Status.BAD_OPCODE)    # (no room for its header; the payload's
+                    with m.Else():                  # events are dropped in hunting)
+                        m.next = "STEP_DATA"
                 with m.Else():
                     reply(Status.BAD_OPCODE)
 
@@ -259,6 +284,62 @@ class Decoder(wiring.Component):
                             reply(Status.BAD_SPACE)
                     with m.Elif(ev.kind == RxKind.ERROR):
                         reply(ev.status)
+
+            with m.State("STEP_DATA"):
+                # the step header's bytes into its register (least significant first), then
+                # IN writes as the bytes come; act only once the payload's CRC has checked
+                is_data = ev.kind == RxKind.DATA
+                in_hdr = step_left != 0
+                m.d.comb += [cmd.valid.eq(self.rx.valid & is_data & ~in_hdr),
+                             self.rx.ready.eq(~(is_data & ~in_hdr) | cmd.ready)]
+                with m.If(self.rx.valid & self.rx.ready):
+                    with m.If(is_data & in_hdr):
+                        m.d.sync += step_left.eq(step_left - 1)
+                        # (StepHeader: first, out_addr (3 bytes), out_len (2), polls (2))
+                        with m.Switch(step_left):
+                            with m.Case(8):
+                                m.d.sync += step_first.eq(ev.data)
+                            with m.Case(7):
+                                m.d.sync += step_out[:8].eq(ev.data)
+                            with m.Case(6):
+                                m.d.sync += step_out[8:].eq(ev.data)
+                            with m.Case(4):
+                                m.d.sync += to_take[:8].eq(ev.data)
+                            with m.Case(3):
+                                m.d.sync += to_take[8:].eq(ev.data)
+                            with m.Case(2):
+                                m.d.sync += polls[:8].eq(ev.data)
+                            with m.Case(1):
+                                m.d.sync += polls[8:16].eq(ev.data)
+                    with m.If(ev.kind == RxKind.END):
+                        m.d.sync += [space.eq(Space.CTRL), addr.eq(CtrlReg.START_STATUS),
+                                     cmd_write.eq(0), addr_inc.eq(0),
+                                     polls_zero.eq(polls == 0),
+                                     to_issue.eq(1), issuing.eq(1), step_go.eq(~repeat),
+                                     ctrl_last.eq(0)]
+                        with m.If(repeat):
+                            m.next = "STEP_REPLY"
+                        with m.Else():
+                            m.next = "WAIT_READ"
+                    with m.Elif(ev.kind == RxKind.ERROR):
+                        reply(ev.status)
+
+            with m.State("STEP_CTRL"):
+                m.d.comb += cmd.valid.eq(1)
+                with m.If(cmd.ready):
+                    m.d.sync += [ctrl_last.eq(1), addr.eq(CtrlReg.START_STATUS)]
+                    with m.If(ctrl_last):
+                        m.d.sync += [last_valid.eq(1), last_tag.eq(hdr.tag),
+                                     last_op.eq(hdr.opcode.as_value())]
+                        m.next = "STEP_REPLY"
+
+            with m.State("STEP_REPLY"):
+                # (the reply's reads: OUT from out_addr, out_len bytes, as READ does)
+                m.d.sync += [space.eq(Space.OUT), addr.eq(step_out), cmd_write.eq(0),
+                             cmd_step.eq(0), addr_inc.eq(1), to_issue.eq(to_take),
+                             issuing.eq(to_take != 0)]
+                reply(Status.OK)
+                m.d.sync += read_reply.eq(to_take != 0)
 
             with m.State("CTRL_WRITE"):
                 m.d.comb += cmd.valid.eq(1)
@@ -288,6 +369,17 @@ class Decoder(wiring.Component):
                         m.d.sync += [polls.eq(polls - 1), polls_zero.eq(polls == 1),
                                      nap.eq(protocol.WAIT_UNIT - 1)]
                         m.next = "WAIT_NAP"
+                    with m.Elif(step_go & ~fifo.r_data[0]):    # STEP: idle, start
+                        with m.If(hdr.space == 0):
+                            m.d.sync += [last_valid.eq(1), last_tag.eq(hdr.tag),
+                                         last_op.eq(hdr.opcode.as_value())]
+                            m.next = "STEP_REPLY"
+                        with m.Else():
+                            m.d.sync += [space.eq(Space.CTRL), addr.eq(CtrlReg.FIRST),
+                                         cmd_write.eq(1), cmd_step.eq(1)]
+                            m.next = "STEP_CTRL"
+                    with m.Elif(step_go):                      # STEP: still busy, no start
+                        reply(Status.TIMEOUT)
                     with m.Else():
                         m.d.sync += wait_status.eq(fifo.r_data)
                         reply(Mux(fifo.r_data[0], Status.TIMEOUT.value, Status.OK.value), 1,
@@ -336,13 +428,14 @@ class Decoder(wiring.Component):
                         m.next = "FINISH"
 
             with m.State("FINISH"):                    # the reply is out: count it
+                m.d.sync += step_go.eq(0)
                 with m.Switch(status):
                     with m.Case(Status.OK):
                         bump("frames")
                     with m.Case(Status.BAD_CRC):
                         bump("crc_errors")
                     with m.Case(Status.TIMEOUT):
-                        with m.If(hdr.opcode != Opcode.WAIT):
+                        with m.If((hdr.opcode != Opcode.WAIT) & (hdr.opcode != Opcode.STEP)):
                             bump("framing_errors")
                     with m.Default():
                         bump("framing_errors")

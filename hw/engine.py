@@ -12,8 +12,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
-from ..bus import BusSignature, CtrlReg, Space
-from ..descriptor import (ADDR, BASIC_COUNTERS, COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry,
+from ..bus import START_KEEP, BusSignature, CtrlReg, Space
+from ..descriptor import (ADDR, BAND_BYTES, BAND_FIELDS, BASIC_COUNTERS, COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry,
                           LayerDescriptor)
 from ..spec import EngineSpec
 from .ice40_mac import DualMul8, uses_ice40_dsp
@@ -43,7 +43,8 @@ def _widths(spec: EngineSpec) -> dict:
     ``sw`` block/pixel coordinates (signed), ``aw`` word/byte addresses (signed: they may
     step outside the frame before the bounds checks), ``vb`` virtual output indices."""
     db = spec.dim_bits
-    depth = max(spec.act_depth, spec.out_bytes, spec.weight_depth, spec.bias_depth)
+    depth = max(spec.act_depth, spec.out_bytes, spec.weight_depth, spec.bias_depth,
+                spec.in_bytes)
     return {"db": db, "sw": db + 2, "aw": max((depth - 1).bit_length(), db + 4) + 2,
             "vb": spec.bias_depth.bit_length() + 1}
 
@@ -159,6 +160,10 @@ class Engine(wiring.Component):
         A = spec.act_lanes      # activations per ACT word; a layer's Pi is at most A
         LA = _log2(A)           # so lvl = log2(Pi) is at most LA
         lean = spec.pipeline == "lean"      # (a small FPGA: see the uses below)
+        # A streaming engine (spec.in_bytes): the IN memory, ring addresses, banded layers
+        # (write-back of the next band's fields), FIRST and counters kept across starts.
+        # Without it the engine is built exactly as before.
+        streaming = bool(spec.in_bytes)
         a = spec.arith
         m = Module()
 
@@ -211,6 +216,10 @@ class Engine(wiring.Component):
                           init=[]) for i in range(n_ob)]
         id_bytes = spec.id_bytes()
         id_mem = Memory(shape=unsigned(8), depth=len(id_bytes), init=list(id_bytes))
+        # IN (streaming engines): the packed input frame, a byte a pixel, written by the host
+        # while the engine reads it (its own write and read ports: a simple dual-port RAM).
+        in_mem = Memory(shape=unsigned(8), depth=spec.in_bytes, init=[], attrs=rw) \
+            if spec.in_bytes else None
         m.submodules.desc_mem = desc_mem
         for i, mem in enumerate(w_mem):
             m.submodules[f"w_mem{i}"] = mem
@@ -224,6 +233,8 @@ class Engine(wiring.Component):
         for i, mem in enumerate(out_mem):
             m.submodules[f"out_mem{i}"] = mem
         m.submodules.id_mem = id_mem
+        if in_mem is not None:
+            m.submodules.in_mem = in_mem
         desc_rd = desc_mem.read_port()
         desc_wr = desc_mem.write_port()
         w_rd = [mem.read_port() for mem in w_mem]
@@ -237,6 +248,8 @@ class Engine(wiring.Component):
         out_rd = [mem.read_port() for mem in out_mem]
         out_wr = [mem.write_port() for mem in out_mem]
         id_rd = id_mem.read_port()
+        in_rd = in_mem.read_port() if in_mem is not None else None
+        in_wr = in_mem.write_port() if in_mem is not None else None
         # Per-layer snapshots of (cycles_busy, mac_used) at the end of each layer.
         # (in block RAM on iCE40: yosys would otherwise build this small memory of flip-flops
         # and multiplexers, ~500 logic cells)
@@ -256,6 +269,8 @@ class Engine(wiring.Component):
         error = Signal()
         n_layers = Signal(8)
         layer = Signal(8)
+        if streaming:
+            first_layer = Signal(8)     # CTRL FIRST: a start runs layers from it
         desc_raw = Signal(DESC_BYTES * 8, reset_less=True)
         desc = Signal(LayerDescriptor)
         m.d.comb += desc.eq(desc_raw)
@@ -269,7 +284,8 @@ class Engine(wiring.Component):
                   "h_out": DB + 1, "w_out": DB + 1, "qy0": DB + 1, "qy1": DB + 1,
                   "qx0": DB + 1, "qx1": DB + 1, "vy0": DB + 1, "vy1": DB + 1, "vx0": DB + 1,
                   "vx1": DB + 1, "by0": SW, "bx0": SW, "hw_in": AW, "in_base": AW,
-                  "w_base": AW, "b_base": AW, "row0": AW, "obase0": AW, "orow": AW}
+                  "w_base": AW, "b_base": AW, "row0": AW, "obase0": AW, "orow": AW,
+                  "qy_last": DB + 1}
         if lean:
             # (a small FPGA, where each descriptor bit is a logic cell: the fields whose
             # range the compiler bounds by a memory, as wide as that memory's addresses;
@@ -339,6 +355,14 @@ class Engine(wiring.Component):
         rowoff = Signal(signed(AW), reset_less=True)
         qyw = Signal(signed(AW), reset_less=True)
         w_addr = Signal(AW, reset_less=True)
+        # Ring buffers (streaming): which address bits wrap, per layer (registered in PREP
+        # from the descriptor's in_mbits/out_mbits; 0 bits: no ring, every bit).
+        if streaming:
+            in_mask = Signal(AW, reset_less=True)
+            out_mask = Signal(AW, reset_less=True)
+
+        def mask_of(mbits):
+            return Cat((mbits == 0) | (mbits > i) for i in range(AW))
 
         # "Last value" flags of the loop counters, registered: set when a counter steps onto
         # its last value (so the sequencer's decisions come straight from flip-flops).
@@ -522,6 +546,9 @@ class Engine(wiring.Component):
         act_addr = Signal(signed(AW), reset_less=True)
         w_raddr = Signal(AW, reset_less=True)
         act_addr_next = plane + rowoff + ix
+        if streaming:
+            # (ring buffers: the address's low in_mbits bits wrap, the plane's bits above)
+            act_addr_next = (act_addr_next & in_mask) | (plane & ~in_mask)
         m.d.sync += [act_addr.eq(act_addr_next), w_raddr.eq(w_addr)]
         stage("ctla")
         ctl1 = stage("ctl1")
@@ -576,6 +603,20 @@ class Engine(wiring.Component):
         sources = act_src[0] + act_src[1]
         src_next = Cat(Mux(busy, bank_next, host_act_bank)[:(nb - 1).bit_length()],
                        Mux(busy, desc.in_buf, host_act_sel))
+        if streaming:
+            # The IN memory, a third source: its byte in lane 0, the other lanes 0. Its read
+            # address a register copying the ACT read address, as the banks' (so its data
+            # comes with theirs, through as many registers).
+            in_pa = Signal(range(spec.in_bytes), name="in_pa", reset_less=True)
+            m.d.sync += in_pa.eq(act_rd_addr)
+            m.d.comb += in_rd.addr.eq(in_pa)
+            in_data = in_rd.data
+            for i in range(ACT_BANK_REGS - 1 if banked else 0):
+                r = Signal(8, name=f"in_q{i}", reset_less=True)
+                m.d.sync += r.eq(in_data)
+                in_data = r
+            sources.append(Cat(in_data, Const(0, A * 8 - 8)))
+            src_next = Mux(busy & desc.in_src, len(sources) - 1, src_next)
 
         def act_pick(name):
             # (a one-hot register per ACT_PICK_BITS of the word: one would drive 2 * nb LUT
@@ -965,6 +1006,10 @@ class Engine(wiring.Component):
         ox = Signal(signed(SW + 1), reset_less=True)
         d3_addr = Signal(signed(AW), reset_less=True)
         early = spec.requant == "lut"
+        o_addr_next = d2_meta.obase + entry.off[:AW - 1]
+        if streaming:
+            # (ring buffers: the low out_mbits bits wrap, the entry's plane bits above)
+            o_addr_next = (o_addr_next & out_mask) | (entry.off[:AW - 1] & ~out_mask)
         if early:
             # (the requantiser in logic takes its operands a stage early, from d2, and its
             # tag, from d3, as its multiply ends: d3 holds from one drain to the next)
@@ -972,12 +1017,12 @@ class Engine(wiring.Component):
             with m.If(d2_valid):
                 m.d.sync += [d3_wide.eq(d2_wide),
                              oy.eq(d2_meta.by + entry.fy[:4]), ox.eq(d2_meta.bx + entry.fx[:4]),
-                             d3_addr.eq(d2_meta.obase + entry.off[:AW - 1]),
+                             d3_addr.eq(o_addr_next),
                              *(d3_entry[r].eq(entries[r]) for r in range(R))]
         else:
             m.d.sync += [d3_valid.eq(d2_valid), d3_wide.eq(d2_wide),
                          oy.eq(d2_meta.by + entry.fy[:4]), ox.eq(d2_meta.bx + entry.fx[:4]),
-                         d3_addr.eq(d2_meta.obase + entry.off[:AW - 1]),
+                         d3_addr.eq(o_addr_next),
                          *(d3_acc[r].eq(d2_acc[r]) for r in range(R)),
                          *(d3_entry[r].eq(entries[r]) for r in range(R))]
         requants = []
@@ -1018,7 +1063,10 @@ class Engine(wiring.Component):
             m.d.sync += o_wide_d.eq(o_wide_c)
             o_wide_c = o_wide_d
         t_write = (oy >= 0) & (oy < dn.h_out) & (ox >= 0) & (ox < dn.w_out)
-        t_zero = (oy < dn.vy0) | (oy >= dn.vy1) | (ox < dn.vx0) | (ox >= dn.vx1)
+        if spec.windows:
+            t_zero = (oy < dn.vy0) | (oy >= dn.vy1) | (ox < dn.vx0) | (ox >= dn.vx1)
+        else:   # (no valid windows: streamed frames compute only what they keep)
+            t_zero = Const(0, 1)
         if early:
             # (the tag is taken as the multiply ends, PERIOD cycles after d3 loads: its
             # range compares have time to be registered)
@@ -1122,7 +1170,8 @@ class Engine(wiring.Component):
         # FLUSH, so its bit 1 says the FSM has been in FLUSH for two cycles; outside FLUSH
         # the flag is not used, and a layer's FLUSH is never two cycles after the last)
         flush_ok_d = Signal()       # (flush_ok's next value; also for busy_clr's, below)
-        m.d.comb += flush_ok_d.eq(flush_age[1] & ~pipe_busy)
+        if not streaming:
+            m.d.comb += flush_ok_d.eq(flush_age[1] & ~pipe_busy)
         m.d.sync += flush_ok.eq(flush_ok_d)
         m.d.sync += flush_age.eq(0)        # (counted in FLUSH, below)
         # The layer's snapshot is written a cycle after the layer ends, from registers (the
@@ -1164,6 +1213,32 @@ class Engine(wiring.Component):
               for name in ("IDLE", "LOAD", "PREP", "INIT", "RUN", "FLUSH")}
         if spaced:
             m.d.comb += in_init.eq(st["INIT"])
+        if streaming:
+            # A banded layer's write-back: once the pipeline is empty (the sequencer's row
+            # counters and the group tracker then hold the next band's first row), the next
+            # band's fields go into the descriptor's first BAND_BYTES bytes, a byte a cycle
+            # (db counting them, as in LOAD), and the layer ends after the last.
+            wb_done = Signal()
+            wb_we = Signal()
+            qy1_next = Signal(signed(SW), reset_less=True)
+            bm1 = Cat(desc.band_lg > i for i in range(SW - 1))     # B - 1
+            qy1_sum = qy + bm1
+            m.d.sync += qy1_next.eq(Mux(qy1_sum > dn.qy_last, dn.qy_last, qy1_sum))
+            band_image = Signal(BAND_BYTES * 8)
+            img = {name: Signal(Shape.cast(data.Layout.cast(LayerDescriptor)[name].shape),
+                                name=f"wb_{name}") for name in BAND_FIELDS}
+            m.d.comb += [img["row0"].eq(qyw), img["obase0"].eq(g_orow), img["qy0"].eq(qy),
+                         img["qy1"].eq(qy1_next), img["by0"].eq(g_meta.by),
+                         band_image.eq(Cat(*(img[name] for name in BAND_FIELDS)))]
+            m.d.comb += [wb_we.eq(st["FLUSH"] & desc.banded & flush_age[1] & ~pipe_busy &
+                                  ~wb_done),
+                         flush_ok_d.eq(flush_age[1] & ~pipe_busy & (~desc.banded | wb_done))]
+            with m.If(wb_we):
+                m.d.sync += db.eq(db + 1)
+                with m.If(db == BAND_BYTES - 1):
+                    m.d.sync += [db.eq(0), wb_done.eq(1)]
+            with m.If(~st["FLUSH"]):
+                m.d.sync += wb_done.eq(0)
         db_end = db == DESC_BYTES + 2
         last_layer = Signal()       # (registered: layer and n_layers hold during FLUSH)
         last_layer_d = Signal()
@@ -1183,7 +1258,7 @@ class Engine(wiring.Component):
         ]
         m.d.comb += flush_d.eq(~soft_reset & ((st["RUN"] & run_end) | (st["FLUSH"] & ~flush_ok)))
         with m.If(st["IDLE"] & start):
-            m.d.sync += [layer.eq(0), busy.eq(1)]
+            m.d.sync += [layer.eq(first_layer if streaming else 0), busy.eq(1)]
         with m.If(st["LOAD"]):
             # Byte db is addressed in cycle db, leaves the RAM in cycle db + 1 into
             # desc_q (a register beside the block RAM: the descriptor's bits are spread
@@ -1197,6 +1272,9 @@ class Engine(wiring.Component):
             with m.If(soft_reset):
                 m.d.sync += db.eq(0)
         with m.If(st["PREP"]):
+            if streaming:
+                m.d.sync += [in_mask.eq(mask_of(desc.in_mbits)),
+                             out_mask.eq(mask_of(desc.out_mbits))]
             # The loops' lookahead flags from the new descriptor, registered a cycle
             # before INIT takes them (no compare of descriptor fields, spread over the
             # die, sits in front of the step enables).
@@ -1422,6 +1500,8 @@ class Engine(wiring.Component):
         # registered too, so the memories' write ports are driven from flip-flops through one
         # multiplexer. A command behind a CTRL command is not taken until that one has acted.
         always = (h1.space == Space.ID) | (h1.space == Space.CTRL) | (h1.space == Space.COUNT)
+        if streaming:   # (the host streams IN in and OUT out while the engine runs)
+            always = always | (h1.space == Space.IN) | (h1.space == Space.OUT)
         m.d.sync += h2.valid.eq(h1.valid)
         with m.If(h1.valid):
             m.d.sync += [h2.eq(h1), h2.ok.eq(h1.ok & (always | ~busy))]
@@ -1432,6 +1512,10 @@ class Engine(wiring.Component):
             h1_ctrl = h1_ctrl & h1.ok
         h2_start, h2_badstart, h2_reset = Signal(), Signal(), Signal()
         h1_count_ok = (h1.data != 0) & (h1.data <= spec.max_layers)
+        if streaming:   # (bit 7 of the count: keep the counters; layers first .. first + n - 1)
+            h1_count_ok = (h1.data[:7] != 0) & (first_layer + h1.data[:7] <= spec.max_layers)
+            h2_first = Signal()
+            m.d.sync += h2_first.eq(h1_ctrl & (h1.addr == CtrlReg.FIRST))
         m.d.sync += [
             h2_start.eq(h1_ctrl & (h1.addr == CtrlReg.START_STATUS) & h1_count_ok),
             h2_badstart.eq(h1_ctrl & (h1.addr == CtrlReg.START_STATUS) & ~h1_count_ok),
@@ -1478,7 +1562,11 @@ class Engine(wiring.Component):
             with m.Case(Space.ACT):
                 m.d.comb += in_range.eq(ranged(2 * act_bytes))
             with m.Case(Space.OUT):
-                m.d.comb += in_range.eq(ranged(spec.out_bytes))
+                # (streaming: OUT is a ring, its addresses wrap)
+                m.d.comb += in_range.eq(1 if streaming else ranged(spec.out_bytes))
+            if streaming:
+                with m.Case(Space.IN):      # (a ring: addresses wrap)
+                    m.d.comb += in_range.eq(1)
         with m.If(cmd.valid & cmd.ready):
             m.d.sync += h1.ok.eq(in_range)
         legal = h2.ok
@@ -1531,11 +1619,21 @@ class Engine(wiring.Component):
             # wr_out, its enable gated by the bank's busy copy, since wr_out is not cleared
             # by a soft reset)
             o_busy = busy_copy(f"out_busy{i}__rep")
-            o_pa = host_reg(f"out_pa{i}__rep", lob, o_busy, o_tag.addr,
-                            h1_copy(f"out_ha{i}__rep", cmd.payload.addr[:lob]))
+            if streaming:
+                # (the host reads OUT while the engine writes it: a read address of the
+                # host's, a write address of the engine's)
+                o_pa = Signal(lob, name=f"out_pa{i}__rep", reset_less=True)
+                o_ra = Signal(lob, name=f"out_ra{i}__rep", reset_less=True)
+                o_ha = h1_copy(f"out_ha{i}__rep", cmd.payload.addr[:lob])
+                m.d.sync += o_pa.eq(o_tag.addr)
+                with m.If(h1.valid):
+                    m.d.sync += o_ra.eq(o_ha)
+            else:
+                o_pa = o_ra = host_reg(f"out_pa{i}__rep", lob, o_busy, o_tag.addr,
+                                       h1_copy(f"out_ha{i}__rep", cmd.payload.addr[:lob]))
             o_wd = Signal(8, name=f"out_wd{i}__rep", reset_less=True)
             m.d.sync += o_wd.eq(wr_data_next)
-            m.d.comb += [out_rd[i].addr.eq(o_pa), out_wr[i].addr.eq(o_pa),
+            m.d.comb += [out_rd[i].addr.eq(o_ra), out_wr[i].addr.eq(o_pa),
                          out_wr[i].data.eq(o_wd), out_wr[i].en.eq(wr_out[i] & o_busy)]
         for b in range(2):
             for k in range(nb):
@@ -1564,10 +1662,12 @@ class Engine(wiring.Component):
         # come straight from flip-flops.
         # (which memory a taken write is for, decoded as it is taken)
         cp = cmd.payload
-        w1 = {k: Signal(name=f"w1_{k}") for k in ("desc", "w", "b", "act0", "act1")}
+        w1 = {k: Signal(name=f"w1_{k}")
+              for k in ("desc", "w", "b", "act0", "act1", *(("in",) if streaming else ()))}
         with m.If(cmd.valid & cmd.ready):
             m.d.sync += [
                 w1["desc"].eq(cp.write & (cp.space == Space.DESC)),
+                *((w1["in"].eq(cp.write & (cp.space == Space.IN)),) if streaming else ()),
                 w1["w"].eq(cp.write & (cp.space == Space.WEIGHT)),
                 w1["b"].eq(cp.write & (cp.space == Space.BIAS)),
                 *(w1[f"act{b}"].eq(cp.write & (cp.space == Space.ACT) &
@@ -1596,7 +1696,17 @@ class Engine(wiring.Component):
             with m.If(h1.valid):
                 m.d.sync += r.eq(c)
             return r
-        m.d.comb += [desc_wr.data.eq(hdata), desc_wr.en.eq(wen_desc),
+        if streaming:
+            # (IN: written by the host whenever, read by the engine: its own ports)
+            wen_in = Signal()
+            m.d.sync += wen_in.eq(h1.valid & h1.ok & w1["in"])
+            m.d.comb += [in_wr.addr.eq(haddr), in_wr.data.eq(hdata), in_wr.en.eq(wen_in)]
+        if streaming:   # (the band write-back's bytes while busy, the host's while idle)
+            wen_desc_all = wen_desc | wb_we
+            desc_wdata = Mux(busy, band_image.word_select(db[:_log2(BAND_BYTES) + 1], 8), hdata)
+        else:
+            wen_desc_all, desc_wdata = wen_desc, hdata
+        m.d.comb += [desc_wr.data.eq(desc_wdata), desc_wr.en.eq(wen_desc_all),
                      *(wr.data.eq(hdata_copy(f"w_wd{i}__rep").replicate(P // n_ws))
                        for i, wr in enumerate(w_wr)),
                      *(wr.en.eq(wen_w.word_select(i, P // n_ws)) for i, wr in enumerate(w_wr)),
@@ -1629,18 +1739,25 @@ class Engine(wiring.Component):
             with m.If(h2_badstart):
                 m.d.sync += [error.eq(1), done.eq(0)]
             with m.If(h2_start):
-                m.d.sync += [n_layers.eq(hdata), done.eq(0), error.eq(0)]
+                m.d.sync += [n_layers.eq(first_layer + hdata[:7] if streaming else hdata),
+                             done.eq(0), error.eq(0)]
+        if streaming:
+            with m.If(h2.valid & h2_first):
+                m.d.sync += first_layer.eq(hdata)
         # (continuous assignments, not processes: the one-hot FSM's next state takes them
         # through logic, and Icarus would start a process's output as X)
         # (h2_start, h2_badstart and h2_reset imply h2.valid: they are decoded from h1.valid)
         m.d.comb += [start.eq(~busy & h2_start), soft_reset.eq(h2_reset)]
         # The counters are cleared a cycle after a start or reset (a registered clear: it
         # fans out to every counter bit), keeping what that cycle counts.
-        m.d.sync += clear_counters.eq(start | soft_reset)
+        m.d.sync += clear_counters.eq(((start & ~hdata[7]) if streaming else start) | soft_reset)
 
         with m.If(hread):
             m.d.sync += [rd_pending.eq(1), rd_space.eq(space), rd_ok.eq(legal),
                          rd_addr.eq(haddr)]
+            if streaming:   # (OUT, a ring: its bank from the wrapped address)
+                with m.If(space == Space.OUT):
+                    m.d.sync += rd_addr.eq(haddr[:_log2(spec.out_bytes)])
             with m.Switch(space):
                 for sp, lane in lane_of(haddr).items():
                     with m.Case(sp):
@@ -1764,6 +1881,8 @@ class Engine(wiring.Component):
 
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
+            if streaming:
+                m.d.sync += first_layer.eq(0)
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
                          *([] if lean else [d1_valid.eq(0), d2_valid.eq(0)]),  # (lean: none)
                          *([rel_q.eq(0)] if spaced else []),

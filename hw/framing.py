@@ -26,8 +26,8 @@ class Token(data.Struct):
 
 class RxKind(enum.Enum, shape=2):
     HEADER = 0   #: a request header passed its CRC (``header`` valid)
-    DATA = 1     #: one WRITE payload byte (``data``)
-    END = 2      #: the WRITE payload passed its CRC
+    DATA = 1     #: one WRITE/STEP payload byte (``data``)
+    END = 2      #: the WRITE/STEP payload passed its CRC
     ERROR = 3    #: the frame failed (``status``; ``header`` holds what was received)
 
 
@@ -101,7 +101,7 @@ class Stuffer(wiring.Component):
 class Deframer(wiring.Component):
     """Tokens in, :class:`RxEvent` out.
 
-    For each frame: a ``HEADER`` event once the header CRC matched; for a WRITE with a payload,
+    For each frame: a ``HEADER`` event once the header CRC matched; for a WRITE or STEP with a payload,
     one ``DATA`` event per payload byte, then ``END`` (payload CRC matched) or ``ERROR``
     (``BAD_CRC``). Any failure emits one ``ERROR`` event and returns to hunting for a frame
     start: header CRC mismatch (``BAD_CRC``), a frame start inside a frame (``ABORTED``, and the
@@ -223,7 +223,8 @@ class Deframer(wiring.Component):
                     m.next = "HUNT"
                 with m.Else():
                     emit(RxKind.HEADER)
-                    with m.If((header.opcode == Opcode.WRITE) & (header.length != 0)):
+                    with m.If(((header.opcode == Opcode.WRITE) | (header.opcode == Opcode.STEP))
+                              & (header.length != 0)):
                         m.next = "PAYLOAD"
                     with m.Else():
                         m.next = "HUNT"

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from ..arith import requantize
-from ..bus import Space
-from ..descriptor import (COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry, LayerDescriptor,
-                          canonical_entries, decode_counters, unpack)
+from ..bus import START_KEEP, CtrlReg, Space
+from ..descriptor import (BAND_BYTES, COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry,
+                          LayerDescriptor, canonical_entries, decode_counters, next_band, pack,
+                          unpack)
 from ..hw.engine import Engine
 from ..spec import EngineSpec
 from .harness import run_cocotb
@@ -48,8 +49,9 @@ def cached_build_dir(spec: EngineSpec, simulator: str = "verilator"):
 
 class EngineModel:
     """Behavioural twin of :class:`deconvsr.hw.engine.Engine` at the bus level (byte spaces,
-    start), computing each layer from the memory images with NumPy. Counters are not
-    modelled (all zero)."""
+    CTRL), computing each layer from the memory images with NumPy: bands, ring addresses and
+    the IN memory as :class:`deconvsr.descriptor.LayerDescriptor` defines them. Counters are
+    not modelled (all zero)."""
 
     def __init__(self, spec: EngineSpec):
         p = spec.lanes
@@ -60,12 +62,34 @@ class EngineModel:
             Space.BIAS: bytearray(spec.bias_depth * ENTRY_BYTES),
             Space.ACT: bytearray(2 * spec.act_depth * spec.act_lanes),
             Space.OUT: bytearray(spec.out_bytes),
+            Space.IN: bytearray(spec.in_bytes),
             Space.ID: bytearray(spec.id_bytes()),
             Space.COUNT: bytearray(4 * len(COUNTERS)),
         }
 
+        self.first = 0
+
     def write(self, space, addr, data: bytes):
+        if Space(space) == Space.CTRL:
+            for i, b in enumerate(data):
+                reg = addr + i
+                if reg == CtrlReg.START_STATUS:
+                    self.start(b & 0x7F, first=self.first)
+                elif reg == CtrlReg.FIRST:
+                    self.first = b
+                elif reg == CtrlReg.RESET:
+                    self.first = 0
+            return
         mem = self.mem[Space(space)]
+        if Space(space) == Space.IN and mem:
+            # (IN is a ring: its addresses wrap)
+            for i in range(0, len(data), len(mem)):
+                part = data[i:i + len(mem)]
+                a = (addr + i) % len(mem)
+                n = min(len(part), len(mem) - a)
+                mem[a:a + n] = part[:n]
+                mem[:len(part) - n] = part[n:]
+            return
         n = max(0, min(len(data), len(mem) - addr))
         mem[addr:addr + n] = data[:n]
         widths = self.spec.entry_widths()
@@ -77,12 +101,31 @@ class EngineModel:
 
     def read(self, space, addr, n) -> bytes:
         mem = self.mem[Space(space)]
+        if Space(space) in (Space.OUT, Space.IN) and self.spec.in_bytes:
+            # (a streaming engine's OUT and IN are rings: addresses wrap)
+            return bytes(mem[(addr + i) % len(mem)] for i in range(n))
         return bytes(mem[addr:addr + n]).ljust(n, b"\0")
 
-    def start(self, n_layers: int):
-        for i in range(n_layers):
-            raw = bytes(self.mem[Space.DESC][i * DESC_BYTES:(i + 1) * DESC_BYTES])
-            self._layer(unpack(LayerDescriptor, raw))
+    def start(self, n_layers: int, *, first: int = 0):
+        """Run descriptors ``first .. first + n_layers - 1``; a banded one runs its band and
+        its band fields move on to the next (written back, as the engine does)."""
+        for i in range(first, first + n_layers):
+            at = i * DESC_BYTES
+            raw = bytes(self.mem[Space.DESC][at:at + DESC_BYTES])
+            d = unpack(LayerDescriptor, raw)
+            self._layer(d)
+            if d["banded"]:
+                nxt = pack(LayerDescriptor, {**next_band(d), "useful": [[0, 0], [0, 0]]},
+                           DESC_BYTES)
+                self.mem[Space.DESC][at:at + BAND_BYTES] = nxt[:BAND_BYTES]
+
+    @staticmethod
+    def _ring(base, value, mbits):
+        """An address whose low ``mbits`` bits wrap (``mbits`` 0: no ring)."""
+        if not mbits:
+            return base + value
+        mask = (1 << mbits) - 1
+        return (base & ~mask) | ((base + value) & mask)
 
     def _layer(self, d):
         spec = self.spec
@@ -92,7 +135,12 @@ class EngineModel:
         t, s = d["t"], d["stride"]
         act = np.frombuffer(bytes(self.mem[Space.ACT]), dtype=np.uint8).reshape(
             2, spec.act_depth, spec.act_lanes)
-        src = act[d["in_buf"]].astype(np.int64)
+        if d["in_src"]:
+            # (the IN memory: one activation a byte, channel 0 of the word)
+            src = np.zeros((max(spec.in_bytes, 1), spec.act_lanes), dtype=np.int64)
+            src[:spec.in_bytes, 0] = np.frombuffer(bytes(self.mem[Space.IN]), dtype=np.uint8)
+        else:
+            src = act[d["in_buf"]].astype(np.int64)
         wts = np.frombuffer(bytes(self.mem[Space.WEIGHT]), dtype=np.int8).reshape(-1, p)
         ents = bytes(self.mem[Space.BIAS])
         qy = np.arange(d["qy0"], d["qy1"] + 1)
@@ -108,9 +156,10 @@ class EngineModel:
                         ix = qx - kx
                         ok = ((iy >= 0) & (iy < d["h_in"]))[:, None] & \
                              ((ix >= 0) & (ix < d["w_in"]))[None, :]
-                        addr = d["in_base"] + cg * d["hw_in"] + iy[:, None] * d["w_in"] + ix[None, :]
+                        lin = d["row0"] + (iy - d["qy0"])[:, None] * d["w_in"] + ix[None, :]
+                        addr = self._ring(d["in_base"] + cg * d["hw_in"], lin, d["in_mbits"])
                         addr = np.where(ok, addr, 0)
-                        x = np.where(ok[..., None], src[addr % spec.act_depth], 0)[..., lane_src]
+                        x = np.where(ok[..., None], src[addr % len(src)], 0)[..., lane_src]
                         w = wts[d["w_base"] + ((vg * d["cw"] + cg) * t + ky) * t + kx].astype(np.int64)
                         acc += x * w
             sums = acc.reshape(nby, nbx, pv, pi).sum(axis=3)
@@ -126,9 +175,12 @@ class EngineModel:
                 ox = (bx + e["fx"])[None, :] + 0 * by[:, None]
                 inside = (oy >= 0) & (oy < d["h_out"]) & (ox >= 0) & (ox < d["w_out"])
                 inwin = (oy >= d["vy0"]) & (oy < d["vy1"]) & (ox >= d["vx0"]) & (ox < d["vx1"])
+                if not spec.windows:    # (an engine without valid windows ignores them)
+                    inwin = np.ones_like(inwin)
                 val = np.where(inwin, q, 0)
-                addr = d["obase0"] + d["orow"] * np.arange(nby)[:, None] + \
-                    s * np.arange(nbx)[None, :] + e["off"]
+                obase = d["obase0"] + d["orow"] * np.arange(nby)[:, None] + \
+                    s * np.arange(nbx)[None, :]
+                addr = self._ring(e["off"], obase, d["out_mbits"])
                 for a, vv in zip(addr[inside], val[inside]):
                     if d["to_out"]:
                         self.mem[Space.OUT][a] = vv
@@ -211,3 +263,66 @@ def run_programs(progs, spec: EngineSpec, *, backend="rtl", build_dir=None, simu
     if extra_ops is not None:
         out.append({"extra": [bytes.fromhex(h) for h in extra["reads"]]})
     return out
+
+
+def stream_ops(plan, frame) -> tuple[list, list]:
+    """The bus operations that stream ``frame`` through ``plan`` (a
+    :class:`deconvsr.sw.stream.StreamPlan`) as the STEP requests do, one step at a time (the
+    reply's OUT read after the step), then the counters: ``(ops, places)``, ``places`` the
+    ``(stripe, request)`` of each OUT read, in order."""
+    ops, places = [], []
+    for stripe in plan.stripes:
+        for sp, addr, data in stripe.setup + stripe.rewind:
+            ops.append(["w", Space(sp).value, int(addr), bytes(data).hex()])
+        for req in stripe.requests:
+            data = stripe.in_bytes(frame, req)
+            if data:
+                ops.append(["w", Space.IN.value, req.in_addr, data.hex()])
+            if req.count:
+                ops.append(["w", Space.CTRL.value, CtrlReg.FIRST, f"{req.first:02x}"])
+                ops.append(["start", req.count | START_KEEP])
+            if req.out_len:
+                ops.append(["r", Space.OUT.value, req.out_addr, req.out_len])
+                places.append((stripe, req))
+    ops.append(["r", Space.COUNT.value, 0, 4 * len(COUNTERS)])
+    return ops, places
+
+
+def run_stream_rtl(plan, frame, *, build_dir, simulator="verilator", idle=0.0,
+                   backpressure=0.0, seed=0, netlist=None, libraries=(), extra_reads=()) -> dict:
+    """Stream ``frame`` through ``plan`` on the engine's RTL (see :func:`stream_ops`):
+    ``out`` (the HR frame), ``step_cycles`` (busy cycles of each start), ``counters``, and
+    ``extra``: the bytes of each ``(space, addr, n)`` of ``extra_reads``, read at the end."""
+    spec = plan.spec
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    frame = np.asarray(frame, dtype=np.uint8)
+    ops, places = stream_ops(plan, frame)
+    ops += [["r", Space(sp).value, int(addr), int(n)] for sp, addr, n in extra_reads]
+    # (one job per start, so that each start's cycles are reported)
+    jobs, job = [], []
+    for op in ops:
+        job.append(op)
+        if op[0] == "start":
+            jobs.append(job)
+            job = []
+    jobs.append(job)
+    case = build_dir / f"case_{os.getpid()}_{time.monotonic_ns()}.json"
+    result = case.with_suffix(".out.json")
+    case.write_text(json.dumps({"jobs": jobs, "idle": idle, "backpressure": backpressure,
+                                "seed": seed}))
+    toplevel = "engine_" + "".join(ch if ch.isalnum() else "_" for ch in spec.name)
+    make_top = (lambda: Path(netlist).read_text()) if netlist else (lambda: Engine(spec))
+    run_cocotb(make_top, "deconvsr.sim.tb.engine", toplevel=toplevel, libraries=libraries,
+               build_dir=build_dir, simulator=simulator,
+               env={"DECONVSR_CASE": str(case), "DECONVSR_RESULT": str(result)})
+    res = json.loads(result.read_text())
+    reads = [bytes.fromhex(h) for r in res for h in r["reads"]]
+    out = np.zeros(plan.out_frame, dtype=np.uint8)
+    for (stripe, req), raw in zip(places, reads):
+        plan.place(out, stripe, req, raw)
+    n_extra = len(extra_reads)
+    count = reads[len(reads) - 1 - n_extra]
+    return {"out": out, "step_cycles": [r["cycles"] for r in res if r["cycles"] is not None],
+            "counters": decode_counters(count), "extra": reads[len(reads) - n_extra:],
+            "wall": sum(r["wall"] or 0 for r in res)}

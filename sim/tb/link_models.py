@@ -187,7 +187,8 @@ class LinkModel:
     ``read`` never sleeps: an empty read is an instant timeout). Spaces are byte arrays;
     ``ID`` holds ``spec.id_bytes()``. Like the gateware: header and payload CRCs are checked
     (error reply ``BAD_CRC``), a ``FEND`` inside a frame gives ``ABORTED``, WRITE to
-    ID/CTRL/COUNT gives ``BAD_SPACE``, RUN is not repeated for a repeated tag.
+    ID/CTRL/COUNT gives ``BAD_SPACE``, RUN and STEP are not repeated for a repeated tag (STEP
+    writes IN and answers with OUT, both rings; its "engine" is always idle).
 
     ``corrupt_memory``: ``(space, addr)`` whose written byte is stored XOR 0x01 (a faulty RAM,
     for verification tests). ``log``: every decoded request header, in order.
@@ -255,7 +256,7 @@ class LinkModel:
         if protocol.crc16(hdr) != int.from_bytes(body[protocol.HEADER_BYTES:n], "big"):
             return self._error(protocol.Status.BAD_CRC)
         h = self._header()
-        if h["opcode"] == Opcode.WRITE.value and h["length"]:
+        if h["opcode"] in (Opcode.WRITE.value, Opcode.STEP.value) and h["length"]:
             if len(body) < n + h["length"] + protocol.CRC_BYTES:
                 return
             payload = bytes(body[n:n + h["length"]])
@@ -311,4 +312,18 @@ class LinkModel:
             return self._reply(S.OK, tag, op, bytes([2]))
         if op == Opcode.STATS.value:
             return self._reply(S.OK, tag, op, bytes(8))
+        if op == Opcode.STEP.value:
+            n = protocol.STEP_HEADER_BYTES
+            if len(payload) < n:
+                return self._reply(S.BAD_OPCODE, tag, op)
+            sh = protocol.unpack(protocol.StepHeader, payload[:n])
+            ring = self.mem[Space.IN.value]
+            for i, b in enumerate(payload[n:]):     # (IN and OUT are rings)
+                ring[(addr + i) % len(ring)] = b
+            if self._last_run != (op, tag):
+                self.runs += space != 0
+                self._last_run = (op, tag)
+            out = self.mem[Space.OUT.value]
+            data = bytes(out[(sh["out_addr"] + i) % len(out)] for i in range(sh["out_len"]))
+            return self._reply(S.OK, tag, op, data)
         return self._reply(S.BAD_OPCODE, tag, op)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ...spec import SPECS
-from ..bench import engine as bench_engine, golden as bench_golden, link as bench_link, \
-    sim as bench_sim
+from ...hw.boards import BOARDS
+from ..bench import (engine as bench_engine, frame as bench_frame, golden as bench_golden,
+                     link as bench_link, sim as bench_sim)
 from ..host.program import ProgramError
 from ..model.quantize import QuantizeError
 from ..model.zoo import ModelError
@@ -100,16 +101,13 @@ def _link_args(p):
     p.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
     p.add_argument("--baud", type=int, default=3_000_000, help="UART baud (default 3000000)")
     p.add_argument("--clk", type=int, default=48_000_000, help="SoC clock in Hz (default 48 MHz)")
-    p.add_argument("--no-compute", dest="compute", action="store_false",
-                   help="skip the engine run (compute cycles, transfer/compute split)")
 
 
 def _link_run(args):
     if args.size < 1:
         raise CLIError(f"--size must be >= 1, not {args.size}", EXIT_INPUT)
     try:
-        return bench_link.measure(size=args.size, clk_hz=args.clk, baud=args.baud,
-                                  compute=args.compute)
+        return bench_link.measure(size=args.size, clk_hz=args.clk, baud=args.baud)
     except ValueError as e:
         raise CLIError(str(e), EXIT_INPUT) from e
 
@@ -134,6 +132,47 @@ def _sim_run(args):
         raise CLIError(str(e), EXIT_INPUT) from None
 
 
+# bench frame ---------------------------------------------------------------------------------
+
+#: The network each board runs by default (the paper network's weights do not fit the UP5K).
+DEFAULT_MODEL = {"icebreaker": "edge-x2", "ulx3s-85f": "espcn-paper-x3"}
+
+
+def _frame_args(p):
+    p.add_argument("--board", choices=sorted(BOARDS), required=True,
+                   help="the board whose engine spec, clock and link are simulated")
+    p.add_argument("--model", metavar="NAME",
+                   help="network (default: edge-x2 on the iCEBreaker, espcn-paper-x3 on the "
+                        "ULX3S)")
+    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
+                   help=f"low-resolution frame (default 64 64; above "
+                        f"{bench_frame.RTL_MAX_PIXELS} pixels the validated model)")
+    p.add_argument("--frames", type=int, default=2, help="frames measured back to back, "
+                   "after one that loads the kernels (default 2)")
+    p.add_argument("--link", choices=bench_frame.LINKS, default="uart",
+                   help="the board's UART at its baud (default), or SPI from an external "
+                        "master at 1/8 of the clock")
+    p.add_argument("--no-validate", dest="validate", action="store_false",
+                   help="modelled frames: skip the RTL run that checks the model")
+
+
+def _frame_run(args):
+    h, w = args.size
+    if h < 1 or w < 1 or h * w > 4096 * 4096:
+        raise CLIError(f"--size must be at least 1 x 1 and at most 4096 x 4096, not {h} x {w}",
+                       EXIT_INPUT)
+    if args.frames < 1:
+        raise CLIError(f"--frames must be >= 1, not {args.frames}", EXIT_INPUT)
+    fb = bench_frame.FrameBench(args.board, args.model or DEFAULT_MODEL[args.board], (h, w),
+                                args.frames, args.link)
+    try:
+        return bench_frame.bench(fb, validate=args.validate)
+    except ProgramError as e:
+        raise CLIError(f"{fb.model} on {fb.board}: {e}", EXIT_INPUT) from None
+    except ValueError as e:
+        raise CLIError(str(e), EXIT_INPUT) from None
+
+
 #: Benchmark name -> its :class:`Bench`, in the order ``deconvsr bench`` lists them.
 BENCHES = {
     "golden": Bench(
@@ -145,14 +184,19 @@ BENCHES = {
              "(the RTL runs once; --repeat is ignored)",
         run=_engine_run, render=bench_engine.render, add_arguments=_engine_args),
     "link": Bench(
-        help="UART link efficiency (bit level, simulated) loading the paper network and "
-             "moving one frame in and out; transfer vs compute split",
+        help="UART link efficiency (bit level, simulated) loading the paper network's "
+             "kernels and descriptors (frames: bench frame)",
         run=_link_run, render=bench_link.render, add_arguments=_link_args),
     "sim": Bench(
         help="the simulated devices' speed: engine cycles per second of the native (Verilator "
              "C++) device and of the cocotb device on the same frame, with the machine's load "
              "(each device runs once; --repeat is ignored)",
         run=_sim_run, render=bench_sim.render, add_arguments=_sim_args),
+    "frame": Bench(
+        help="frames end to end on a simulated board (its engine spec, clock and link at the "
+             "line rate, bit level): fps, wire bytes, engine cycles, utilisation, busy shares "
+             "(measured on the RTL; large frames by a model validated against it)",
+        run=_frame_run, render=bench_frame.render, add_arguments=_frame_args),
 }
 
 

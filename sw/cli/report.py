@@ -20,11 +20,10 @@ __all__ = ["register", "run"]
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "report", help="utilisation, Fmax and frame rates of a built board",
-        description="Read the build result of `deconvsr build` and compute, for each shipped "
-                    "network, the frame rate at HxW input: engine cycles (RTL simulation, or "
-                    "the ideal MACs/MAC units bound when the simulation is unavailable) at the "
-                    "PLL clock and at Fmax, link time at the board's baud rate, and both "
-                    "combined.")
+        description="Read the build result of `deconvsr build` and give, for each shipped "
+                    "network, the frames at HxW input end to end on the board: frames per "
+                    "second, wire bytes, engine cycles and utilisation, as `deconvsr bench "
+                    "frame` measures them on the simulated board (cached).")
     p.add_argument("--board", required=True, choices=_boards())
     p.add_argument("-i", "--input", type=Path, metavar="DIR",
                    help="build directory (default build/BOARD)")
@@ -53,31 +52,27 @@ def run(args) -> int:
         print(json.dumps(report, indent=1))
         return 0
     print(format_result(result))
-    print(f"frame rates at {h}x{w} in, engine {report['engine']['mac_units']} MAC units at "
-          f"{result.target_mhz:.1f} MHz, link {board.baud / 1e6:g} Mbaud 8N1:")
+    print(f"frames at {h}x{w} in, end to end (deconvsr bench frame --board {board.name}): "
+          f"engine {report['engine']['mac_units']} MAC units at {result.target_mhz:.1f} MHz, "
+          f"link {board.baud / 1e6:g} Mbaud 8N1:")
     if not result.macs:
-        print(f"  (this bitstream holds no engine ({result.core}): the rates are those of the "
-              f"board's engine spec)")
+        print(f"  (this bitstream holds no engine ({result.core}): the figures are those of "
+              f"the board's engine spec)")
     if not rows:
         print("  no shipped networks")
     for row in rows:
-        if "cycles" not in row:
-            print(f"  {row['network']} x{row['scale']}: {row['cycles_source']}")
+        if not row["fits"]:
+            print(f"  {row['network']} x{row['scale']}: does not fit the engine: "
+                  f"{row['reason']}")
             continue
         line = (f"  {row['network']} x{row['scale']} -> {row['out'][0]}x{row['out'][1]}: "
-                f"{row['cycles']:,} cycles ({row['cycles_source']}), compute "
-                f"{row['compute_s'] * 1e3:.2f} ms = {row['compute_fps']:.1f} fps")
+                f"{row['fps']:.2f} fps ({row['source']}), wire {row['wire_to_device']:,.0f} + "
+                f"{row['wire_from_device']:,.0f} B for {row['frame_bytes']:,} frame bytes, "
+                f"{row['engine_cycles']:,.0f} engine cycles, utilisation "
+                f"{row['utilisation']:.3f}")
         if row["compute_fps_at_fmax"]:
-            line += f" ({row['compute_fps_at_fmax']:.1f} fps at Fmax)"
+            line += f"; compute alone {row['compute_fps_at_fmax']:.1f} fps at Fmax"
         print(line)
-        if "link_s" in row:
-            lb = row["link_bytes"]
-            print(f"      link {lb['to_device'] + lb['from_device']:,} bytes = "
-                  f"{row['link_s'] * 1e3:.2f} ms = {row['link_fps']:.1f} fps; combined "
-                  f"{row['combined_s'] * 1e3:.2f} ms = {row['combined_fps']:.1f} fps; weights "
-                  f"once {row['weight_load_s'] * 1e3:.1f} ms")
-        else:
-            print("      link: protocol module unavailable")
     return 0
 
 

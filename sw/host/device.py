@@ -12,9 +12,12 @@
 * ``spi:FTDI_URL``: a board through an FTDI MPSSE SPI master (pyftdi); ``spi:socket://host:port``
   a simulated SPI top (``deconvsr serve --top spi``).
 
-Link devices load the program's setup (descriptors, weights, entries) only when it differs
-from what the device already holds, verify weights and entries with the device's CRC, then per
-frame (or tile) write the input, run, wait and read the output.
+Link devices load the program's setup (weights, entries; and descriptors) only when it differs
+from what the device already holds, verify weights and entries with the device's CRC. A
+streaming engine (gateware version 2, ``spec.in_bytes``) then gets each frame band by band
+(:mod:`deconvsr.sw.host.stream`): the descriptors once, then one STEP request per step,
+carrying only the frame's input rows in and its output rows back while the engine computes.
+An older engine gets each frame (or tile) as before: write the input, run, wait, read.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from ..golden.intmodel import run_network
 from .driver import Driver, DriverError
 from .program import (OUT_CYCLES_MAX, ProgramError, crop_tile, decode_counters,
                       frame_programs)
+from .stream import plan_stream, step_polls
 from .transport import FtdiSpiPort, SerialTransport, SocketSpiPort, SpiTransport, TransportError
 
 __all__ = ["DeviceError", "Device", "GoldenDevice", "LinkDevice", "open_device", "SIM_DEVICES",
@@ -100,10 +104,10 @@ class LinkDevice(Device):
         except DriverError as e:
             self.close()
             raise DeviceError(f"{name}: {e}") from None
-        self.stats = {"frames": 0, "tiles": 0, "setup_bytes": 0, "input_bytes": 0,
+        self.stats = {"frames": 0, "tiles": 0, "steps": 0, "setup_bytes": 0, "input_bytes": 0,
                       "output_bytes": 0, "wall": {"setup": 0.0, "input": 0.0, "run": 0.0,
-                                                  "output": 0.0},
-                      "sim_ps": {"setup": 0, "input": 0, "run": 0, "output": 0}}
+                                                  "output": 0.0, "stream": 0.0},
+                      "sim_ps": {"setup": 0, "input": 0, "run": 0, "output": 0, "stream": 0}}
 
     def identify(self):
         return {"device": self.name, **self.info.describe()}
@@ -127,9 +131,9 @@ class LinkDevice(Device):
                      ext, ext)
         return progs, ext
 
-    def _load_setup(self, prog):
+    def _load_setup(self, writes):
         d = self.driver
-        for space, addr, data in prog.setup:
+        for space, addr, data in writes:
             key = (int(space.value if hasattr(space, "value") else space), addr)
             if self._held.get(key) == bytes(data):
                 continue
@@ -140,12 +144,14 @@ class LinkDevice(Device):
 
     def upscale(self, layers, y):
         y = np.asarray(y, dtype=np.uint8)
+        if self.info.spec.in_bytes:
+            return self._upscale_stream(layers, y)
         d = self.driver
         progs, ext = self._programs(layers, y)
         out = None
         try:
             for tile, prog in progs:
-                self._phase("setup", lambda: self._load_setup(prog))
+                self._phase("setup", lambda: self._load_setup(prog.setup))
 
                 def write_input():
                     for space, addr, data in prog.inputs:
@@ -175,6 +181,39 @@ class LinkDevice(Device):
             raise DeviceError(f"{self.name}: {e}") from None
         self.stats["frames"] += 1
         return out
+
+    def _upscale_stream(self, layers, y):
+        """A frame band by band through a streaming engine (see the module docstring)."""
+        spec = self.info.spec
+        try:
+            plan = plan_stream(layers, y.shape, spec)
+        except ProgramError as e:
+            raise DeviceError(f"{self.name}: {e}") from None
+        out = np.zeros(plan.out_frame, dtype=np.uint8)
+        d = self.driver
+        try:
+            for stripe in plan.stripes:
+                self._phase("setup", lambda: self._load_setup(stripe.setup))
+                # (the descriptors every frame: the engine has moved their bands on)
+                for space, addr, data in stripe.rewind:
+                    self._phase("setup", lambda: d.write(space, addr, data))
+                    self._held.pop((int(space.value), addr), None)
+                polls = step_polls(stripe, spec)
+
+                def steps():
+                    for k, req in enumerate(stripe.requests):
+                        data = stripe.in_bytes(y, req)
+                        raw = d.step(req.first, req.count, req.in_addr, data, req.out_addr,
+                                     req.out_len, polls=polls[k])
+                        plan.place(out, stripe, req, raw)
+                        self.stats["input_bytes"] += len(data)
+                        self.stats["output_bytes"] += len(raw)
+                        self.stats["steps"] += 1
+                self._phase("stream", steps)
+        except DriverError as e:
+            raise DeviceError(f"{self.name}: {e}") from None
+        self.stats["frames"] += 1
+        return out[0]
 
     def counters(self):
         try:

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from ... import protocol
 from ...bus import Space, Status as BusStatus
 from ...protocol import (ESCAPE_XOR, FEND, FESC, FIDLE, LinkInfo, LinkStats, Opcode, ReplyHeader,
-                         RequestHeader, Status, crc16)
+                         RequestHeader, Status, StepHeader, crc16)
 from ...spec import EngineSpec
 from .transport import Transport, TransportError
 
@@ -398,7 +398,7 @@ class Driver:
         if link["version"] != protocol.PROTOCOL_VERSION:
             raise IdentifyError(f"link protocol {link['version']} is not the supported "
                                 f"{protocol.PROTOCOL_VERSION}")
-        raw = self.read(Space.ID, 0, struct.calcsize(EngineSpec._ID_FORMAT))
+        raw = self.read(Space.ID, 0, EngineSpec.ID_BYTES_MAX)
         try:
             spec = EngineSpec.from_id_bytes(raw)
         except ValueError as e:
@@ -501,6 +501,36 @@ class Driver:
         if status & BusStatus.ERROR:
             raise EngineError(f"the engine reported an error (status {status:#04x})")
         return status
+
+    def step(self, first: int, count: int, in_addr: int, in_data: bytes, out_addr: int,
+             out_len: int, *, polls: int = 0xFFFF, timeout=None) -> bytes:
+        """One STEP of a streamed frame (:mod:`deconvsr.protocol`): ``in_data`` to ``IN`` from
+        ``in_addr``, then, once the engine is idle (at most ``polls`` x WAIT_UNIT cycles),
+        start ``count`` descriptors from ``first`` (each its next band); returns the ``out_len``
+        bytes of ``OUT`` from ``out_addr`` read while they run.
+
+        Raises :class:`EngineError` if the engine stayed busy, :class:`LinkError` if the link
+        fails (a retry is safe: the device runs a step once per tag)."""
+        hdr = protocol.pack(StepHeader, first=first, out_addr=out_addr,
+                            out_len=out_len, polls=polls)
+        payload = hdr + bytes(in_data)
+        if len(payload) > 0xFFFF:
+            raise ValueError(f"STEP payload of {len(payload)} bytes exceeds 65535")
+        clk_hz = self.info.link["clk_hz"] if self.info and self.info.link["clk_hz"] else \
+            48_000_000
+        try:
+            # (the device may wait for the engine up to polls x WAIT_UNIT cycles first)
+            r = self.request(Opcode.STEP, count, in_addr, len(payload), payload,
+                             extra_s=polls * protocol.WAIT_UNIT / clk_hz,
+                             reply_payload=out_len, timeout=timeout)
+        except LinkError as e:
+            if "TIMEOUT" in str(e):
+                raise EngineError(f"the engine is still busy after {polls} polls of "
+                                  f"{protocol.WAIT_UNIT} cycles ({e})") from None
+            raise
+        if len(r.payload) != out_len:
+            raise LinkError(f"STEP returned {len(r.payload)} bytes, asked for {out_len}")
+        return r.payload
 
     def counters(self, n: int = 8) -> list[int]:
         raw = self.read(Space.COUNT, 0, 4 * n)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...bus import CtrlReg, Space
-from ...descriptor import (DESC_BYTES, ENTRY_BYTES, BiasEntry, LayerDescriptor,
-                          decode_counters, entry_fits, pack)
+from ...descriptor import (DESC_BYTES, ENTRY_BYTES, STREAM_FIELDS, BiasEntry, LayerDescriptor,
+                           decode_counters, entry_fits, pack)
 from ...spec import EngineSpec
 from ..golden.intmodel import QLayer
 
@@ -280,6 +280,9 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
         qy1, qx1 = (h_out - 1 + pd) // s, (w_out - 1 + pd) // s
         by0, bx0 = s * qy0 - pd, s * qx0 - pd
         win = windows[i] if windows and windows[i] is not None else (0, h_out, 0, w_out)
+        if win != (0, h_out, 0, w_out) and not spec.windows:
+            raise ProgramError(f"{layer.name}: engine {spec.name!r} has no valid windows "
+                               f"(tiles): it takes streamed frames only")
         # Lanes doing useful work per cycle, [cg is last][vg is last] (the hardware's flags are
         # always 1 when there is a single word/group).
         chans = (plan.pi, c - (plan.cw - 1) * plan.pi)
@@ -294,6 +297,7 @@ def compile_network(layers, frame_shape, spec: EngineSpec, *, windows=None) -> P
             "row0": qy0 * w, "by0": by0, "bx0": bx0, "h_out": h_out, "w_out": w_out,
             "obase0": by0 * w_out + bx0, "orow": s * w_out,
             "vy0": win[0], "vy1": win[1], "vx0": win[2], "vx1": win[3], "useful": useful,
+            **STREAM_FIELDS,
         }
         prog.descriptors.append(d)
         try:

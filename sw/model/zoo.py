@@ -173,9 +173,10 @@ def load_model(name_or_path, *, options: dict | None = None) -> Network:
         raise ModelError(str(e)) from None
 
 
-def load_quantized(name_or_path, *, calibrate_on=None) -> tuple[Network, list]:
-    """``(network, quantised layers)`` of a model name or file, quantised with the default
-    arithmetic (:func:`~deconvsr.sw.model.quantize.quantize`). A model without calibration
+def load_quantized(name_or_path, *, calibrate_on=None, spec=None) -> tuple[Network, list]:
+    """``(network, quantised layers)`` of a model name or file, quantised with the arithmetic
+    ``spec`` (an :class:`~deconvsr.arith.ArithSpec`; default the default arithmetic, see
+    :func:`~deconvsr.sw.model.quantize.quantize`). A model without calibration
     (an ONNX file) is calibrated on ``calibrate_on`` (``[(name, uint8 RGB)]`` images, see
     :func:`~deconvsr.sw.model.evaluate.calibrated_on`) when given.
 
@@ -193,7 +194,7 @@ def load_quantized(name_or_path, *, calibrate_on=None) -> tuple[Network, list]:
             raise ModelError(f"{net.name}: no calibration image is as large as the network's "
                              f"receptive field ({net.receptive_field} LR pixels)")
         net = calibrated
-    return net, quantize(net)
+    return net, (quantize(net) if spec is None else quantize(net, spec=spec))
 
 
 def fits_budget(network: Network, *, max_channels: int | None = None,

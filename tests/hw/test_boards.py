@@ -352,7 +352,20 @@ def test_cli_program_dry_run(tmp_path, capsys, monkeypatch):
         ["iceprog", "-S", str(tmp_path / "deconvsr_icebreaker.bin")]
 
 
-def test_cli_report_json(tmp_path, capsys):
+def test_cli_report_json(tmp_path, capsys, monkeypatch):
+    """The report's figures are bench frame's (here a stand-in measurement), with the compute
+    rate at the build's Fmax added; a network whose weights do not fit is said, not rated."""
+    from deconvsr.sw.bench import frame as bench_frame
+    calls = []
+
+    def fake_bench(fb, **kw):
+        calls.append(fb)
+        if fb.model == "espcn-paper-x3":
+            raise bench_frame.ProgramError("weights need 4072 words, weight_depth is 512")
+        return {"fps": 12.5, "engine_cycles": 103_000, "source": "rtl",
+                "wire_to_device": 300, "wire_from_device": 1100, "frame_bytes": 1280,
+                "utilisation": 0.6}
+    monkeypatch.setattr(bench_frame, "bench", fake_bench)
     _fake_build(tmp_path)
     assert main(["report", "--board", "icebreaker", "-i", str(tmp_path), "--json", "--size",
                  "16", "16", "--model", "edge-x2", "--model", "espcn-paper-x3"]) == 0
@@ -360,34 +373,14 @@ def test_cli_report_json(tmp_path, capsys):
     assert out["build"]["fmax_mhz"] == 51.5
     assert out["build"]["utilisation"]["DSP"] == {"used": 8, "available": 8, "percent": 100.0}
     assert out["baud"] == BOARDS["icebreaker"].baud
+    assert [(c.board, c.model, c.size) for c in calls] == [
+        ("icebreaker", "edge-x2", (16, 16)), ("icebreaker", "espcn-paper-x3", (16, 16))]
     edge, paper = out["frames"]
-    if edge["cycles_source"] == "rtl-sim":     # Verilator present: measured on the RTL
-        lanes = BOARDS["icebreaker"].spec.lanes
-        assert edge["cycles"] >= 3280 * 16 * 16 / lanes
-    # The paper network's 58 KB of weights do not fit the iCEBreaker engine: said, not rated.
-    assert "does not fit the engine" in paper["cycles_source"] and "cycles" not in paper
-
-
-def test_frame_rates_arithmetic():
-    from deconvsr.sw.flow.report import BITS_PER_BYTE, frame_rates
-    link = {"to_device": 3000, "from_device": 27000}
-    r = frame_rates(cycles=480_000, clk_hz=48e6, fmax_hz=60e6, link=link, baud=3_000_000)
-    assert r["compute_s"] == pytest.approx(0.010)
-    assert r["compute_fps_at_fmax"] == pytest.approx(125.0)
-    assert r["link_s"] == pytest.approx(30000 * BITS_PER_BYTE / 3e6)
-    assert r["combined_fps"] == pytest.approx(1 / (0.010 + 0.1))
-
-
-def test_link_bytes_counts_payload_and_framing():
-    proto = pytest.importorskip("deconvsr.protocol")
-    from deconvsr.sw.flow.report import link_bytes
-    small = link_bytes(8, 8, 2)
-    big = link_bytes(64, 64, 3)
-    # payload alone: 64 bytes in, 256 out; framing adds at least one header each way
-    assert small["to_device"] > 64 and small["from_device"] > 256
-    assert big["from_device"] >= 64 * 64 * 9
-    chunks_out = -(-64 * 64 * 9 // proto.MAX_PAYLOAD)
-    assert big["to_device"] >= 64 * 64 + chunks_out * proto.request_overhead(False)
+    assert edge["fits"] and edge["fps"] == 12.5
+    assert edge["compute_fps_at_fmax"] == pytest.approx(51.5e6 / 103_000)
+    assert not paper["fits"] and "weight_depth" in paper["reason"] and "fps" not in paper
+    assert main(["report", "--board", "icebreaker", "-i", str(tmp_path), "--size", "0",
+                 "4"]) == 2
 
 
 NEXTPNR_LOG = """Info: Device utilisation:

@@ -67,8 +67,9 @@ class Faulty(Transport):
             i = r.randrange(1, len(reply))
             reply = reply[:i] + reply[i + 1:]
         elif fault == "dup_byte":
-            # (a doubled FESC is harmless: an escape escapes the same way twice)
-            i = r.choice([j for j in range(1, len(reply)) if reply[j] != protocol.FESC])
+            # (a doubled FESC is harmless: an escape escapes the same way twice; so is a
+            # doubled last byte, after the frame's end)
+            i = r.choice([j for j in range(1, len(reply) - 1) if reply[j] != protocol.FESC])
             reply = reply[:i + 1] + reply[i:]
         elif fault == "drop":
             reply = b""
@@ -263,3 +264,28 @@ def test_persistent_request_damage_is_a_link_error_not_a_timeout():
         d.write(Space.ACT, 0, b"abc")
     assert not isinstance(e.value, LinkTimeout)
     assert bytes(model.mem[Space.ACT.value][:3]) == b"\0\0\0"
+
+
+@pytest.mark.parametrize("fault", ["flip", "drop_byte", "drop", "truncate", "late"])
+def test_step_retried_runs_once_and_returns_the_out_bytes(fault):
+    """A STEP whose reply is lost or damaged is sent again with its tag: the device starts
+    the layers once, writes its IN bytes (a ring) and answers with the same OUT bytes (a ring,
+    read across its end)."""
+    rng = random.Random(5)
+    d, t, model = _driver()
+    ring = len(model.mem[Space.OUT.value])
+    out = _data(rng, 50)
+    d.write(Space.OUT, ring - 20, out[:20])
+    d.write(Space.OUT, 0, out[20:])
+    data = _data(rng, 90)
+    in_ring = len(model.mem[Space.IN.value])
+    t.plan = [fault]
+    got = d.step(2, 3, in_ring - 40, data, ring - 20, 50)
+    assert got == out
+    assert model.runs == 1
+    assert bytes(model.mem[Space.IN.value][-40:]) + bytes(model.mem[Space.IN.value][:50]) \
+        == data
+    assert d.stats["retries"] >= 1
+    # A STEP that starts nothing (the frame's last reply) is not a run.
+    assert d.step(0, 0, 0, b"", 0, 4) == out[20:24]
+    assert model.runs == 1

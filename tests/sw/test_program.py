@@ -12,6 +12,7 @@ from deconvsr.sim.engine_sim import run_programs
 from deconvsr.spec import SPECS, EngineSpec
 from deconvsr.sw.bench.engine import EDGE_ARCH, calibrated_network, random_qlayer
 from deconvsr.sw.golden.intmodel import run_layer, run_network
+from deconvsr.sw.host.stream import plan_stream
 from deconvsr.sw.host.program import (ProgramError, compile_network, compile_tiled, crop_tile,
                                  frame_programs, halo, pack_weights, plan_layer, plan_tiles,
                                  set_input)
@@ -91,16 +92,16 @@ def test_shipped_edge_networks_run_on_the_icebreaker_spec():
     """Every layer at Pi = 4 (fixed_pi): edge-x2's first layer takes 4 x 25 words, 280 in
     all, edge-x3 352 (its 9 outputs in groups of 4), of the spec's 512; their entries fit the
     packed 64-bit words. Half the weight memory (256 words) would hold neither."""
-    spec = SPECS["icebreaker"]
-    x = np.zeros((1, 64, 64), np.uint8)
+    spec = SPECS["icebreaker"]      # (a streaming engine: frames go band by band)
     for name, words in (("edge-x2", 280), ("edge-x3", 352)):
         layers = quantize(load_model(name), spec=spec.arith)
-        progs, ext = frame_programs(layers, x, spec)
-        assert ext is not None
-        assert sum(pl.weight_words for pl in progs[0][1].plans) == words
-        assert all(pl.pi == spec.act_lanes for pl in progs[0][1].plans)
+        plan = plan_stream(layers, (64, 64), spec)
+        weights = dict((sp, d) for sp, _, d in plan.stripes[0].setup)[Space.WEIGHT]
+        assert len(weights) == words * spec.lanes
+        assert all(d["lvl"] == spec.act_lanes.bit_length() - 1
+                   for d in plan.stripes[0].descriptors)
         with pytest.raises(ProgramError, match="weights need"):
-            frame_programs(layers, x, dataclasses.replace(spec, weight_depth=256))
+            plan_stream(layers, (64, 64), dataclasses.replace(spec, weight_depth=256))
 
 
 def test_packed_entries_refuse_what_they_cannot_hold(rng):
