@@ -46,6 +46,10 @@ class EngineSpec:
         need); False (a streaming engine only) drops them, a small FPGA's logic cells: such
         an engine runs streamed frames only (the host streams every frame to it). In the ID
         ROM (version 2).
+    act_host : the host may read and write the feature-map buffers (``Space.ACT``: the input
+        frame of an engine without ``IN``, debugging); False (a streaming engine only: its
+        frames come through ``IN``) drops the host's ports on them, a small FPGA's logic
+        cells. In the ID ROM (version 2).
     max_layers : layer descriptors
     drain_lanes : requantisers R (power of two dividing ``lanes`` and ``bias_depth``): a
         layer whose ``Pv`` outputs per group exceed its group cycles drains R per cycle
@@ -104,6 +108,7 @@ class EngineSpec:
     out_bytes: int = 65536
     in_bytes: int = 0
     windows: bool = True
+    act_host: bool = True
     max_layers: int = 8
     dim_bits: int = 10
     drain_lanes: int = 1
@@ -146,8 +151,9 @@ class EngineSpec:
                 or (self.in_bytes and not _pow2(self.in_bytes))):
             raise ValueError(f"in_bytes must be 0 or a power of two up to {1 << 22}, not "
                              f"{self.in_bytes!r}")
-        if not self.windows and not self.in_bytes:
-            raise ValueError("windows=False needs a streaming engine (in_bytes > 0)")
+        for name in ("windows", "act_host"):
+            if not getattr(self, name) and not self.in_bytes:
+                raise ValueError(f"{name}=False needs a streaming engine (in_bytes > 0)")
         if self.in_bytes and not _pow2(self.out_bytes):
             raise ValueError(f"out_bytes must be a power of two with in_bytes (OUT is then a "
                              f"ring), not {self.out_bytes!r}")
@@ -172,7 +178,7 @@ class EngineSpec:
                              f"with multiplier='dsp', not {self.lut_lanes!r}")
         if self.pipeline not in ("deep", "lean"):
             raise ValueError(f"pipeline must be 'deep' or 'lean', not {self.pipeline!r}")
-        for name in ("fixed_pi", "snapshots", "packed_entries", "windows"):
+        for name in ("fixed_pi", "snapshots", "packed_entries", "windows", "act_host"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if self.packed_entries and self.drain_lanes != 1:
@@ -198,7 +204,7 @@ class EngineSpec:
     # arith.shift_min in its high byte (0 on gateware that predates shift_min). Version 2
     # (streaming) appends in_bytes.
     _ID_FORMAT = "<4sHHHHIIIIHBBBBBB"
-    _ID_FORMAT_V2 = "<IB"       # in_bytes, flags (0x01: no valid windows)
+    _ID_FORMAT_V2 = "<IB"       # in_bytes, flags (0x01: no valid windows, 0x02: no ACT access)
     #: The most identification bytes any version has (the host reads this many: an older
     #: engine reads 0 beyond its ROM).
     ID_BYTES_MAX = struct.calcsize(_ID_FORMAT) + struct.calcsize(_ID_FORMAT_V2)
@@ -217,7 +223,8 @@ class EngineSpec:
                            self.act_lanes.bit_length() | (0x80 if self.counters == "basic" else 0)
                            | (0x40 if self.fixed_pi else 0) | (0 if self.snapshots else 0x20)
                            | (0x10 if self.packed_entries else 0))
-        return v1 + (struct.pack(self._ID_FORMAT_V2, self.in_bytes, 0 if self.windows else 1)
+        flags = (0 if self.windows else 1) | (0 if self.act_host else 2)
+        return v1 + (struct.pack(self._ID_FORMAT_V2, self.in_bytes, flags)
                      if self.version > 1 else b"")
 
     #: The largest stride whose phases (``fy``, ``fx``) a packed entry holds.
@@ -248,14 +255,14 @@ class EngineSpec:
             raise ValueError(f"identification magic is {magic!r}, expected b'DCSR'")
         if not 1 <= version <= GATEWARE_VERSION:
             raise ValueError(f"gateware version {version} is not supported (1..{GATEWARE_VERSION})")
-        in_bytes, windows = 0, True
+        in_bytes, windows, act_host = 0, True, True
         if version > 1:
             more = struct.calcsize(cls._ID_FORMAT_V2)
             if len(raw) < size + more:
                 raise ValueError(f"identification is {len(raw)} bytes, version {version} has "
                                  f"{size + more}")
             in_bytes, flags = struct.unpack(cls._ID_FORMAT_V2, raw[size:size + more])
-            windows = not flags & 1
+            windows, act_host = not flags & 1, not flags & 2
         counters = "basic" if la & 0x80 else "all"
         fixed_pi = bool(la & 0x40)
         snapshots = not la & 0x20
@@ -266,7 +273,7 @@ class EngineSpec:
                    packed_entries=packed,
                    act_depth=act_depth, weight_depth=weight_depth,
                    bias_depth=bias_depth, out_bytes=out_bytes, in_bytes=in_bytes,
-                   windows=windows,
+                   windows=windows, act_host=act_host,
                    max_layers=max_layers,
                    dim_bits=dim_bits, drain_lanes=max(drain_lanes, 1),
                    arith=ArithSpec(wb, ab, accb, mb, sm, smin))
@@ -289,7 +296,7 @@ SPECS = {
     # paper network's 58 KB of weights.
     "icebreaker": EngineSpec(name="icebreaker", lanes=16, act_lanes=4, act_depth=16384,
                              weight_depth=512, bias_depth=64, out_bytes=2048, in_bytes=1024,
-                             windows=False,
+                             windows=False, act_host=False,
                              max_layers=4,
                              act_ram="huge", counters="basic", requant="lut",
                              pipeline="lean", dim_bits=8, fixed_pi=True, snapshots=False,

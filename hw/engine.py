@@ -601,8 +601,11 @@ class Engine(wiring.Component):
         # the host read's, whose address holds, while idle): no decode and no single select
         # net in front of the copies' multiplexers.
         sources = act_src[0] + act_src[1]
-        src_next = Cat(Mux(busy, bank_next, host_act_bank)[:(nb - 1).bit_length()],
-                       Mux(busy, desc.in_buf, host_act_sel))
+        if spec.act_host:
+            src_next = Cat(Mux(busy, bank_next, host_act_bank)[:(nb - 1).bit_length()],
+                           Mux(busy, desc.in_buf, host_act_sel))
+        else:   # (no host access to the feature maps: the engine's choice only)
+            src_next = Cat(bank_next[:(nb - 1).bit_length()], desc.in_buf)
         if streaming:
             # The IN memory, a third source: its byte in lane 0, the other lanes 0. Its read
             # address a register copying the ACT read address, as the banks' (so its data
@@ -1560,7 +1563,7 @@ class Engine(wiring.Component):
             with m.Case(Space.BIAS):
                 m.d.comb += in_range.eq(ranged(spec.bias_depth * ENTRY_BYTES))
             with m.Case(Space.ACT):
-                m.d.comb += in_range.eq(ranged(2 * act_bytes))
+                m.d.comb += in_range.eq(ranged(2 * act_bytes) if spec.act_host else 0)
             with m.Case(Space.OUT):
                 # (streaming: OUT is a ring, its addresses wrap)
                 m.d.comb += in_range.eq(1 if streaming else ranged(spec.out_bytes))
@@ -1572,8 +1575,9 @@ class Engine(wiring.Component):
         legal = h2.ok
 
         # Host-side port driving while idle.
-        with m.If(~busy):
-            m.d.comb += [act_rd_en[0].eq(hread), act_rd_en[1].eq(hread)]
+        if spec.act_host:
+            with m.If(~busy):
+                m.d.comb += [act_rd_en[0].eq(hread), act_rd_en[1].eq(hread)]
         # One address per memory: the engine's while busy, the host's while idle.
         desc_addr = Mux(busy, Cat(db[:_log2(DESC_BYTES)], layer), haddr)
         # The block RAMs' addresses: registers (a copy per ACT and OUT bank), each loaded
@@ -1638,9 +1642,15 @@ class Engine(wiring.Component):
         for b in range(2):
             for k in range(nb):
                 for j in range(n_as):
-                    a_pa = host_reg(f"act_pa{b}_{k}_{j}__rep", lab, f"act_busy{b}_{k}_{j}__rep",
-                                    Mux(desc.in_buf == b, act_rd_addr, o_tag.addr),
-                                    h1_copy(f"act_ha{b}_{k}_{j}__rep", cmd.payload.addr[la:lb]))
+                    engine_addr = Mux(desc.in_buf == b, act_rd_addr, o_tag.addr)
+                    if spec.act_host:
+                        a_pa = host_reg(f"act_pa{b}_{k}_{j}__rep", lab,
+                                        f"act_busy{b}_{k}_{j}__rep", engine_addr,
+                                        h1_copy(f"act_ha{b}_{k}_{j}__rep",
+                                                cmd.payload.addr[la:lb]))
+                    else:   # (the engine's address only, loaded every cycle)
+                        a_pa = Signal(lab, name=f"act_pa{b}_{k}_{j}__rep", reset_less=True)
+                        m.d.sync += a_pa.eq(engine_addr)
                     m.d.comb += [act_rd[b][k][j].addr.eq(a_pa), act_wr[b][k][j].addr.eq(a_pa)]
         # Reads and writes of one memory never coincide. For single-port RAMs with "no change
         # on write" (iCE40 SPRAM feature buffers) say so structurally, a read disabled by a
@@ -1725,11 +1735,17 @@ class Engine(wiring.Component):
                 wdp = Mux(c.wide, c.group.replicate(A // R), c.data.replicate(A))
                 wd = Signal(A * 8, name=f"act_wd{b}_{k}")
                 for j in range(0, A * 8, 32):       # (a copy of busy per 32 bits)
-                    m.d.comb += wd[j:j + 32].eq(host_reg(
-                        f"act_wd{b}_{k}_{j // 32}__rep", 32, f"act_wbusy{b}_{k}_{j // 32}__rep",
-                        wdp[j:j + 32],
-                        h1_copy(f"act_hd{b}_{k}_{j // 32}__rep", cmd.payload.data).replicate(4)))
-                act_en = we_act[b][k] | wen_act[b][k]
+                    if spec.act_host:
+                        m.d.comb += wd[j:j + 32].eq(host_reg(
+                            f"act_wd{b}_{k}_{j // 32}__rep", 32,
+                            f"act_wbusy{b}_{k}_{j // 32}__rep", wdp[j:j + 32],
+                            h1_copy(f"act_hd{b}_{k}_{j // 32}__rep",
+                                    cmd.payload.data).replicate(4)))
+                    else:   # (the engine's data only, loaded every cycle)
+                        r = Signal(32, name=f"act_wd{b}_{k}_{j // 32}__rep", reset_less=True)
+                        m.d.sync += r.eq(wdp[j:j + 32])
+                        m.d.comb += wd[j:j + 32].eq(r)
+                act_en = we_act[b][k] | wen_act[b][k] if spec.act_host else we_act[b][k]
                 for j, wr in enumerate(act_wr[b][k]):
                     m.d.comb += [wr.data.eq(wd[j * asw:(j + 1) * asw]),
                                  wr.en.eq(act_en[j * asw // 8:(j + 1) * asw // 8])]
@@ -1844,7 +1860,8 @@ class Engine(wiring.Component):
         # A wide word's byte in three steps: the lane's byte of each word's 8-byte group
         # (registered in rd2), the space's (in rd2b: one candidate per group), then the
         # group's (at the response).
-        wide_words = {Space.WEIGHT: w_word, Space.BIAS: b_word, Space.ACT: act_word}
+        wide_words = {Space.WEIGHT: w_word, Space.BIAS: b_word,
+                      **({Space.ACT: act_word} if spec.act_host else {})}
         n_grp = max(-(-len(w) // 64) for w in wide_words.values())
         cands = [Signal(8, name=f"rd3_cand{k}", reset_less=True) for k in range(n_grp)]
         rd3_grp = Signal(range(n_grp))

@@ -80,6 +80,8 @@ class EngineModel:
                 elif reg == CtrlReg.RESET:
                     self.first = 0
             return
+        if Space(space) == Space.ACT and not self.spec.act_host:
+            return                      # (no host access to the feature maps)
         mem = self.mem[Space(space)]
         if Space(space) == Space.IN and mem:
             # (IN is a ring: its addresses wrap)
@@ -100,6 +102,8 @@ class EngineModel:
             mem[lo:hi] = canonical_entries(bytes(mem[lo:hi]), widths)
 
     def read(self, space, addr, n) -> bytes:
+        if Space(space) == Space.ACT and not self.spec.act_host:
+            return bytes(n)
         mem = self.mem[Space(space)]
         if Space(space) in (Space.OUT, Space.IN) and self.spec.in_bytes:
             # (a streaming engine's OUT and IN are rings: addresses wrap)

@@ -183,6 +183,9 @@ class Program:
 
 def _act_writes(spec: EngineSpec, x: np.ndarray, buf: int, base: int):
     """Writes of a (C, H, W) feature map into ACT buffer ``buf`` at word ``base``."""
+    if not spec.act_host:
+        raise ProgramError(f"engine {spec.name!r} takes no frames into its feature-map buffers: "
+                           f"it takes streamed frames only")
     p = spec.act_lanes
     c, h, w = x.shape
     cw = -(-c // p)
