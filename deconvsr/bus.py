@@ -11,12 +11,13 @@ none. Reads of addresses outside a space return 0; writes there are ignored.
 ==== ======= =========================================================================
 addr access  meaning
 ==== ======= =========================================================================
-0    write   start: ``data & 0x7F`` = number of layers to run (descriptors FIRST ..
-             FIRST + n - 1); bit 7 (:data:`START_KEEP`) keeps the performance counters
-             running on (else the start clears them), so a streamed frame's steps add up
+0    write   start. A streaming engine (``EngineSpec.in_bytes``): ``data`` =
+             :func:`start_byte`: run ``count`` descriptors (1..15, bits 0-3) from ``first``
+             (0..7, bits 4-6); bit 7 (:data:`START_KEEP`) keeps the performance counters
+             running on (else the start clears them), so a streamed frame's steps add up.
+             Other engines: ``data`` = number of layers to run (descriptors 0 .. data - 1)
 0    read    status: bit 0 busy, bit 1 done (sticky until the next start), bit 2 error
 1    write   soft reset of the engine state machine and counters (any data)
-2    write   FIRST: the first descriptor of the next starts (0 after a soft reset)
 ==== ======= =========================================================================
  ``IN`` is written and ``OUT`` read by
 the host also while the engine runs (the host streams a frame's rows in and its result out
@@ -27,7 +28,8 @@ from amaranth.hdl import unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Space", "ADDR_BITS", "BusCommand", "BusSignature", "CtrlReg", "Status", "START_KEEP"]
+__all__ = ["Space", "ADDR_BITS", "BusCommand", "BusSignature", "CtrlReg", "Status", "START_KEEP",
+           "start_byte"]
 
 ADDR_BITS = 24
 
@@ -48,10 +50,16 @@ class Space(enum.Enum, shape=4):
 START_KEEP = 0x80
 
 
+def start_byte(count: int, first: int = 0, keep: bool = False) -> int:
+    """A streaming engine's START data: ``count`` descriptors from ``first``."""
+    if not 0 <= count <= 15 or not 0 <= first <= 7:
+        raise ValueError(f"a start runs 0..15 descriptors from 0..7, not {count} from {first}")
+    return count | first << 4 | (START_KEEP if keep else 0)
+
+
 class CtrlReg(enum.IntEnum):
     START_STATUS = 0
     RESET = 1
-    FIRST = 2
 
 
 class Status(enum.IntFlag):

@@ -95,19 +95,18 @@ class LayerDescriptor(data.Struct):
         (below) and moves the cursor to the next
     band_lg : rows per band ``B = 2**band_lg``
     qy_last : a banded layer's last block row
-    in_mbits, out_mbits : ring buffers. When nonzero, the low ``in_mbits`` bits of an input
-        address (``out_mbits`` of an output address) wrap: the address is
-        ``(plane & ~M) | ((plane + row + ix) & M)`` with ``M = 2**mbits - 1`` (input; ``plane``
-        is ``in_base + cg*hw_in``) and ``(off & ~M) | ((obase + off) & M)`` (output; ``off``
-        from the entry). A feature map kept as a ring of rows has every channel-word plane in
-        its own aligned region of ``2**mbits`` words.
+    A banded layer works on rings (``EngineSpec.ring_bits``): an ACT address's low
+        ``ring_bits`` bits wrap, the plane's bits above (``(plane & ~M) | ((plane + row + ix)
+        & M)`` for reads, ``plane = in_base + cg*hw_in``; ``(off & ~M) | ((obase + off) & M)``
+        for writes, the plane in the entry's ``off``); IN and OUT addresses wrap at their
+        memories' sizes.
 
     Bands: a banded descriptor runs block rows ``qy0 .. qy1`` (the current band) and then
     writes the next band's fields back into its first :data:`BAND_BYTES` bytes (the band
     fields, :data:`BAND_FIELDS`): ``qy0 = qy1 + 1``, ``qy1 = min(qy1 + B, qy_last)``, and
     ``row0``, ``by0`` and ``obase0`` advanced by the rows it ran (``w_in``, ``stride`` and
     ``orow`` a row). So the host loads the descriptors once per frame and then only starts
-    layers (``CTRL`` FIRST, START); it never starts a banded layer whose band is past
+    layers (``CTRL`` START); it never starts a banded layer whose band is past
     ``qy_last``.
     """
 
@@ -147,8 +146,7 @@ class LayerDescriptor(data.Struct):
     banded: 1
     band_lg: 4
     qy_last: DIM
-    in_mbits: 5
-    out_mbits: 5
+
 
 class BiasEntry(data.Struct):
     """Requantisation entry of one virtual output ``v = (o, fy, fx)`` of a layer.
@@ -179,8 +177,7 @@ BAND_FIELDS = ("row0", "obase0", "qy0", "qy1", "by0")
 BAND_BYTES = 12
 
 #: Descriptor fields added with gateware version 2 (streaming); 0 keeps version 1's meaning.
-STREAM_FIELDS = {"in_src": 0, "banded": 0, "band_lg": 0, "qy_last": 0, "in_mbits": 0,
-                 "out_mbits": 0}
+STREAM_FIELDS = {"in_src": 0, "banded": 0, "band_lg": 0, "qy_last": 0}
 
 
 def next_band(d: dict) -> dict:

@@ -47,11 +47,12 @@ STEP
 
 The frame streaming request (gateware version 2). Its payload is a :class:`StepHeader` and
 then bytes for the ``IN`` memory, written from ``addr`` (``IN`` addresses wrap: it is a ring
-of input rows); the header's ``space`` field holds the number of layers to start. Once the
+of input rows); the header's ``space`` field holds the CTRL START byte of the layers to start
+(:func:`deconvsr.bus.start_byte`; a count of 0 starts nothing). Once the
 payload's CRC has checked, the device waits until the engine is idle (the previous step
 done; at most ``StepHeader.polls`` polls :data:`WAIT_UNIT` cycles apart, else it replies
-TIMEOUT and starts nothing), starts ``space`` layers (if any) from descriptor
-``StepHeader.first`` (banded descriptors: each its next band) and replies with ``StepHeader.out_len`` bytes of ``OUT`` from
+TIMEOUT and starts nothing), writes ``space`` to START (banded descriptors: each runs its
+next band) and replies with ``StepHeader.out_len`` bytes of ``OUT`` from
 ``StepHeader.out_addr`` (wrapping: a ring of output rows), read while the new step runs.
 So the link carries the next rows in and the previous step's rows out while the engine
 computes, and a frame costs one request and one reply per step. Like RUN, a STEP with the
@@ -139,8 +140,7 @@ LINK_KINDS = {0: "stream", 1: "uart", 2: "spi"}
 
 class StepHeader(data.Struct):
     """The first bytes of a STEP request's payload."""
-    first: unsigned(8)          #: first descriptor started
-    out_addr: unsigned(24)      #: OUT address of the reply's bytes (the device keeps 16 bits)
+    out_addr: unsigned(16)      #: OUT address of the reply's bytes (wrapping)
     out_len: unsigned(16)       #: bytes of OUT in the reply
     polls: unsigned(16)         #: how long to wait for the engine (WAIT's ``addr``)
 

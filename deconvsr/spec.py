@@ -46,6 +46,10 @@ class EngineSpec:
         need); False (a streaming engine only) drops them, a small FPGA's logic cells: such
         an engine runs streamed frames only (the host streams every frame to it). In the ID
         ROM (version 2).
+    ring_bits : a streaming engine's feature-map rings: every ring of rows in an ACT buffer
+        is made of aligned planes of ``2**ring_bits`` words (one per channel word), whose
+        addresses wrap (the IN and OUT rings wrap at their memories' sizes). In the ID ROM
+        (version 2).
     act_host : the host may read and write the feature-map buffers (``Space.ACT``: the input
         frame of an engine without ``IN``, debugging); False (a streaming engine only: its
         frames come through ``IN``) drops the host's ports on them, a small FPGA's logic
@@ -109,6 +113,7 @@ class EngineSpec:
     in_bytes: int = 0
     windows: bool = True
     act_host: bool = True
+    ring_bits: int = 0
     max_layers: int = 8
     dim_bits: int = 10
     drain_lanes: int = 1
@@ -154,6 +159,18 @@ class EngineSpec:
         for name in ("windows", "act_host"):
             if not getattr(self, name) and not self.in_bytes:
                 raise ValueError(f"{name}=False needs a streaming engine (in_bytes > 0)")
+        if self.in_bytes:
+            if (not isinstance(self.ring_bits, int)
+                    or not 1 <= self.ring_bits <= self.act_depth.bit_length() - 1):
+                raise ValueError(f"ring_bits must be in 1..log2(act_depth) "
+                                 f"({self.act_depth.bit_length() - 1}) for a streaming engine, "
+                                 f"not {self.ring_bits!r}")
+            if self.max_layers > 8:
+                raise ValueError(f"a streaming engine starts descriptors 0..7 (its START "
+                                 f"byte): max_layers must be at most 8, not {self.max_layers}")
+        elif self.ring_bits:
+            raise ValueError(f"ring_bits is for a streaming engine (in_bytes > 0), not "
+                             f"{self.ring_bits!r}")
         if self.in_bytes and not _pow2(self.out_bytes):
             raise ValueError(f"out_bytes must be a power of two with in_bytes (OUT is then a "
                              f"ring), not {self.out_bytes!r}")
@@ -204,7 +221,7 @@ class EngineSpec:
     # arith.shift_min in its high byte (0 on gateware that predates shift_min). Version 2
     # (streaming) appends in_bytes.
     _ID_FORMAT = "<4sHHHHIIIIHBBBBBB"
-    _ID_FORMAT_V2 = "<IB"       # in_bytes, flags (0x01: no valid windows, 0x02: no ACT access)
+    _ID_FORMAT_V2 = "<IBB"      # in_bytes, flags (0x01: no windows, 0x02: no ACT access), ring_bits
     #: The most identification bytes any version has (the host reads this many: an older
     #: engine reads 0 beyond its ROM).
     ID_BYTES_MAX = struct.calcsize(_ID_FORMAT) + struct.calcsize(_ID_FORMAT_V2)
@@ -224,7 +241,7 @@ class EngineSpec:
                            | (0x40 if self.fixed_pi else 0) | (0 if self.snapshots else 0x20)
                            | (0x10 if self.packed_entries else 0))
         flags = (0 if self.windows else 1) | (0 if self.act_host else 2)
-        return v1 + (struct.pack(self._ID_FORMAT_V2, self.in_bytes, flags)
+        return v1 + (struct.pack(self._ID_FORMAT_V2, self.in_bytes, flags, self.ring_bits)
                      if self.version > 1 else b"")
 
     #: The largest stride whose phases (``fy``, ``fx``) a packed entry holds.
@@ -255,13 +272,13 @@ class EngineSpec:
             raise ValueError(f"identification magic is {magic!r}, expected b'DCSR'")
         if not 1 <= version <= GATEWARE_VERSION:
             raise ValueError(f"gateware version {version} is not supported (1..{GATEWARE_VERSION})")
-        in_bytes, windows, act_host = 0, True, True
+        in_bytes, windows, act_host, ring_bits = 0, True, True, 0
         if version > 1:
             more = struct.calcsize(cls._ID_FORMAT_V2)
             if len(raw) < size + more:
                 raise ValueError(f"identification is {len(raw)} bytes, version {version} has "
                                  f"{size + more}")
-            in_bytes, flags = struct.unpack(cls._ID_FORMAT_V2, raw[size:size + more])
+            in_bytes, flags, ring_bits = struct.unpack(cls._ID_FORMAT_V2, raw[size:size + more])
             windows, act_host = not flags & 1, not flags & 2
         counters = "basic" if la & 0x80 else "all"
         fixed_pi = bool(la & 0x40)
@@ -273,7 +290,7 @@ class EngineSpec:
                    packed_entries=packed,
                    act_depth=act_depth, weight_depth=weight_depth,
                    bias_depth=bias_depth, out_bytes=out_bytes, in_bytes=in_bytes,
-                   windows=windows, act_host=act_host,
+                   windows=windows, act_host=act_host, ring_bits=ring_bits,
                    max_layers=max_layers,
                    dim_bits=dim_bits, drain_lanes=max(drain_lanes, 1),
                    arith=ArithSpec(wb, ab, accb, mb, sm, smin))
@@ -282,7 +299,7 @@ class EngineSpec:
 # Named specs. Board sizes are refined by the board bring-up; "sim" is the default simulated
 # device. Sizes must keep the memories within each FPGA's RAM.
 SPECS = {
-    "sim": EngineSpec(in_bytes=4096),
+    "sim": EngineSpec(in_bytes=4096, ring_bits=11),
     # iCE40UP5K: 16 lanes over 4-activation ACT words; each ACT buffer is 16384 x 32 bit =
     # two SPRAMs (all four for the ping-pong pair); weights 512 x 128 bit (8 KB, 16 EBR),
     # entries packed to 64 bits (4 EBR), OUT 4 KB (8 EBR) and descriptors (1 EBR): with the
@@ -296,7 +313,7 @@ SPECS = {
     # paper network's 58 KB of weights.
     "icebreaker": EngineSpec(name="icebreaker", lanes=16, act_lanes=4, act_depth=16384,
                              weight_depth=512, bias_depth=64, out_bytes=2048, in_bytes=1024,
-                             windows=False, act_host=False,
+                             windows=False, act_host=False, ring_bits=12,
                              max_layers=4,
                              act_ram="huge", counters="basic", requant="lut",
                              pipeline="lean", dim_bits=8, fixed_pi=True, snapshots=False,
@@ -308,6 +325,7 @@ SPECS = {
     # needed 356). The paper network at P = 64 on 32 x 32-pixel tiles.
     "ulx3s-85f": EngineSpec(name="ulx3s-85f", lanes=64, act_lanes=16, act_depth=4096,
                             weight_depth=1024, bias_depth=256, out_bytes=32768, in_bytes=4096,
+                            ring_bits=9,
                             max_layers=8,
                             drain_lanes=4, multiplier="lut"),
 }

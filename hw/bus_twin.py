@@ -7,7 +7,7 @@ and tested fast and before (or without) the real engine.
   while "running" too;
 * ``CTRL[0]`` write ``n`` starts a "run": busy for ``busy_cycles * max(n, 1)`` cycles, then
   done; ``CTRL[0]`` read is the status; ``CTRL[1]`` write resets status and counters;
-  ``CTRL[2]`` (FIRST) is a register, read back at the same address;
+  ``CTRL[2]`` holds the last START byte (read back at the same address);
 * ``COUNT`` holds two 32-bit little-endian counters: busy cycles (offset 0) and runs (offset 4).
 
 One read in flight: a read command is taken when the response register is free or being
@@ -79,7 +79,7 @@ class BusTwin(wiring.Component):
         # The response is chosen one cycle later, when the memory's data is out.
         r_space = Signal(4)
         r_addr = Signal(3)
-        first = Signal(8)           # CTRL[2]
+        first = Signal(8)           # CTRL[2]: the last START byte
         r_in_range = Signal()
         r_count_ok = Signal()
         with m.If(rsp.ready):
@@ -111,13 +111,11 @@ class BusTwin(wiring.Component):
         with m.If(take & c.write & (space == Space.CTRL)):
             with m.Switch(c.addr):
                 with m.Case(0):
-                    n = Signal(7)
-                    m.d.comb += n.eq(c.data[:7])
-                    m.d.sync += [status.eq(BusStatus.BUSY), runs.eq(runs + 1),
+                    n = Signal(4)           # (a streaming START's count: bits 0-3)
+                    m.d.comb += n.eq(c.data[:4])
+                    m.d.sync += [status.eq(BusStatus.BUSY), runs.eq(runs + 1), first.eq(c.data),
                                  remaining.eq(self._busy_cycles * (n | (n == 0)))]
                 with m.Case(1):
                     m.d.sync += [status.eq(0), remaining.eq(0), first.eq(0)] + \
                         [x.eq(0) for x in counters]
-                with m.Case(2):
-                    m.d.sync += first.eq(c.data)
         return m

@@ -7,7 +7,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol
-from ..bus import START_KEEP, BusSignature, CtrlReg, Space
+from ..bus import BusSignature, CtrlReg, Space
 from ..protocol import LinkInfo, LinkStats, Opcode, ReplyHeader, Status
 from .framing import RxEvent, RxKind
 
@@ -33,7 +33,7 @@ class Decoder(wiring.Component):
     * STEP (a streamed frame's step, :mod:`deconvsr.protocol`): the payload's
       :class:`~deconvsr.protocol.StepHeader` into a register, the rest as IN writes as it
       arrives; once its CRC checked, WAIT's polling (at most ``StepHeader.polls``), the
-      start (CTRL FIRST, START), and a READ-like reply of ``out_len`` OUT bytes, read
+      start (the header's ``space`` to CTRL START), and a READ-like reply of ``out_len`` OUT bytes, read
       while the engine runs. A repeated STEP (same tag) starts nothing and replies again.
     * ``overrun`` (a pulse from the receiver) counts lost bytes in :class:`LinkStats`.
     * ``idle``: waiting for a request with nothing in progress.
@@ -96,13 +96,11 @@ class Decoder(wiring.Component):
         small_len = Signal(range(max(info_bytes, stats_bytes, protocol.CRC_BYTES) + 1))
         read_reply = Signal()                   # the payload is READ data (to_take bytes)
         # STEP: its StepHeader's bytes go straight where they are used (out_len into to_take,
-        # polls into polls), except the first layer and the OUT address, held here (the
-        # address register counts the IN writes meanwhile; OUT addresses wrap at 64 KiB)
-        step_first = Signal(8, reset_less=True)
+        # polls into polls), except the OUT address, held here (the address register counts
+        # the IN writes meanwhile); its START byte is the header's ``space``
         step_out = Signal(16, reset_less=True)
         step_left = Signal(range(protocol.STEP_HEADER_BYTES + 1))   # header bytes to come
         step_go = Signal()                      # STEP: start layers once the engine is idle
-        ctrl_last = Signal()                    # STEP: its second CTRL write (START)
         pos = Signal(range(table_bytes))        # next short-payload byte
         space = Signal(len(self.bus.cmd.payload.space.as_value()))
         addr = Signal.like(hdr.addr)
@@ -134,15 +132,12 @@ class Decoder(wiring.Component):
         # not from a multiplexer on the FSM state: the states only drive ``cmd.valid``.
         cmd_write = Signal()        # WRITE, RUN, RESET
         cmd_ctrl = Signal()         # RUN, RESET: the data byte is the header's length
-        cmd_step = Signal()         # STEP's CTRL writes: the data byte is ctrl_byte
-        ctrl_byte = Signal(8)
+        cmd_step = Signal()         # STEP's START: the data byte is the header's space
         addr_inc = Signal()         # READ, VERIFY, WRITE: the address steps per command
         m.d.comb += [cmd.payload.space.as_value().eq(space), cmd.payload.addr.eq(addr),
                      cmd.payload.write.eq(cmd_write),
-                     cmd.payload.data.eq(Mux(cmd_step, ctrl_byte,
+                     cmd.payload.data.eq(Mux(cmd_step, hdr.space,
                                              Mux(cmd_ctrl, hdr.length[:8], ev.data)))]
-        # (STEP's CTRL writes: FIRST, then START with the header's count, counters kept)
-        m.d.comb += ctrl_byte.eq(Mux(ctrl_last, hdr.space | START_KEEP, step_first))
 
         def issue_reads():
             m.d.comb += cmd.valid.eq(issuing & (inflight < self._depth))
@@ -295,13 +290,11 @@ class Decoder(wiring.Component):
                 with m.If(self.rx.valid & self.rx.ready):
                     with m.If(is_data & in_hdr):
                         m.d.sync += step_left.eq(step_left - 1)
-                        # (StepHeader: first, out_addr (3 bytes), out_len (2), polls (2))
+                        # (StepHeader: out_addr (2 bytes), out_len (2), polls (2))
                         with m.Switch(step_left):
-                            with m.Case(8):
-                                m.d.sync += step_first.eq(ev.data)
-                            with m.Case(7):
-                                m.d.sync += step_out[:8].eq(ev.data)
                             with m.Case(6):
+                                m.d.sync += step_out[:8].eq(ev.data)
+                            with m.Case(5):
                                 m.d.sync += step_out[8:].eq(ev.data)
                             with m.Case(4):
                                 m.d.sync += to_take[:8].eq(ev.data)
@@ -315,8 +308,7 @@ class Decoder(wiring.Component):
                         m.d.sync += [space.eq(Space.CTRL), addr.eq(CtrlReg.START_STATUS),
                                      cmd_write.eq(0), addr_inc.eq(0),
                                      polls_zero.eq(polls == 0),
-                                     to_issue.eq(1), issuing.eq(1), step_go.eq(~repeat),
-                                     ctrl_last.eq(0)]
+                                     to_issue.eq(1), issuing.eq(1), step_go.eq(~repeat)]
                         with m.If(repeat):
                             m.next = "STEP_REPLY"
                         with m.Else():
@@ -327,11 +319,9 @@ class Decoder(wiring.Component):
             with m.State("STEP_CTRL"):
                 m.d.comb += cmd.valid.eq(1)
                 with m.If(cmd.ready):
-                    m.d.sync += [ctrl_last.eq(1), addr.eq(CtrlReg.START_STATUS)]
-                    with m.If(ctrl_last):
-                        m.d.sync += [last_valid.eq(1), last_tag.eq(hdr.tag),
-                                     last_op.eq(hdr.opcode.as_value())]
-                        m.next = "STEP_REPLY"
+                    m.d.sync += [last_valid.eq(1), last_tag.eq(hdr.tag),
+                                 last_op.eq(hdr.opcode.as_value())]
+                    m.next = "STEP_REPLY"
 
             with m.State("STEP_REPLY"):
                 # (the reply's reads: OUT from out_addr, out_len bytes, as READ does)
@@ -370,12 +360,12 @@ class Decoder(wiring.Component):
                                      nap.eq(protocol.WAIT_UNIT - 1)]
                         m.next = "WAIT_NAP"
                     with m.Elif(step_go & ~fifo.r_data[0]):    # STEP: idle, start
-                        with m.If(hdr.space == 0):
+                        with m.If(hdr.space[:4] == 0):      # (a count of 0)
                             m.d.sync += [last_valid.eq(1), last_tag.eq(hdr.tag),
                                          last_op.eq(hdr.opcode.as_value())]
                             m.next = "STEP_REPLY"
                         with m.Else():
-                            m.d.sync += [space.eq(Space.CTRL), addr.eq(CtrlReg.FIRST),
+                            m.d.sync += [space.eq(Space.CTRL), addr.eq(CtrlReg.START_STATUS),
                                          cmd_write.eq(1), cmd_step.eq(1)]
                             m.next = "STEP_CTRL"
                     with m.Elif(step_go):                      # STEP: still busy, no start

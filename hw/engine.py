@@ -269,8 +269,6 @@ class Engine(wiring.Component):
         error = Signal()
         n_layers = Signal(8)
         layer = Signal(8)
-        if streaming:
-            first_layer = Signal(8)     # CTRL FIRST: a start runs layers from it
         desc_raw = Signal(DESC_BYTES * 8, reset_less=True)
         desc = Signal(LayerDescriptor)
         m.d.comb += desc.eq(desc_raw)
@@ -355,14 +353,13 @@ class Engine(wiring.Component):
         rowoff = Signal(signed(AW), reset_less=True)
         qyw = Signal(signed(AW), reset_less=True)
         w_addr = Signal(AW, reset_less=True)
-        # Ring buffers (streaming): which address bits wrap, per layer (registered in PREP
-        # from the descriptor's in_mbits/out_mbits; 0 bits: no ring, every bit).
+        # Ring buffers (streaming): a banded layer's ACT addresses wrap in planes of
+        # 2**ring_bits words (reads unless from IN, writes unless to OUT: those memories wrap
+        # at their own sizes); whether they do, registered per layer in PREP.
+        RB = spec.ring_bits
         if streaming:
-            in_mask = Signal(AW, reset_less=True)
-            out_mask = Signal(AW, reset_less=True)
-
-        def mask_of(mbits):
-            return Cat((mbits == 0) | (mbits > i) for i in range(AW))
+            in_ring = Signal()
+            out_ring = Signal()
 
         # "Last value" flags of the loop counters, registered: set when a counter steps onto
         # its last value (so the sequencer's decisions come straight from flip-flops).
@@ -547,8 +544,9 @@ class Engine(wiring.Component):
         w_raddr = Signal(AW, reset_less=True)
         act_addr_next = plane + rowoff + ix
         if streaming:
-            # (ring buffers: the address's low in_mbits bits wrap, the plane's bits above)
-            act_addr_next = (act_addr_next & in_mask) | (plane & ~in_mask)
+            # (ring buffers: the address's low ring_bits bits wrap, the plane's bits above)
+            act_addr_next = Cat(act_addr_next[:RB],
+                                Mux(in_ring, plane[RB:], act_addr_next[RB:])).as_signed()
         m.d.sync += [act_addr.eq(act_addr_next), w_raddr.eq(w_addr)]
         stage("ctla")
         ctl1 = stage("ctl1")
@@ -1011,8 +1009,9 @@ class Engine(wiring.Component):
         early = spec.requant == "lut"
         o_addr_next = d2_meta.obase + entry.off[:AW - 1]
         if streaming:
-            # (ring buffers: the low out_mbits bits wrap, the entry's plane bits above)
-            o_addr_next = (o_addr_next & out_mask) | (entry.off[:AW - 1] & ~out_mask)
+            # (ring buffers: the low ring_bits bits wrap, the entry's plane bits above)
+            o_addr_next = Cat(o_addr_next[:RB],
+                              Mux(out_ring, entry.off[RB:AW - 1], o_addr_next[RB:]))
         if early:
             # (the requantiser in logic takes its operands a stage early, from d2, and its
             # tag, from d3, as its multiply ends: d3 holds from one drain to the next)
@@ -1261,7 +1260,8 @@ class Engine(wiring.Component):
         ]
         m.d.comb += flush_d.eq(~soft_reset & ((st["RUN"] & run_end) | (st["FLUSH"] & ~flush_ok)))
         with m.If(st["IDLE"] & start):
-            m.d.sync += [layer.eq(first_layer if streaming else 0), busy.eq(1)]
+            # (streaming: from the START byte's first descriptor: at the CTRL writes below)
+            m.d.sync += [*([] if streaming else [layer.eq(0)]), busy.eq(1)]
         with m.If(st["LOAD"]):
             # Byte db is addressed in cycle db, leaves the RAM in cycle db + 1 into
             # desc_q (a register beside the block RAM: the descriptor's bits are spread
@@ -1276,8 +1276,8 @@ class Engine(wiring.Component):
                 m.d.sync += db.eq(0)
         with m.If(st["PREP"]):
             if streaming:
-                m.d.sync += [in_mask.eq(mask_of(desc.in_mbits)),
-                             out_mask.eq(mask_of(desc.out_mbits))]
+                m.d.sync += [in_ring.eq(desc.banded & ~desc.in_src),
+                             out_ring.eq(desc.banded & ~desc.to_out)]
             # The loops' lookahead flags from the new descriptor, registered a cycle
             # before INIT takes them (no compare of descriptor fields, spread over the
             # die, sits in front of the step enables).
@@ -1515,10 +1515,8 @@ class Engine(wiring.Component):
             h1_ctrl = h1_ctrl & h1.ok
         h2_start, h2_badstart, h2_reset = Signal(), Signal(), Signal()
         h1_count_ok = (h1.data != 0) & (h1.data <= spec.max_layers)
-        if streaming:   # (bit 7 of the count: keep the counters; layers first .. first + n - 1)
-            h1_count_ok = (h1.data[:7] != 0) & (first_layer + h1.data[:7] <= spec.max_layers)
-            h2_first = Signal()
-            m.d.sync += h2_first.eq(h1_ctrl & (h1.addr == CtrlReg.FIRST))
+        if streaming:   # (the START byte: count, bits 0-3, from first, bits 4-6; keep, 7)
+            h1_count_ok = (h1.data[:4] != 0) & (h1.data[4:7] + h1.data[:4] <= spec.max_layers)
         m.d.sync += [
             h2_start.eq(h1_ctrl & (h1.addr == CtrlReg.START_STATUS) & h1_count_ok),
             h2_badstart.eq(h1_ctrl & (h1.addr == CtrlReg.START_STATUS) & ~h1_count_ok),
@@ -1755,11 +1753,10 @@ class Engine(wiring.Component):
             with m.If(h2_badstart):
                 m.d.sync += [error.eq(1), done.eq(0)]
             with m.If(h2_start):
-                m.d.sync += [n_layers.eq(first_layer + hdata[:7] if streaming else hdata),
+                m.d.sync += [n_layers.eq(hdata[4:7] + hdata[:4] if streaming else hdata),
                              done.eq(0), error.eq(0)]
-        if streaming:
-            with m.If(h2.valid & h2_first):
-                m.d.sync += first_layer.eq(hdata)
+                if streaming:
+                    m.d.sync += layer.eq(hdata[4:7])
         # (continuous assignments, not processes: the one-hot FSM's next state takes them
         # through logic, and Icarus would start a process's output as X)
         # (h2_start, h2_badstart and h2_reset imply h2.valid: they are decoded from h1.valid)
@@ -1898,8 +1895,6 @@ class Engine(wiring.Component):
 
         # ---- soft reset -------------------------------------------------------------------
         with m.If(soft_reset):
-            if streaming:
-                m.d.sync += first_layer.eq(0)
             m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), hold_full.eq(0), dg.eq(0),
                          *([] if lean else [d1_valid.eq(0), d2_valid.eq(0)]),  # (lean: none)
                          *([rel_q.eq(0)] if spaced else []),

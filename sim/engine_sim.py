@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..arith import requantize
-from ..bus import START_KEEP, CtrlReg, Space
+from ..bus import CtrlReg, Space, start_byte
 from ..descriptor import (BAND_BYTES, COUNTERS, DESC_BYTES, ENTRY_BYTES, SNAP_BASE, BiasEntry,
                           LayerDescriptor, canonical_entries, decode_counters, next_band, pack,
                           unpack)
@@ -67,18 +67,14 @@ class EngineModel:
             Space.COUNT: bytearray(4 * len(COUNTERS)),
         }
 
-        self.first = 0
-
     def write(self, space, addr, data: bytes):
         if Space(space) == Space.CTRL:
             for i, b in enumerate(data):
-                reg = addr + i
-                if reg == CtrlReg.START_STATUS:
-                    self.start(b & 0x7F, first=self.first)
-                elif reg == CtrlReg.FIRST:
-                    self.first = b
-                elif reg == CtrlReg.RESET:
-                    self.first = 0
+                if addr + i == CtrlReg.START_STATUS:
+                    if self.spec.in_bytes:      # (count, first: see deconvsr.bus)
+                        self.start(b & 0x0F, first=b >> 4 & 7)
+                    else:
+                        self.start(b)
             return
         if Space(space) == Space.ACT and not self.spec.act_host:
             return                      # (no host access to the feature maps)
@@ -151,6 +147,7 @@ class EngineModel:
         qx = np.arange(d["qx0"], d["qx1"] + 1)
         nby, nbx = len(qy), len(qx)
         lane_src = np.arange(p) & (pi - 1)
+        ring = spec.ring_bits
         for vg in range(d["n_vg"]):
             acc = np.zeros((nby, nbx, p), dtype=np.int64)
             for cg in range(d["cw"]):
@@ -161,7 +158,8 @@ class EngineModel:
                         ok = ((iy >= 0) & (iy < d["h_in"]))[:, None] & \
                              ((ix >= 0) & (ix < d["w_in"]))[None, :]
                         lin = d["row0"] + (iy - d["qy0"])[:, None] * d["w_in"] + ix[None, :]
-                        addr = self._ring(d["in_base"] + cg * d["hw_in"], lin, d["in_mbits"])
+                        addr = self._ring(d["in_base"] + cg * d["hw_in"], lin,
+                                          ring if d["banded"] and not d["in_src"] else 0)
                         addr = np.where(ok, addr, 0)
                         x = np.where(ok[..., None], src[addr % len(src)], 0)[..., lane_src]
                         w = wts[d["w_base"] + ((vg * d["cw"] + cg) * t + ky) * t + kx].astype(np.int64)
@@ -184,10 +182,11 @@ class EngineModel:
                 val = np.where(inwin, q, 0)
                 obase = d["obase0"] + d["orow"] * np.arange(nby)[:, None] + \
                     s * np.arange(nbx)[None, :]
-                addr = self._ring(e["off"], obase, d["out_mbits"])
+                addr = self._ring(e["off"], obase,
+                                  ring if d["banded"] and not d["to_out"] else 0)
                 for a, vv in zip(addr[inside], val[inside]):
-                    if d["to_out"]:
-                        self.mem[Space.OUT][a] = vv
+                    if d["to_out"]:     # (a streaming engine's OUT wraps: a ring)
+                        self.mem[Space.OUT][a % spec.out_bytes if spec.in_bytes else a] = vv
                     else:
                         base = (1 - d["in_buf"]) * spec.act_depth * spec.act_lanes
                         self.mem[Space.ACT][base + a * spec.act_lanes + e["lane"]] = vv
@@ -283,8 +282,7 @@ def stream_ops(plan, frame) -> tuple[list, list]:
             if data:
                 ops.append(["w", Space.IN.value, req.in_addr, data.hex()])
             if req.count:
-                ops.append(["w", Space.CTRL.value, CtrlReg.FIRST, f"{req.first:02x}"])
-                ops.append(["start", req.count | START_KEEP])
+                ops.append(["start", start_byte(req.count, req.first, keep=True)])
             if req.out_len:
                 ops.append(["r", Space.OUT.value, req.out_addr, req.out_len])
                 places.append((stripe, req))

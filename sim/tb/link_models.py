@@ -321,7 +321,7 @@ class LinkModel:
             for i, b in enumerate(payload[n:]):     # (IN and OUT are rings)
                 ring[(addr + i) % len(ring)] = b
             if self._last_run != (op, tag):
-                self.runs += space != 0
+                self.runs += space & 0x0F != 0
                 self._last_run = (op, tag)
             out = self.mem[Space.OUT.value]
             data = bytes(out[(sh["out_addr"] + i) % len(out)] for i in range(sh["out_len"]))

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from ... import protocol
-from ...bus import Space, Status as BusStatus
+from ...bus import Space, Status as BusStatus, start_byte
 from ...protocol import (ESCAPE_XOR, FEND, FESC, FIDLE, LinkInfo, LinkStats, Opcode, ReplyHeader,
                          RequestHeader, Status, StepHeader, crc16)
 from ...spec import EngineSpec
@@ -511,8 +511,8 @@ class Driver:
 
         Raises :class:`EngineError` if the engine stayed busy, :class:`LinkError` if the link
         fails (a retry is safe: the device runs a step once per tag)."""
-        hdr = protocol.pack(StepHeader, first=first, out_addr=out_addr,
-                            out_len=out_len, polls=polls)
+        hdr = protocol.pack(StepHeader, out_addr=out_addr & 0xFFFF, out_len=out_len,
+                            polls=polls)
         payload = hdr + bytes(in_data)
         if len(payload) > 0xFFFF:
             raise ValueError(f"STEP payload of {len(payload)} bytes exceeds 65535")
@@ -520,7 +520,8 @@ class Driver:
             48_000_000
         try:
             # (the device may wait for the engine up to polls x WAIT_UNIT cycles first)
-            r = self.request(Opcode.STEP, count, in_addr, len(payload), payload,
+            r = self.request(Opcode.STEP, start_byte(count, first, keep=True) if count else 0,
+                             in_addr, len(payload), payload,
                              extra_s=polls * protocol.WAIT_UNIT / clk_hz,
                              reply_payload=out_len, timeout=timeout)
         except LinkError as e:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...bus import START_KEEP, CtrlReg, Space
+from ...bus import CtrlReg, Space, start_byte
 from ...descriptor import (DESC_BYTES, ENTRY_BYTES, BiasEntry, LayerDescriptor, entry_fits,
                            next_band, pack)
 from ...sim.engine_sim import EngineModel
@@ -42,14 +42,6 @@ __all__ = ["StreamPlan", "Stripe", "StepRequest", "plan_stream", "run_stream_mod
 
 #: Largest band tried (block rows); larger bands need larger rings for little gain.
 MAX_BAND_LG = 5
-
-
-def _pow2_at_least(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
-def _log2(n: int) -> int:
-    return n.bit_length() - 1
 
 
 @dataclass(frozen=True)
@@ -141,6 +133,21 @@ def _check_streamable(layers):
                            f"takes {layers[0].c_in}")
 
 
+def _check_kernels(layers, spec):
+    """The weights and entries fit whatever the band and stripes (else no plan can)."""
+    words = entries = 0
+    for i, layer in enumerate(layers):
+        r = 1 if i == len(layers) - 1 else spec.drain_lanes
+        pl = plan_layer(layer, spec.lanes, r, spec.act_lanes, spec.fixed_pi)
+        words += pl.weight_words
+        entries = -(-entries // spec.drain_lanes) * spec.drain_lanes + pl.v
+    if words > spec.weight_depth:
+        raise ProgramError(f"weights need {words} words, weight_depth is {spec.weight_depth}")
+    if entries > spec.bias_depth:
+        raise ProgramError(f"requantisation entries need {entries}, bias_depth is "
+                           f"{spec.bias_depth}")
+
+
 def _geometry(layers):
     """Per layer: first block row/column ``q0`` (= ``P_d // S``), ``(lo, hi)`` input halo,
     and the downstream halo ``(lo, hi)`` each layer's output extent needs."""
@@ -175,6 +182,7 @@ def plan_stream(layers, frame_hw, spec: EngineSpec, *, band_lg: int | None = Non
         raise ProgramError(f"engine {spec.name!r} has no IN memory (gateware version 1): it "
                            f"cannot stream frames")
     _check_streamable(layers)
+    _check_kernels(layers, spec)
     h, w = frame_hw
     if h < 1 or w < 1:
         raise ProgramError(f"frame must be at least 1 x 1, not {h} x {w}")
@@ -237,34 +245,35 @@ def _plan_stripe(layers, frame_hw, spec, lg, c0, c1, q0, halo, down, in_halo, pl
     if in_rows * in_w > spec.in_bytes:
         raise ProgramError(f"IN ring needs {in_rows} rows of {in_w} bytes, in_bytes is "
                            f"{spec.in_bytes}")
-    rings = []      # per feature layer i (output): (buffer, region base, plane bits, cw)
+    # Feature-map rings: a plane of 2**ring_bits words per channel word (the engine's), the
+    # planes of layer i's ring (its output) in ACT buffer i % 2.
+    plane = 1 << spec.ring_bits
     used = [0, 0]
-    order = []
+    regions = {}
     for i in range(n - 1):
         width = ext[i + 1][1] - ext[i + 1][0]
         rows = 2 * b + t[i + 1] - 1 - q0[i + 1]
-        plane = _pow2_at_least(rows * width)
+        if rows * width > plane:
+            raise ProgramError(f"band of {b} rows: {layers[i].name}'s ring needs {rows} rows of "
+                               f"{width} words, a ring plane holds {plane}")
         cw = -(-layers[i].c_out // a)
-        order.append((plane * cw, i, plane, cw))
-    regions = {}
-    for size, i, plane, cw in sorted(order, reverse=True):     # largest first: stays aligned
         buf = i % 2
-        base = used[buf]
-        if base + size > spec.act_depth:
-            raise ProgramError(f"band of {b} rows: the rings of ACT buffer {buf} need "
-                               f"{base + size} words, act_depth is {spec.act_depth}")
-        used[buf] += size
-        regions[i] = (buf, base, _log2(plane), cw)
-    # The last layer's OUT ring: two bands of HR rows of the core, per output channel.
+        regions[i] = (buf, used[buf])
+        used[buf] += cw * plane
+        if used[buf] > spec.act_depth:
+            raise ProgramError(f"the rings of ACT buffer {buf} need {used[buf] // plane} planes "
+                               f"of {plane} words, act_depth is {spec.act_depth}")
+    # The last layer's OUT ring (OUT wraps at its size): two bands of HR rows of the core.
     s = layers[-1].stride
     wo = s * (c1 - c0)
     out_rows = 2 * b * s
-    c_out = layers[-1].c_out
-    out_plane = 1 << _log2(spec.out_bytes // c_out) if spec.out_bytes >= c_out else 0
-    if out_plane < out_rows * wo:
-        raise ProgramError(f"band of {b} rows: OUT ring needs {out_rows * wo} bytes per output "
-                           f"channel, out_bytes is {spec.out_bytes} for {c_out} channels")
-    stripe.out_planes = out_plane
+    if layers[-1].c_out != 1:
+        raise ProgramError(f"{layers[-1].name}: streaming supports one output channel (Y), "
+                           f"not {layers[-1].c_out}")
+    if out_rows * wo > spec.out_bytes:
+        raise ProgramError(f"band of {b} rows: OUT ring needs {out_rows * wo} bytes, "
+                           f"out_bytes is {spec.out_bytes}")
+    stripe.out_planes = spec.out_bytes
     # Descriptors, weights and entries.
     widths = spec.entry_widths()
     descs = b""
@@ -297,25 +306,21 @@ def _plan_stripe(layers, frame_hw, spec, lg, c0, c1, q0, halo, down, in_halo, pl
             entries.append({"bias": 0, "mult": 0, "shift": 0, "lane": 0, "fy": 0, "fx": 0,
                             "off": 0})
         b_base = len(entries)
-        if is_last:
-            out_mbits = _log2(out_plane)
-            out_base = 0
-        else:
-            buf, out_base, out_mbits, _ = regions[i]
+        out_base = 0 if is_last else regions[i][1]
         if i == 0:
-            in_src, in_buf, in_base, in_mbits, hw_in = 1, 1, 0, _log2(spec.in_bytes), spec.in_bytes
+            in_src, in_buf, in_base, hw_in = 1, 1, 0, spec.in_bytes
         else:
-            buf_in, in_base, in_mbits, _ = regions[i - 1]
-            in_src, in_buf, hw_in = 0, buf_in, 1 << in_mbits
+            in_buf, in_base = regions[i - 1]
+            in_src, hw_in = 0, plane
         for fy in range(ls):
             for fx in range(ls):
                 for o in range(layer.c_out):
-                    plane = (o << out_mbits) if is_last else (o // a) << out_mbits
+                    o_plane = 0 if is_last else (o // a) * plane
                     entries.append({
                         "bias": int(layer.bias[o, (fy - pd) % ls, (fx - pd) % ls]),
                         "mult": int(layer.mult[o]), "shift": int(layer.shift[o]),
                         "lane": 0 if is_last else o % a, "fy": fy, "fx": fx,
-                        "off": out_base + plane + fy * w_out + fx})
+                        "off": out_base + o_plane + fy * w_out + fx})
                     bad = entry_fits(entries[-1], widths)
                     if bad:
                         raise ProgramError(f"{layer.name}: requantisation entry field {bad} "
@@ -339,7 +344,6 @@ def _plan_stripe(layers, frame_hw, spec, lg, c0, c1, q0, halo, down, in_halo, pl
             "obase0": by0 * w_out + bx0, "orow": ls * w_out,
             "vy0": 0, "vy1": h_out, "vx0": 0, "vx1": w_out, "useful": useful,
             "in_src": in_src, "banded": 1, "band_lg": lg, "qy_last": qy_last,
-            "in_mbits": in_mbits, "out_mbits": out_mbits,
         }
         try:
             descs += pack(LayerDescriptor, d, DESC_BYTES)
@@ -412,15 +416,10 @@ def _requests(layers, stripe, frame_hw, b, q0, halo, in_w, in_rows, spec) -> lis
         else:
             r0 = r1 = 0
         out_len = (r1 - r0) * wo * layers[-1].c_out
-        # (each channel's ring at o * out_planes: one channel read here; more channels would
-        # need one read each, which the STEP reply does not carry)
         reqs.append(StepRequest(step=k, first=first, count=count,
                                 in_addr=(y0 * in_w) % spec.in_bytes, in_rows=(y0, y1),
                                 out_addr=(r0 * wo) % out_ring if out_ring else 0,
                                 out_len=out_len, out_rows=(r0, r1)))
-    if layers[-1].c_out != 1:
-        raise ProgramError(f"{layers[-1].name}: streaming supports one output channel (Y), "
-                           f"not {layers[-1].c_out}")
     return reqs
 
 
@@ -443,8 +442,8 @@ def run_stream_model(layers, frame: np.ndarray, spec: EngineSpec, plan: StreamPl
             if data:
                 model.write(Space.IN, req.in_addr, data)
             if req.count:
-                model.write(Space.CTRL, CtrlReg.FIRST, bytes([req.first]))
-                model.write(Space.CTRL, CtrlReg.START_STATUS, bytes([req.count | START_KEEP]))
+                model.write(Space.CTRL, CtrlReg.START_STATUS,
+                            bytes([start_byte(req.count, req.first, keep=True)]))
             # (read after the step: a ring too small for the band being written shows here)
             raw = model.read(Space.OUT, req.out_addr, req.out_len) if req.out_len else b""
             plan.place(out, stripe, req, raw)

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.skipif("verilator" not in available_simulators(),
 #: A deep engine (block-RAM banks, two requantisers) and the iCEBreaker's lean engine, both
 #: with small streaming memories so that frames need several bands and stripes.
 DEEP = EngineSpec(name="stream_deep", lanes=8, act_depth=1024, weight_depth=2048,
-                  bias_depth=256, out_bytes=512, in_bytes=128, max_layers=4, drain_lanes=2)
+                  bias_depth=256, out_bytes=512, in_bytes=128, max_layers=4, drain_lanes=2,
+                  ring_bits=8)
 LEAN = dataclasses.replace(SPECS["icebreaker"], name="stream_lean", in_bytes=256,
                           out_bytes=1024)
 RESIZE_LAST = [(1, 3, 5, 1, 2), (3, 2, 3, 1, 1), (2, 1, 5, 3, 1)]
@@ -55,7 +56,7 @@ def test_streamed_frames_rtl(rng, spec, arch):
 
 def test_write_back_and_cycle_model_rtl(rng):
     """After a frame every descriptor has moved past its last band as the twin's did (the
-    coordinates exactly, the ring addresses in their ring bits), and the cycle model gives
+    coordinates exactly, the ring addresses in their rings' bits), and the cycle model gives
     every step's cycles to within one cycle per layer start."""
     spec = DEEP
     layers = _network(rng, EDGE_ARCH, spec)
@@ -75,7 +76,9 @@ def test_write_back_and_cycle_model_rtl(rng):
         want = unpack(LayerDescriptor, twin.read(Space.DESC, i * DESC_BYTES, DESC_BYTES))
         assert (got["qy0"], got["qy1"], got["by0"]) == (want["qy0"], want["qy1"], want["by0"])
         assert got["qy0"] > d["qy_last"]
-        m_in, m_out = (1 << d["in_mbits"]) - 1, (1 << d["out_mbits"]) - 1
+        # (ring addresses: what the engine keeps of them, their ring's bits)
+        m_in = spec.in_bytes - 1 if d["in_src"] else (1 << spec.ring_bits) - 1
+        m_out = spec.out_bytes - 1 if d["to_out"] else (1 << spec.ring_bits) - 1
         assert got["row0"] & m_in == want["row0"] & m_in
         assert got["obase0"] & m_out == want["obase0"] & m_out
     # The model: MAC cycles and the drain exactly, a constant per layer start calibrated

@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from deconvsr import protocol
-from deconvsr.bus import Space
+from deconvsr.bus import Space, start_byte
 from deconvsr.hw.soc import StreamSoC
 from deconvsr.protocol import Opcode, Status
 from deconvsr.sim.tb.link_models import ReplyParser
@@ -148,33 +148,35 @@ def test_verify_twice_each_crc_its_own(rng):
     assert got == [protocol.crc16(data[:40]), protocol.crc16(data[40:]), protocol.crc16(b"")]
 
 
-def step_payload(first, out_addr, out_len, polls, data=b""):
-    return protocol.pack(protocol.StepHeader, first=first, out_addr=out_addr,
-                         out_len=out_len, polls=polls) + data
+def step_payload(out_addr, out_len, polls, data=b""):
+    return protocol.pack(protocol.StepHeader, out_addr=out_addr, out_len=out_len,
+                         polls=polls) + data
 
 
 @pytest.mark.parametrize("spec", ["sim", "icebreaker"])
 @pytest.mark.parametrize("backpressure", [False, True])
 def test_step_writes_in_starts_and_replies_with_out(rng, spec, backpressure):
     """STEP: its IN bytes written, the engine started once (a retry with the same tag is not
-    run again but answered again), FIRST set, the reply the OUT bytes asked for."""
+    run again but answered again) with the START byte of the header's space, the reply the
+    OUT bytes asked for."""
     out = bytes(rng.integers(0, 256, 37, dtype="uint8")) + bytes([0xC0, 0xDB, 0xDD])
     data = bytes(rng.integers(0, 256, 50, dtype="uint8")) + bytes([0xC0, 0xDB])
-    p1 = step_payload(5, 3, len(out), 100, data)
-    p2 = step_payload(1, 0, 0, 100)
+    p1 = step_payload(3, len(out), 100, data)
+    p2 = step_payload(0, 0, 100)
+    start = start_byte(2, first=5, keep=True)
     stream = (enc(Opcode.IDENTIFY, 1) + enc(Opcode.WRITE, 2, Space.OUT, 3, len(out), out)
-              + enc(Opcode.STEP, 3, 2, 9, len(p1), p1)            # space = layers started
-              + enc(Opcode.STEP, 3, 2, 9, len(p1), p1)            # the same tag: not run again
+              + enc(Opcode.STEP, 3, start, 9, len(p1), p1)        # space = the START byte
+              + enc(Opcode.STEP, 3, start, 9, len(p1), p1)        # the same tag: not run again
               + enc(Opcode.READ, 4, Space.IN, 9, len(data))
               + enc(Opcode.READ, 5, Space.CTRL, 2, 1)
-              + enc(Opcode.STEP, 6, 0, 0, len(p2), p2)            # nothing started
+              + enc(Opcode.STEP, 6, 0x50, 0, len(p2), p2)         # a count of 0: no start
               + enc(Opcode.WAIT, 7, addr=100) + enc(Opcode.READ, 8, Space.COUNT, 4, 4))
     r = run_link(stream, rng if backpressure else None, cycles=60000, spec=spec)
     assert [x.tag for x in r] == [1, 2, 3, 3, 4, 5, 6, 7, 8]
     assert all(x.status == Status.OK.value for x in r)
     assert r[2].payload == out and r[3].payload == out
     assert r[4].payload == data
-    assert r[5].payload == bytes([5])
+    assert r[5].payload == bytes([start])
     assert r[6].payload == b""
     assert int.from_bytes(r[8].payload, "little") == 1      # started once
 
@@ -182,8 +184,8 @@ def test_step_writes_in_starts_and_replies_with_out(rng, spec, backpressure):
 def test_step_waits_for_the_engine_or_times_out():
     """A STEP while the engine runs waits for it (then starts), or, with too few polls,
     answers TIMEOUT and starts nothing; a STEP whose payload fails its CRC starts nothing."""
-    p_wait = step_payload(0, 0, 0, 50)
-    p_none = step_payload(0, 0, 0, 0)
+    p_wait = step_payload(0, 0, 50)
+    p_none = step_payload(0, 0, 0)
     bad = bytearray(enc(Opcode.STEP, 5, 1, 0, len(p_wait), p_wait))
     bad[-3] ^= 0x01 if bad[-3] not in (0xC0, 0xC1) else 0x02     # in the payload CRC
     stream = (enc(Opcode.IDENTIFY, 1) + enc(Opcode.RUN, 2, length=4)   # busy 4 x 64 cycles

@@ -29,8 +29,10 @@ ROM_VALUES = {"lanes": (32, {}), "act_lanes": (4, {}), "act_depth": (4096, {}),
               "weight_depth": (512, {}), "bias_depth": (64, {}), "out_bytes": (4096, {}),
               "max_layers": (4, {}), "dim_bits": (8, {}), "drain_lanes": (4, {}),
               "counters": ("basic", {}), "fixed_pi": (True, {}), "snapshots": (False, {}),
-              "packed_entries": (True, {}), "in_bytes": (4096, {}),
-              "windows": (False, {"in_bytes": 4096}), "act_host": (False, {"in_bytes": 4096}),
+              "packed_entries": (True, {}), "in_bytes": (4096, {"ring_bits": 9}),
+              "windows": (False, {"in_bytes": 4096, "ring_bits": 9}),
+              "act_host": (False, {"in_bytes": 4096, "ring_bits": 9}),
+              "ring_bits": (10, {"in_bytes": 4096}),
               "arith": (ArithSpec(acc_bits=24, mult_bits=15, shift_max=31, shift_min=15), {})}
 
 
