@@ -1219,28 +1219,38 @@ class Engine(wiring.Component):
             # A banded layer's write-back: once the pipeline is empty (the sequencer's row
             # counters and the group tracker then hold the next band's first row), the next
             # band's fields go into the descriptor's first BAND_BYTES bytes, a byte a cycle
-            # (db counting them, as in LOAD), and the layer ends after the last.
+            # (db counting them, as in LOAD), and the layer ends after the last. Everything
+            # on the way is registered (the write-back has all the time of FLUSH): B - 1 in
+            # PREP, the next qy1 in two steps, each byte (wb_q) a cycle before its write.
             wb_done = Signal()
-            wb_we = Signal()
+            wb_go = Signal()            # writing back (the bytes' selection runs one ahead)
+            wb_we = Signal()            # a byte is written (registered)
+            wb_k = Signal(range(BAND_BYTES + 1))
+            wb_q = Signal(8, reset_less=True)
+            bm1 = Signal(SW - 1, reset_less=True)
+            qy1_sum = Signal(signed(SW + 1), reset_less=True)
             qy1_next = Signal(signed(SW), reset_less=True)
-            bm1 = Cat(desc.band_lg > i for i in range(SW - 1))     # B - 1
-            qy1_sum = qy + bm1
-            m.d.sync += qy1_next.eq(Mux(qy1_sum > dn.qy_last, dn.qy_last, qy1_sum))
+            m.d.sync += [qy1_sum.eq(qy + bm1),
+                         qy1_next.eq(Mux(qy1_sum > dn.qy_last, dn.qy_last, qy1_sum))]
             band_image = Signal(BAND_BYTES * 8)
             img = {name: Signal(Shape.cast(data.Layout.cast(LayerDescriptor)[name].shape),
                                 name=f"wb_{name}") for name in BAND_FIELDS}
             m.d.comb += [img["row0"].eq(qyw), img["obase0"].eq(g_orow), img["qy0"].eq(qy),
                          img["qy1"].eq(qy1_next), img["by0"].eq(g_meta.by),
                          band_image.eq(Cat(*(img[name] for name in BAND_FIELDS)))]
-            m.d.comb += [wb_we.eq(st["FLUSH"] & desc.banded & flush_age[1] & ~pipe_busy &
+            m.d.comb += [wb_go.eq(st["FLUSH"] & desc.banded & flush_age[1] & ~pipe_busy &
                                   ~wb_done),
                          flush_ok_d.eq(flush_age[1] & ~pipe_busy & (~desc.banded | wb_done))]
+            m.d.sync += [wb_q.eq(band_image.word_select(wb_k[:_log2(BAND_BYTES) + 1], 8)),
+                         wb_we.eq(wb_go & (wb_k != BAND_BYTES))]
+            with m.If(wb_go & (wb_k != BAND_BYTES)):
+                m.d.sync += wb_k.eq(wb_k + 1)
             with m.If(wb_we):
                 m.d.sync += db.eq(db + 1)
                 with m.If(db == BAND_BYTES - 1):
                     m.d.sync += [db.eq(0), wb_done.eq(1)]
             with m.If(~st["FLUSH"]):
-                m.d.sync += wb_done.eq(0)
+                m.d.sync += [wb_done.eq(0), wb_k.eq(0)]
         db_end = db == DESC_BYTES + 2
         last_layer = Signal()       # (registered: layer and n_layers hold during FLUSH)
         last_layer_d = Signal()
@@ -1277,7 +1287,8 @@ class Engine(wiring.Component):
         with m.If(st["PREP"]):
             if streaming:
                 m.d.sync += [in_ring.eq(desc.banded & ~desc.in_src),
-                             out_ring.eq(desc.banded & ~desc.to_out)]
+                             out_ring.eq(desc.banded & ~desc.to_out),
+                             bm1.eq(Cat(desc.band_lg > i for i in range(SW - 1)))]
             # The loops' lookahead flags from the new descriptor, registered a cycle
             # before INIT takes them (no compare of descriptor fields, spread over the
             # die, sits in front of the step enables).
@@ -1711,7 +1722,7 @@ class Engine(wiring.Component):
             m.d.comb += [in_wr.addr.eq(haddr), in_wr.data.eq(hdata), in_wr.en.eq(wen_in)]
         if streaming:   # (the band write-back's bytes while busy, the host's while idle)
             wen_desc_all = wen_desc | wb_we
-            desc_wdata = Mux(busy, band_image.word_select(db[:_log2(BAND_BYTES) + 1], 8), hdata)
+            desc_wdata = Mux(busy, wb_q, hdata)
         else:
             wen_desc_all, desc_wdata = wen_desc, hdata
         m.d.comb += [desc_wr.data.eq(desc_wdata), desc_wr.en.eq(wen_desc_all),
