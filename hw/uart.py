@@ -1,7 +1,14 @@
 """UART receiver and transmitter (8N1), with stream interfaces.
 
 The bit time is ``divisor`` clock cycles; :func:`uart_divisor` derives it from the clock and the
-baud rate (48 MHz / 3 Mbaud = 16).
+baud rate (48 MHz / 3 Mbaud = 16; the iCEBreaker's 18 MHz link clock / 6 Mbaud = 3).
+
+The receiver samples each bit once, ``divisor // 2`` cycles after the clock edge at which it
+saw the start bit's falling edge (through its synchroniser), then every ``divisor`` cycles.
+That edge is seen 0-1 cycle late, so a bit is sampled between ``divisor // 2`` and
+``divisor // 2 + 1`` cycles after it began: at 3 cycles per bit, 1-2 cycles into it (the
+middle third), at 4, 2-3 cycles. :func:`rx_tolerance` gives the host rate errors this
+survives up to the stop bit (3 cycles per bit: -3.6 % .. +3.4 %).
 """
 
 from amaranth import Module, Signal, Cat, C
@@ -9,9 +16,11 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["uart_divisor", "UARTRx", "UARTTx"]
+__all__ = ["uart_divisor", "rx_tolerance", "UARTRx", "UARTTx", "MIN_DIVISOR"]
 
-MIN_DIVISOR = 4
+#: Fewest clock cycles per bit. At 3 the receiver's sample lands in the middle third of each
+#: bit (see the module docstring); at 2 it could land on the next bit's edge.
+MIN_DIVISOR = 3
 
 
 def uart_divisor(clk_hz: int, baud: int, *, tolerance: float = 0.02) -> int:
@@ -35,6 +44,16 @@ def uart_divisor(clk_hz: int, baud: int, *, tolerance: float = 0.02) -> int:
         raise ValueError(f"baud {baud} at {clk_hz} Hz is off by {error:.1%} (divisor {divisor}); "
                          f"the limit is {tolerance:.0%}")
     return divisor
+
+
+def rx_tolerance(divisor: int) -> tuple[float, float]:
+    """The host's baud-rate errors ``(low, high)`` that :class:`UARTRx` at ``divisor`` takes,
+    as fractions (``+0.01``: the host 1 % fast, its bits ``divisor / 1.01`` cycles long),
+    from its sampling alone (no line jitter): the stop bit's sample, ``9 divisor + divisor // 2
+    + (0..1)`` cycles after the start edge, must fall inside the host's stop bit."""
+    _check_divisor(divisor)
+    last = 9 * divisor + divisor // 2        # the stop bit's sample, without the 0..1 lag
+    return 9 * divisor / last - 1, 10 * divisor / (last + 1) - 1
 
 
 def _check_divisor(divisor):
@@ -114,8 +133,9 @@ class UARTRx(wiring.Component):
 
 
 class UARTTx(wiring.Component):
-    """8N1 transmitter: takes a byte from ``data`` whenever the line is free (back to back, no
-    gap: 10 bit times per byte). ``busy`` is high while a byte is on the line."""
+    """8N1 transmitter: takes a byte from ``data`` whenever the line is free or in the last
+    cycle of a stop bit, so bytes offered in time go back to back (10 bit times per byte, no
+    idle cycle between them). ``busy`` is high while a byte is on the line."""
 
     data: In(stream.Signature(8))
     tx: Out(1, init=1)
@@ -132,13 +152,12 @@ class UARTTx(wiring.Component):
         shreg = Signal(10, init=0x3FF)   # stop, data[7:0], start; LSB goes out first
         bits = Signal(range(11))
 
-        m.d.comb += [self.tx.eq(shreg[0]), self.busy.eq(bits != 0)]
-        with m.If(bits == 0):
-            m.d.comb += self.data.ready.eq(1)
-            with m.If(self.data.valid):
-                m.d.sync += [shreg.eq(Cat(C(0, 1), self.data.payload, C(1, 1))), bits.eq(10),
-                             timer.eq(self._divisor - 1)]
-        with m.Else():
+        m.d.comb += [self.tx.eq(shreg[0]), self.busy.eq(bits != 0),
+                     self.data.ready.eq((bits == 0) | ((bits == 1) & (timer == 0)))]
+        with m.If(self.data.ready & self.data.valid):
+            m.d.sync += [shreg.eq(Cat(C(0, 1), self.data.payload, C(1, 1))), bits.eq(10),
+                         timer.eq(self._divisor - 1)]
+        with m.Elif(bits != 0):
             with m.If(timer == 0):
                 m.d.sync += [timer.eq(self._divisor - 1), shreg.eq(Cat(shreg[1:], C(1, 1))),
                              bits.eq(bits - 1)]

@@ -3,7 +3,9 @@
 
 Environment: ``DECONVSR_CLK_PS`` (clock period), ``DECONVSR_DIVISOR`` (the SoC's cycles per
 bit), ``DECONVSR_BAUD_ERROR`` (the host UART's rate error, e.g. ``0.015``: its bit time is the
-SoC's divided by ``1 + error``), ``DECONVSR_SEED``, ``DECONVSR_RESULT`` (JSON out).
+SoC's divided by ``1 + error``), ``DECONVSR_GAP_BITS`` (default 0: bytes back to back; else the
+host idles a random 0..GAP_BITS bit times, to the picosecond, before each byte, so start bits
+fall at every phase of the SoC's clock), ``DECONVSR_SEED``, ``DECONVSR_RESULT`` (JSON out).
 
 The test: IDENTIFY, WRITE of 300 random bytes (about a third of them FEND/FESC/FIDLE) to ACT,
 READ back, VERIFY, STATS; then one large WRITE burst (``protocol.MAX_PAYLOAD`` bytes) and a
@@ -28,10 +30,12 @@ from deconvsr.sw.host.driver import Driver
 
 class HostUart:
     """8N1 at ``bit_ps``: :meth:`send` queues bytes (sent back to back), received bytes go
-    through a :class:`ReplyParser` into :attr:`replies`."""
+    through a :class:`ReplyParser` into :attr:`replies`. ``gap_bits``: idle before each byte,
+    uniform in 0..gap_bits bit times (drawn from ``rng``)."""
 
-    def __init__(self, dut, bit_ps):
+    def __init__(self, dut, bit_ps, *, gap_bits=0.0, rng=None):
         self.dut, self.bit_ps = dut, bit_ps
+        self.gap_ps, self.rng = round(gap_bits * bit_ps), rng or random.Random(1)
         self.txq = bytearray()
         self.kick = Event()
         self.parser = ReplyParser()
@@ -54,6 +58,8 @@ class HostUart:
                 await self.kick.wait()
                 continue
             byte = self.txq.pop(0)
+            if self.gap_ps:
+                await Timer(self.rng.randrange(1, self.gap_ps + 1), unit="ps")
             for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
                 self.dut.rx.value = bit
                 await Timer(self.bit_ps, unit="ps")
@@ -99,6 +105,7 @@ async def uart_link(dut):
     period_ps = int(os.environ.get("DECONVSR_CLK_PS", "20834"))
     divisor = int(os.environ["DECONVSR_DIVISOR"])
     error = float(os.environ.get("DECONVSR_BAUD_ERROR", "0"))
+    gap_bits = float(os.environ.get("DECONVSR_GAP_BITS", "0"))
     rng = random.Random(int(os.environ.get("DECONVSR_SEED", "1")))
     cocotb.start_soon(Clock(dut.clk, period_ps, unit="ps").start())
     dut.rst.value = 1
@@ -107,8 +114,8 @@ async def uart_link(dut):
     dut.rst.value = 0
     await ClockCycles(dut.clk, 4)
     bit_ps = round(divisor * period_ps / (1 + error))
-    host = HostUart(dut, bit_ps)
-    res = {"bit_ps": bit_ps, "divisor": divisor, "baud_error": error}
+    host = HostUart(dut, bit_ps, gap_bits=gap_bits, rng=random.Random(rng.random()))
+    res = {"bit_ps": bit_ps, "divisor": divisor, "baud_error": error, "gap_bits": gap_bits}
     limit = 20_000 * 10 * bit_ps
 
     r = await host.request(Driver.encode(Opcode.IDENTIFY, 1), limit)
