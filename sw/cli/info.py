@@ -8,7 +8,7 @@ import numpy as np
 
 from ..host.device import DeviceError, GoldenDevice, open_device
 from ..host.program import ProgramError, frame_programs
-from .main import EXIT_DEVICE, CLIError
+from .main import EXIT_DEVICE, CLIError, add_board_argument, board_baud
 from .upscale import load_qlayers, positive_seconds
 
 __all__ = ["register", "run"]
@@ -23,6 +23,7 @@ def register(subparsers):
                    help="also say whether this model (a name or file, e.g. an imported "
                         "NAME.npz) runs on the device: its program compiled for the device's "
                         "engine on a 64 x 64 frame")
+    add_board_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--timeout", type=positive_seconds, metavar="S",
                    help="a reply's allowance beyond its line time (default 2 s for a board, "
@@ -41,7 +42,7 @@ def _fits(qlayers, spec) -> dict:
 def run(args) -> int:
     qlayers = load_qlayers(args.model)[1] if args.model else None
     try:
-        device = open_device(args.device, timeout=args.timeout)
+        device = open_device(args.device, timeout=args.timeout, baud=board_baud(args))
     except DeviceError as e:
         raise CLIError(str(e), EXIT_DEVICE) from None
     try:

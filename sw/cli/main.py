@@ -16,7 +16,9 @@ import sys
 import threading
 import traceback
 
-__all__ = ["CLIError", "main"]
+from ...hw.boards import BOARDS
+
+__all__ = ["CLIError", "main", "add_board_argument", "board_baud"]
 
 # Subcommand modules, in the order `deconvsr --help` lists them.
 COMMANDS = [
@@ -40,6 +42,20 @@ EXIT_INTERNAL = 1
 EXIT_INPUT = 2
 EXIT_DEVICE = 3
 EXIT_NOT_FOUND = 4
+
+
+def add_board_argument(p) -> None:
+    """``--board NAME`` for the commands that open a device: a ``serial:PORT`` device opens at
+    that board's link rate (``deconvsr/constraints/boards.toml``)."""
+    p.add_argument("--board", choices=list(BOARDS),
+                   help="the board on a serial:PORT device: open the port at its link's baud ("
+                        + ", ".join(f"{n} {b.baud}" for n, b in BOARDS.items())
+                        + "); serial:PORT@BAUD overrides it")
+
+
+def board_baud(args):
+    """The baud of ``--board`` (None without one)."""
+    return BOARDS[args.board].baud if getattr(args, "board", None) else None
 
 
 def build_parser() -> argparse.ArgumentParser:

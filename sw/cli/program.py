@@ -64,4 +64,6 @@ def run(args) -> int:
     except subprocess.CalledProcessError as e:
         raise CLIError(f"{cmd[0]} failed (exit {e.returncode}): is the board connected?",
                        EXIT_DEVICE) from None
+    print(f"the board's UART link runs at {board.baud} baud: "
+          f"--device serial:PORT --board {board.name} (or serial:PORT@{board.baud})")
     return 0

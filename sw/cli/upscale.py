@@ -24,7 +24,8 @@ from ..host.imaging import (IMAGE_EXTENSIONS, ImageError, bicubic_resize, load_r
 from ..model.quantize import QuantizeError
 from ..model.zoo import ModelError, load_quantized
 from .import_model import calibration_images
-from .main import EXIT_DEVICE, EXIT_INPUT, EXIT_NOT_FOUND, CLIError
+from .main import (EXIT_DEVICE, EXIT_INPUT, EXIT_NOT_FOUND, CLIError, add_board_argument,
+                   board_baud)
 
 __all__ = ["register", "run", "load_qlayers", "upscale_rgb", "comparison", "MAX_PIXELS"]
 
@@ -45,6 +46,7 @@ def register(subparsers):
                    help="calibrate a model file that has none (an ONNX file) on these images "
                         "first (deconvsr import does it once and saves the package)")
     p.add_argument("--device", default="sim", help=DEVICE_HELP)
+    add_board_argument(p)
     p.add_argument("--compare", metavar="CMP.png",
                    help="side-by-side PNG: bicubic | accelerator | difference (one input)")
     p.add_argument("--reference", metavar="HR.png", help="PSNR/SSIM of Y against this image")
@@ -237,7 +239,8 @@ def run(args) -> int:
         else None
     t0 = time.perf_counter()
     try:
-        device = open_device(args.device, progress=sys.stderr.isatty() and not args.json,
+        device = open_device(args.device, baud=board_baud(args),
+                             progress=sys.stderr.isatty() and not args.json,
                              verify=not args.no_verify, timeout=args.timeout)
     except DeviceError as e:
         raise CLIError(str(e), EXIT_DEVICE) from None

@@ -6,9 +6,12 @@
   tops; ``sim-cocotb``, ``sim-cocotb-uart``, ``sim-cocotb-spi``: the same under cocotb
   (:class:`deconvsr.sim.device.SimDevice`, slower);
 * ``serial:PORT[@BAUD]``: a board on a serial port (anything pyserial's ``serial_for_url``
-  opens, e.g. ``serial:/dev/ttyUSB1``, ``serial:socket://host:port``). A simulated device that
-  ``deconvsr serve`` runs is recognised by its control port (the data port + 1) and gets the
-  simulated device's reply allowances;
+  opens, e.g. ``serial:/dev/ttyUSB1``, ``serial:socket://host:port``) at ``BAUD``, else at
+  ``open_device``'s ``baud`` (the CLI's ``--board``: the board's, from ``boards.toml``), else
+  3 Mbaud. A board's UART runs at its one rate (``boards.toml``): at another the device never
+  answers, and the error names each board's rate. A simulated device that ``deconvsr serve``
+  runs is recognised by its control port (the data port + 1) and gets the simulated device's
+  reply allowances;
 * ``spi:FTDI_URL``: a board through an FTDI MPSSE SPI master (pyftdi); ``spi:socket://host:port``
   a simulated SPI top (``deconvsr serve --top spi``).
 
@@ -31,6 +34,7 @@ import numpy as np
 
 from ...bus import Space
 from ...descriptor import COUNTERS
+from ...hw.boards import BOARDS
 from ...sim.device import NativeDevice, NativeDeviceError, SimDevice, SimDeviceError
 from ..golden.intmodel import run_network
 from .driver import Driver, DriverError
@@ -40,7 +44,7 @@ from .stream import plan_stream, step_polls
 from .transport import FtdiSpiPort, SerialTransport, SocketSpiPort, SpiTransport, TransportError
 
 __all__ = ["DeviceError", "Device", "GoldenDevice", "LinkDevice", "open_device", "SIM_DEVICES",
-           "RemoteSim", "served_sim"]
+           "RemoteSim", "served_sim", "DEFAULT_BAUD"]
 
 #: Simulated device names -> (runtime, top).
 SIM_DEVICES = {"sim": ("native", "stream"), "sim-uart": ("native", "uart"),
@@ -48,6 +52,9 @@ SIM_DEVICES = {"sim": ("native", "stream"), "sim-uart": ("native", "uart"),
                "sim-cocotb-uart": ("cocotb", "uart"), "sim-cocotb-spi": ("cocotb", "spi")}
 
 log = logging.getLogger(__name__)
+
+#: A ``serial:PORT`` device's rate when neither ``@BAUD`` nor ``baud`` gives one.
+DEFAULT_BAUD = 3_000_000
 
 
 class DeviceError(Exception):
@@ -231,9 +238,16 @@ class LinkDevice(Device):
                 self.sim = None
 
 
+def _baud_hint(baud: int) -> str:
+    boards = ", ".join(f"{name} {board.baud}" for name, board in BOARDS.items())
+    return (f"the port was opened at {baud} baud, the boards' links run at {boards}: "
+            f"use serial:PORT@BAUD or --board NAME")
+
+
 def open_device(name: str, *, engine="engine", spec="sim", progress=False, timeout=None,
-                verify=True) -> Device:
-    """Open a device by name (see the module docstring). Raises :class:`DeviceError`."""
+                verify=True, baud=None) -> Device:
+    """Open a device by name (see the module docstring); ``baud``: a ``serial:PORT`` device's
+    rate when the name has no ``@BAUD``. Raises :class:`DeviceError`."""
     if name == "golden":
         return GoldenDevice()
     if name in SIM_DEVICES:
@@ -253,8 +267,9 @@ def open_device(name: str, *, engine="engine", spec="sim", progress=False, timeo
     remote = None
     try:
         if name.startswith("serial:"):
-            url, _, baud = name[7:].partition("@")
-            transport = SerialTransport(url, baud=int(baud) if baud else 3_000_000)
+            url, _, rate = name[7:].partition("@")
+            baud = int(rate) if rate else baud or DEFAULT_BAUD
+            transport = SerialTransport(url, baud=baud)
             remote = served_sim(url)
         elif name.startswith("spi:socket://"):
             host, port = _host_port(name[4:])
@@ -270,7 +285,12 @@ def open_device(name: str, *, engine="engine", spec="sim", progress=False, timeo
     if remote is not None:
         return _sim_link(transport, name, remote, timeout, progress, verify)
     driver = Driver(transport, timeout=timeout or 2.0, progress=progress)
-    return LinkDevice(driver, name=name, verify=verify)
+    try:
+        return LinkDevice(driver, name=name, verify=verify)
+    except DeviceError as e:
+        if not name.startswith("serial:"):
+            raise
+        raise DeviceError(f"{e}; {_baud_hint(baud)}") from None
 
 
 def _sim_link(transport, name, sim, timeout, progress, verify) -> LinkDevice:

@@ -352,6 +352,18 @@ def test_cli_program_dry_run(tmp_path, capsys, monkeypatch):
         ["iceprog", "-S", str(tmp_path / "deconvsr_icebreaker.bin")]
 
 
+def test_cli_program_says_the_link_rate(tmp_path, capsys, monkeypatch):
+    _fake_build(tmp_path, bitstream="deconvsr_icebreaker.bin")
+    (tmp_path / "deconvsr_icebreaker.bin").write_bytes(b"\0" * 16)
+    monkeypatch.setattr(shutil, "which", lambda n: "/usr/bin/" + n if n == "iceprog" else None)
+    ran = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: ran.append(cmd))
+    assert main(["program", "--board", "icebreaker", "-i", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert ran and out[0].split() == ran[0]
+    assert f"{BOARDS['icebreaker'].baud} baud" in out[1] and "--board icebreaker" in out[1]
+
+
 def test_cli_report_json(tmp_path, capsys, monkeypatch):
     """The report's figures are bench frame's (here a stand-in measurement), with the compute
     rate at the build's Fmax added; a network whose weights do not fit is said, not rated."""
