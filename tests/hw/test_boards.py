@@ -57,12 +57,14 @@ def test_ecp5_pll_matches_ecppll(fout, tmp_path):
 
 
 def test_board_clocks_meet_targets():
-    assert BOARDS["icebreaker"].clk_hz >= 48e6
+    # The streaming engine fills 96% of the UP5K: 36 MHz (41.8 MHz reached; docs/boards.md).
+    assert BOARDS["icebreaker"].clk_hz >= 36e6
     assert BOARDS["ulx3s-85f"].clk_hz >= 100e6
+    assert BOARDS["icebreaker"].baud >= 6_000_000        # #26: the FT2232H's 6 Mbaud or more
     for board in BOARDS.values():
-        # the UART bit period must be close to a whole number of clocks (< 2 % error)
-        div = round(board.clk_hz / board.baud)
-        assert abs(board.clk_hz / div - board.baud) / board.baud < 0.02
+        # the UART bit period must be a whole number of link clocks to within 2 %
+        div = round(board.link_hz / board.baud)
+        assert div >= 3 and abs(board.link_hz / div - board.baud) / board.baud < 0.02
         assert board.baud >= 3_000_000
 
 
