@@ -29,11 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ... import protocol
-from ...bus import Space
+from ...bus import Space, start_byte
 from ...descriptor import COUNTERS, decode_counters
 from ...hw.boards import BOARDS
 from ...hw.uart import uart_divisor
-from ...protocol import StepHeader
 from ...sim.device import SimDevice, cache_dir
 from ..golden.intmodel import run_network
 from ..host.device import LinkDevice
@@ -174,10 +173,9 @@ def measure(fb: FrameBench, *, progress=None) -> dict:
 
 
 def _request_bytes(first, count, in_addr, data, out_addr, out_len, polls) -> int:
-    hdr = protocol.pack(StepHeader, first=first, out_addr=out_addr, out_len=out_len,
-                        polls=polls)
-    payload = hdr + bytes(data)
-    return len(Driver.encode(protocol.Opcode.STEP, 1, count, in_addr, len(payload), payload))
+    payload = Driver.step_payload(data, out_addr, out_len, polls)
+    start = start_byte(count, first, keep=True) if count else 0
+    return len(Driver.encode(protocol.Opcode.STEP, 1, start, in_addr, len(payload), payload))
 
 
 def _reply_bytes(payload: bytes) -> int:

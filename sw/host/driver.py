@@ -502,6 +502,17 @@ class Driver:
             raise EngineError(f"the engine reported an error (status {status:#04x})")
         return status
 
+    @staticmethod
+    def step_payload(in_data: bytes, out_addr: int, out_len: int, polls: int) -> bytes:
+        """A STEP request's payload: its :class:`~deconvsr.protocol.StepHeader` and the IN
+        bytes (the request's header carries the START byte and the IN address)."""
+        hdr = protocol.pack(StepHeader, out_addr=out_addr & 0xFFFF, out_len=out_len,
+                            polls=polls)
+        payload = hdr + bytes(in_data)
+        if len(payload) > 0xFFFF:
+            raise ValueError(f"STEP payload of {len(payload)} bytes exceeds 65535")
+        return payload
+
     def step(self, first: int, count: int, in_addr: int, in_data: bytes, out_addr: int,
              out_len: int, *, polls: int = 0xFFFF, timeout=None) -> bytes:
         """One STEP of a streamed frame (:mod:`deconvsr.protocol`): ``in_data`` to ``IN`` from
@@ -511,11 +522,7 @@ class Driver:
 
         Raises :class:`EngineError` if the engine stayed busy, :class:`LinkError` if the link
         fails (a retry is safe: the device runs a step once per tag)."""
-        hdr = protocol.pack(StepHeader, out_addr=out_addr & 0xFFFF, out_len=out_len,
-                            polls=polls)
-        payload = hdr + bytes(in_data)
-        if len(payload) > 0xFFFF:
-            raise ValueError(f"STEP payload of {len(payload)} bytes exceeds 65535")
+        payload = self.step_payload(in_data, out_addr, out_len, polls)
         clk_hz = self.info.link["clk_hz"] if self.info and self.info.link["clk_hz"] else \
             48_000_000
         try:
