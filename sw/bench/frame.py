@@ -62,6 +62,7 @@ class FrameBench:
     size: tuple
     frames: int = 2
     link: str = "uart"
+    baud: int | None = None     #: the UART's rate (None: the board's, ``boards.toml``)
 
 
 def photo(h: int, w: int) -> np.ndarray:
@@ -81,14 +82,15 @@ def _board(name):
     return BOARDS[name]
 
 
-def _line(board, link) -> dict:
+def _line(board, link, baud=None) -> dict:
     """The link's timing: seconds per byte each way, and the simulated device's clock (the
     engine's: the simulated SoC runs its link on the engine clock too)."""
     clk = int(board.clk_hz)
     if link == "uart":
-        div = uart_divisor(clk, board.baud)
-        return {"kind": "uart", "baud": board.baud, "clk_hz": clk,
-                "to_device_s": BITS_PER_BYTE / board.baud,
+        baud = baud or board.baud
+        div = uart_divisor(clk, baud)
+        return {"kind": "uart", "baud": baud, "clk_hz": clk,
+                "to_device_s": BITS_PER_BYTE / baud,
                 "from_device_s": BITS_PER_BYTE * div / clk}
     sck = clk / SCK_CYCLES
     return {"kind": "spi", "sck_hz": sck, "clk_hz": clk,
@@ -111,7 +113,9 @@ def _frame_figures(board, layers, plan, x, *, sim_s, wire_out, wire_in, cycles, 
             "utilisation": useful / (spec.lanes * cycles) if cycles else None,
             "link_busy": line_s / sim_s, "engine_busy": cycles / (sim_s * board.clk_hz),
             "engine_s": cycles / board.clk_hz, "line_s": line_s,
-            "bands": 1 << plan.band_lg, "stripes": len(plan.stripes), "steps": plan.requests}
+            "bands": 1 << plan.band_lg, "stripes": len(plan.stripes), "steps": plan.requests,
+            "line_baud": line.get("baud"), "line_sck_hz": line.get("sck_hz"),
+            "engine_hz": board.clk_hz}
 
 
 def measure(fb: FrameBench, *, progress=None) -> dict:
@@ -124,10 +128,10 @@ def measure(fb: FrameBench, *, progress=None) -> dict:
     x = photo(h, w)
     want = run_network(x[None], layers)[0]
     plan = plan_stream(layers, (h, w), spec)
-    line = _line(board, fb.link)
+    line = _line(board, fb.link, fb.baud)
     top = "uart" if fb.link == "uart" else "spi"
     sim = SimDevice(top=top, engine="engine", spec=spec.name, clk_hz=line["clk_hz"],
-                    baud=board.baud, sck_cycles=SCK_CYCLES)
+                    baud=line.get("baud", board.baud), sck_cycles=SCK_CYCLES)
     t_wall = time.perf_counter()
     with sim:
         transport = SerialTransport(sim.url) if top == "uart" else \
@@ -195,7 +199,7 @@ def model(fb: FrameBench, overhead: int, *, x=None) -> dict:
     x = photo(h, w) if x is None else x
     want = run_network(x[None], layers)
     plan = plan_stream(layers, (h, w), spec)
-    line = _line(board, fb.link)
+    line = _line(board, fb.link, fb.baud)
     clk = board.clk_hz
     poll = protocol.WAIT_UNIT / line["clk_hz"]
     t = 0.0
@@ -266,8 +270,8 @@ def _sources_hash() -> str:
 
 def _cache_key(fb: FrameBench, validate: bool) -> str:
     board = _board(fb.board)
-    return json.dumps([repr(board.spec), board.clk_hz, board.baud, fb.model, list(fb.size),
-                       fb.frames, fb.link, validate, _sources_hash()])
+    return json.dumps([repr(board.spec), board.clk_hz, fb.baud or board.baud, fb.model,
+                       list(fb.size), fb.frames, fb.link, validate, _sources_hash()])
 
 
 def bench(fb: FrameBench, *, validate=True, cached=True) -> dict:
@@ -302,7 +306,7 @@ def _bench(fb: FrameBench, *, validate=True) -> dict:
     overhead = calibrate(fb)
     out = {"bench": "frame", **fb.__dict__, "size": list(fb.size), **model(fb, overhead)}
     if validate:
-        vs = FrameBench(fb.board, fb.model, (64, 64), fb.frames, fb.link)
+        vs = FrameBench(fb.board, fb.model, (64, 64), fb.frames, fb.link, fb.baud)
         rtl = bench(vs)                         # (measured on the RTL; cached)
         mod = model(vs, overhead)
         out["validation"] = {
@@ -318,7 +322,10 @@ def _bench(fb: FrameBench, *, validate=True) -> dict:
 
 
 def render(r: dict) -> str:
-    lines = [f"{r['model']} on {r['board']} ({r['link']}), {r['size'][0]} x {r['size'][1]} in, "
+    rate = f"{r['line_baud'] / 1e6:g} Mbaud" if r.get("line_baud") else \
+        f"SCK {r['line_sck_hz'] / 1e6:g} MHz" if r.get("line_sck_hz") else ""
+    lines = [f"{r['model']} on {r['board']} ({r['link']} {rate}, engine "
+             f"{r.get('engine_hz', 0) / 1e6:g} MHz), {r['size'][0]} x {r['size'][1]} in, "
              f"{r['source']}: {r['fps']:.2f} fps ({r['frame_s'] * 1e3:.1f} ms a frame)",
              f"  wire: {r['wire_to_device']:,.0f} B to the device, {r['wire_from_device']:,.0f} B "
              f"back, for {r['frame_bytes']:,} frame bytes (efficiency "

@@ -152,6 +152,9 @@ def _frame_args(p):
     p.add_argument("--link", choices=bench_frame.LINKS, default="uart",
                    help="the board's UART at its baud (default), or SPI from an external "
                         "master at 1/8 of the clock")
+    p.add_argument("--baud", type=int, metavar="BAUD",
+                   help="the UART's rate (default the board's: 6 Mbaud on the iCEBreaker, "
+                        "3 Mbaud on the ULX3S)")
     p.add_argument("--no-validate", dest="validate", action="store_false",
                    help="modelled frames: skip the RTL run that checks the model")
 
@@ -163,8 +166,11 @@ def _frame_run(args):
                        EXIT_INPUT)
     if args.frames < 1:
         raise CLIError(f"--frames must be >= 1, not {args.frames}", EXIT_INPUT)
+    if args.baud is not None and (args.link != "uart" or args.baud < 1):
+        raise CLIError("--baud is the UART's rate: a positive number, with --link uart",
+                       EXIT_INPUT)
     fb = bench_frame.FrameBench(args.board, args.model or DEFAULT_MODEL[args.board], (h, w),
-                                args.frames, args.link)
+                                args.frames, args.link, args.baud)
     try:
         return bench_frame.bench(fb, validate=args.validate)
     except ProgramError as e:

@@ -24,3 +24,22 @@ def test_measured_frame_and_model_agree():
     # nothing but the frame on the wire: 1 byte a pixel in, the kept pixels out, framing
     assert rtl["wire_to_device"] + rtl["wire_from_device"] <= 1.05 * rtl["frame_bytes"] + 512
     assert rtl["frame_bytes"] == 9 * 14 * 5
+
+
+def test_the_uart_rate_sets_the_line_time():
+    """--baud: the same frame's wire bytes at half the rate take twice the line time."""
+    fast = bench_frame.model(bench_frame.FrameBench("icebreaker", "edge-x2", (40, 40)), 0)
+    slow = bench_frame.model(bench_frame.FrameBench("icebreaker", "edge-x2", (40, 40),
+                                                    baud=3_000_000), 0)
+    assert fast["line_baud"] == 6_000_000 and slow["line_baud"] == 3_000_000
+    assert (fast["wire_to_device"], fast["wire_from_device"]) == \
+        (slow["wire_to_device"], slow["wire_from_device"])
+    assert slow["line_s"] == pytest.approx(2 * fast["line_s"])
+    assert slow["frame_s"] > fast["frame_s"]
+
+
+def test_cli_refuses_a_baud_without_the_uart(capsys):
+    import deconvsr.sw.cli.main as cli
+    assert cli.main(["bench", "frame", "--board", "icebreaker", "--link", "spi",
+                     "--baud", "3000000"]) != 0
+    assert "--baud" in capsys.readouterr().err
