@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from deconvsr.arith import DEFAULT_ARITH, requantize
 from deconvsr.bus import BusCommand, Space
-from deconvsr.descriptor import BiasEntry, DESC_BYTES, LayerDescriptor, pack, unpack
+from deconvsr.descriptor import BiasEntry, DESC_BYTES, DIM, LayerDescriptor, pack, unpack
 from deconvsr.hw.engine import Engine
 from deconvsr.hw.requant import Requant
 from deconvsr.spec import EngineSpec
@@ -212,10 +212,11 @@ def test_spec_act_lanes():
 
 def test_descriptor_pack_roundtrip_and_limits():
     d = {name: 0 for name, _ in data.Layout.cast(LayerDescriptor)}
-    d.update(useful=[[1, 2], [3, 4]], by0=-3, obase0=-(1 << 20), h_in=65535, t=15)
+    d.update(useful=[[1, 2], [3, 4]], by0=-3, obase0=-(1 << 20), h_in=(1 << DIM) - 1, t=15)
     raw = pack(LayerDescriptor, d, DESC_BYTES)
     back = unpack(LayerDescriptor, raw)
-    assert (back["by0"], back["obase0"], back["h_in"], back["t"]) == (-3, -(1 << 20), 65535, 15)
+    assert (back["by0"], back["obase0"], back["h_in"], back["t"]) == \
+        (-3, -(1 << 20), (1 << DIM) - 1, 15)
     with pytest.raises(ValueError, match="value 16 does not fit"):
         pack(LayerDescriptor, {**d, "t": 16}, DESC_BYTES)
     with pytest.raises(ValueError, match="does not fit"):
