@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from ..host.device import DeviceError, GoldenDevice, open_device
-from ..host.program import ProgramError, frame_programs
+from ..host.program import ProgramError
+from ..host.stream import compile_frame
 from .main import EXIT_DEVICE, CLIError, add_board_argument, board_baud
 from .upscale import load_qlayers, positive_seconds
 
@@ -33,7 +32,7 @@ def register(subparsers):
 
 def _fits(qlayers, spec) -> dict:
     try:
-        frame_programs(qlayers, np.zeros((1, 64, 64), np.uint8), spec)
+        compile_frame(qlayers, (64, 64), spec)
     except ProgramError as e:
         return {"fits": False, "why": str(e)}
     return {"fits": True, "why": None}

@@ -36,7 +36,7 @@ from ...descriptor import (DESC_BYTES, ENTRY_BYTES, BiasEntry, LayerDescriptor, 
                            next_band, pack)
 from ...sim.engine_sim import EngineModel
 from ...spec import EngineSpec
-from .program import ProgramError, _wide, pack_weights, plan_layer
+from .program import ProgramError, _wide, frame_programs, pack_weights, plan_layer
 
 __all__ = ["StreamPlan", "Stripe", "StepRequest", "plan_stream", "run_stream_model"]
 
@@ -165,6 +165,15 @@ def _stripes(w: int, n: int) -> list[tuple[int, int]]:
     """``n`` stripes of (nearly) equal width covering ``[0, w)``."""
     edges = [round(i * w / n) for i in range(n + 1)]
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def compile_frame(layers, frame_hw, spec: EngineSpec):
+    """Compile an ``h`` x ``w`` frame for ``spec`` the way a link device runs it: streamed
+    (:func:`plan_stream`) on a streaming engine, else tiled (:func:`.program.frame_programs`).
+    Raises :class:`ProgramError` when the network or frame does not fit the engine."""
+    if spec.in_bytes:
+        return plan_stream(layers, frame_hw, spec)
+    return frame_programs(layers, np.zeros((1, *frame_hw), np.uint8), spec)
 
 
 def plan_stream(layers, frame_hw, spec: EngineSpec, *, band_lg: int | None = None,

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ...spec import SPECS
-from ..host.program import ProgramError, frame_programs
+from ..host.program import ProgramError
+from ..host.stream import compile_frame
 from .evaluate import calibrated_on
 from .importers import ImportError_, import_onnx, import_state_dict, load_state_dict
 from .network import Network, NetworkError
@@ -246,8 +247,7 @@ def fitting_specs(network: Network, frame: int = 64) -> list[str]:
             continue
         spec = SPECS[name]
         try:
-            frame_programs(quantize(network, spec=spec.arith),
-                           np.zeros((1, frame, frame), np.uint8), spec)
+            compile_frame(quantize(network, spec=spec.arith), (frame, frame), spec)
         except ProgramError:
             continue
         out.append(name)

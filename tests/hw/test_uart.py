@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """UARTRx / UARTTx (``deconvsr.hw.uart``) in amaranth.sim, the line driven in simulated time
 (edges anywhere between clock edges, not on them): the divisors the boards use (the
 iCEBreaker's link: 18 MHz / 6 Mbaud = 3; 48 MHz / 3 Mbaud = 16; the ULX3S: 33), random bytes

@@ -12,11 +12,11 @@ while not (ROOT / "run").exists():          # (wherever this file sits under tes
 
 
 def test_run_test_selection():
-    """Counted on a file with one quick and two slow UART tests (+-1.5 % baud error); the
+    """Counted on a test with two quick and two slow UART cases (+-1.5 % baud error); the
     first ``./run`` alone (it re-installs a stale venv: two pip runs at once would race),
     the other two side by side."""
     target = next(ROOT.glob("tests/**/test_link_uart.py"))
-    cases = {None: 1, "": 3, "-m 'slow and not synth'": 2}
+    cases = {None: 2, "": 4, "-m 'slow and not synth'": 2}
     procs, outs = {}, {}
     for i, test_args in enumerate(cases):
         if i == 1:
@@ -26,7 +26,7 @@ def test_run_test_selection():
             env["TEST_ARGS"] = test_args
         procs[test_args] = subprocess.Popen(
             [str(ROOT / "run"), "test", "-n", "0", "--collect-only", "-q",
-             f"{target}::test_uart_3mbaud"], cwd=ROOT, env=env, text=True,
+             f"{target}::test_uart_back_to_back"], cwd=ROOT, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for test_args, want in cases.items():
         out = outs[test_args] if test_args in outs else \
