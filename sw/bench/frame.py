@@ -50,7 +50,7 @@ LINKS = ("uart", "spi")
 #: Frames up to this many LR pixels are measured on the RTL; larger ones modelled.
 RTL_MAX_PIXELS = 64 * 64
 #: The SPI master's clock in the simulation: system cycles per SCK period (an external master;
-#: 8 at 100 MHz is 12.5 MHz SCK).
+#: 8 at 90 MHz is 11.25 MHz SCK).
 SCK_CYCLES = 8
 BITS_PER_BYTE = 10      # UART 8N1
 

@@ -59,7 +59,7 @@ def test_ecp5_pll_matches_ecppll(fout, tmp_path):
 def test_board_clocks_meet_targets():
     # The streaming engine fills 96% of the UP5K: 36 MHz (41.8 MHz reached; docs/boards.md).
     assert BOARDS["icebreaker"].clk_hz >= 36e6
-    assert BOARDS["ulx3s-85f"].clk_hz >= 100e6
+    assert BOARDS["ulx3s-85f"].clk_hz >= 90e6     # streaming engine: 85-98.5 MHz at 100, seeds 1-6
     assert BOARDS["icebreaker"].baud >= 6_000_000        # #26: the FT2232H's 6 Mbaud or more
     for board in BOARDS.values():
         # the UART bit period must be a whole number of link clocks to within 2 %

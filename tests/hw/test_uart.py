@@ -65,7 +65,8 @@ def _data(n, seed):
 def test_divisors_of_the_boards():
     assert uart_divisor(18_000_000, 6_000_000) == 3        # iCEBreaker link: exact
     assert uart_divisor(24_000_000, 6_000_000) == 4
-    assert uart_divisor(100_000_000, 3_000_000) == 33      # ULX3S: 3.03 Mbaud, +1 %
+    assert uart_divisor(100_000_000, 3_000_000) == 33      # 100 MHz: 3.03 Mbaud, +1 %
+    assert uart_divisor(90_000_000, 3_000_000) == 30       # ULX3S: exact
     with pytest.raises(ValueError, match="minimum is 3"):
         uart_divisor(24_000_000, 12_000_000)               # 2 clocks per bit: refused
     with pytest.raises(ValueError):
