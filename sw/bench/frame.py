@@ -33,7 +33,7 @@ from ...bus import Space, start_byte
 from ...descriptor import COUNTERS, decode_counters
 from ...hw.boards import BOARDS
 from ...hw.uart import uart_divisor
-from ...sim.device import SimDevice, cache_dir
+from ...sim.device import NativeDevice, cache_dir
 from ..golden.intmodel import run_network
 from ..host.device import LinkDevice
 from ..host.driver import Driver
@@ -130,7 +130,7 @@ def measure(fb: FrameBench, *, progress=None) -> dict:
     plan = plan_stream(layers, (h, w), spec)
     line = _line(board, fb.link, fb.baud)
     top = "uart" if fb.link == "uart" else "spi"
-    sim = SimDevice(top=top, engine="engine", spec=spec.name, clk_hz=line["clk_hz"],
+    sim = NativeDevice(top=top, engine="engine", spec=spec.name, clk_hz=line["clk_hz"],
                     baud=line.get("baud", board.baud), sck_cycles=SCK_CYCLES)
     t_wall = time.perf_counter()
     with sim:

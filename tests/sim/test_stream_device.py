@@ -1,13 +1,13 @@
-"""Frames streamed to the simulated device (the stream top: link + the real engine, Verilator)
-through the host driver's STEP requests, with bits flipped on the line at random both ways:
-every damaged request or reply ends in a retry, never in a wrong pixel."""
+"""Frames streamed to the native simulated device (the stream top: link + the real engine,
+Verilator) through the host driver's STEP requests, with bits flipped on the line at random
+both ways: every damaged request or reply ends in a retry, never in a wrong pixel."""
 
 import random
 
 import numpy as np
 import pytest
 
-from deconvsr.sim.device import SimDevice
+from deconvsr.sim.device import NativeDevice
 from deconvsr.sim.harness import available_simulators
 from deconvsr.sw.golden.intmodel import run_network
 from deconvsr.sw.host.device import LinkDevice
@@ -49,7 +49,7 @@ class Noisy(Transport):
 def test_streamed_frames_survive_a_noisy_line():
     _, layers = load_quantized("edge-x2")
     rng = np.random.default_rng(3)
-    with SimDevice(top="stream", engine="engine", spec="sim") as sim:
+    with NativeDevice(top="stream", engine="engine", spec="sim") as sim:
         noisy = Noisy(SerialTransport(sim.url), p=0.0005, seed=1)
         dev = LinkDevice(Driver(noisy, timeout=20.0, retries=8), name="noisy")
         try:
