@@ -27,7 +27,7 @@ but kept pixels comes back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -74,9 +74,11 @@ class Stripe:
     descriptors: list = field(default_factory=list)  # per layer, the descriptor's fields
     requests: list = field(default_factory=list)
     out_planes: int = 0     # OUT bytes between output channels' rings (C_out > 1)
+    y_in0: int = 0          # the LR frame row where the stripe's rows start (a row chunk)
 
     def in_bytes(self, frame: np.ndarray, req: StepRequest) -> bytes:
         y0, y1 = req.in_rows
+        y0, y1 = y0 + self.y_in0, y1 + self.y_in0
         return np.ascontiguousarray(frame[y0:y1, self.x0:self.x1], dtype=np.uint8).tobytes()
 
 
@@ -195,10 +197,35 @@ def plan_stream(layers, frame_hw, spec: EngineSpec, *, band_lg: int | None = Non
     h, w = frame_hw
     if h < 1 or w < 1:
         raise ProgramError(f"frame must be at least 1 x 1, not {h} x {w}")
+    try:
+        return _plan_columns(layers, (h, w), spec, band_lg, stripes)
+    except ProgramError as e:
+        if "exceeds dim_bits" not in str(e) or h == 1:
+            raise
+        err = e
+    # Taller than the engine's coordinates reach: row chunks, each streamed as a frame of its
+    # own with the rows its core's outputs read around it (recomputed at the seams), and only
+    # the core's output rows read back.
+    r_lo, r_hi = _geometry(layers)[3]
+    for n in range(2, h + 1):
+        edges = [round(i * h / n) for i in range(n + 1)]
+        try:
+            return _plan_chunks(layers, (h, w), spec, band_lg, stripes,
+                                list(zip(edges, edges[1:])), (r_lo, r_hi))
+        except ProgramError as e:
+            if "exceeds dim_bits" not in str(e):
+                raise
+            err = e
+    raise ProgramError(f"the frame cannot be streamed on {spec.name!r}: {err}")
+
+
+def _plan_columns(layers, frame_hw, spec, band_lg, stripes) -> StreamPlan:
+    h, w = frame_hw
     last_err = None
     counts = [stripes] if stripes else range(1, w + 1)
     for n in counts:
-        lgs = [band_lg] if band_lg is not None else range(min(MAX_BAND_LG, max(h, 1).bit_length()), -1, -1)
+        lgs = [band_lg] if band_lg is not None else \
+            range(min(MAX_BAND_LG, max(h, 1).bit_length()), -1, -1)
         for lg in lgs:
             try:
                 return _plan(layers, (h, w), spec, lg, _stripes(w, n))
@@ -207,6 +234,59 @@ def plan_stream(layers, frame_hw, spec: EngineSpec, *, band_lg: int | None = Non
         if stripes is None and n > 1 and last_err is not None and "weights" in str(last_err):
             break
     raise ProgramError(f"the frame cannot be streamed on {spec.name!r}: {last_err}")
+
+
+def _plan_chunks(layers, frame_hw, spec, band_lg, stripes, cores, reach) -> StreamPlan:
+    """Row chunks ``cores`` (LR rows ``[y0, y1)``), each planned as a frame of the rows
+    ``[y0 - reach[0], y1 + reach[1])`` (within the frame); their stripes read back only the
+    core's HR rows, placed in the whole frame."""
+    h, w = frame_hw
+    plan = None
+    for y0, y1 in cores:
+        a, b = max(0, y0 - reach[0]), min(h, y1 + reach[1])
+        sub = _plan_columns(layers, (b - a, w), spec, band_lg, stripes)
+        if plan is None:
+            plan = StreamPlan(spec=spec, frame=(h, w), band_lg=sub.band_lg, stripes=[],
+                              n_layers=sub.n_layers, out_frame=(sub.out_frame[0],
+                                                                sub.out_frame[1] // (b - a) * h,
+                                                                sub.out_frame[2]))
+        s = sub.out_frame[1] // (b - a)
+        keep0, keep1 = s * (y0 - a), s * (y1 - a)      # the core's HR rows in the chunk
+        for stripe in sub.stripes:
+            stripe.y_in0 = a
+            wo = s * (stripe.c1 - stripe.c0)
+            ring = stripe.out_planes
+            for i, req in enumerate(stripe.requests):
+                r0, r1 = req.out_rows
+                k0, k1 = max(r0, keep0), min(r1, keep1)
+                if k1 <= k0:
+                    stripe.requests[i] = replace(req, out_len=0, out_addr=0, out_rows=(0, 0))
+                    continue
+                stripe.requests[i] = replace(
+                    req, out_addr=(req.out_addr + (k0 - r0) * wo) % ring if ring else 0,
+                    out_len=(k1 - k0) * wo * plan.out_frame[0],
+                    out_rows=(k0 - keep0 + s * y0, k1 - keep0 + s * y0))
+            plan.stripes.append(stripe)
+    plan.useful = frame_macs(layers, h, w)
+    return plan
+
+
+def _taps_1d(n_in: int, n_out: int, k: int, s: int, p: int) -> int:
+    """Output positions x taps of a layer along one axis whose input is inside the frame."""
+    x = np.arange(n_out)[:, None] + p - np.arange(k)[None, :]
+    return int(((x % s == 0) & (x >= 0) & (x // s < n_in)).sum())
+
+
+def frame_macs(layers, h: int, w: int) -> int:
+    """Useful MACs of an ``h`` x ``w`` frame: every layer's in-frame taps (the frame's, not
+    a chunk's or stripe's: no seam recomputed)."""
+    total = 0
+    for layer in layers:
+        s = layer.stride
+        total += layer.c_in * layer.c_out * _taps_1d(h, s * h, layer.k, s, layer.padding) \
+            * _taps_1d(w, s * w, layer.k, s, layer.padding)
+        h, w = s * h, s * w
+    return total
 
 
 def _plan(layers, frame_hw, spec, lg, cores) -> StreamPlan:

@@ -12,7 +12,7 @@ from deconvsr.spec import SPECS, EngineSpec
 from deconvsr.sw.bench.engine import EDGE_ARCH, PAPER_ARCH, calibrated_network
 from deconvsr.sw.golden.intmodel import run_network
 from deconvsr.sw.host.program import ProgramError
-from deconvsr.sw.host.stream import plan_stream, run_stream_model
+from deconvsr.sw.host.stream import frame_macs, plan_stream, run_stream_model
 from deconvsr.sw.model.quantize import quantize
 from deconvsr.sw.model.zoo import load_model
 
@@ -138,3 +138,25 @@ def test_errors_name_the_resource(rng):
         plan_stream(_net(rng, PAPER_ARCH, TIGHT), (8, 8), TIGHT)
     with pytest.raises(ProgramError, match="at least 1 x 1"):
         plan_stream(layers, (0, 5), TIGHT)
+
+
+@pytest.mark.parametrize("model", ["edge-x2", "edge-x3"])
+def test_frames_taller_than_the_coordinates_go_in_row_chunks(rng, model):
+    """On the iCEBreaker's engine (8-bit sizes: at most 255 HR rows) a tall frame runs in row
+    chunks: exact, the HR frame read back once (no seam rows), the LR rows re-sent at the
+    seams only, and the useful MACs the frame's (seams not counted)."""
+    spec = SPECS["icebreaker"]
+    layers = quantize(load_model(model), spec=spec.arith)
+    s = layers[-1].stride
+    h, w = 300 // s, 21
+    x = rng.integers(0, 256, size=(h, w)).astype(np.uint8)
+    plan = plan_stream(layers, x.shape, spec)
+    chunks = {st.y_in0 for st in plan.stripes}
+    assert len(chunks) > 1
+    np.testing.assert_array_equal(run_stream_model(layers, x, spec, plan),
+                                  run_network(x[None], layers))
+    reqs = [(st, r) for st in plan.stripes for r in st.requests]
+    assert sum(r.out_len for _, r in reqs) == s * h * s * w
+    sent = sum((r.in_rows[1] - r.in_rows[0]) * (st.x1 - st.x0) for st, r in reqs)
+    assert h * w < sent <= h * w + 2 * (len(chunks) - 1) * 8 * w
+    assert plan.useful == frame_macs(layers, h, w)
