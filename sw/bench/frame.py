@@ -22,7 +22,10 @@ simulator can run (``validation``), for both the engine cycles and the frame tim
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -104,7 +107,12 @@ def _frame_figures(board, layers, plan, x, *, sim_s, wire_out, wire_in, cycles, 
     h, w = x.shape
     frame_bytes = h * w + s * s * h * w
     wire = wire_out + wire_in
-    line_s = wire_out * line["to_device_s"] + wire_in * line["from_device_s"]
+    if line["kind"] == "spi":
+        # (full duplex: every SCK byte carries a byte each way; the clocked bytes count once)
+        wire = max(wire_out, wire_in)
+        line_s = wire * line["to_device_s"]
+    else:
+        line_s = wire_out * line["to_device_s"] + wire_in * line["from_device_s"]
     return {"fps": 1.0 / sim_s, "frame_s": sim_s, "wire_to_device": wire_out,
             "wire_from_device": wire_in, "frame_bytes": frame_bytes,
             "frame_in": h * w, "frame_out": s * s * h * w,
@@ -237,6 +245,21 @@ def model(fb: FrameBench, overhead: int, *, x=None) -> dict:
     return fig
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """The simulator build's tools (Verilator, make) write to file descriptor 1: send it to
+    stderr meanwhile, so that ``--json`` output stays JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def calibrate(fb: FrameBench) -> int:
     """The cycle model's per-layer-start constant for this board's engine, from a small frame
     streamed on the RTL (its steps' cycles minus the model's MAC and drain cycles)."""
@@ -246,7 +269,7 @@ def calibrate(fb: FrameBench) -> int:
     _, layers = load_quantized(fb.model, spec=spec.arith)
     x = photo(6, 6)
     plan = plan_stream(layers, x.shape, spec)
-    with cached_build_dir(spec) as bd:
+    with _stdout_to_stderr(), cached_build_dir(spec) as bd:
         r = run_stream_rtl(plan, x, build_dir=bd)
     base = step_cycles(plan.stripes[0], spec, 0)
     starts = sum(q.count for q in plan.stripes[0].requests)
