@@ -154,8 +154,11 @@ def test_ulx3s_top_pins_and_pll():
     assert len(re.findall(r'LOCATE COMP "led_\d__io"', lpf)) == 8
     rtlil = plan.files["top.il"]
     assert "EHXPLLL" in rtlil
-    assert re.search(r"parameter \\CLKOP_DIV 6\b", rtlil)
-    assert re.search(r"parameter \\CLKFB_DIV 4\b", rtlil)
+    p = ecp5_pll(25e6, board.clk_hz)               # 90 MHz: 25 MHz x 18 / 5, VCO 630 MHz
+    assert (p.ref_div, p.fb_div, p.out_div) == (5, 18, 7)
+    assert re.search(rf"parameter \\CLKOP_DIV {p.out_div}\b", rtlil)
+    assert re.search(rf"parameter \\CLKFB_DIV {p.fb_div}\b", rtlil)
+    assert re.search(rf"parameter \\CLKI_DIV {p.ref_div}\b", rtlil)
 
 
 def test_board_top_validates():

@@ -79,7 +79,7 @@ def test_serve_drives_two_upscales_in_a_row_then_stops_on_ctrl_c(tmp_path, capsy
             io = capsys.readouterr()
             assert code == 0, io.err
             summary = json.loads(io.out)
-            assert summary["transfer"]["sim_ps"]["run"] > 0     # it knew it was simulated
+            assert summary["transfer"]["sim_ps"]["stream"] > 0  # it knew it was simulated
             assert np.array_equal(np.asarray(Image.open(out)), golden)
         os.killpg(proc.pid, signal.SIGINT)
         rest, err = proc.communicate(timeout=30)
