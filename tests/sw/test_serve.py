@@ -52,9 +52,12 @@ def _photo(path, side):
 
 @needs_verilator
 def test_serve_drives_two_upscales_in_a_row_then_stops_on_ctrl_c(tmp_path, capsys):
+    # (SIGINT's default handler in the child: a pytest-xdist worker ignores SIGINT, and a
+    # child inherits that, so Ctrl-C would never reach the server)
     proc = subprocess.Popen([sys.executable, "-m", "deconvsr.sw.cli", "serve", "--board", "sim"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         url = None
         deadline = time.monotonic() + 600
@@ -87,6 +90,8 @@ def test_serve_drives_two_upscales_in_a_row_then_stops_on_ctrl_c(tmp_path, capsy
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     out = "".join(lines) + rest
