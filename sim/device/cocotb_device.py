@@ -17,11 +17,13 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from ...hw.boards import BOARDS
@@ -182,8 +184,12 @@ class SimDevice:
                                board=self.board, rebuild=rebuild)
         fresh = build.fresh
         self.build_seconds = time.monotonic() - t0
-        self._tmp = tempfile.TemporaryDirectory(prefix="deconvsr-sim-")
-        tmp = Path(self._tmp.name)
+        # (the name is kept before the directory exists: an interrupt at any point leaves
+        # close() something to remove, never a directory it does not know of)
+        self._tmp = Path(tempfile.gettempdir()) / \
+            f"deconvsr-sim-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._tmp.mkdir()
+        tmp = self._tmp
         port_file = tmp / "port"
         self.log_path = tmp / "sim.log"
         env = dict(os.environ)
@@ -257,7 +263,7 @@ class SimDevice:
                 self.proc.wait()
             self.proc = None
         if getattr(self, "_tmp", None) is not None:
-            self._tmp.cleanup()
+            shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
     def __enter__(self):

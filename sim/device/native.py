@@ -34,6 +34,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata, resources
 from pathlib import Path
@@ -345,8 +346,12 @@ class NativeDevice:
         exe = build_native(self.top, self.engine, self.spec, self.clk_hz, self.baud,
                            rebuild=rebuild)
         self.build_seconds = time.monotonic() - t0
-        self._tmp = tempfile.TemporaryDirectory(prefix="deconvsr-sim-")
-        tmp = Path(self._tmp.name)
+        # (the name is kept before the directory exists: an interrupt at any point leaves
+        # close() something to remove, never a directory it does not know of)
+        self._tmp = Path(tempfile.gettempdir()) / \
+            f"deconvsr-sim-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._tmp.mkdir()
+        tmp = self._tmp
         port_file = tmp / "port"
         self.log_path = tmp / "device.log"
         cmd = [str(exe), "--port-file", str(port_file),
@@ -410,7 +415,7 @@ class NativeDevice:
                 self.proc.wait()
             self.proc = None
         if self._tmp is not None:
-            self._tmp.cleanup()
+            shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
     def __enter__(self):
