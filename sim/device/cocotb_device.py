@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -209,8 +210,9 @@ class SimDevice:
             env["DECONVSR_OSC_PS"] = str(2 * round(0.5e12 / osc_hz(self.board)))
         cmd = [sys.executable, "-m", "deconvsr.sim.device", str(bdir), toplevel, str(tmp)]
         with open(self.log_path, "w") as log:
+            # (a session of its own: closing kills the whole tree, cocotb's simulator too)
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + self.start_timeout
         while not port_file.exists():
             if self.proc.poll() is not None:
@@ -259,7 +261,10 @@ class SimDevice:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 self.proc.wait()
             self.proc = None
         if getattr(self, "_tmp", None) is not None:
